@@ -1,0 +1,379 @@
+//! One client connection: HTTP/1.1 keep-alive with pipelining, each request
+//! taken through the phases in order — parse (head, body), authenticate,
+//! route, select / connect / relay (in `proxy`) — and answered before the next
+//! request is read, so pipelined responses go out in order.
+//!
+//! Every wait has a deadline: idle between requests, the head from its first
+//! byte, the body from the end of the head, and every write.
+
+use crate::auth::authenticate;
+use crate::error::{reason, GatewayError};
+use crate::fmt::push_dec;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::find_head_end;
+use crate::http::head::{parse_request, Endpoint, HeadError, Method, RequestHead};
+use crate::http::io::{read_append, write_all, IoFail};
+use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
+use crate::request::scan;
+use crate::route;
+use crate::worker::{CountGuard, RequestId, WorkerCtx};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::time::Instant;
+use std::ops::Range;
+use std::rc::Rc;
+
+/// Buffers a connection reuses from request to request.
+#[derive(Default)]
+pub struct Buffers {
+    /// Bytes on their way to the client.
+    pub out: Vec<u8>,
+    /// The request on its way upstream.
+    pub up_w: Vec<u8>,
+    /// Bytes read from the upstream.
+    pub up_r: Vec<u8>,
+}
+
+/// Buffers larger than this are shrunk after a request, so one large request
+/// does not pin memory for the rest of a keep-alive connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+fn trim_capacity(v: &mut Vec<u8>) {
+    if v.capacity() > KEEP_CAPACITY && v.len() <= KEEP_CAPACITY / 2 {
+        v.shrink_to(KEEP_CAPACITY / 2);
+    }
+}
+
+/// Serve a client connection until it closes, errs, idles out or the worker drains.
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(ctx: Rc<WorkerCtx>, mut io: S) {
+    let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
+    let mut bufs = Buffers::default();
+    loop {
+        let next = handle_one(&ctx, &mut io, &mut rbuf, &mut bufs).await;
+        match next {
+            Some(start) if !ctx.draining() => {
+                if start >= rbuf.len() {
+                    rbuf.clear();
+                } else {
+                    rbuf.drain(..start);
+                }
+                trim_capacity(&mut rbuf);
+                trim_capacity(&mut bufs.out);
+                trim_capacity(&mut bufs.up_w);
+                trim_capacity(&mut bufs.up_r);
+            }
+            _ => return,
+        }
+    }
+}
+
+enum HeadRead {
+    Complete(usize),
+    Closed,
+    Fail(GatewayError),
+}
+
+async fn read_head<S: AsyncReadRent>(ctx: &WorkerCtx, io: &mut S, rbuf: &mut Vec<u8>) -> HeadRead {
+    let limit = ctx.cfg.max_header_bytes;
+    let mut scanned = 0;
+    let mut header_deadline = (!rbuf.is_empty()).then(|| Instant::now() + ctx.header_timeout);
+    loop {
+        if let Some(end) = find_head_end(rbuf, scanned) {
+            if end > limit {
+                return HeadRead::Fail(GatewayError::headers_too_large(limit));
+            }
+            return HeadRead::Complete(end);
+        }
+        if rbuf.len() >= limit {
+            return HeadRead::Fail(GatewayError::headers_too_large(limit));
+        }
+        scanned = rbuf.len();
+        let deadline = header_deadline.unwrap_or_else(|| Instant::now() + ctx.idle_timeout);
+        match read_append(io, rbuf, 4096, deadline).await {
+            Ok(0) => return HeadRead::Closed,
+            Ok(_) => {
+                if header_deadline.is_none() {
+                    header_deadline = Some(Instant::now() + ctx.header_timeout);
+                }
+            }
+            Err(IoFail::Timeout) if header_deadline.is_some() => return HeadRead::Fail(GatewayError::request_timeout()),
+            Err(_) => return HeadRead::Closed,
+        }
+    }
+}
+
+/// Read the request body into `rbuf`. Returns the body's range and where the
+/// next request starts.
+async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    rbuf: &mut Vec<u8>,
+    head_end: usize,
+    head: &RequestHead,
+    out: &mut Vec<u8>,
+) -> Result<(Range<usize>, usize), GatewayError> {
+    let max = ctx.cfg.max_body_bytes;
+    let deadline = Instant::now() + ctx.body_timeout;
+    let lost = || GatewayError::malformed_http("the connection ended inside the request body");
+    let fail = |e: IoFail| match e {
+        IoFail::Timeout => GatewayError::request_timeout(),
+        IoFail::Io(_) => lost(),
+    };
+    if let Some(n) = head.content_length {
+        if n > max as u64 {
+            return Err(GatewayError::body_too_large(max));
+        }
+        let need = head_end + n as usize;
+        if head.expect_continue && rbuf.len() < need {
+            send_continue(ctx, io, out).await?;
+        }
+        while rbuf.len() < need {
+            match read_append(io, rbuf, need - rbuf.len(), deadline).await {
+                Ok(0) => return Err(lost()),
+                Ok(_) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        return Ok((head_end..need, need));
+    }
+    if head.chunked {
+        if head.expect_continue && rbuf.len() == head_end {
+            send_continue(ctx, io, out).await?;
+        }
+        let mut dec = ChunkedDecoder::new();
+        let (mut r, mut w) = (head_end, head_end);
+        loop {
+            let end = rbuf.len();
+            match dec.decode(rbuf, &mut r, end, &mut w) {
+                Ok(true) => return Ok((head_end..w, r)),
+                Ok(false) => {}
+                Err(_) => return Err(GatewayError::malformed_http("invalid chunked request body")),
+            }
+            // Bound the decoded body, and the framing around it.
+            if w - head_end > max || rbuf.len() - head_end > max + 64 * 1024 {
+                return Err(GatewayError::body_too_large(max));
+            }
+            match read_append(io, rbuf, 16 * 1024, deadline).await {
+                Ok(0) => return Err(lost()),
+                Ok(_) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+    Ok((head_end..head_end, head_end))
+}
+
+async fn send_continue<S: AsyncWriteRent>(ctx: &WorkerCtx, io: &mut S, out: &mut Vec<u8>) -> Result<(), GatewayError> {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    write_all(io, out, Instant::now() + ctx.write_timeout)
+        .await
+        .map_err(|_| GatewayError::malformed_http("the client went away"))?;
+    out.clear();
+    Ok(())
+}
+
+/// Write a complete response with a known length.
+async fn respond<S: AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    rid: &RequestId,
+    keep_alive: bool,
+) -> bool {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(out, status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    push_dec(out, body.len() as u64);
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(rid.as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
+    out.clear();
+    ok
+}
+
+async fn respond_error<S: AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    out: &mut Vec<u8>,
+    err: &GatewayError,
+    rid: &RequestId,
+    keep_alive: bool,
+) -> bool {
+    respond(ctx, io, out, err.status, &err.to_json(), rid, keep_alive && !err.close).await
+}
+
+/// What a request came to.
+enum Outcome {
+    Json(u16, Vec<u8>),
+    Error(GatewayError),
+    /// The proxy wrote the response.
+    Proxied {
+        keep_alive: bool,
+    },
+    /// The response was cut off; the connection must close.
+    Aborted,
+}
+
+/// Handle one request. Returns where the next request starts in `rbuf`, or
+/// `None` when the connection must close.
+async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    rbuf: &mut Vec<u8>,
+    bufs: &mut Buffers,
+) -> Option<usize> {
+    let head_end = match read_head(ctx, io, rbuf).await {
+        HeadRead::Complete(n) => n,
+        HeadRead::Closed => return None,
+        HeadRead::Fail(err) => {
+            let rid = ctx.next_request_id();
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, false).await;
+            return None;
+        }
+    };
+    let _inflight = CountGuard::new(&ctx.inflight);
+    let head = match parse_request(&rbuf[..head_end], ctx.cfg.max_headers) {
+        Ok(h) => h,
+        Err(e) => {
+            let err = match e {
+                HeadError::TooManyHeaders => GatewayError::too_many_headers(ctx.cfg.max_headers),
+                HeadError::Malformed(what) => GatewayError::malformed_http(what),
+                HeadError::Expectation => GatewayError::expectation_failed(),
+            };
+            let rid = ctx.next_request_id();
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, false).await;
+            return None;
+        }
+    };
+    let rid = match &head.request_id {
+        Some(s) => RequestId::Client(s.clone()),
+        None => ctx.next_request_id(),
+    };
+    let body_pending = head.chunked || head.content_length.unwrap_or(0) > 0;
+    let mut next_start = (!body_pending).then_some(head_end);
+    let keep_alive = head.keep_alive && !ctx.draining();
+    let snapshot = ctx.snapshot();
+
+    let outcome = match &head.endpoint {
+        Endpoint::Healthz if head.method == Method::Get => {
+            let body = format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version);
+            Outcome::Json(200, body.into_bytes())
+        }
+        Endpoint::Unknown => Outcome::Error(GatewayError::unknown_url(
+            match head.method {
+                Method::Get => "GET",
+                Method::Post => "POST",
+                Method::Other => "request",
+            },
+            request_path(&rbuf[..head_end]),
+        )),
+        Endpoint::Models | Endpoint::Model(_) if head.method == Method::Get => {
+            match authenticate(&snapshot, head.credential) {
+                Err(e) => Outcome::Error(e),
+                Ok(key) => models_response(&snapshot, key, &head.endpoint),
+            }
+        }
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {
+            match authenticate(&snapshot, head.credential) {
+                Err(e) => Outcome::Error(e),
+                Ok(key) => match read_body(ctx, io, rbuf, head_end, &head, &mut bufs.out).await {
+                    Err(e) => Outcome::Error(e),
+                    Ok((range, next)) => {
+                        next_start = Some(next);
+                        let body = &rbuf[range];
+                        match scan(body) {
+                            Err(e) => Outcome::Error(e),
+                            Ok(fields) => match route::resolve(&snapshot, key, &fields.model) {
+                                Err(e) => Outcome::Error(e),
+                                Ok(route) => {
+                                    let req = ProxyRequest {
+                                        endpoint: &head.endpoint,
+                                        body,
+                                        fields: &fields,
+                                        request_id: rid.as_bytes(),
+                                        client_http10: head.http10,
+                                        client_keep_alive: keep_alive,
+                                    };
+                                    match proxy(ctx, io, bufs, &req, route).await {
+                                        ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },
+                                        ProxyOutcome::Failed(e) => Outcome::Error(e),
+                                        ProxyOutcome::Aborted => Outcome::Aborted,
+                                    }
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        }
+        _ => Outcome::Error(GatewayError::method_not_allowed()),
+    };
+    let keep_alive = keep_alive && next_start.is_some();
+    let kept = match outcome {
+        Outcome::Json(status, body) => {
+            respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive
+        }
+        Outcome::Error(err) => {
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive).await && keep_alive && !err.close
+        }
+        Outcome::Proxied { keep_alive: k } => k && keep_alive,
+        Outcome::Aborted => false,
+    };
+    if kept {
+        next_start
+    } else {
+        None
+    }
+}
+
+/// The request target from the request line, for error messages.
+fn request_path(head: &[u8]) -> &str {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or(b"");
+    let mut parts = line.split(|&b| b == b' ');
+    let _method = parts.next();
+    std::str::from_utf8(parts.next().unwrap_or(b"/")).unwrap_or("/")
+}
+
+fn models_response(
+    snapshot: &crate::snapshot::Snapshot,
+    key: &crate::snapshot::KeyEntry,
+    endpoint: &Endpoint,
+) -> Outcome {
+    #[derive(serde::Serialize)]
+    struct Model<'a> {
+        id: &'a str,
+        object: &'static str,
+        created: u64,
+        owned_by: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        object: &'static str,
+        data: Vec<Model<'a>>,
+    }
+    let entry = |id| Model { id, object: "model", created: snapshot.created_unix, owned_by: "switchboard" };
+    let json = match endpoint {
+        Endpoint::Model(id) => match route::resolve(snapshot, key, id) {
+            Ok(r) => serde_json::to_vec(&entry(&r.name)),
+            Err(e) => return Outcome::Error(e),
+        },
+        _ => serde_json::to_vec(&List {
+            object: "list",
+            data: route::visible(snapshot, key).map(|r| entry(&r.name)).collect(),
+        }),
+    };
+    match json {
+        Ok(body) => Outcome::Json(200, body),
+        Err(_) => Outcome::Error(GatewayError::bad_request("could not render the model list")),
+    }
+}

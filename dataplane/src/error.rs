@@ -1,0 +1,285 @@
+//! One error type for everything the gateway refuses or fails at, and the one
+//! place that renders it as OpenAI-shaped JSON:
+//! `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
+//!
+//! Each error says where it came from ([`Source`]) and whether another
+//! upstream may be tried ([`GatewayError::retryable`]); routing reads that to
+//! fail over.
+
+use serde::Serialize;
+use std::borrow::Cow;
+
+/// Who caused the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client's request is wrong.
+    Client,
+    /// The upstream failed or misbehaved.
+    Upstream,
+    /// The gateway itself (overload, shutdown).
+    Gateway,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub status: u16,
+    /// OpenAI's `type`: `invalid_request_error`, `server_error`, …
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
+    pub message: Cow<'static, str>,
+    pub source: Source,
+    /// Another upstream target may be tried (nothing reached the client).
+    pub retryable: bool,
+    /// The connection must close after this response (framing is unknown).
+    pub close: bool,
+}
+
+const INVALID: &str = "invalid_request_error";
+const SERVER: &str = "server_error";
+
+impl GatewayError {
+    fn new(status: u16, kind: &'static str, code: Option<&'static str>, message: impl Into<Cow<'static, str>>) -> Self {
+        let source = if status >= 500 { Source::Gateway } else { Source::Client };
+        GatewayError {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+            source,
+            retryable: false,
+            close: false,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, INVALID, None, message)
+    }
+
+    pub fn malformed_http(what: &'static str) -> Self {
+        Self::new(400, INVALID, Some("bad_request"), format!("Malformed HTTP request: {what}.")).closing()
+    }
+
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            400,
+            INVALID,
+            Some("invalid_json"),
+            format!("We could not parse the JSON body of your request ({detail}). The body must be a JSON object."),
+        )
+    }
+
+    pub fn invalid_type(param: &'static str, expected: &'static str) -> Self {
+        Self::new(400, INVALID, Some("invalid_type"), format!("Invalid type for '{param}': expected {expected}."))
+            .with_param(param)
+    }
+
+    pub fn missing_param(param: &'static str) -> Self {
+        Self::new(400, INVALID, Some("missing_required_parameter"), format!("Missing required parameter: '{param}'."))
+            .with_param(param)
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            401,
+            INVALID,
+            Some("invalid_api_key"),
+            "You didn't provide an API key. Provide it in the Authorization header as `Bearer YOUR_KEY`.",
+        )
+    }
+
+    pub fn invalid_key() -> Self {
+        Self::new(401, INVALID, Some("invalid_api_key"), "Incorrect API key provided.")
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        let shown: String = model.chars().take(256).collect();
+        Self::new(
+            404,
+            INVALID,
+            Some("model_not_found"),
+            format!("The model `{shown}` does not exist or you do not have access to it."),
+        )
+        .with_param("model")
+    }
+
+    pub fn unknown_url(method: &str, path: &str) -> Self {
+        let shown: String = path.chars().take(256).collect();
+        Self::new(404, INVALID, Some("unknown_url"), format!("Invalid URL ({method} {shown})"))
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(405, INVALID, Some("method_not_allowed"), "Method not allowed for this endpoint.")
+    }
+
+    pub fn request_timeout() -> Self {
+        Self::new(408, INVALID, Some("request_timeout"), "The request was not received in time.").closing()
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            INVALID,
+            Some("request_too_large"),
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+        .closing()
+    }
+
+    pub fn expectation_failed() -> Self {
+        Self::new(417, INVALID, Some("expectation_failed"), "Only `Expect: 100-continue` is supported.").closing()
+    }
+
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            431,
+            INVALID,
+            Some("request_header_fields_too_large"),
+            format!("The request headers exceed the limit of {limit} bytes."),
+        )
+        .closing()
+    }
+
+    pub fn too_many_headers(limit: usize) -> Self {
+        Self::new(
+            431,
+            INVALID,
+            Some("request_header_fields_too_large"),
+            format!("The request has more than {limit} header lines."),
+        )
+        .closing()
+    }
+
+    pub fn overloaded() -> Self {
+        Self::new(503, SERVER, Some("overloaded"), "The gateway is at its connection limit; retry shortly.").closing()
+    }
+
+    pub fn shutting_down() -> Self {
+        Self::new(503, SERVER, Some("shutting_down"), "The gateway is shutting down; retry on another instance.")
+            .closing()
+    }
+
+    pub fn no_target(model: &str) -> Self {
+        let mut e = Self::new(502, SERVER, Some("upstream_error"), format!("No upstream could serve model `{model}`."));
+        e.source = Source::Upstream;
+        e
+    }
+
+    /// The upstream could not be reached or answered with something that is
+    /// not HTTP. Another target may be tried.
+    pub fn upstream(message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::new(502, SERVER, Some("upstream_error"), message);
+        e.source = Source::Upstream;
+        e.retryable = true;
+        e
+    }
+
+    pub fn upstream_timeout(message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::new(504, SERVER, Some("upstream_timeout"), message);
+        e.source = Source::Upstream;
+        e.retryable = true;
+        e
+    }
+
+    /// The body as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            param: Option<&'a str>,
+            code: Option<&'a str>,
+        }
+        let body = Body {
+            error: Inner { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
+        };
+        // Serializing plain strings cannot fail; fall back to a fixed body to be total.
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_vec()
+        })
+    }
+
+    /// The error as one SSE event, for a failure after a stream has started.
+    /// OpenAI's SDKs raise `APIError` on a `data:` event carrying `error`.
+    pub fn to_sse_event(&self) -> Vec<u8> {
+        let mut out = b"data: ".to_vec();
+        out.extend_from_slice(&self.to_json());
+        out.extend_from_slice(b"\n\n");
+        out
+    }
+}
+
+/// Reason phrases for the statuses the gateway writes itself.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_openai_shape() {
+        let e = GatewayError::invalid_type("stream", "a boolean");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "stream");
+        assert_eq!(v["error"]["code"], "invalid_type");
+        assert!(v["error"]["message"].as_str().unwrap().contains("stream"));
+        let v: serde_json::Value = serde_json::from_slice(&GatewayError::invalid_key().to_json()).unwrap();
+        assert_eq!(v["error"]["param"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn escapes_user_text() {
+        let e = GatewayError::model_not_found("a\"b\n<c>");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("a\"b\n<c>"));
+    }
+
+    #[test]
+    fn sse_event_is_one_data_line() {
+        let ev = GatewayError::upstream("boom").to_sse_event();
+        assert!(ev.starts_with(b"data: {\"error\""));
+        assert!(ev.ends_with(b"\n\n"));
+        assert_eq!(ev.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+}

@@ -1,0 +1,422 @@
+//! Request and response heads, parsed in place with httparse.
+//!
+//! The parse keeps only what the gateway acts on, so no header is copied: the
+//! bearer token is hashed right here (the plaintext key never leaves this
+//! function), framing headers are checked for smuggling (both
+//! `Content-Length` and `Transfer-Encoding`, conflicting lengths, unknown
+//! codings all refuse the request).
+
+use switchboard_shared::config::MAX_HEADERS_CAP;
+use switchboard_shared::KeyHash;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Other,
+}
+
+/// The endpoints the gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+    Model(String),
+    Healthz,
+    Unknown,
+}
+
+impl Endpoint {
+    fn from_path(path: &str) -> Endpoint {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        match path {
+            "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/models" => Endpoint::Models,
+            "/healthz" => Endpoint::Healthz,
+            _ => match path.strip_prefix("/v1/models/") {
+                Some(id) if !id.is_empty() && id.len() <= 256 => Endpoint::Model(id.to_string()),
+                _ => Endpoint::Unknown,
+            },
+        }
+    }
+
+    /// The path appended to an upstream's base URL for proxied endpoints.
+    pub fn upstream_suffix(&self) -> Option<&'static str> {
+        match self {
+            Endpoint::ChatCompletions => Some("/chat/completions"),
+            Endpoint::Completions => Some("/completions"),
+            Endpoint::Embeddings => Some("/embeddings"),
+            _ => None,
+        }
+    }
+}
+
+/// What the client presented in `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Missing,
+    /// Present but not `Bearer <token>`.
+    Malformed,
+    Bearer(KeyHash),
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Method,
+    pub endpoint: Endpoint,
+    /// An HTTP/1.0 request: no chunked responses, closed unless it asks for keep-alive.
+    pub http10: bool,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub credential: Credential,
+    pub request_id: Option<String>,
+    /// Bytes of the head, terminator included.
+    pub head_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    TooManyHeaders,
+    Malformed(&'static str),
+    /// An `Expect` other than `100-continue`.
+    Expectation,
+}
+
+/// The longest `x-request-id` echoed back; a longer or non-printable one is replaced.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add((d - b'0') as u64))
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive).
+pub fn has_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|&b| b == b',').any(|t| eq_ignore_case(trim(t), token))
+}
+
+/// Parse a complete request head (`buf` ends with `\r\n\r\n`).
+pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let max_headers = max_headers.min(MAX_HEADERS_CAP);
+    let mut req = httparse::Request::new(&mut headers[..max_headers]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Malformed("malformed request head")),
+    };
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("POST") => Method::Post,
+        _ => Method::Other,
+    };
+    let path = req.path.unwrap_or("/");
+    let http10 = req.version == Some(0);
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut saw_te = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    let mut credential = Credential::Missing;
+    let mut request_id = None;
+    let mut host = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        match name.len() {
+            4 if eq_ignore_case(name, b"host") => {
+                if host {
+                    return Err(HeadError::Malformed("more than one Host header"));
+                }
+                host = true;
+            }
+            6 if eq_ignore_case(name, b"expect") => {
+                if eq_ignore_case(trim(value), b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    return Err(HeadError::Expectation);
+                }
+            }
+            10 if eq_ignore_case(name, b"connection") => {
+                conn_close |= has_token(value, b"close");
+                conn_keep_alive |= has_token(value, b"keep-alive");
+            }
+            12 if eq_ignore_case(name, b"x-request-id") => {
+                let v = trim(value);
+                if !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.iter().all(|b| (0x21..0x7f).contains(b)) {
+                    // Checked printable ASCII above, so this is valid UTF-8.
+                    request_id = std::str::from_utf8(v).ok().map(str::to_string);
+                }
+            }
+            13 if eq_ignore_case(name, b"authorization") => {
+                if credential != Credential::Missing {
+                    return Err(HeadError::Malformed("more than one Authorization header"));
+                }
+                let v = trim(value);
+                credential = match v.split_at_checked(7) {
+                    Some((scheme, token)) if eq_ignore_case(scheme, b"bearer ") => {
+                        let token = trim(token);
+                        if token.is_empty() || token.iter().any(|b| matches!(b, b' ' | b'\t')) {
+                            Credential::Malformed
+                        } else {
+                            Credential::Bearer(KeyHash::of(token))
+                        }
+                    }
+                    _ => Credential::Malformed,
+                };
+            }
+            14 if eq_ignore_case(name, b"content-length") => {
+                let n = parse_content_length(value).ok_or(HeadError::Malformed("invalid Content-Length"))?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(HeadError::Malformed("conflicting Content-Length headers"));
+                }
+                content_length = Some(n);
+            }
+            17 if eq_ignore_case(name, b"transfer-encoding") => {
+                if saw_te || !eq_ignore_case(trim(value), b"chunked") {
+                    return Err(HeadError::Malformed("unsupported Transfer-Encoding (only a single `chunked`)"));
+                }
+                saw_te = true;
+                chunked = true;
+            }
+            _ => {}
+        }
+    }
+    if chunked && content_length.is_some() {
+        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
+    }
+    if chunked && http10 {
+        return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if !host && !http10 {
+        return Err(HeadError::Malformed("missing Host header"));
+    }
+    let keep_alive = if http10 { conn_keep_alive && !conn_close } else { !conn_close };
+    Ok(RequestHead {
+        method,
+        endpoint: Endpoint::from_path(path),
+        http10,
+        content_length,
+        chunked,
+        keep_alive,
+        expect_continue,
+        credential,
+        request_id,
+        head_len,
+    })
+}
+
+/// How an upstream response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes.
+    Close,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub framing: BodyFraming,
+    pub keep_alive: bool,
+    pub event_stream: bool,
+    /// `Content-Type` value, when present (bounded by the head size).
+    pub content_type: Option<Vec<u8>>,
+    pub retry_after: Option<Vec<u8>>,
+    pub head_len: usize,
+}
+
+const MAX_UPSTREAM_HEADERS: usize = 128;
+
+/// Parse a complete upstream response head.
+pub fn parse_response(buf: &[u8], request_was_head: bool) -> Result<ResponseHead, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let head_len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete response head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Malformed("malformed response head")),
+    };
+    let status = res.code.unwrap_or(0);
+    let http10 = res.version == Some(0);
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut close = http10;
+    let mut content_type = None;
+    let mut retry_after = None;
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        if eq_ignore_case(name, b"content-length") {
+            let n = parse_content_length(h.value).ok_or(HeadError::Malformed("invalid upstream Content-Length"))?;
+            if content_length.is_some_and(|p| p != n) {
+                return Err(HeadError::Malformed("conflicting upstream Content-Length"));
+            }
+            content_length = Some(n);
+        } else if eq_ignore_case(name, b"transfer-encoding") {
+            let v = trim(h.value);
+            if eq_ignore_case(v, b"chunked") {
+                chunked = true;
+            } else if !eq_ignore_case(v, b"identity") {
+                return Err(HeadError::Malformed("unsupported upstream Transfer-Encoding"));
+            }
+        } else if eq_ignore_case(name, b"connection") {
+            if has_token(h.value, b"close") {
+                close = true;
+            } else if http10 && has_token(h.value, b"keep-alive") {
+                close = false;
+            }
+        } else if eq_ignore_case(name, b"content-type") {
+            content_type = Some(trim(h.value).to_vec());
+        } else if eq_ignore_case(name, b"retry-after") {
+            retry_after = Some(trim(h.value).to_vec());
+        }
+    }
+    let framing = if request_was_head || status == 204 || status == 304 || (100..200).contains(&status) {
+        BodyFraming::None
+    } else if chunked {
+        // RFC 9112 6.3: chunked wins over Content-Length, and the connection must close.
+        if content_length.is_some() {
+            close = true;
+        }
+        BodyFraming::Chunked
+    } else if let Some(n) = content_length {
+        BodyFraming::Length(n)
+    } else {
+        close = true;
+        BodyFraming::Close
+    };
+    let event_stream =
+        content_type.as_deref().is_some_and(|ct| ct.len() >= 17 && eq_ignore_case(&ct[..17], b"text/event-stream"));
+    Ok(ResponseHead { status, framing, keep_alive: !close, event_stream, content_type, retry_after, head_len })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<RequestHead, HeadError> {
+        parse_request(s.as_bytes(), 96)
+    }
+
+    #[test]
+    fn parses_a_chat_request() {
+        let h = parse(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-1\r\nContent-Length: 12\r\nX-Request-Id: abc\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.method, Method::Post);
+        assert_eq!(h.endpoint, Endpoint::ChatCompletions);
+        assert_eq!(h.content_length, Some(12));
+        assert!(h.keep_alive && !h.chunked && !h.expect_continue);
+        assert_eq!(h.credential, Credential::Bearer(KeyHash::of(b"sk-1")));
+        assert_eq!(h.request_id.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn endpoints_and_queries() {
+        assert_eq!(parse("GET /v1/models?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().endpoint, Endpoint::Models);
+        assert_eq!(
+            parse("GET /v1/models/gpt-4o HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().endpoint,
+            Endpoint::Model("gpt-4o".into())
+        );
+        assert_eq!(parse("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().endpoint, Endpoint::Unknown);
+    }
+
+    #[test]
+    fn refuses_smuggling_shapes() {
+        let both = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(parse(both), Err(HeadError::Malformed(_))));
+        let two_cl = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert!(matches!(parse(two_cl), Err(HeadError::Malformed(_))));
+        let te_gzip = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert!(matches!(parse(te_gzip), Err(HeadError::Malformed(_))));
+        let bad_cl = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n";
+        assert!(matches!(parse(bad_cl), Err(HeadError::Malformed(_))));
+        let no_host = "GET / HTTP/1.1\r\n\r\n";
+        assert!(matches!(parse(no_host), Err(HeadError::Malformed(_))));
+        // The same length twice is harmless.
+        assert!(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn connection_and_expect() {
+        let h = parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        assert!(!h.keep_alive && h.expect_continue);
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        assert!(parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive);
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n").unwrap_err(), HeadError::Expectation);
+    }
+
+    #[test]
+    fn credentials() {
+        let c =
+            |v: &str| parse(&format!("GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {v}\r\n\r\n")).unwrap().credential;
+        assert_eq!(c("bearer k"), Credential::Bearer(KeyHash::of(b"k")));
+        assert_eq!(c("Basic abc"), Credential::Malformed);
+        assert_eq!(c("Bearer "), Credential::Malformed);
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().credential, Credential::Missing);
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let mut s = "GET / HTTP/1.1\r\nHost: x\r\n".to_string();
+        for i in 0..20 {
+            s.push_str(&format!("X-{i}: v\r\n"));
+        }
+        s.push_str("\r\n");
+        assert_eq!(parse_request(s.as_bytes(), 10).unwrap_err(), HeadError::TooManyHeaders);
+        assert!(parse_request(s.as_bytes(), 30).is_ok());
+    }
+
+    #[test]
+    fn odd_request_ids_are_dropped() {
+        let h = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: a b\r\n\r\n").unwrap();
+        assert_eq!(h.request_id, None);
+        let long = "a".repeat(MAX_REQUEST_ID_BYTES + 1);
+        let h = parse(&format!("GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: {long}\r\n\r\n")).unwrap();
+        assert_eq!(h.request_id, None);
+    }
+
+    #[test]
+    fn response_framing() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).unwrap();
+        assert_eq!((r.status, r.framing, r.keep_alive), (200, BodyFraming::Length(3), true));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream; charset=utf-8\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.framing, BodyFraming::Chunked);
+        assert!(r.event_stream);
+        let r = parse_response(b"HTTP/1.1 502 Bad\r\n\r\n", false).unwrap();
+        assert_eq!((r.framing, r.keep_alive), (BodyFraming::Close, false));
+        let r = parse_response(b"HTTP/1.1 204 No\r\nContent-Length: 9\r\n\r\n", false).unwrap();
+        assert_eq!(r.framing, BodyFraming::None);
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).is_err());
+        assert!(parse_response(b"NOT HTTP\r\n\r\n", false).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! Reads and writes with deadlines, on monoio's owned buffers.
+//!
+//! monoio passes buffers by ownership; a read that times out loses its buffer
+//! to the cancelled operation, so every timeout here is fatal to the
+//! connection (the caller closes it) and the helpers take `&mut Vec<u8>` to
+//! keep call sites simple.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::time::Instant;
+use std::io;
+
+#[derive(Debug)]
+pub enum IoFail {
+    Timeout,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for IoFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoFail::Timeout => f.write_str("timed out"),
+            IoFail::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Read once, appending to `buf` (after its length), with at least
+/// `min_spare` bytes of room. Returns the number of bytes read; 0 is EOF.
+pub async fn read_append<S: AsyncReadRent>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+    deadline: Instant,
+) -> Result<usize, IoFail> {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(min_spare);
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let owned = std::mem::take(buf).slice_mut(len..cap);
+    match monoio::time::timeout_at(deadline, s.read(owned)).await {
+        Ok((res, slice)) => {
+            *buf = slice.into_inner();
+            res.map_err(IoFail::Io)
+        }
+        Err(_) => Err(IoFail::Timeout),
+    }
+}
+
+/// Write all of `buf[from..]`, within the deadline. The buffer comes back in
+/// `buf` on success and on I/O errors (but not after a timeout).
+pub async fn write_all_from<S: AsyncWriteRent>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    from: usize,
+    deadline: Instant,
+) -> Result<(), IoFail> {
+    if from >= buf.len() {
+        return Ok(());
+    }
+    let len = buf.len();
+    let owned = std::mem::take(buf).slice(from..len);
+    match monoio::time::timeout_at(deadline, s.write_all(owned)).await {
+        Ok((res, slice)) => {
+            *buf = slice.into_inner();
+            res.map(|_| ()).map_err(IoFail::Io)
+        }
+        Err(_) => Err(IoFail::Timeout),
+    }
+}
+
+/// Write all of `buf`.
+pub async fn write_all<S: AsyncWriteRent>(s: &mut S, buf: &mut Vec<u8>, deadline: Instant) -> Result<(), IoFail> {
+    write_all_from(s, buf, 0, deadline).await
+}
+
+/// True for errors that mean the peer went away (rather than a local fault).
+pub fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
+    )
+}

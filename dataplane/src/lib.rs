@@ -1,0 +1,36 @@
+//! Switchboard's data plane: an OpenAI-compatible proxy, thread-per-core on
+//! monoio (io_uring, or epoll where io_uring is unavailable).
+//!
+//! A request's path, phase by phase (see docs/architecture.md):
+//!
+//! | phase        | module                         |
+//! |--------------|--------------------------------|
+//! | accept       | [`server`]                     |
+//! | parse        | [`http::head`], [`conn`] (body), [`request`] (fields) |
+//! | authenticate | [`auth`]                       |
+//! | route        | [`route`]                      |
+//! | select       | [`select`]                     |
+//! | connect / fail over | [`proxy`], [`upstream`] |
+//! | relay        | [`proxy`] (`relay`)            |
+//!
+//! State that changes at run time lives in the [`snapshot`] (swapped whole),
+//! host names resolve in [`dns`] off the workers, and [`reload`] watches the
+//! config file.
+
+pub mod auth;
+pub mod conn;
+pub mod dns;
+pub mod error;
+pub mod fmt;
+pub mod http;
+pub mod proxy;
+pub mod reload;
+pub mod request;
+pub mod route;
+pub mod select;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+pub mod worker;
+
+pub use server::{start, ServerHandle};

@@ -1,0 +1,355 @@
+//! Phases "connect or fail over" and "relay".
+//!
+//! For each target in the order `select` gives: take a pooled connection or
+//! open one, send the request, wait for the response head. A failure before
+//! any byte reached the client (connect error, reset, timeout, garbage) moves
+//! on to the next target; after the head is relayed, a failure ends the
+//! response (an SSE `error` event for streams) and closes the connection.
+
+use crate::conn::Buffers;
+use crate::error::{reason, GatewayError};
+use crate::fmt::{push_chunk, push_dec};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::find_head_end;
+use crate::http::head::{parse_response, BodyFraming, Endpoint, ResponseHead};
+use crate::http::io::{read_append, write_all, IoFail};
+use crate::request::{splice_model, BodyFields};
+use crate::select;
+use crate::snapshot::{Route, Target, Upstream};
+use crate::upstream::{connect, UpStream};
+use crate::worker::WorkerCtx;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::time::Instant;
+
+pub struct ProxyRequest<'a> {
+    pub endpoint: &'a Endpoint,
+    /// The client's body, forwarded as is (but for a spliced model name).
+    pub body: &'a [u8],
+    pub fields: &'a BodyFields<'a>,
+    pub request_id: &'a [u8],
+    pub client_http10: bool,
+    pub client_keep_alive: bool,
+}
+
+pub enum ProxyOutcome {
+    /// The whole response reached the client.
+    Done { keep_alive: bool },
+    /// Nothing reached the client; answer with this error.
+    Failed(GatewayError),
+    /// The response was cut off after it started; close the connection.
+    Aborted,
+}
+
+pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    client: &mut S,
+    bufs: &mut Buffers,
+    req: &ProxyRequest<'_>,
+    route: &Route,
+) -> ProxyOutcome {
+    let mut last_err = None;
+    for target in select::order(route) {
+        build_request(&mut bufs.up_w, target, req);
+        match attempt(ctx, &target.upstream, bufs).await {
+            Ok((conn, head)) => return relay(ctx, client, conn, head, bufs, req, &target.upstream).await,
+            Err(e) if e.retryable => {
+                tracing::debug!(upstream = %target.upstream.name, error = %e.message, "attempt failed; trying the next target");
+                last_err = Some(e);
+            }
+            Err(e) => return ProxyOutcome::Failed(e),
+        }
+    }
+    ProxyOutcome::Failed(last_err.unwrap_or_else(|| GatewayError::no_target(&route.name)))
+}
+
+/// Render the upstream request: request line, the upstream's pre-rendered
+/// headers, length, request id, then the body (model spliced if aliased).
+fn build_request(w: &mut Vec<u8>, target: &Target, req: &ProxyRequest<'_>) {
+    let up = &target.upstream;
+    w.clear();
+    w.extend_from_slice(b"POST ");
+    w.extend_from_slice(up.path_prefix.as_bytes());
+    w.extend_from_slice(req.endpoint.upstream_suffix().unwrap_or("/chat/completions").as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    w.extend_from_slice(&up.header_block);
+    w.extend_from_slice(b"content-length: ");
+    let span = req.fields.model_span;
+    let len = match &target.model_json {
+        Some(m) => req.body.len() - (span.1 - span.0) + m.len(),
+        None => req.body.len(),
+    };
+    push_dec(w, len as u64);
+    w.extend_from_slice(b"\r\nx-request-id: ");
+    w.extend_from_slice(req.request_id);
+    w.extend_from_slice(b"\r\n\r\n");
+    match &target.model_json {
+        Some(m) => splice_model(req.body, span, m, w),
+        None => w.extend_from_slice(req.body),
+    }
+}
+
+enum Exchange {
+    /// The connection died before any response byte: safe to resend on a new one.
+    Stale,
+    Fail(GatewayError),
+}
+
+/// One try at one upstream: a pooled connection (once more on a fresh one if
+/// the pooled one turns out closed), request out, response head in.
+async fn attempt(ctx: &WorkerCtx, up: &Upstream, bufs: &mut Buffers) -> Result<(UpStream, ResponseHead), GatewayError> {
+    let pooled = ctx.pool.borrow_mut().take(&up.pool_key);
+    let (mut conn, mut reused) = match pooled {
+        Some(c) => (c, true),
+        None => (connect(up, &ctx.dns).await?, false),
+    };
+    loop {
+        match exchange(ctx, &mut conn, up, bufs).await {
+            Ok(head) => return Ok((conn, head)),
+            Err(Exchange::Stale) if reused => {
+                conn = connect(up, &ctx.dns).await?;
+                reused = false;
+            }
+            Err(Exchange::Stale) => {
+                return Err(GatewayError::upstream(format!(
+                    "Upstream `{}` closed the connection without answering.",
+                    up.name
+                )))
+            }
+            Err(Exchange::Fail(e)) => return Err(e),
+        }
+    }
+}
+
+async fn exchange(
+    ctx: &WorkerCtx,
+    conn: &mut UpStream,
+    up: &Upstream,
+    bufs: &mut Buffers,
+) -> Result<ResponseHead, Exchange> {
+    let deadline = Instant::now() + up.first_byte_timeout;
+    let timed_out = || {
+        Exchange::Fail(GatewayError::upstream_timeout(format!(
+            "Upstream `{}` did not answer within {} ms.",
+            up.name,
+            up.first_byte_timeout.as_millis()
+        )))
+    };
+    match write_all(conn, &mut bufs.up_w, deadline).await {
+        Ok(()) => {}
+        Err(IoFail::Timeout) => return Err(timed_out()),
+        Err(IoFail::Io(_)) => return Err(Exchange::Stale),
+    }
+    let r = &mut bufs.up_r;
+    r.clear();
+    let limit = ctx.cfg.max_upstream_header_bytes;
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = find_head_end(r, scanned) {
+            let head = parse_response(&r[..end], false).map_err(|_| {
+                Exchange::Fail(GatewayError::upstream(format!("Upstream `{}` sent a malformed response.", up.name)))
+            })?;
+            if (100..200).contains(&head.status) {
+                // Interim response (100 Continue, 103 Early Hints): skip it.
+                r.drain(..end);
+                scanned = 0;
+                continue;
+            }
+            return Ok(head);
+        }
+        if r.len() >= limit {
+            return Err(Exchange::Fail(GatewayError::upstream(format!(
+                "Upstream `{}` sent a response head over {limit} bytes.",
+                up.name
+            ))));
+        }
+        scanned = r.len();
+        match read_append(conn, r, 4096, deadline).await {
+            Ok(0) | Err(IoFail::Io(_)) if r.is_empty() => return Err(Exchange::Stale),
+            Ok(0) | Err(IoFail::Io(_)) => {
+                return Err(Exchange::Fail(GatewayError::upstream(format!(
+                    "Upstream `{}` closed the connection in the middle of its response head.",
+                    up.name
+                ))))
+            }
+            Ok(_) => {}
+            Err(IoFail::Timeout) => return Err(timed_out()),
+        }
+    }
+}
+
+/// Relay the response: head first, then the body as it arrives, re-framed for
+/// the client (Content-Length passes through; chunked or close-delimited
+/// bodies go out chunked to HTTP/1.1 clients). Nothing is buffered whole.
+async fn relay<S: AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    client: &mut S,
+    mut conn: UpStream,
+    head: ResponseHead,
+    bufs: &mut Buffers,
+    req: &ProxyRequest<'_>,
+    up: &Upstream,
+) -> ProxyOutcome {
+    let framing = head.framing;
+    let client_chunked = matches!(framing, BodyFraming::Chunked | BodyFraming::Close) && !req.client_http10;
+    let close_delimited = matches!(framing, BodyFraming::Chunked | BodyFraming::Close) && req.client_http10;
+    let keep_alive = req.client_keep_alive && !close_delimited;
+
+    let out = &mut bufs.out;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(out, head.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(head.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(ct) = &head.content_type {
+        out.extend_from_slice(b"content-type: ");
+        out.extend_from_slice(ct);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(ra) = &head.retry_after {
+        out.extend_from_slice(b"retry-after: ");
+        out.extend_from_slice(ra);
+        out.extend_from_slice(b"\r\n");
+    }
+    if head.event_stream {
+        out.extend_from_slice(b"cache-control: no-cache\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(req.request_id);
+    out.extend_from_slice(b"\r\n");
+    match framing {
+        BodyFraming::None => out.extend_from_slice(b"content-length: 0\r\n"),
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_dec(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        _ if client_chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let r = &mut bufs.up_r;
+    let mut pos = head.head_len;
+    let mut decoder = ChunkedDecoder::new();
+    let mut remaining = match framing {
+        BodyFraming::Length(n) => n,
+        _ => 0,
+    };
+    let mut done = matches!(framing, BodyFraming::None | BodyFraming::Length(0));
+    let mut eof = false;
+    // Bytes past the end of the response: the upstream is confused; don't pool it.
+    let mut surplus = false;
+    loop {
+        let end = r.len();
+        let payload = match framing {
+            BodyFraming::Chunked => {
+                let (mut rp, mut wp) = (pos, pos);
+                match decoder.decode(r, &mut rp, end, &mut wp) {
+                    Ok(d) => {
+                        done = d;
+                        surplus |= d && rp < end;
+                        pos..wp
+                    }
+                    Err(e) => {
+                        return fail_mid_stream(ctx, client, out, &head, client_chunked, up, &e.to_string()).await
+                    }
+                }
+            }
+            BodyFraming::Length(_) => {
+                let n = ((end - pos) as u64).min(remaining) as usize;
+                remaining -= n as u64;
+                if remaining == 0 {
+                    done = true;
+                    surplus |= end > pos + n;
+                }
+                pos..pos + n
+            }
+            BodyFraming::Close => {
+                done = eof;
+                pos..end
+            }
+            BodyFraming::None => {
+                surplus |= end > pos;
+                pos..pos
+            }
+        };
+        if client_chunked {
+            push_chunk(out, &r[payload]);
+            if done {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        } else {
+            out.extend_from_slice(&r[payload]);
+        }
+        if !out.is_empty() {
+            if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
+                // The client went away: dropping `conn` closes the upstream side too.
+                return ProxyOutcome::Aborted;
+            }
+            out.clear();
+        }
+        if done {
+            break;
+        }
+        r.clear();
+        pos = 0;
+        match read_append(&mut conn, r, 4096, Instant::now() + up.read_timeout).await {
+            Ok(0) if framing == BodyFraming::Close => eof = true,
+            Ok(0) => {
+                return fail_mid_stream(
+                    ctx,
+                    client,
+                    out,
+                    &head,
+                    client_chunked,
+                    up,
+                    "the upstream closed the connection",
+                )
+                .await
+            }
+            Ok(_) => {}
+            Err(IoFail::Timeout) => {
+                let why = format!("the upstream sent nothing for {} ms", up.read_timeout.as_millis());
+                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, &why).await;
+            }
+            Err(IoFail::Io(e)) => {
+                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, &e.to_string()).await
+            }
+        }
+    }
+    if head.keep_alive && !surplus && framing != BodyFraming::Close {
+        ctx.pool.borrow_mut().put(&up.pool_key, conn, up.pool_max_idle, up.pool_idle_timeout);
+    }
+    if close_delimited {
+        return ProxyOutcome::Aborted;
+    }
+    ProxyOutcome::Done { keep_alive }
+}
+
+/// The upstream failed after the response started. A stream gets an SSE
+/// `error` event (which OpenAI's SDKs raise) and a proper end; any other body
+/// is cut off, so the client sees a truncated response, never a short one
+/// passed off as whole.
+async fn fail_mid_stream<S: AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    client: &mut S,
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    client_chunked: bool,
+    up: &Upstream,
+    why: &str,
+) -> ProxyOutcome {
+    tracing::warn!(upstream = %up.name, reason = %why, "upstream failed mid-response");
+    if client_chunked && head.event_stream {
+        let err = GatewayError::upstream(format!("Upstream `{}` failed mid-stream: {why}.", up.name));
+        out.clear();
+        push_chunk(out, &err.to_sse_event());
+        out.extend_from_slice(b"0\r\n\r\n");
+        let _ = write_all(client, out, Instant::now() + ctx.write_timeout).await;
+    }
+    ProxyOutcome::Aborted
+}

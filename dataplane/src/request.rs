@@ -1,0 +1,209 @@
+//! Phase "parse" (body): find `model`, `stream` and `stream_options` in the
+//! request body without building a document or re-serializing it.
+//!
+//! serde_json walks the top-level object once, borrowing: the three fields are
+//! taken as raw JSON slices of the client's bytes and every other value is
+//! skipped. The body is forwarded untouched, except that a route mapping an
+//! alias splices the upstream model name over the `model` value's bytes.
+
+use crate::error::GatewayError;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// What the gateway needs from a request body.
+#[derive(Debug)]
+pub struct BodyFields<'a> {
+    pub model: Cow<'a, str>,
+    /// Byte range of the `model` value (quotes included) in the body.
+    pub model_span: (usize, usize),
+    pub stream: bool,
+    /// `stream_options.include_usage`, when given.
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Default)]
+struct Raw<'a> {
+    model: Option<&'a RawValue>,
+    stream: Option<&'a RawValue>,
+    stream_options: Option<&'a RawValue>,
+}
+
+enum Field {
+    Model,
+    Stream,
+    StreamOptions,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "model" => Field::Model,
+                    "stream" => Field::Stream,
+                    "stream_options" => Field::StreamOptions,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Raw<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+                let mut raw = Raw::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    let (slot, name) = match field {
+                        Field::Model => (&mut raw.model, "model"),
+                        Field::Stream => (&mut raw.stream, "stream"),
+                        Field::StreamOptions => (&mut raw.stream_options, "stream_options"),
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        // The upstream might honour the other copy: refuse rather than guess.
+                        return Err(de::Error::custom(format_args!("duplicate field `{name}`")));
+                    }
+                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// Scan a request body: it must be a JSON object with a string `model`.
+pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::invalid_json("the body is empty"));
+    }
+    let raw: Raw<'_> = serde_json::from_slice(body).map_err(GatewayError::invalid_json)?;
+    let model_raw = raw.model.ok_or_else(|| GatewayError::missing_param("model"))?;
+    let text = model_raw.get();
+    if !text.starts_with('"') {
+        return Err(GatewayError::invalid_type("model", "a string"));
+    }
+    let model: Cow<'_, str> = if text.contains('\\') {
+        Cow::Owned(serde_json::from_str::<String>(text).map_err(|_| GatewayError::invalid_type("model", "a string"))?)
+    } else {
+        Cow::Borrowed(&text[1..text.len() - 1])
+    };
+    let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let model_span = (start, start + text.len());
+    if model_span.1 > body.len() || body.get(model_span.0..model_span.1) != Some(text.as_bytes()) {
+        return Err(GatewayError::invalid_json("could not locate `model`"));
+    }
+    let stream = match raw.stream.map(RawValue::get) {
+        None | Some("null") => false,
+        Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(GatewayError::invalid_type("stream", "a boolean")),
+    };
+    let include_usage = match raw.stream_options {
+        None => None,
+        Some(v) if v.get() == "null" => None,
+        Some(v) if v.get().starts_with('{') => {
+            serde_json::from_str::<StreamOptions>(v.get())
+                .map_err(|_| GatewayError::invalid_type("stream_options.include_usage", "a boolean"))?
+                .include_usage
+        }
+        Some(_) => return Err(GatewayError::invalid_type("stream_options", "an object")),
+    };
+    Ok(BodyFields { model, model_span, stream, include_usage })
+}
+
+/// Write `body` into `out` with the `model` value replaced by `model_json`
+/// (an already-escaped JSON string, quotes included).
+pub fn splice_model(body: &[u8], span: (usize, usize), model_json: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&body[..span.0]);
+    out.extend_from_slice(model_json);
+    out.extend_from_slice(&body[span.1..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_fields_and_their_place() {
+        let body = br#"{"messages":[{"role":"user","content":"hi \"model\": x"}],"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#;
+        let f = scan(body).unwrap();
+        assert_eq!(f.model, "gpt-4o");
+        assert!(f.stream);
+        assert_eq!(f.include_usage, Some(true));
+        assert_eq!(&body[f.model_span.0..f.model_span.1], br#""gpt-4o""#);
+        let mut out = Vec::new();
+        splice_model(body, f.model_span, br#""real-model""#, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "real-model");
+        assert_eq!(v["messages"][0]["content"], "hi \"model\": x");
+    }
+
+    #[test]
+    fn escaped_model_names_are_decoded() {
+        let f = scan(br#"{"model":"a\u002fb"}"#).unwrap();
+        assert_eq!(f.model, "a/b");
+        assert!(!f.stream);
+        assert_eq!(f.include_usage, None);
+    }
+
+    #[test]
+    fn null_stream_and_options_are_defaults() {
+        let f = scan(br#"{"model":"m","stream":null,"stream_options":null}"#).unwrap();
+        assert!(!f.stream);
+        assert_eq!(f.include_usage, None);
+    }
+
+    fn err(body: &[u8]) -> GatewayError {
+        scan(body).unwrap_err()
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        assert_eq!(err(b"not json").code, Some("invalid_json"));
+        assert_eq!(err(b"").code, Some("invalid_json"));
+        assert_eq!(err(br#"["model"]"#).code, Some("invalid_json"));
+        assert_eq!(err(br#"{"model":"a"} x"#).code, Some("invalid_json"));
+        assert_eq!(err(br#"{"messages":[]}"#).param.as_deref(), Some("model"));
+        assert_eq!(err(br#"{"model":5}"#).param.as_deref(), Some("model"));
+        assert_eq!(err(br#"{"model":"m","stream":"yes"}"#).param.as_deref(), Some("stream"));
+        assert_eq!(err(br#"{"model":"m","stream_options":true}"#).param.as_deref(), Some("stream_options"));
+        assert_eq!(
+            err(br#"{"model":"m","stream_options":{"include_usage":1}}"#).param.as_deref(),
+            Some("stream_options.include_usage")
+        );
+        assert_eq!(err(br#"{"model":"a","model":"b"}"#).code, Some("invalid_json"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut body = br#"{"model":"m","x":"#.to_vec();
+        body.extend(std::iter::repeat_n(b'[', 100_000));
+        assert_eq!(err(&body).code, Some("invalid_json"));
+    }
+}

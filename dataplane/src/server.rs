@@ -1,0 +1,239 @@
+//! Phase "accept": one monoio runtime per worker thread, each with its own
+//! SO_REUSEPORT listener, so the kernel spreads connections across cores and
+//! no accept lock is shared.
+
+use crate::conn;
+use crate::dns::DnsCache;
+use crate::error::GatewayError;
+use crate::http::io::write_all;
+use crate::snapshot::SnapshotStore;
+use crate::worker::{CountGuard, WorkerCtx};
+use monoio::net::{TcpListener, TcpStream};
+use monoio::time::Instant;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use switchboard_shared::config::Driver;
+use switchboard_shared::ServerConfig;
+
+/// Which driver a worker ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Legacy,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Legacy => "legacy (epoll)",
+        }
+    }
+}
+
+/// Decide the driver for a configured preference.
+pub fn choose_driver(pref: Driver) -> io::Result<DriverKind> {
+    let uring = monoio::utils::detect_uring();
+    match pref {
+        Driver::Auto if uring => Ok(DriverKind::IoUring),
+        Driver::Auto | Driver::Legacy => Ok(DriverKind::Legacy),
+        Driver::IoUring if uring => Ok(DriverKind::IoUring),
+        Driver::IoUring => Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring is not available on this kernel")),
+    }
+}
+
+/// A running data plane.
+pub struct ServerHandle {
+    pub local_addr: SocketAddr,
+    pub driver: DriverKind,
+    threads: Vec<JoinHandle<()>>,
+    listener_fds: Vec<RawFd>,
+    draining: Arc<AtomicBool>,
+}
+
+/// Bind `count` listeners to `addr` with SO_REUSEPORT, one per worker. With
+/// port 0 the first bind picks the port and the others join it.
+pub fn bind_reuseport(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let l = listener(addr, backlog)?;
+        addr = l.local_addr()?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+fn listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Raise the open-files soft limit to the hard limit (each proxied stream
+/// holds two sockets).
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Bind the listeners and start the workers. Returns once every listener is
+/// bound (the address is final: port 0 has been resolved).
+pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -> io::Result<ServerHandle> {
+    let driver = choose_driver(cfg.driver)?;
+    if cfg.raise_nofile_limit {
+        match raise_nofile_limit() {
+            Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+        }
+    }
+    let workers =
+        if cfg.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.workers };
+    let addr: SocketAddr = cfg.listen_addr().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let listeners = bind_reuseport(addr, workers, 4096)?;
+    let addr = listeners[0].local_addr()?;
+    let cfg = Arc::new(cfg);
+    let draining = Arc::new(AtomicBool::new(false));
+    let listener_fds = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let mut threads = Vec::with_capacity(workers);
+    for (id, l) in listeners.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let store = store.clone();
+        let dns = dns.clone();
+        let draining = draining.clone();
+        let t = std::thread::Builder::new().name(format!("sb-worker-{id}")).spawn(move || {
+            let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), dns, draining));
+            let result = match driver {
+                DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .map(|mut rt| rt.block_on(worker_main(ctx, l))),
+                DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .map(|mut rt| rt.block_on(worker_main(ctx, l))),
+            };
+            if let Err(e) = result {
+                tracing::error!(worker = id, error = %e, "worker runtime failed to start");
+            }
+        })?;
+        threads.push(t);
+    }
+    tracing::info!(%addr, workers, driver = driver.name(), "data plane listening on {addr}");
+    Ok(ServerHandle { local_addr: addr, driver, threads, listener_fds, draining })
+}
+
+impl ServerHandle {
+    /// Stop accepting, let requests in flight finish (up to the grace period),
+    /// then stop the workers.
+    pub fn shutdown(self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for fd in &self.listener_fds {
+            // SAFETY: the fds are the workers' listeners, open until their threads end.
+            // shutdown() wakes a pending accept in either driver.
+            unsafe {
+                libc::shutdown(*fd, libc::SHUT_RDWR);
+            }
+        }
+        self.wait();
+    }
+
+    /// Block until the workers end.
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// A flag that, once set, drains the server (for signal handlers).
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+}
+
+async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = ctx.id, error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    let sweeper = ctx.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(Duration::from_secs(1)).await;
+            sweeper.pool.borrow_mut().sweep();
+        }
+    });
+    let max_conns = ctx.cfg.max_connections_per_worker;
+    loop {
+        let accepted = listener.accept().await;
+        if ctx.draining() {
+            break;
+        }
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                if ctx.conns.get() >= max_conns {
+                    monoio::spawn(refuse(ctx.clone(), stream));
+                    continue;
+                }
+                let c = ctx.clone();
+                monoio::spawn(async move {
+                    let _open = CountGuard::new(&c.conns);
+                    conn::serve(c.clone(), stream).await;
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(worker = ctx.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let grace = Instant::now() + Duration::from_millis(ctx.cfg.shutdown_grace_ms);
+    while ctx.inflight.get() > 0 && Instant::now() < grace {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::debug!(worker = ctx.id, "worker stopped");
+}
+
+/// Over the connection limit: answer 503 and close, with a short deadline.
+async fn refuse(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
+    let err = GatewayError::overloaded();
+    let body = err.to_json();
+    let mut out = Vec::with_capacity(160 + body.len());
+    out.extend_from_slice(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ",
+    );
+    crate::fmt::push_dec(&mut out, body.len() as u64);
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(ctx.next_request_id().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&body);
+    let _ = write_all(&mut stream, &mut out, Instant::now() + Duration::from_secs(1)).await;
+}

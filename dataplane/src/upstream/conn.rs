@@ -1,0 +1,121 @@
+//! Opening a connection to an upstream: TCP (addresses from the DNS cache, never
+//! a blocking lookup), then TLS with rustls when the base URL is `https`.
+
+use crate::dns::DnsCache;
+use crate::error::GatewayError;
+use crate::snapshot::{Upstream, UpstreamAddr};
+use monoio::buf::IoBuf;
+use monoio::buf::{IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub enum UpStream {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+impl AsyncReadRent for UpStream {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.read(buf).await,
+            UpStream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.readv(buf).await,
+            UpStream::Tls(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for UpStream {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.write(buf).await,
+            UpStream::Tls(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpStream::Plain(s) => s.writev(buf).await,
+            UpStream::Tls(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            UpStream::Plain(s) => s.flush().await,
+            UpStream::Tls(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            UpStream::Plain(s) => s.shutdown().await,
+            UpStream::Tls(s) => s.shutdown().await,
+        }
+    }
+}
+
+fn addresses(up: &Upstream, dns: &DnsCache) -> Result<Arc<[SocketAddr]>, GatewayError> {
+    match &up.addr {
+        UpstreamAddr::Ip(a) => Ok(Arc::from(&[*a][..])),
+        UpstreamAddr::Dns { host, key } => dns.lookup(key).ok_or_else(|| {
+            GatewayError::upstream(format!("Upstream `{}`: host `{host}` could not be resolved.", up.name))
+        }),
+    }
+}
+
+/// Connect to `up` within its connect timeout (TCP and TLS together), trying
+/// each resolved address in turn.
+pub async fn connect(up: &Upstream, dns: &DnsCache) -> Result<UpStream, GatewayError> {
+    let deadline = monoio::time::Instant::now() + up.connect_timeout;
+    let addrs = addresses(up, dns)?;
+    let mut last: Option<GatewayError> = None;
+    let mut tcp = None;
+    for addr in addrs.iter() {
+        match monoio::time::timeout_at(deadline, TcpStream::connect_addr(*addr)).await {
+            Ok(Ok(s)) => {
+                tcp = Some(s);
+                break;
+            }
+            Ok(Err(e)) => {
+                last = Some(GatewayError::upstream(format!("Could not connect to upstream `{}`: {e}.", up.name)));
+            }
+            Err(_) => {
+                last = Some(GatewayError::upstream_timeout(format!(
+                    "Connecting to upstream `{}` timed out after {} ms.",
+                    up.name,
+                    up.connect_timeout.as_millis()
+                )));
+                break;
+            }
+        }
+    }
+    let tcp = match tcp {
+        Some(t) => t,
+        None => {
+            return Err(
+                last.unwrap_or_else(|| GatewayError::upstream(format!("Upstream `{}` has no address.", up.name)))
+            )
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &up.tls else { return Ok(UpStream::Plain(tcp)) };
+    let connector = monoio_rustls::TlsConnector::from(tls.config.clone());
+    match monoio::time::timeout_at(deadline, connector.connect(tls.server_name.clone(), tcp)).await {
+        Ok(Ok(s)) => Ok(UpStream::Tls(Box::new(s))),
+        Ok(Err(e)) => Err(GatewayError::upstream(format!("TLS handshake with upstream `{}` failed: {e}.", up.name))),
+        Err(_) => Err(GatewayError::upstream_timeout(format!(
+            "TLS handshake with upstream `{}` timed out after {} ms.",
+            up.name,
+            up.connect_timeout.as_millis()
+        ))),
+    }
+}

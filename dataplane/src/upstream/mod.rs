@@ -1,0 +1,8 @@
+//! Phase "connect": upstream connections over TCP or TLS, and the per-worker
+//! keep-alive pool they return to.
+
+pub mod conn;
+pub mod pool;
+
+pub use conn::{connect, UpStream};
+pub use pool::Pool;

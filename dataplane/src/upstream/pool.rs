@@ -1,0 +1,62 @@
+//! A keep-alive pool per worker: idle upstream connections by pool key.
+//!
+//! Thread-local (no lock), LIFO (the warmest connection first), bounded per key
+//! by the upstream's `pool_max_idle`, and swept of connections idle longer
+//! than `pool_idle_timeout`. Keys outlive snapshots, so a reload keeps its
+//! warm connections.
+
+use super::conn::UpStream;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Idle {
+    conn: UpStream,
+    since: Instant,
+    max_idle: Duration,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    idle: FxHashMap<Arc<str>, Vec<Idle>>,
+}
+
+impl Pool {
+    /// The most recently returned connection for `key` that is still fresh.
+    pub fn take(&mut self, key: &str) -> Option<UpStream> {
+        let list = self.idle.get_mut(key)?;
+        let now = Instant::now();
+        while let Some(idle) = list.pop() {
+            if now.duration_since(idle.since) < idle.max_idle {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// Return a connection that finished a response cleanly.
+    pub fn put(&mut self, key: &Arc<str>, conn: UpStream, max_count: usize, max_idle: Duration) {
+        let list = self.idle.entry(key.clone()).or_default();
+        if list.len() >= max_count {
+            // Keep the warm ones; the oldest goes.
+            if list.is_empty() {
+                return;
+            }
+            list.remove(0);
+        }
+        list.push(Idle { conn, since: Instant::now(), max_idle });
+    }
+
+    /// Drop connections idle past their limit; forget empty keys.
+    pub fn sweep(&mut self) {
+        let now = Instant::now();
+        self.idle.retain(|_, list| {
+            list.retain(|i| now.duration_since(i.since) < i.max_idle);
+            !list.is_empty()
+        });
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+}

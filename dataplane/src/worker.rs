@@ -1,0 +1,116 @@
+//! Per-worker state: everything a request touches lives on its own thread
+//! (snapshot view, upstream pool, counters), so the hot path takes no lock
+//! shared across cores.
+
+use crate::dns::DnsCache;
+use crate::snapshot::{LocalSnapshot, Snapshot};
+use crate::upstream::Pool;
+use std::cell::{Cell, RefCell};
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_shared::ServerConfig;
+
+pub struct WorkerCtx {
+    pub id: usize,
+    pub cfg: Arc<ServerConfig>,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    snapshots: RefCell<LocalSnapshot>,
+    pub pool: RefCell<Pool>,
+    pub dns: Arc<DnsCache>,
+    /// Open client connections on this worker.
+    pub conns: Cell<usize>,
+    /// Requests being handled on this worker.
+    pub inflight: Cell<usize>,
+    rid_prefix: u64,
+    rid_counter: Cell<u64>,
+    draining: Arc<AtomicBool>,
+}
+
+impl WorkerCtx {
+    pub fn new(
+        id: usize,
+        cfg: Arc<ServerConfig>,
+        snapshots: LocalSnapshot,
+        dns: Arc<DnsCache>,
+        draining: Arc<AtomicBool>,
+    ) -> WorkerCtx {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(id);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        WorkerCtx {
+            id,
+            header_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
+            body_timeout: Duration::from_millis(cfg.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+            write_timeout: Duration::from_millis(cfg.write_timeout_ms),
+            cfg,
+            snapshots: RefCell::new(snapshots),
+            pool: RefCell::new(Pool::default()),
+            dns,
+            conns: Cell::new(0),
+            inflight: Cell::new(0),
+            rid_prefix: h.finish(),
+            rid_counter: Cell::new(0),
+            draining,
+        }
+    }
+
+    #[allow(clippy::redundant_allocation)]
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        self.snapshots.borrow_mut().get()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A new request id: this worker's random prefix and a counter, in hex.
+    pub fn next_request_id(&self) -> RequestId {
+        let n = self.rid_counter.get().wrapping_add(1);
+        self.rid_counter.set(n);
+        let mut out = [0u8; 32];
+        let hex = b"0123456789abcdef";
+        for (i, b) in self.rid_prefix.to_be_bytes().iter().chain(n.to_be_bytes().iter()).enumerate() {
+            out[2 * i] = hex[(b >> 4) as usize];
+            out[2 * i + 1] = hex[(b & 15) as usize];
+        }
+        RequestId::Local(out)
+    }
+}
+
+/// The `x-request-id` of a request: the client's (validated) or our own.
+pub enum RequestId {
+    Client(String),
+    Local([u8; 32]),
+}
+
+impl RequestId {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Client(s) => s.as_bytes(),
+            RequestId::Local(b) => b,
+        }
+    }
+}
+
+/// Counts a value up while alive (connections, requests in flight).
+pub struct CountGuard<'a>(&'a Cell<usize>);
+
+impl<'a> CountGuard<'a> {
+    pub fn new(c: &'a Cell<usize>) -> Self {
+        c.set(c.get() + 1);
+        CountGuard(c)
+    }
+}
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}

@@ -1,0 +1,650 @@
+//! A mock OpenAI-compatible upstream, fast enough to measure the gateway
+//! against, with behaviour chosen per request.
+//!
+//! Serves `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and
+//! `GET /v1/models`. Non-streaming replies carry `usage`; streaming replies are
+//! OpenAI-shaped SSE (a role chunk, one chunk per token, a finish chunk, a
+//! usage chunk when `stream_options.include_usage` is set, `[DONE]`).
+//!
+//! Behaviour comes from, in increasing precedence: the [`MockConfig`]
+//! defaults, an `x-mock` request header holding JSON, and a `"mock"` object in
+//! the request body (which a gateway forwards untouched). See [`Behaviour`].
+//!
+//! Token accounting is deterministic so tests can check totals:
+//! `prompt_tokens = ceil(body bytes / 4)`, `completion_tokens = tokens`.
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::{TcpListener, TcpStream};
+use monoio::time::Instant;
+use serde::Deserialize;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use switchboard_dataplane::fmt::{push_chunk, push_dec};
+use switchboard_dataplane::http::find_head_end;
+use switchboard_dataplane::http::head::{has_token, parse_content_length};
+use switchboard_dataplane::http::io::{read_append, write_all};
+
+/// A fault to inject instead of a normal answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Reset the connection (RST) without answering.
+    Reset,
+    /// Close the connection without answering.
+    Close,
+    /// Never answer (until the peer goes away or an hour passes).
+    Hang,
+    /// Answer with bytes that are not HTTP.
+    Garbage,
+}
+
+/// What the mock does for one request. Every field is optional; unset fields
+/// fall back to the level below (header, then config).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Behaviour {
+    /// Answer with this status and an OpenAI error body.
+    pub status: Option<u16>,
+    /// Wait this long before the response head.
+    pub delay_ms: Option<u64>,
+    /// Add a random 0..jitter_ms to the delay.
+    pub jitter_ms: Option<u64>,
+    /// Completion tokens to produce.
+    pub tokens: Option<u32>,
+    /// Streaming: time before the first chunk.
+    pub ttft_ms: Option<u64>,
+    /// Streaming: time between chunks.
+    pub interval_ms: Option<u64>,
+    pub fault: Option<Fault>,
+    /// Streaming: drop the connection after this many tokens.
+    pub drop_after: Option<u32>,
+    /// Streaming: after this many tokens, wait for [`MockHandle::release`].
+    pub hold_after: Option<u32>,
+}
+
+impl Behaviour {
+    fn over(self, base: &Behaviour) -> Behaviour {
+        Behaviour {
+            status: self.status.or(base.status),
+            delay_ms: self.delay_ms.or(base.delay_ms),
+            jitter_ms: self.jitter_ms.or(base.jitter_ms),
+            tokens: self.tokens.or(base.tokens),
+            ttft_ms: self.ttft_ms.or(base.ttft_ms),
+            interval_ms: self.interval_ms.or(base.interval_ms),
+            fault: self.fault.or(base.fault),
+            drop_after: self.drop_after.or(base.drop_after),
+            hold_after: self.hold_after.or(base.hold_after),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    /// Defaults for every request.
+    pub behaviour: Behaviour,
+    /// The text of one token.
+    pub token_text: String,
+    /// Models listed by `GET /v1/models`.
+    pub models: Vec<String>,
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Keep a copy of every request (tests); off for load.
+    pub record: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+            behaviour: Behaviour { tokens: Some(16), ..Behaviour::default() },
+            token_text: "word ".to_string(),
+            models: vec!["mock-model".to_string()],
+            tls: None,
+            record: false,
+        }
+    }
+}
+
+/// A request the mock received (when `record` is on).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: AtomicU64,
+    connections: AtomicU64,
+    /// Streams the peer stopped reading (a write failed mid-stream).
+    aborted: AtomicU64,
+    released: AtomicBool,
+    stopping: AtomicBool,
+    recorded: Mutex<Vec<Recorded>>,
+}
+
+pub struct MockUpstream;
+
+/// A running mock; stops when dropped.
+pub struct MockHandle {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    state: Arc<State>,
+    fds: Vec<RawFd>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl MockUpstream {
+    pub fn start(cfg: MockConfig) -> io::Result<MockHandle> {
+        let listeners = switchboard_dataplane::server::bind_reuseport(cfg.listen, cfg.workers, 4096)?;
+        let addr = listeners[0].local_addr()?;
+        let tls = match &cfg.tls {
+            Some((cert, key)) => Some(Arc::new(server_tls(cert, key)?)),
+            None => None,
+        };
+        let state = Arc::new(State::default());
+        let cfg = Arc::new(cfg);
+        let fds = listeners.iter().map(|l| l.as_raw_fd()).collect();
+        let mut threads = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let (cfg, state, tls) = (cfg.clone(), state.clone(), tls.clone());
+            threads.push(std::thread::Builder::new().name(format!("mock-{i}")).spawn(move || {
+                let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build();
+                match rt {
+                    Ok(mut rt) => rt.block_on(accept_loop(l, cfg, state, tls)),
+                    Err(e) => tracing::error!(error = %e, "mock runtime failed"),
+                }
+            })?);
+        }
+        Ok(MockHandle { addr, tls: tls.is_some(), state, fds, threads })
+    }
+}
+
+impl MockHandle {
+    /// `http(s)://addr/v1`
+    pub fn base_url(&self) -> String {
+        format!("{}://{}/v1", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Requests answered or faulted so far.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Streams cut short because the peer went away.
+    pub fn aborted(&self) -> u64 {
+        self.state.aborted.load(Ordering::SeqCst)
+    }
+
+    /// Let streams held by `hold_after` continue.
+    pub fn release(&self) {
+        self.state.released.store(true, Ordering::SeqCst);
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.state.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        self.state.stopping.store(true, Ordering::SeqCst);
+        for fd in &self.fds {
+            // SAFETY: our listeners' fds, open until the threads end.
+            unsafe {
+                libc::shutdown(*fd, libc::SHUT_RDWR);
+            }
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MockHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn server_tls(cert: &[u8], key: &[u8]) -> io::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert).collect::<Result<_, _>>().map_err(|e| bad(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+async fn accept_loop(
+    l: std::net::TcpListener,
+    cfg: Arc<MockConfig>,
+    state: Arc<State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let Ok(listener) = TcpListener::from_std(l) else { return };
+    let ctx = Rc::new(Ctx { cfg, state, seq: std::cell::Cell::new(0) });
+    loop {
+        let accepted = listener.accept().await;
+        if ctx.state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok((stream, _)) = accepted else {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        ctx.state.connections.fetch_add(1, Ordering::SeqCst);
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        match &tls {
+            None => {
+                monoio::spawn(serve(ctx, stream));
+            }
+            Some(cfg) => {
+                let acceptor = monoio_rustls::TlsAcceptor::from(cfg.clone());
+                monoio::spawn(async move {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        serve(ctx, s).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+struct Ctx {
+    cfg: Arc<MockConfig>,
+    state: Arc<State>,
+    seq: std::cell::Cell<u64>,
+}
+
+trait Raw {
+    fn raw_fd(&self) -> Option<RawFd>;
+}
+
+impl Raw for TcpStream {
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
+impl Raw for monoio_rustls::ServerTlsStream<TcpStream> {
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+const IDLE: Duration = Duration::from_secs(60);
+
+async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S) {
+    let mut buf = Vec::with_capacity(8192);
+    let mut out = Vec::with_capacity(8192);
+    loop {
+        // Head.
+        let mut scanned = 0;
+        let head_end = loop {
+            if let Some(end) = find_head_end(&buf, scanned) {
+                break end;
+            }
+            if buf.len() > 64 * 1024 {
+                return;
+            }
+            scanned = buf.len();
+            match read_append(&mut io, &mut buf, 4096, Instant::now() + IDLE).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(&buf[..head_end]), Ok(httparse::Status::Complete(_))) {
+            return;
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let path = req.path.unwrap_or("").to_string();
+        let mut len = 0usize;
+        let mut close = false;
+        let mut header_behaviour = Behaviour::default();
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                len = parse_content_length(h.value).unwrap_or(0) as usize;
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                close |= has_token(h.value, b"close");
+            } else if h.name.eq_ignore_ascii_case("x-mock") {
+                header_behaviour = serde_json::from_slice(h.value).unwrap_or_default();
+            }
+        }
+        let recorded = ctx.cfg.record.then(|| {
+            req.headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect::<Vec<_>>()
+        });
+        // Body.
+        while buf.len() < head_end + len {
+            let want = head_end + len - buf.len();
+            match read_append(&mut io, &mut buf, want, Instant::now() + IDLE).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let body = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        if let Some(headers) = recorded {
+            if let Ok(mut r) = ctx.state.recorded.lock() {
+                r.push(Recorded { method: method.clone(), path: path.clone(), headers, body: body.clone() });
+            }
+        }
+        ctx.state.requests.fetch_add(1, Ordering::SeqCst);
+        let keep = answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour).await;
+        if !keep || close {
+            return;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReqBody {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    mock: Option<Behaviour>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+fn error_json(status: u16, message: &str) -> Vec<u8> {
+    let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+        .to_string()
+        .into_bytes()
+}
+
+fn head(out: &mut Vec<u8>, status: u16, content_type: &str, len: Option<usize>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(out, status as u64);
+    out.extend_from_slice(b" X\r\ncontent-type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    match len {
+        Some(n) => {
+            out.extend_from_slice(b"\r\ncontent-length: ");
+            push_dec(out, n as u64);
+        }
+        None => out.extend_from_slice(b"\r\ntransfer-encoding: chunked"),
+    }
+    if status == 429 {
+        out.extend_from_slice(b"\r\nretry-after: 1");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+async fn send<S: AsyncWriteRent>(io: &mut S, out: &mut Vec<u8>) -> bool {
+    let ok = write_all(io, out, Instant::now() + IDLE).await.is_ok();
+    out.clear();
+    ok
+}
+
+fn jitter(ctx: &Ctx, max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let n = ctx.seq.get().wrapping_add(1);
+    ctx.seq.set(n);
+    // splitmix64: cheap, deterministic per worker, good enough for jitter.
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % (max + 1)
+}
+
+async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
+    ctx: &Ctx,
+    io: &mut S,
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    header_behaviour: Behaviour,
+) -> bool {
+    let path = path.split('?').next().unwrap_or("");
+    if method == "GET" && path.ends_with("/models") {
+        let data: Vec<_> = ctx
+            .cfg
+            .models
+            .iter()
+            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}))
+            .collect();
+        let json = serde_json::json!({"object": "list", "data": data}).to_string();
+        head(out, 200, "application/json", Some(json.len()));
+        out.extend_from_slice(json.as_bytes());
+        return send(io, out).await;
+    }
+    let kind = if path.ends_with("/chat/completions") {
+        Kind::Chat
+    } else if path.ends_with("/completions") {
+        Kind::Text
+    } else if path.ends_with("/embeddings") {
+        Kind::Embedding
+    } else {
+        let json = error_json(404, "mock: unknown path");
+        head(out, 404, "application/json", Some(json.len()));
+        out.extend_from_slice(&json);
+        return send(io, out).await;
+    };
+    let req: ReqBody = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let json = error_json(400, &format!("mock: bad JSON: {e}"));
+            head(out, 400, "application/json", Some(json.len()));
+            out.extend_from_slice(&json);
+            return send(io, out).await;
+        }
+    };
+    let b = req.mock.clone().unwrap_or_default().over(&header_behaviour.over(&ctx.cfg.behaviour));
+    let delay = b.delay_ms.unwrap_or(0) + jitter(ctx, b.jitter_ms.unwrap_or(0));
+    if delay > 0 {
+        monoio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    match b.fault {
+        Some(Fault::Reset) => {
+            if let Some(fd) = io.raw_fd() {
+                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+                // SAFETY: setsockopt on our own open socket with a valid struct.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &linger as *const libc::linger as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+            }
+            return false;
+        }
+        Some(Fault::Close) => return false,
+        Some(Fault::Hang) => {
+            monoio::time::sleep(Duration::from_secs(3600)).await;
+            return false;
+        }
+        Some(Fault::Garbage) => {
+            out.extend_from_slice(b"THIS IS NOT HTTP\r\n\r\n");
+            send(io, out).await;
+            return false;
+        }
+        None => {}
+    }
+    if let Some(status) = b.status.filter(|s| *s >= 300) {
+        let json = error_json(status, &format!("mock: injected status {status}"));
+        head(out, status, "application/json", Some(json.len()));
+        out.extend_from_slice(&json);
+        return send(io, out).await;
+    }
+    let tokens = b.tokens.unwrap_or(16);
+    let prompt_tokens = body.len().div_ceil(4) as u64;
+    let model = serde_json::to_string(&req.model).unwrap_or_else(|_| "\"\"".into());
+    let id = ctx.seq.get();
+    if kind == Kind::Embedding {
+        let json = format!(
+            r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3,0.4]}}],"model":{model},"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}}}"#
+        );
+        head(out, 200, "application/json", Some(json.len()));
+        out.extend_from_slice(json.as_bytes());
+        return send(io, out).await;
+    }
+    let text = serde_json::to_string(&ctx.cfg.token_text).unwrap_or_else(|_| "\"\"".into());
+    let usage = format!(
+        r#"{{"prompt_tokens":{prompt_tokens},"completion_tokens":{tokens},"total_tokens":{}}}"#,
+        prompt_tokens + tokens as u64
+    );
+    if !req.stream.unwrap_or(false) {
+        let content = serde_json::to_string(&ctx.cfg.token_text.repeat(tokens as usize)).unwrap_or_default();
+        let json = match kind {
+            Kind::Chat => format!(
+                r#"{{"id":"chatcmpl-mock-{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+            ),
+            _ => format!(
+                r#"{{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{{"index":0,"text":{content},"finish_reason":"stop"}}],"usage":{usage}}}"#
+            ),
+        };
+        head(out, 200, "application/json", Some(json.len()));
+        out.extend_from_slice(json.as_bytes());
+        return send(io, out).await;
+    }
+    // Streaming.
+    let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+    let chunk = |payload: &str| -> String {
+        match kind {
+            Kind::Chat => {
+                format!(
+                    r#"data: {{"id":"chatcmpl-mock-{id}","object":"chat.completion.chunk","created":1700000000,"model":{model},"choices":[{payload}]}}"#
+                ) + "\n\n"
+            }
+            _ => {
+                format!(
+                    r#"data: {{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{payload}]}}"#
+                ) + "\n\n"
+            }
+        }
+    };
+    let first = match kind {
+        Kind::Chat => chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#),
+        _ => chunk(r#"{"index":0,"text":"","finish_reason":null}"#),
+    };
+    let token = match kind {
+        Kind::Chat => chunk(&format!(r#"{{"index":0,"delta":{{"content":{text}}},"finish_reason":null}}"#)),
+        _ => chunk(&format!(r#"{{"index":0,"text":{text},"finish_reason":null}}"#)),
+    };
+    let finish = match kind {
+        Kind::Chat => chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
+        _ => chunk(r#"{"index":0,"text":"","finish_reason":"stop"}"#),
+    };
+    let usage_event = if include_usage {
+        let obj = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        format!(
+            r#"data: {{"id":"mock-{id}","object":"{obj}","created":1700000000,"model":{model},"choices":[],"usage":{usage}}}"#
+        ) + "\n\n"
+    } else {
+        String::new()
+    };
+    let interval = b.interval_ms.unwrap_or(0);
+    let ttft = b.ttft_ms.unwrap_or(0);
+    head(out, 200, "text/event-stream", None);
+    if interval == 0 && ttft == 0 && b.drop_after.is_none() && b.hold_after.is_none() {
+        // Fast path: the whole stream in one write.
+        push_chunk(out, first.as_bytes());
+        for _ in 0..tokens {
+            push_chunk(out, token.as_bytes());
+        }
+        push_chunk(out, finish.as_bytes());
+        push_chunk(out, usage_event.as_bytes());
+        push_chunk(out, b"data: [DONE]\n\n");
+        out.extend_from_slice(b"0\r\n\r\n");
+        return send(io, out).await;
+    }
+    if !send(io, out).await {
+        return aborted(ctx);
+    }
+    if ttft > 0 {
+        monoio::time::sleep(Duration::from_millis(ttft)).await;
+    }
+    push_chunk(out, first.as_bytes());
+    if !send(io, out).await {
+        return aborted(ctx);
+    }
+    for i in 0..tokens {
+        if b.drop_after == Some(i) {
+            return false;
+        }
+        if b.hold_after == Some(i) {
+            let until = Instant::now() + Duration::from_secs(30);
+            while !ctx.state.released.load(Ordering::SeqCst) && Instant::now() < until {
+                monoio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        if interval > 0 && i > 0 {
+            monoio::time::sleep(Duration::from_millis(interval)).await;
+        }
+        push_chunk(out, token.as_bytes());
+        if !send(io, out).await {
+            return aborted(ctx);
+        }
+    }
+    if b.drop_after == Some(tokens) {
+        return false;
+    }
+    push_chunk(out, finish.as_bytes());
+    push_chunk(out, usage_event.as_bytes());
+    push_chunk(out, b"data: [DONE]\n\n");
+    out.extend_from_slice(b"0\r\n\r\n");
+    send(io, out).await || aborted(ctx)
+}
+
+fn aborted(ctx: &Ctx) -> bool {
+    ctx.state.aborted.fetch_add(1, Ordering::SeqCst);
+    false
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+    Embedding,
+}

@@ -1,0 +1,480 @@
+//! The declarative configuration: `[server]` settings for this process, and the
+//! routing spec (`[[keys]]`, `[[upstreams]]`, `[[models]]`) that the data plane
+//! compiles into its routing snapshot.
+//!
+//! Every table denies unknown fields, so a typo is an error naming the key, not
+//! a silently ignored setting. [`Config::parse`] also validates cross-references
+//! and reports the path of the first bad value (`models[1].targets[0].upstream`).
+
+use crate::keyhash::KeyHash;
+use crate::secret::Secret;
+use crate::url::BaseUrl;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A configuration error with the path of the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSpec>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+}
+
+impl Config {
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::at("", e.to_string().trim_end().to_string()))?;
+        cfg.server.validate()?;
+        cfg.routing().validate()?;
+        Ok(cfg)
+    }
+
+    /// The routing part, which can change at run time.
+    pub fn routing(&self) -> RoutingSpec {
+        RoutingSpec { keys: self.keys.clone(), upstreams: self.upstreams.clone(), models: self.models.clone() }
+    }
+}
+
+/// The most header lines `server.max_headers` may allow (the parser's fixed array).
+pub const MAX_HEADERS_CAP: usize = 128;
+
+/// Which io driver the data-plane workers use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+/// Process-level settings of the data plane. Read at start; changing them
+/// needs a restart (the routing spec reloads live).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Port 0 picks a free port (logged at start).
+    pub listen: String,
+    /// Worker threads, each with its own runtime and listener. 0 = one per core.
+    pub workers: usize,
+    pub driver: Driver,
+    /// Largest request head (request line + headers) accepted; larger -> 431.
+    pub max_header_bytes: usize,
+    /// Most header lines accepted in one request; more -> 431.
+    pub max_headers: usize,
+    /// Largest request body accepted; larger -> 413.
+    pub max_body_bytes: usize,
+    /// Time allowed from a request's first byte to the end of its head -> 408.
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to receive a whole request body -> 408.
+    pub body_read_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout_ms: u64,
+    /// Time allowed for one write to the client before it is dropped.
+    pub write_timeout_ms: u64,
+    /// Open client connections per worker; more are answered 503 and closed.
+    pub max_connections_per_worker: usize,
+    /// Largest upstream response head accepted; larger -> 502.
+    pub max_upstream_header_bytes: usize,
+    /// On shutdown, how long requests in flight may take to finish.
+    pub shutdown_grace_ms: u64,
+    /// How often the config file is checked for changes. 0 = only on SIGHUP.
+    pub reload_poll_ms: u64,
+    /// How often upstream host names are resolved again.
+    pub dns_refresh_ms: u64,
+    /// Raise the open-files soft limit to the hard limit at start.
+    pub raise_nofile_limit: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_string(),
+            workers: 0,
+            driver: Driver::Auto,
+            max_header_bytes: 16 * 1024,
+            max_headers: 96,
+            max_body_bytes: 8 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
+            max_connections_per_worker: 10_000,
+            max_upstream_header_bytes: 64 * 1024,
+            shutdown_grace_ms: 30_000,
+            reload_poll_ms: 1_000,
+            dns_refresh_ms: 30_000,
+            raise_nofile_limit: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::at("server.listen", format!("`{}` is not an IP:port address", self.listen)))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let checks: [(&str, u64, u64); 12] = [
+            ("server.max_header_bytes", self.max_header_bytes as u64, 1024),
+            ("server.max_headers", self.max_headers as u64, 8),
+            ("server.max_body_bytes", self.max_body_bytes as u64, 1024),
+            ("server.header_read_timeout_ms", self.header_read_timeout_ms, 1),
+            ("server.body_read_timeout_ms", self.body_read_timeout_ms, 1),
+            ("server.idle_timeout_ms", self.idle_timeout_ms, 1),
+            ("server.write_timeout_ms", self.write_timeout_ms, 1),
+            ("server.max_connections_per_worker", self.max_connections_per_worker as u64, 1),
+            ("server.max_upstream_header_bytes", self.max_upstream_header_bytes as u64, 1024),
+            ("server.shutdown_grace_ms", self.shutdown_grace_ms, 0),
+            ("server.dns_refresh_ms", self.dns_refresh_ms, 100),
+            ("server.workers", self.workers as u64, 0),
+        ];
+        for (path, value, min) in checks {
+            if value < min {
+                return Err(ConfigError::at(path, format!("must be at least {min}, got {value}")));
+            }
+        }
+        if self.workers > 1024 {
+            return Err(ConfigError::at("server.workers", "must be at most 1024"));
+        }
+        if self.max_headers > MAX_HEADERS_CAP {
+            return Err(ConfigError::at("server.max_headers", format!("must be at most {MAX_HEADERS_CAP}")));
+        }
+        Ok(())
+    }
+}
+
+/// The part of the configuration that the data plane compiles into its
+/// routing snapshot, and that reloads live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSpec {
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSpec>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+}
+
+/// A client API key, configured by its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// A stable, non-secret id (shown in logs and usage instead of the key).
+    pub id: String,
+    /// `sha256:<hex>` of the key; `switchboard hash-key` prints it.
+    pub hash: String,
+    #[serde(default = "default_org")]
+    pub org: String,
+    /// Model names this key may use; `"*"` allows every model.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_org() -> String {
+    "default".to_string()
+}
+fn all_models() -> Vec<String> {
+    vec!["*".to_string()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// An OpenAI-compatible upstream (a provider).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub name: String,
+    /// `https://api.openai.com/v1`: the endpoint path (`/chat/completions`) is appended.
+    pub base_url: String,
+    /// The provider key, sent as `Authorization: Bearer`. Prefer `api_key_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// Name of an environment variable holding the provider key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Extra PEM CA certificates to trust for this upstream (added to the web PKI roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Extra request headers sent to this upstream.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "d_connect")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed from sending the request to the upstream's response head.
+    #[serde(default = "d_first_byte")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed between two reads of the response body.
+    #[serde(default = "d_read")]
+    pub read_timeout_ms: u64,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "d_pool_idle")]
+    pub pool_idle_timeout_ms: u64,
+    /// Idle connections kept per worker for this upstream.
+    #[serde(default = "d_pool_max")]
+    pub pool_max_idle: usize,
+}
+
+fn d_connect() -> u64 {
+    5_000
+}
+fn d_first_byte() -> u64 {
+    300_000
+}
+fn d_read() -> u64 {
+    300_000
+}
+fn d_pool_idle() -> u64 {
+    30_000
+}
+fn d_pool_max() -> usize {
+    256
+}
+
+/// A public model name and where its requests go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The name clients send in `model`.
+    pub name: String,
+    /// Tried in order: the next target is used when one cannot be reached.
+    pub targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Name of an `[[upstreams]]` entry.
+    pub upstream: String,
+    /// The model name the upstream knows; defaults to the public name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Header names the gateway sets itself and an upstream's `headers` may not override.
+const RESERVED_HEADERS: [&str; 7] =
+    ["host", "content-length", "transfer-encoding", "connection", "authorization", "x-request-id", "accept-encoding"];
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl RoutingSpec {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut upstream_names = HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let p = format!("upstreams[{i}]");
+            if u.name.is_empty() {
+                return Err(ConfigError::at(format!("{p}.name"), "must not be empty"));
+            }
+            if !upstream_names.insert(u.name.as_str()) {
+                return Err(ConfigError::at(format!("{p}.name"), format!("duplicate upstream name `{}`", u.name)));
+            }
+            BaseUrl::parse(&u.base_url).map_err(|e| ConfigError::at(format!("{p}.base_url"), e))?;
+            if u.api_key.is_some() && u.api_key_env.is_some() {
+                return Err(ConfigError::at(p, "set either api_key or api_key_env, not both"));
+            }
+            for (name, value) in &u.headers {
+                if !is_token(name) {
+                    return Err(ConfigError::at(
+                        format!("{p}.headers"),
+                        format!("`{name}` is not a valid header name"),
+                    ));
+                }
+                if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                    return Err(ConfigError::at(
+                        format!("{p}.headers"),
+                        format!("`{name}` is set by the gateway and cannot be overridden"),
+                    ));
+                }
+                if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+                    return Err(ConfigError::at(format!("{p}.headers.{name}"), "value has control characters"));
+                }
+            }
+            for (field, v) in [
+                ("connect_timeout_ms", u.connect_timeout_ms),
+                ("first_byte_timeout_ms", u.first_byte_timeout_ms),
+                ("read_timeout_ms", u.read_timeout_ms),
+                ("pool_idle_timeout_ms", u.pool_idle_timeout_ms),
+            ] {
+                if v == 0 {
+                    return Err(ConfigError::at(format!("{p}.{field}"), "must be at least 1"));
+                }
+            }
+        }
+        let mut model_names = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let p = format!("models[{i}]");
+            if m.name.is_empty() || m.name.len() > 256 {
+                return Err(ConfigError::at(format!("{p}.name"), "must be 1 to 256 characters"));
+            }
+            if m.name == "*" {
+                return Err(ConfigError::at(format!("{p}.name"), "`*` is reserved (it means every model in keys)"));
+            }
+            if !model_names.insert(m.name.as_str()) {
+                return Err(ConfigError::at(format!("{p}.name"), format!("duplicate model name `{}`", m.name)));
+            }
+            if m.targets.is_empty() {
+                return Err(ConfigError::at(format!("{p}.targets"), "needs at least one target"));
+            }
+            for (j, t) in m.targets.iter().enumerate() {
+                if !upstream_names.contains(t.upstream.as_str()) {
+                    return Err(ConfigError::at(
+                        format!("{p}.targets[{j}].upstream"),
+                        format!("unknown upstream `{}`", t.upstream),
+                    ));
+                }
+                if t.model.as_deref() == Some("") {
+                    return Err(ConfigError::at(format!("{p}.targets[{j}].model"), "must not be empty"));
+                }
+            }
+        }
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let p = format!("keys[{i}]");
+            if k.id.is_empty() {
+                return Err(ConfigError::at(format!("{p}.id"), "must not be empty"));
+            }
+            if !ids.insert(k.id.as_str()) {
+                return Err(ConfigError::at(format!("{p}.id"), format!("duplicate key id `{}`", k.id)));
+            }
+            let h = KeyHash::parse(&k.hash).map_err(|e| ConfigError::at(format!("{p}.hash"), e))?;
+            if !hashes.insert(h) {
+                return Err(ConfigError::at(format!("{p}.hash"), "the same key is configured twice"));
+            }
+            for (j, m) in k.models.iter().enumerate() {
+                if m != "*" && !model_names.contains(m.as_str()) {
+                    return Err(ConfigError::at(format!("{p}.models[{j}]"), format!("unknown model `{m}`")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[upstreams]]
+name = "mock"
+base_url = "http://127.0.0.1:9000/v1"
+api_key = "sk-upstream-123456789"
+
+[[models]]
+name = "gpt-4o-mini"
+targets = [{{ upstream = "mock" }}]
+
+[[models]]
+name = "fast"
+targets = [{{ upstream = "mock", model = "gpt-4o-mini" }}]
+
+[[keys]]
+id = "team-a"
+hash = "{}"
+models = ["fast"]
+"#,
+            KeyHash::of(b"sk-a")
+        )
+    }
+
+    #[test]
+    fn parses_a_full_config_with_defaults() {
+        let cfg = Config::parse(&sample()).unwrap();
+        assert_eq!(cfg.server.workers, 2);
+        assert_eq!(cfg.server.max_header_bytes, 16 * 1024);
+        assert_eq!(cfg.server.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(cfg.keys[0].org, "default");
+        assert_eq!(cfg.upstreams[0].connect_timeout_ms, 5_000);
+        assert_eq!(cfg.models[1].targets[0].model.as_deref(), Some("gpt-4o-mini"));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_that_name_the_key() {
+        let err = Config::parse("[server]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let err = Config::parse(&sample().replace("api_key =", "apikey =")).unwrap_err();
+        assert!(err.to_string().contains("apikey"), "{err}");
+    }
+
+    #[test]
+    fn cross_references_are_checked_with_paths() {
+        let err = Config::parse(&sample().replace("{ upstream = \"mock\" }", "{ upstream = \"nope\" }")).unwrap_err();
+        assert_eq!(err.path, "models[0].targets[0].upstream");
+        let err = Config::parse(&sample().replace("models = [\"fast\"]", "models = [\"slow\"]")).unwrap_err();
+        assert_eq!(err.path, "keys[0].models[0]");
+        let err = Config::parse(&sample().replace("127.0.0.1:9000/v1", "127.0.0.1:9000/v1?x")).unwrap_err();
+        assert_eq!(err.path, "upstreams[0].base_url");
+        let err = Config::parse(&sample().replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\"")).unwrap_err();
+        assert_eq!(err.path, "server.listen");
+    }
+
+    #[test]
+    fn duplicates_and_reserved_headers_are_refused() {
+        let dup = sample().replace("name = \"fast\"", "name = \"gpt-4o-mini\"");
+        assert_eq!(Config::parse(&dup).unwrap_err().path, "models[1].name");
+        let hdr = sample().replace("api_key = ", "headers = { Authorization = \"x\" }\napi_key = ");
+        assert_eq!(Config::parse(&hdr).unwrap_err().path, "upstreams[0].headers");
+        let zero = sample().replace("workers = 2", "workers = 2\nmax_body_bytes = 0");
+        assert_eq!(Config::parse(&zero).unwrap_err().path, "server.max_body_bytes");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let cfg = Config::parse(&sample()).unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("sk-upstream-123456789"));
+        assert!(dbg.contains("sk-...6789"));
+    }
+}

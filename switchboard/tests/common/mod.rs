@@ -1,0 +1,311 @@
+//! Test harness: start a gateway and mock upstreams on ephemeral loopback
+//! ports, and talk to them over plain blocking sockets, so each test reads as
+//! "start mock, start gateway, send, assert".
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_dataplane::dns::DnsCache;
+use switchboard_dataplane::reload::Reloader;
+use switchboard_dataplane::ServerHandle;
+use switchboard_loadtests::{MockConfig, MockHandle, MockUpstream};
+use switchboard_shared::KeyHash;
+
+pub const KEY: &str = "sk-test-client-key";
+pub const PROVIDER_KEY: &str = "sk-test-provider-key-0001";
+
+pub fn mock() -> MockHandle {
+    mock_with(MockConfig { record: true, ..MockConfig::default() })
+}
+
+pub fn mock_with(cfg: MockConfig) -> MockHandle {
+    MockUpstream::start(cfg).expect("mock starts")
+}
+
+/// A port with nothing listening on it.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn key_hash(key: &str) -> String {
+    KeyHash::of(key.as_bytes()).to_string()
+}
+
+/// Config text with one upstream `up` at `base_url`, model `m` routed there,
+/// and the test key allowed everything. `server` lines go under `[server]`.
+pub fn basic_config(base_url: &str, server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+{server}
+
+[[upstreams]]
+name = "up"
+base_url = "{base_url}"
+api_key = "{PROVIDER_KEY}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "up" }}]
+
+[[models]]
+name = "alias"
+targets = [{{ upstream = "up", model = "real-model" }}]
+
+[[keys]]
+id = "test"
+hash = "{}"
+"#,
+        key_hash(KEY)
+    )
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub reloader: Arc<Reloader>,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    handle: Option<ServerHandle>,
+}
+
+impl Gateway {
+    pub fn start(config: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(&path, config).unwrap();
+        let dns = DnsCache::new();
+        let (reloader, cfg) = Reloader::load(path.clone(), dns.clone()).expect("config loads");
+        let handle = switchboard_dataplane::start(cfg.server, reloader.store().clone(), dns).expect("gateway starts");
+        Gateway { addr: handle.local_addr, reloader, config_path: path, _dir: dir, handle: Some(handle) }
+    }
+
+    /// Rewrite the config file and reload it now.
+    pub fn reconfigure(&self, config: &str) -> u64 {
+        std::fs::write(&self.config_path, config).unwrap();
+        self.reloader.reload_now().expect("reload")
+    }
+
+    pub fn conn(&self) -> Conn {
+        Conn::open(self.addr)
+    }
+
+    /// POST a JSON body with the test key; a fresh connection.
+    pub fn post(&self, path: &str, body: &str) -> Response {
+        let mut c = self.conn();
+        c.send(&request("POST", path, Some(KEY), body, &[]));
+        c.response()
+    }
+
+    pub fn chat(&self, body: &str) -> Response {
+        self.post("/v1/chat/completions", body)
+    }
+
+    pub fn shutdown(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+/// A raw HTTP/1.1 request.
+pub fn request(method: &str, path: &str, key: Option<&str>, body: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = format!("{method} {path} HTTP/1.1\r\nHost: gateway\r\n");
+    if let Some(k) = key {
+        s.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    for (n, v) in extra {
+        s.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if method == "POST" {
+        s.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    s.push_str("\r\n");
+    s.push_str(body);
+    s.into_bytes()
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The error object of an OpenAI error body, checked for shape.
+    pub fn error(&self) -> serde_json::Value {
+        let v = self.json();
+        let e = v["error"].clone();
+        for field in ["message", "type", "param", "code"] {
+            assert!(e.get(field).is_some(), "error JSON lacks `{field}`: {v}");
+        }
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+        e
+    }
+}
+
+/// One client connection, blocking, with a 10 s read timeout.
+pub struct Conn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+pub enum Framing {
+    Length(usize),
+    Chunked,
+    Close,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn { r: BufReader::new(s.try_clone().unwrap()), w: s }
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.w.set_read_timeout(Some(t)).unwrap();
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("send");
+    }
+
+    /// Try to send; false when the peer is gone.
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.w.write_all(bytes).is_ok() && self.w.flush().is_ok()
+    }
+
+    /// Read a status line and headers, skipping interim (1xx) responses unless asked.
+    pub fn head(&mut self) -> (u16, Vec<(String, String)>) {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("status line");
+        assert!(line.starts_with("HTTP/1."), "not a status line: {line:?}");
+        let status: u16 = line[9..12].parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).expect("header line");
+            let l = l.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':').expect("header has a colon");
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        (status, headers)
+    }
+
+    pub fn framing(headers: &[(String, String)], status: u16) -> Framing {
+        let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        if status == 100 || status == 204 {
+            return Framing::Length(0);
+        }
+        if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            Framing::Chunked
+        } else if let Some(n) = get("content-length") {
+            Framing::Length(n.parse().unwrap())
+        } else {
+            Framing::Close
+        }
+    }
+
+    /// The next chunk of a chunked body; `None` after the last (0) chunk.
+    pub fn chunk(&mut self) -> Option<Vec<u8>> {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("chunk size line");
+        let size = usize::from_str_radix(line.trim_end_matches(['\r', '\n']).split(';').next().unwrap(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        if size == 0 {
+            let mut end = String::new();
+            self.r.read_line(&mut end).expect("final CRLF");
+            assert_eq!(end, "\r\n");
+            return None;
+        }
+        let mut data = vec![0; size + 2];
+        self.r.read_exact(&mut data).expect("chunk data");
+        assert_eq!(&data[size..], b"\r\n");
+        data.truncate(size);
+        Some(data)
+    }
+
+    pub fn response(&mut self) -> Response {
+        let (status, headers) = self.head();
+        let body = match Self::framing(&headers, status) {
+            Framing::Length(n) => {
+                let mut b = vec![0; n];
+                self.r.read_exact(&mut b).expect("body");
+                b
+            }
+            Framing::Chunked => {
+                let mut b = Vec::new();
+                while let Some(c) = self.chunk() {
+                    b.extend_from_slice(&c);
+                }
+                b
+            }
+            Framing::Close => {
+                let mut b = Vec::new();
+                self.r.read_to_end(&mut b).expect("body to close");
+                b
+            }
+        };
+        Response { status, headers, body }
+    }
+
+    /// True when the server closed the connection (EOF or reset) within the
+    /// read timeout; false on a timeout or on more data.
+    pub fn closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        match self.r.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+}
+
+/// Poll `f` until it is true or `limit` passes; returns whether it became true.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+/// SSE `data:` payloads of a stream body.
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body).split("\n\n").filter_map(|ev| ev.strip_prefix("data: ").map(str::to_string)).collect()
+}

@@ -1,0 +1,292 @@
+//! The data plane relays OpenAI requests: plain and streaming, keep-alive,
+//! pipelined, chunked, under both io drivers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn relays_a_chat_completion_with_the_provider_key() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["usage"]["completion_tokens"], 16);
+    assert!(r.header("x-request-id").is_some_and(|id| id.len() == 32));
+
+    let seen = up.recorded();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    assert_eq!(seen[0].header("x-request-id"), r.header("x-request-id"));
+    assert_eq!(seen[0].header("accept-encoding"), Some("identity"));
+    // The client's key never leaves the gateway.
+    assert!(seen[0].headers.iter().all(|(_, v)| !v.contains(KEY)));
+    // The body is forwarded byte for byte.
+    assert_eq!(seen[0].body, br#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#);
+}
+
+#[test]
+fn an_alias_is_spliced_and_nothing_else_changes() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let body =
+        r#"{ "messages" : [{"role":"user","content":"\"model\":\"alias\""}], "model" : "alias", "temperature":0 }"#;
+    let r = gw.chat(body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "real-model");
+    let sent = String::from_utf8(up.recorded()[0].body.clone()).unwrap();
+    assert_eq!(sent, body.replace(r#""model" : "alias""#, r#""model" : "real-model""#));
+}
+
+#[test]
+fn completions_and_embeddings_are_relayed_too() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let r = gw.post("/v1/completions", r#"{"model":"m","prompt":"x"}"#);
+    assert_eq!((r.status, r.json()["object"].as_str()), (200, Some("text_completion")));
+    let r = gw.post("/v1/embeddings", r#"{"model":"m","input":"x"}"#);
+    assert_eq!((r.status, r.json()["object"].as_str()), (200, Some("list")));
+    let paths: Vec<String> = up.recorded().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/completions", "/v1/embeddings"]);
+}
+
+#[test]
+fn a_stream_reaches_the_client_before_the_upstream_finishes() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    // The mock sends the role chunk and two tokens, then holds until released.
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":4,"hold_after":2}}"#,
+        &[],
+    ));
+    let (status, headers) = c.head();
+    assert_eq!(status, 200);
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(get("content-type"), Some("text/event-stream"));
+    assert_eq!(get("transfer-encoding"), Some("chunked"));
+    let mut seen = String::new();
+    while seen.matches("\"content\":\"word \"").count() < 2 {
+        // Blocks (and fails on the 10 s timeout) if the gateway buffered the stream.
+        seen.push_str(&String::from_utf8(c.chunk().expect("a chunk while the upstream holds")).unwrap());
+    }
+    assert!(!seen.contains("[DONE]"));
+    up.release();
+    while let Some(chunk) = c.chunk() {
+        seen.push_str(&String::from_utf8(chunk).unwrap());
+    }
+    let events = sse_data(seen.as_bytes());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 4);
+    assert_eq!(seen.matches("\"content\":\"word \"").count(), 4);
+    // The connection stays usable.
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn keep_alive_reuses_client_and_upstream_connections() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    for i in 0..5 {
+        let stream = i % 2 == 1;
+        c.send(&request(
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            &format!(r#"{{"model":"m","stream":{stream}}}"#),
+            &[],
+        ));
+        let r = c.response();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.requests(), 5);
+    assert_eq!(up.connections(), 1, "the upstream connection is pooled and reused");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    let mut all = Vec::new();
+    for i in 0..4 {
+        let body = format!(r#"{{"model":"m","mock":{{"tokens":{}}}}}"#, i + 1);
+        all.extend(request("POST", "/v1/chat/completions", Some(KEY), &body, &[("X-Request-Id", &format!("req-{i}"))]));
+    }
+    all.extend(request("GET", "/healthz", None, "", &[("X-Request-Id", "req-4")]));
+    c.send(&all);
+    for i in 0..4 {
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-request-id"), Some(format!("req-{i}").as_str()));
+        assert_eq!(r.json()["usage"]["completion_tokens"], i + 1);
+    }
+    assert_eq!(c.response().header("x-request-id"), Some("req-4"));
+}
+
+#[test]
+fn chunked_request_bodies_are_decoded_and_forwarded_with_a_length() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    c.send(head.as_bytes());
+    c.send(b"6\r\n{\"mode\r\n");
+    c.send(b"9;ext=1\r\nl\":\"m\", \"\r\n");
+    c.send(b"3\r\nx\":\r\n3\r\n1}\n\r\n0\r\nTrailer: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.recorded()[0];
+    assert_eq!(seen.body, b"{\"model\":\"m\", \"x\":1}\n");
+    assert_eq!(seen.header("content-length"), Some("21"));
+    assert_eq!(seen.header("transfer-encoding"), None);
+    // Then the connection carries on.
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_response() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    let body = r#"{"model":"m"}"#;
+    c.send(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let (status, _) = c.head();
+    assert_eq!(status, 100);
+    c.send(body.as_bytes());
+    assert_eq!(c.response().status, 200);
+
+    // A bad key is refused before the client uploads anything.
+    let mut c = gw.conn();
+    c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer wrong\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[test]
+fn models_lists_what_the_key_may_use() {
+    let up = mock();
+    let mut cfg = basic_config(&up.base_url(), "");
+    cfg.push_str(&format!("\n[[keys]]\nid = \"narrow\"\nhash = \"{}\"\nmodels = [\"alias\"]\n", key_hash("sk-narrow")));
+    let gw = Gateway::start(&cfg);
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models", Some(KEY), "", &[]));
+    let v = c.response().json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["m", "alias"]);
+    assert_eq!(v["data"][0]["object"], "model");
+
+    c.send(&request("GET", "/v1/models", Some("sk-narrow"), "", &[]));
+    let v = c.response().json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    c.send(&request("GET", "/v1/models/alias", Some("sk-narrow"), "", &[]));
+    assert_eq!(c.response().json()["id"], "alias");
+    c.send(&request("GET", "/v1/models/m", Some("sk-narrow"), "", &[]));
+    let r = c.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (404, Some("model_not_found")));
+    // And it may not call a model outside its list.
+    c.send(&request("POST", "/v1/chat/completions", Some("sk-narrow"), r#"{"model":"m"}"#, &[]));
+    assert_eq!(c.response().status, 404);
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn the_clients_request_id_is_echoed() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[("X-Request-Id", "abc-123")]));
+    assert_eq!(c.response().header("x-request-id"), Some("abc-123"));
+    assert_eq!(up.recorded()[0].header("x-request-id"), Some("abc-123"));
+    // Errors carry one too.
+    c.send(&request("GET", "/nope", None, "", &[]));
+    assert!(c.response().header("x-request-id").is_some());
+}
+
+#[test]
+fn http10_clients_get_a_close_delimited_stream() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    let body = r#"{"model":"m","stream":true,"mock":{"tokens":2}}"#;
+    c.send(
+        format!(
+            "POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_drops_the_upstream_stream() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","stream":true,"mock":{"tokens":200,"interval_ms":10}}"#,
+        &[],
+    ));
+    let _ = c.head();
+    let _ = c.chunk();
+    drop(c);
+    assert!(eventually(Duration::from_secs(10), || up.aborted() == 1), "the upstream stream was not cut");
+}
+
+fn core_flow_under(driver: &str) {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), &format!("driver = \"{driver}\"")));
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 200);
+    let r = gw.chat(r#"{"model":"m","stream":true}"#);
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+    let r = gw.chat(r#"{"model":"nope"}"#);
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn works_on_the_legacy_epoll_driver() {
+    core_flow_under("legacy");
+}
+
+#[test]
+fn works_on_io_uring_when_the_kernel_has_it() {
+    if !monoio_available() {
+        eprintln!("io_uring unavailable here; covered by the legacy test");
+        return;
+    }
+    core_flow_under("io_uring");
+}
+
+fn monoio_available() -> bool {
+    switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_ok()
+}
