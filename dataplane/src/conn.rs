@@ -50,7 +50,13 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(ctx: Rc<WorkerCtx>, mut io
     loop {
         let next = handle_one(&ctx, &mut io, &mut rbuf, &mut bufs).await;
         match next {
-            Some(start) if !ctx.draining() => {
+            Next::Close => return,
+            Next::Linger => {
+                lingering_close(&mut io, rbuf).await;
+                return;
+            }
+            Next::Continue(_) if ctx.draining() => return,
+            Next::Continue(start) => {
                 if start >= rbuf.len() {
                     rbuf.clear();
                 } else {
@@ -61,9 +67,37 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(ctx: Rc<WorkerCtx>, mut io
                 trim_capacity(&mut bufs.up_w);
                 trim_capacity(&mut bufs.up_r);
             }
-            _ => return,
         }
     }
+}
+
+/// After an error response on a connection whose input was not all read:
+/// stop writing, then read and discard what the client still sends for a
+/// moment. Closing at once with unread input makes the kernel send a reset,
+/// which can destroy the error response before the client reads it.
+async fn lingering_close<S: AsyncReadRent + AsyncWriteRent>(io: &mut S, mut buf: Vec<u8>) {
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+    const LINGER_BYTES: usize = 256 * 1024;
+    let _ = io.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    buf.clear();
+    while drained < LINGER_BYTES {
+        buf.clear();
+        match read_append(io, &mut buf, 16 * 1024, deadline).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// What to do with the connection after a request.
+enum Next {
+    /// Keep it; the next request starts at this offset of the read buffer.
+    Continue(usize),
+    Close,
+    /// Close after an error response, draining input first.
+    Linger,
 }
 
 enum HeadRead {
@@ -224,21 +258,20 @@ enum Outcome {
     Aborted,
 }
 
-/// Handle one request. Returns where the next request starts in `rbuf`, or
-/// `None` when the connection must close.
+/// Handle one request, and say what becomes of the connection.
 async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     ctx: &WorkerCtx,
     io: &mut S,
     rbuf: &mut Vec<u8>,
     bufs: &mut Buffers,
-) -> Option<usize> {
+) -> Next {
     let head_end = match read_head(ctx, io, rbuf).await {
         HeadRead::Complete(n) => n,
-        HeadRead::Closed => return None,
+        HeadRead::Closed => return Next::Close,
         HeadRead::Fail(err) => {
             let rid = ctx.next_request_id();
             respond_error(ctx, io, &mut bufs.out, &err, &rid, false).await;
-            return None;
+            return Next::Linger;
         }
     };
     let _inflight = CountGuard::new(&ctx.inflight);
@@ -252,7 +285,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
             };
             let rid = ctx.next_request_id();
             respond_error(ctx, io, &mut bufs.out, &err, &rid, false).await;
-            return None;
+            return Next::Linger;
         }
     };
     let rid = match &head.request_id {
@@ -319,20 +352,23 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         _ => Outcome::Error(GatewayError::method_not_allowed()),
     };
     let keep_alive = keep_alive && next_start.is_some();
-    let kept = match outcome {
+    let next = |kept: bool| match next_start {
+        Some(start) if kept => Next::Continue(start),
+        _ => Next::Close,
+    };
+    match outcome {
         Outcome::Json(status, body) => {
-            respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive
+            next(respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive)
         }
         Outcome::Error(err) => {
-            respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive).await && keep_alive && !err.close
+            let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive).await;
+            match next(written && keep_alive && !err.close) {
+                Next::Close if written => Next::Linger,
+                n => n,
+            }
         }
-        Outcome::Proxied { keep_alive: k } => k && keep_alive,
-        Outcome::Aborted => false,
-    };
-    if kept {
-        next_start
-    } else {
-        None
+        Outcome::Proxied { keep_alive: k } => next(k && keep_alive),
+        Outcome::Aborted => Next::Close,
     }
 }
 

@@ -7,7 +7,7 @@ use crate::dns::DnsCache;
 use crate::error::GatewayError;
 use crate::http::io::write_all;
 use crate::snapshot::SnapshotStore;
-use crate::worker::{CountGuard, WorkerCtx};
+use crate::worker::{ConnGuard, WorkerCtx};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -198,13 +198,13 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener) {
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                if ctx.conns.get() >= max_conns {
+                if ctx.conns.borrow().len() >= max_conns {
                     monoio::spawn(refuse(ctx.clone(), stream));
                     continue;
                 }
                 let c = ctx.clone();
                 monoio::spawn(async move {
-                    let _open = CountGuard::new(&c.conns);
+                    let _open = ConnGuard::new(&c, stream.as_raw_fd());
                     conn::serve(c.clone(), stream).await;
                 });
             }
@@ -219,6 +219,19 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener) {
     while ctx.inflight.get() > 0 && Instant::now() < grace {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Wake the connections still open (idle keep-alives, or requests past the
+    // grace period): their reads end, their tasks finish and close the sockets.
+    for fd in ctx.conns.borrow().iter() {
+        // SAFETY: registered fds belong to live connection tasks on this thread.
+        unsafe {
+            libc::shutdown(*fd, libc::SHUT_RDWR);
+        }
+    }
+    let closing = Instant::now() + Duration::from_secs(1);
+    while !ctx.conns.borrow().is_empty() && Instant::now() < closing {
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ctx.pool.borrow_mut().clear();
     tracing::debug!(worker = ctx.id, "worker stopped");
 }
 

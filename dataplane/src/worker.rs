@@ -23,8 +23,8 @@ pub struct WorkerCtx {
     snapshots: RefCell<LocalSnapshot>,
     pub pool: RefCell<Pool>,
     pub dns: Arc<DnsCache>,
-    /// Open client connections on this worker.
-    pub conns: Cell<usize>,
+    /// Open client connections on this worker, by socket.
+    pub conns: RefCell<rustc_hash::FxHashSet<std::os::fd::RawFd>>,
     /// Requests being handled on this worker.
     pub inflight: Cell<usize>,
     rid_prefix: u64,
@@ -53,7 +53,7 @@ impl WorkerCtx {
             snapshots: RefCell::new(snapshots),
             pool: RefCell::new(Pool::default()),
             dns,
-            conns: Cell::new(0),
+            conns: RefCell::new(Default::default()),
             inflight: Cell::new(0),
             rid_prefix: h.finish(),
             rid_counter: Cell::new(0),
@@ -96,6 +96,25 @@ impl RequestId {
             RequestId::Client(s) => s.as_bytes(),
             RequestId::Local(b) => b,
         }
+    }
+}
+
+/// Registers an open client connection while alive.
+pub struct ConnGuard<'a> {
+    ctx: &'a WorkerCtx,
+    fd: std::os::fd::RawFd,
+}
+
+impl<'a> ConnGuard<'a> {
+    pub fn new(ctx: &'a WorkerCtx, fd: std::os::fd::RawFd) -> Self {
+        ctx.conns.borrow_mut().insert(fd);
+        ConnGuard { ctx, fd }
+    }
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.ctx.conns.borrow_mut().remove(&self.fd);
     }
 }
 

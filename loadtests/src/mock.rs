@@ -252,11 +252,11 @@ async fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let Ok(listener) = TcpListener::from_std(l) else { return };
-    let ctx = Rc::new(Ctx { cfg, state, seq: std::cell::Cell::new(0) });
+    let ctx = Rc::new(Ctx { cfg, state, seq: std::cell::Cell::new(0), conns: Default::default() });
     loop {
         let accepted = listener.accept().await;
         if ctx.state.stopping.load(Ordering::SeqCst) {
-            return;
+            break;
         }
         let Ok((stream, _)) = accepted else {
             monoio::time::sleep(Duration::from_millis(5)).await;
@@ -265,19 +265,31 @@ async fn accept_loop(
         ctx.state.connections.fetch_add(1, Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
-        match &tls {
-            None => {
-                monoio::spawn(serve(ctx, stream));
-            }
-            Some(cfg) => {
-                let acceptor = monoio_rustls::TlsAcceptor::from(cfg.clone());
-                monoio::spawn(async move {
-                    if let Ok(s) = acceptor.accept(stream).await {
-                        serve(ctx, s).await;
+        let fd = stream.as_raw_fd();
+        let tls = tls.clone();
+        monoio::spawn(async move {
+            ctx.conns.borrow_mut().insert(fd);
+            match tls {
+                None => serve(ctx.clone(), stream).await,
+                Some(cfg) => {
+                    if let Ok(s) = monoio_rustls::TlsAcceptor::from(cfg).accept(stream).await {
+                        serve(ctx.clone(), s).await;
                     }
-                });
+                }
             }
+            ctx.conns.borrow_mut().remove(&fd);
+        });
+    }
+    // Stopping: end the open connections so their sockets close now.
+    for fd in ctx.conns.borrow().iter() {
+        // SAFETY: fds of live connection tasks on this thread.
+        unsafe {
+            libc::shutdown(*fd, libc::SHUT_RDWR);
         }
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while !ctx.conns.borrow().is_empty() && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -285,6 +297,7 @@ struct Ctx {
     cfg: Arc<MockConfig>,
     state: Arc<State>,
     seq: std::cell::Cell<u64>,
+    conns: std::cell::RefCell<std::collections::HashSet<RawFd>>,
 }
 
 trait Raw {
@@ -501,7 +514,15 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         }
         Some(Fault::Close) => return false,
         Some(Fault::Hang) => {
-            monoio::time::sleep(Duration::from_secs(3600)).await;
+            // Say nothing until the peer goes away (or an hour passes).
+            let mut scratch = Vec::with_capacity(1024);
+            let until = Instant::now() + Duration::from_secs(3600);
+            while let Ok(n) = read_append(io, &mut scratch, 1024, until).await {
+                if n == 0 {
+                    break;
+                }
+                scratch.clear();
+            }
             return false;
         }
         Some(Fault::Garbage) => {

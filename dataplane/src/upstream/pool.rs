@@ -56,6 +56,11 @@ impl Pool {
         });
     }
 
+    /// Close every idle connection (worker shutdown).
+    pub fn clear(&mut self) {
+        self.idle.clear();
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.values().map(Vec::len).sum()
     }

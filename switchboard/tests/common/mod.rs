@@ -42,7 +42,7 @@ pub fn basic_config(base_url: &str, server: &str) -> String {
         r#"
 [server]
 listen = "127.0.0.1:0"
-workers = 2
+{workers}
 {server}
 
 [[upstreams]]
@@ -62,7 +62,8 @@ targets = [{{ upstream = "up", model = "real-model" }}]
 id = "test"
 hash = "{}"
 "#,
-        key_hash(KEY)
+        key_hash(KEY),
+        workers = if server.contains("workers") { "" } else { "workers = 2" },
     )
 }
 
@@ -279,6 +280,11 @@ impl Conn {
             }
         };
         Response { status, headers, body }
+    }
+
+    /// Raw bytes from the connection (after a head), for bodies cut short.
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.r.read(buf)
     }
 
     /// True when the server closed the connection (EOF or reset) within the

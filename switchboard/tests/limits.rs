@@ -1,0 +1,199 @@
+//! Every limit and every bad input gets its status and OpenAI error JSON, and
+//! framing errors close the connection (no request smuggling).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn gateway(server: &str) -> (switchboard_loadtests::MockHandle, Gateway) {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), server));
+    (up, gw)
+}
+
+fn chat_with(gw: &Gateway, key: Option<&str>, body: &str) -> Response {
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/chat/completions", key, body, &[]));
+    c.response()
+}
+
+#[test]
+fn authentication_errors() {
+    let (up, gw) = gateway("");
+    let r = chat_with(&gw, None, r#"{"model":"m"}"#);
+    assert_eq!(r.status, 401);
+    let e = r.error();
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("invalid_request_error"), Some("invalid_api_key")));
+    let r = chat_with(&gw, Some("sk-wrong"), r#"{"model":"m"}"#);
+    assert_eq!((r.status, r.error()["code"].as_str()), (401, Some("invalid_api_key")));
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models", None, "", &[("Authorization", "Basic abc")]));
+    assert_eq!(c.response().status, 401);
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn body_errors_name_the_field() {
+    let (up, gw) = gateway("");
+    let cases = [
+        ("not json", 400, "invalid_json", None),
+        ("", 400, "invalid_json", None),
+        (r#"[1,2]"#, 400, "invalid_json", None),
+        (r#"{"messages":[]}"#, 400, "missing_required_parameter", Some("model")),
+        (r#"{"model":42}"#, 400, "invalid_type", Some("model")),
+        (r#"{"model":"m","stream":"yes"}"#, 400, "invalid_type", Some("stream")),
+        (r#"{"model":"m","stream_options":[]}"#, 400, "invalid_type", Some("stream_options")),
+        (r#"{"model":"m","model":"m"}"#, 400, "invalid_json", None),
+        (r#"{"model":"gpt-nope"}"#, 404, "model_not_found", Some("model")),
+    ];
+    for (body, status, code, param) in cases {
+        let r = chat_with(&gw, Some(KEY), body);
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        let e = r.error();
+        assert_eq!(e["code"].as_str(), Some(code), "{body}");
+        assert_eq!(e["param"].as_str(), param, "{body}");
+        assert_eq!(e["type"], "invalid_request_error");
+    }
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn unknown_paths_and_methods() {
+    let (_up, gw) = gateway("");
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/nothing", Some(KEY), "", &[]));
+    let r = c.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (404, Some("unknown_url")));
+    assert!(r.error()["message"].as_str().unwrap().contains("/v1/nothing"));
+    c.send(&request("GET", "/v1/chat/completions", Some(KEY), "", &[]));
+    assert_eq!(c.response().status, 405);
+    c.send(&request("DELETE", "/v1/models", Some(KEY), "", &[]));
+    assert_eq!(c.response().status, 405);
+    // Still one healthy connection.
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let (_up, gw) = gateway("max_header_bytes = 2048\nmax_headers = 16");
+    let mut c = gw.conn();
+    let big = "x".repeat(4096);
+    c.send(&request("GET", "/healthz", None, "", &[("X-Big", &big)]));
+    let r = c.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (431, Some("request_header_fields_too_large")));
+    assert!(c.closed_by_peer());
+
+    let mut c = gw.conn();
+    let many: Vec<(String, String)> = (0..20).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    c.send(&request("GET", "/healthz", None, "", &many));
+    assert_eq!(c.response().status, 431);
+}
+
+#[test]
+fn oversized_bodies_get_413_without_being_read() {
+    let (up, gw) = gateway("max_body_bytes = 4096");
+    let mut c = gw.conn();
+    c.send(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100000\r\n\r\n").as_bytes());
+    let r = c.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (413, Some("request_too_large")));
+    assert_eq!(r.header("connection"), Some("close"));
+
+    // A chunked body is counted as it is decoded.
+    let mut c = gw.conn();
+    c.send(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
+    let chunk = format!("1000\r\n{}\r\n", "a".repeat(4096));
+    for _ in 0..4 {
+        if !c.try_send(chunk.as_bytes()) {
+            break;
+        }
+    }
+    assert_eq!(c.response().status, 413);
+    // Exactly at the limit is fine.
+    let body = format!(r#"{{"model":"m","pad":"{}"}}"#, "a".repeat(4096 - 22));
+    assert_eq!(body.len(), 4096);
+    assert_eq!(chat_with(&gw, Some(KEY), &body).status, 200);
+    assert_eq!(up.requests(), 1);
+}
+
+#[test]
+fn smuggling_shapes_get_400_and_a_closed_connection() {
+    let (up, gw) = gateway("");
+    let bad_heads = [
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 13\r\nContent-Length: 14\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: -1\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+    ];
+    for head in bad_heads {
+        let mut c = gw.conn();
+        c.send(head.as_bytes());
+        c.send(br#"{"model":"m"}"#);
+        let r = c.response();
+        assert_eq!(r.status, 400, "{head:?}");
+        assert_eq!(r.error()["type"], "invalid_request_error");
+        assert_eq!(r.header("connection"), Some("close"), "{head:?}");
+        assert!(c.closed_by_peer(), "{head:?}");
+    }
+    // A bad chunked body too.
+    let mut c = gw.conn();
+    c.send(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").as_bytes());
+    assert_eq!(c.response().status, 400);
+    assert!(c.closed_by_peer());
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn slow_heads_and_bodies_time_out_with_408() {
+    let (_up, gw) = gateway("header_read_timeout_ms = 200\nbody_read_timeout_ms = 200");
+    let mut c = gw.conn();
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: g\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (408, Some("request_timeout")));
+    assert!(c.closed_by_peer());
+
+    let mut c = gw.conn();
+    c.send(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 50\r\n\r\n{{\"mo").as_bytes());
+    assert_eq!(c.response().status, 408);
+    assert!(c.closed_by_peer());
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let (_up, gw) = gateway("idle_timeout_ms = 150");
+    let mut c = gw.conn();
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(c.response().status, 200);
+    c.set_timeout(Duration::from_secs(5));
+    // Closed silently: no response to a request that never came.
+    assert!(c.closed_by_peer());
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_with_503() {
+    let (_up, gw) = gateway("workers = 1\nmax_connections_per_worker = 2");
+    let mut a = gw.conn();
+    let mut b = gw.conn();
+    for c in [&mut a, &mut b] {
+        c.send(&request("GET", "/healthz", None, "", &[]));
+        assert_eq!(c.response().status, 200);
+    }
+    let mut third = gw.conn();
+    let r = third.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("overloaded")));
+    // The connections it has keep working, and a slot frees when one closes.
+    a.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(a.response().status, 200);
+    drop(a);
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut c = gw.conn();
+        c.send(&request("GET", "/healthz", None, "", &[]));
+        c.response().status == 200
+    }));
+}

@@ -1,0 +1,220 @@
+//! Upstream failures map to 502 / 504 with OpenAI error JSON before the
+//! response starts, and to an SSE error event after; TLS upstreams verify
+//! against a CA made in the test; a route fails over to its next target.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use switchboard_loadtests::{Behaviour, MockConfig};
+
+#[test]
+fn an_upstream_that_is_down_gives_502() {
+    let gw = Gateway::start(&basic_config(&format!("http://127.0.0.1:{}/v1", dead_port()), ""));
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 502);
+    let e = r.error();
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("server_error"), Some("upstream_error")));
+    assert!(e["message"].as_str().unwrap().contains("`up`"), "names the upstream: {e}");
+}
+
+#[test]
+fn reset_close_and_garbage_give_502() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    for fault in ["reset", "close", "garbage"] {
+        let r = gw.chat(&format!(r#"{{"model":"m","mock":{{"fault":"{fault}"}}}}"#));
+        assert_eq!(r.status, 502, "{fault}: {}", r.text());
+        assert_eq!(r.error()["code"], "upstream_error", "{fault}");
+    }
+    // The gateway is fine afterwards.
+    assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200);
+}
+
+#[test]
+fn a_silent_upstream_gives_504_after_the_first_byte_timeout() {
+    let up = mock();
+    let cfg = basic_config(&up.base_url(), "").replace("api_key =", "first_byte_timeout_ms = 300\napi_key =");
+    let gw = Gateway::start(&cfg);
+    let r = gw.chat(r#"{"model":"m","mock":{"fault":"hang"}}"#);
+    assert_eq!(r.status, 504);
+    assert_eq!(r.error()["code"], "upstream_timeout");
+}
+
+#[test]
+fn upstream_error_statuses_pass_through_untouched() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let r = gw.chat(r#"{"model":"m","mock":{"status":429}}"#);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.error()["message"].as_str().unwrap().contains("injected status 429"));
+    let r = gw.chat(r#"{"model":"m","mock":{"status":400}}"#);
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn a_stream_cut_mid_way_ends_with_an_sse_error_event() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","stream":true,"mock":{"tokens":10,"drop_after":3,"interval_ms":1}}"#,
+        &[],
+    ));
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    let events = sse_data(&r.body);
+    assert_eq!(events.iter().filter(|e| e.contains("word")).count(), 3);
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error");
+    assert!(!events.iter().any(|e| e == "[DONE]"), "never passed off as a clean finish");
+    assert!(c.closed_by_peer());
+}
+
+#[test]
+fn a_non_streaming_body_cut_mid_way_is_not_passed_off_as_whole() {
+    // An upstream that promises 1000 bytes and sends 10.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\"")
+            .unwrap();
+    });
+    let gw = Gateway::start(&basic_config(&format!("http://127.0.0.1:{port}/v1"), ""));
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    let (status, headers) = c.head();
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(k, v)| k == "content-length" && v == "1000"));
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 2048];
+    // Read until the gateway closes: fewer than the promised bytes arrive.
+    loop {
+        match c.read_raw(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+        }
+    }
+    assert_eq!(got, b"{\"partial\"");
+    t.join().unwrap();
+}
+
+#[test]
+fn a_route_fails_over_to_its_next_target() {
+    let up = mock();
+    let cfg = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[upstreams]]
+name = "down"
+base_url = "http://127.0.0.1:{}/v1"
+
+[[upstreams]]
+name = "up"
+base_url = "{}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "down" }}, {{ upstream = "up" }}]
+
+[[keys]]
+id = "t"
+hash = "{}"
+"#,
+        dead_port(),
+        up.base_url(),
+        key_hash(KEY)
+    );
+    let gw = Gateway::start(&cfg);
+    for _ in 0..5 {
+        assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200);
+    }
+    assert_eq!(up.requests(), 5);
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one() {
+    // Restarting the mock on the same port closes the gateway's pooled
+    // connection from the far side while it sits idle.
+    let up = mock();
+    let addr = up.addr;
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    assert_eq!(c.response().status, 200);
+    drop(up);
+    let up2 = mock_with(MockConfig { listen: addr, record: true, ..MockConfig::default() });
+    // Same client connection, so the same worker and its (now stale) pooled connection.
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up2.requests(), 1);
+}
+
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn make_pki(host: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![host.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    Pki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+}
+
+#[test]
+fn tls_upstreams_are_verified_against_the_configured_ca() {
+    let pki = make_pki("localhost");
+    let up = mock_with(MockConfig {
+        tls: Some((pki.cert_pem.into_bytes(), pki.key_pem.into_bytes())),
+        record: true,
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, pki.ca_pem).unwrap();
+    let base = format!("https://localhost:{}/v1", up.addr.port());
+
+    // Without the CA, the handshake fails: 502 naming TLS.
+    let gw = Gateway::start(&basic_config(&base, ""));
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 502);
+    assert!(r.error()["message"].as_str().unwrap().contains("TLS"), "{}", r.text());
+    drop(gw);
+
+    let cfg = basic_config(&base, "").replace("api_key =", &format!("ca_file = {:?}\napi_key =", ca_path));
+    let gw = Gateway::start(&cfg);
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.chat(r#"{"model":"m","stream":true}"#);
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(up.recorded()[0].header("host"), Some(format!("localhost:{}", up.addr.port()).as_str()));
+}
+
+#[test]
+fn mock_behaviour_can_come_from_the_config() {
+    // Sanity for the harness itself: defaults apply when the request says nothing.
+    let up = mock_with(MockConfig {
+        behaviour: Behaviour { tokens: Some(3), ..Behaviour::default() },
+        ..MockConfig::default()
+    });
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    assert_eq!(gw.chat(r#"{"model":"m"}"#).json()["usage"]["completion_tokens"], 3);
+}
