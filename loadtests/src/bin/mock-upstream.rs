@@ -2,6 +2,7 @@
 //! the Python SDK tests and load tests.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use switchboard_loadtests::{Behaviour, MockConfig, MockUpstream};
 
@@ -45,7 +46,7 @@ struct Args {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
     let args = Args::parse();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => match (std::fs::read(c), std::fs::read(k)) {

@@ -1,0 +1,91 @@
+"""Start the real `mock-upstream` and `switchboard` binaries on ephemeral
+loopback ports for the OpenAI SDK tests."""
+
+import hashlib
+import os
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+KEY = "sk-sdk-test-key"
+
+
+class Proc:
+    """A child process whose output is read line by line until a pattern shows."""
+
+    def __init__(self, args, stream, pattern, timeout=30):
+        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        found = threading.Event()
+        self.match = None
+        src = self.p.stdout if stream == "stdout" else self.p.stderr
+        other = self.p.stderr if stream == "stdout" else self.p.stdout
+
+        def pump(f, watch):
+            for line in f:
+                self.lines.append(line)
+                if watch and self.match is None:
+                    m = re.search(pattern, line)
+                    if m:
+                        self.match = m
+                        found.set()
+
+        threading.Thread(target=pump, args=(src, True), daemon=True).start()
+        threading.Thread(target=pump, args=(other, False), daemon=True).start()
+        if not found.wait(timeout):
+            self.p.kill()
+            raise RuntimeError(f"{args[0]} did not start: {''.join(self.lines)}")
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            return self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return self.p.wait()
+
+
+@pytest.fixture(scope="session")
+def mock_upstream():
+    p = Proc([str(BIN / "mock-upstream"), "--listen", "127.0.0.1:0"], "stdout", r"listening on (\S+)")
+    yield p.match.group(1)
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(mock_upstream, tmp_path_factory):
+    key_hash = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
+    cfg = tmp_path_factory.mktemp("gw") / "switchboard.toml"
+    cfg.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[upstreams]]
+name = "mock"
+base_url = "{mock_upstream}"
+api_key = "sk-provider-for-sdk-tests"
+
+[[models]]
+name = "gpt-4o-mini"
+targets = [{{ upstream = "mock" }}]
+
+[[models]]
+name = "fast"
+targets = [{{ upstream = "mock", model = "gpt-4o-mini" }}]
+
+[[keys]]
+id = "sdk"
+hash = "{key_hash}"
+"""
+    )
+    p = Proc([str(BIN / "switchboard"), "serve", "--config", str(cfg)], "stderr", r"listening on (\S+)")
+    yield f"http://{p.match.group(1)}/v1"
+    code = p.stop()
+    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{''.join(p.lines)}"
