@@ -81,7 +81,6 @@ async fn lingering_close<S: AsyncReadRent + AsyncWriteRent>(io: &mut S, mut buf:
     let _ = io.shutdown().await;
     let deadline = Instant::now() + LINGER;
     let mut drained = 0;
-    buf.clear();
     while drained < LINGER_BYTES {
         buf.clear();
         match read_append(io, &mut buf, 16 * 1024, deadline).await {

@@ -49,6 +49,19 @@ pub fn choose_driver(pref: Driver) -> io::Result<DriverKind> {
     }
 }
 
+/// `shutdown(2)` each socket: a pending accept or read on it wakes (with an
+/// error or EOF) in either driver, so the task waiting on it can finish and
+/// close it. The caller owns the fds and keeps them open meanwhile.
+pub fn shutdown_sockets<'a>(fds: impl IntoIterator<Item = &'a RawFd>) {
+    for fd in fds {
+        // SAFETY: shutdown(2) on a descriptor the caller keeps open; it changes
+        // the socket's state only, never the descriptor table.
+        unsafe {
+            libc::shutdown(*fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
 /// A running data plane.
 pub struct ServerHandle {
     pub local_addr: SocketAddr,
@@ -151,13 +164,8 @@ impl ServerHandle {
     /// then stop the workers.
     pub fn shutdown(self) {
         self.draining.store(true, Ordering::SeqCst);
-        for fd in &self.listener_fds {
-            // SAFETY: the fds are the workers' listeners, open until their threads end.
-            // shutdown() wakes a pending accept in either driver.
-            unsafe {
-                libc::shutdown(*fd, libc::SHUT_RDWR);
-            }
-        }
+        // The workers' listeners stay open until their threads end.
+        shutdown_sockets(&self.listener_fds);
         self.wait();
     }
 
@@ -221,12 +229,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener) {
     }
     // Wake the connections still open (idle keep-alives, or requests past the
     // grace period): their reads end, their tasks finish and close the sockets.
-    for fd in ctx.conns.borrow().iter() {
-        // SAFETY: registered fds belong to live connection tasks on this thread.
-        unsafe {
-            libc::shutdown(*fd, libc::SHUT_RDWR);
-        }
-    }
+    shutdown_sockets(ctx.conns.borrow().iter());
     let closing = Instant::now() + Duration::from_secs(1);
     while !ctx.conns.borrow().is_empty() && Instant::now() < closing {
         monoio::time::sleep(Duration::from_millis(2)).await;

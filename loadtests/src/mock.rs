@@ -29,6 +29,7 @@ use switchboard_dataplane::fmt::{push_chunk, push_dec};
 use switchboard_dataplane::http::find_head_end;
 use switchboard_dataplane::http::head::{has_token, parse_content_length};
 use switchboard_dataplane::http::io::{read_append, write_all};
+use switchboard_dataplane::server::shutdown_sockets;
 
 /// A fault to inject instead of a normal answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -209,12 +210,8 @@ impl MockHandle {
 
     fn stop(&mut self) {
         self.state.stopping.store(true, Ordering::SeqCst);
-        for fd in &self.fds {
-            // SAFETY: our listeners' fds, open until the threads end.
-            unsafe {
-                libc::shutdown(*fd, libc::SHUT_RDWR);
-            }
-        }
+        // Our listeners stay open until the threads end.
+        shutdown_sockets(&self.fds);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -281,12 +278,7 @@ async fn accept_loop(
         });
     }
     // Stopping: end the open connections so their sockets close now.
-    for fd in ctx.conns.borrow().iter() {
-        // SAFETY: fds of live connection tasks on this thread.
-        unsafe {
-            libc::shutdown(*fd, libc::SHUT_RDWR);
-        }
-    }
+    shutdown_sockets(ctx.conns.borrow().iter());
     let until = Instant::now() + Duration::from_secs(2);
     while !ctx.conns.borrow().is_empty() && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(2)).await;
