@@ -62,26 +62,6 @@ impl Workload {
         let must_fail = rng.unit() < self.fail_ratio;
         let key_index = (rng.next_u64() % self.keys.len().max(1) as u64) as usize;
         let model = &self.models[(rng.next_u64() % self.models.len().max(1) as u64) as usize];
-        let mut body = String::with_capacity(self.prompt_bytes + 256);
-        body.push_str("{\"model\":");
-        body.push_str(&serde_json::to_string(model).unwrap_or_else(|_| "\"\"".into()));
-        body.push_str(",\"messages\":[{\"role\":\"user\",\"content\":\"");
-        if self.unique {
-            let _ = write!(body, "request {seq:016x}: ");
-        }
-        // Pad to the target size (the rest of the body is about 150 bytes).
-        let target = self.prompt_bytes.saturating_sub(150);
-        while body.len() < target {
-            let need = target - body.len();
-            body.push_str(&FILLER[..need.min(FILLER.len())]);
-        }
-        body.push_str("\"}]");
-        if stream {
-            body.push_str(",\"stream\":true");
-            if self.include_usage {
-                body.push_str(",\"stream_options\":{\"include_usage\":true}");
-            }
-        }
         let mock = match (must_fail, &self.mock) {
             (true, Some(m)) if m.trim_start().starts_with('{') => {
                 // Merge the fault into the configured mock object.
@@ -92,11 +72,32 @@ impl Workload {
             (true, _) => Some("{\"status\":500}".to_string()),
             (false, m) => m.clone(),
         };
-        if let Some(m) = mock {
-            body.push_str(",\"mock\":");
-            body.push_str(&m);
+        let mut tail = String::from("\"}]");
+        if stream {
+            tail.push_str(",\"stream\":true");
+            if self.include_usage {
+                tail.push_str(",\"stream_options\":{\"include_usage\":true}");
+            }
         }
-        body.push('}');
+        if let Some(m) = mock {
+            tail.push_str(",\"mock\":");
+            tail.push_str(&m);
+        }
+        tail.push('}');
+        let mut body = String::with_capacity(self.prompt_bytes.max(256) + tail.len());
+        body.push_str("{\"model\":");
+        body.push_str(&serde_json::to_string(model).unwrap_or_else(|_| "\"\"".into()));
+        body.push_str(",\"messages\":[{\"role\":\"user\",\"content\":\"");
+        if self.unique {
+            let _ = write!(body, "request {seq:016x}: ");
+        }
+        // Pad the prompt so the whole body is `prompt_bytes` long (when it can be).
+        let target = self.prompt_bytes.saturating_sub(tail.len());
+        while body.len() < target {
+            let need = target - body.len();
+            body.push_str(&FILLER[..need.min(FILLER.len())]);
+        }
+        body.push_str(&tail);
         Planned { stream, must_fail, key_index, body: body.into_bytes() }
     }
 }
@@ -128,7 +129,7 @@ mod tests {
         for seq in 0..2000 {
             let p = wl.plan(seq, &mut rng);
             let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
-            assert!(p.body.len() >= 1000 && p.body.len() <= 1150, "{}", p.body.len());
+            assert_eq!(p.body.len(), 1024);
             assert_eq!(v["stream"].as_bool().unwrap_or(false), p.stream);
             if p.must_fail {
                 assert_eq!(v["mock"]["status"], 500);

@@ -1,0 +1,110 @@
+//! The data plane's hot path, piece by piece. Run: `cargo bench -p switchboard-benches`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switchboard_benches::{chat_body, sdk_head};
+use switchboard_dataplane::dns::DnsCache;
+use switchboard_dataplane::http::chunked::ChunkedDecoder;
+use switchboard_dataplane::http::head::{parse_request, Credential};
+use switchboard_dataplane::snapshot::compile;
+use switchboard_dataplane::{auth, request, route, select};
+use switchboard_shared::{Config, KeyHash};
+
+const KEY: &str = "sk-bench-0123456789abcdef0123456789abcdef";
+
+fn snapshot(keys: usize) -> switchboard_dataplane::snapshot::Snapshot {
+    let mut cfg = String::from(
+        "[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"sk-up\"\n\
+         [[upstreams]]\nname = \"b\"\nbase_url = \"http://127.0.0.1:10/v1\"\n",
+    );
+    for m in 0..50 {
+        cfg.push_str(&format!(
+            "[[models]]\nname = \"model-{m}\"\ntargets = [{{ upstream = \"a\" }}, {{ upstream = \"b\" }}]\n"
+        ));
+    }
+    cfg.push_str("[[models]]\nname = \"gpt-4o-mini\"\ntargets = [{ upstream = \"a\" }, { upstream = \"b\" }]\n");
+    for k in 0..keys {
+        let key = if k == 0 { KEY.to_string() } else { format!("sk-other-{k}") };
+        cfg.push_str(&format!("[[keys]]\nid = \"k{k}\"\nhash = \"{}\"\n", KeyHash::of(key.as_bytes())));
+    }
+    compile(&Config::parse(&cfg).unwrap().routing(), 1, &DnsCache::new()).unwrap()
+}
+
+fn head_parse(c: &mut Criterion) {
+    let head = sdk_head(KEY, 1024);
+    let mut g = c.benchmark_group("http_head_parse");
+    g.throughput(Throughput::Bytes(head.len() as u64));
+    g.bench_function("sdk_request_head", |b| b.iter(|| parse_request(black_box(&head), 96).unwrap()));
+    g.finish();
+}
+
+fn body_scan(c: &mut Criterion) {
+    let mut g = c.benchmark_group("body_field_scan");
+    for size in [1024usize, 10 * 1024, 100 * 1024] {
+        let body = chat_body(size);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &body, |b, body| {
+            b.iter(|| request::scan(black_box(body)).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn key_lookup(c: &mut Criterion) {
+    let snap = snapshot(10_000);
+    let mut g = c.benchmark_group("key_lookup");
+    // What a request pays: hash the bearer token, then one map lookup.
+    g.bench_function("sha256_plus_lookup_10k_keys", |b| {
+        b.iter(|| {
+            let cred = Credential::Bearer(KeyHash::of(black_box(KEY.as_bytes())));
+            auth::authenticate(&snap, cred).unwrap().id.len()
+        })
+    });
+    let hash = KeyHash::of(KEY.as_bytes());
+    g.bench_function("lookup_only_10k_keys", |b| b.iter(|| snap.key(black_box(&hash)).is_some()));
+    g.finish();
+}
+
+fn route_pick(c: &mut Criterion) {
+    let snap = snapshot(1);
+    let key = snap.key(&KeyHash::of(KEY.as_bytes())).unwrap();
+    let mut g = c.benchmark_group("route_pick");
+    g.bench_function("priority_51_routes", |b| {
+        b.iter(|| {
+            let r = route::resolve(&snap, key, black_box("gpt-4o-mini")).unwrap();
+            select::order(r).next().map(|t| t.upstream.name.len())
+        })
+    });
+    g.finish();
+}
+
+fn sse_relay_decode(c: &mut Criterion) {
+    // An upstream stream: 100 token events in chunked framing, as the relay decodes it.
+    let mut framed = Vec::new();
+    let event = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}
+
+"#;
+    for _ in 0..100 {
+        framed.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+        framed.extend_from_slice(event);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    let mut g = c.benchmark_group("relay");
+    g.throughput(Throughput::Bytes(framed.len() as u64));
+    g.bench_function("chunked_decode_100_sse_events", |b| {
+        let mut buf = framed.clone();
+        b.iter(|| {
+            buf.copy_from_slice(&framed);
+            let mut d = ChunkedDecoder::new();
+            let (mut r, mut w) = (0, 0);
+            let end = buf.len();
+            d.decode(&mut buf, &mut r, end, &mut w).unwrap();
+            w
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, head_parse, body_scan, key_lookup, route_pick, sse_relay_decode);
+criterion_main!(benches);
