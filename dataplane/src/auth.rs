@@ -9,6 +9,9 @@ pub fn authenticate(snapshot: &Snapshot, credential: Credential) -> Result<&KeyE
     match credential {
         Credential::Missing => Err(GatewayError::missing_key()),
         Credential::Malformed => Err(GatewayError::invalid_key()),
-        Credential::Bearer(hash) => snapshot.key(&hash).ok_or_else(GatewayError::invalid_key),
+        Credential::Bearer(hash) => match snapshot.key(&hash) {
+            Some(key) if !key.expired() => Ok(key),
+            _ => Err(GatewayError::invalid_key()),
+        },
     }
 }

@@ -1,10 +1,12 @@
-//! Live reload of the routing spec from the config file.
+//! Live reload of the config file.
 //!
 //! A reload is triggered by SIGHUP (the binary forwards it to
 //! [`Reloader::reload_now`]) or by the file changing (polled every
-//! `reload_poll_ms`). It reads, parses and compiles on this thread, then
-//! publishes; a file that fails any step leaves the running snapshot in place
-//! and logs why.
+//! `reload_poll_ms`). It reads and parses on this thread, then hands the
+//! config to an *apply* step: in file mode, compile the routing snapshot and
+//! publish it; with the admin API, import the file into its database (which
+//! publishes). A file that fails any step leaves what runs in place and logs
+//! why.
 
 use crate::dns::DnsCache;
 use crate::snapshot::{compile, SnapshotStore};
@@ -14,10 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use switchboard_shared::{Config, ConfigError, ServerConfig};
 
+/// Applies a parsed config; returns the routing version now in force.
+pub type Apply = Box<dyn Fn(&Config) -> Result<u64, ConfigError> + Send + Sync>;
+
 pub struct Reloader {
     path: PathBuf,
-    store: Arc<SnapshotStore>,
-    dns: Arc<DnsCache>,
+    apply: Apply,
+    store: Option<Arc<SnapshotStore>>,
     version: AtomicU64,
     /// What was last loaded: file stamp and text. Serialises reloads too.
     last: Mutex<(Option<(SystemTime, u64)>, String)>,
@@ -29,39 +34,61 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     Some((md.modified().ok()?, md.len()))
 }
 
+fn read(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { path: String::new(), message: format!("cannot read `{}`: {e}", path.display()) })
+}
+
 impl Reloader {
-    /// Load the file once, publish its snapshot into a new store, and return
-    /// the reloader with the server settings it held.
+    /// File mode: the file is the source of truth. Load it once, publish its
+    /// snapshot into a new store, and return the reloader with the config.
     pub fn load(path: PathBuf, dns: Arc<DnsCache>) -> Result<(Arc<Reloader>, Config), ConfigError> {
-        let st = stamp(&path);
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-            path: String::new(),
-            message: format!("cannot read `{}`: {e}", path.display()),
-        })?;
+        let text = read(&path)?;
         let cfg = Config::parse(&text)?;
-        let snapshot = compile(&cfg.routing(), 1, &dns)?;
-        let store = SnapshotStore::new(snapshot);
-        let me = Reloader {
-            path,
-            store,
-            dns,
-            version: AtomicU64::new(1),
-            last: Mutex::new((st, text)),
-            server: cfg.server.clone(),
-        };
-        Ok((Arc::new(me), cfg))
+        let store = SnapshotStore::new(compile(&cfg.routing(), 1, &dns)?);
+        let target = store.clone();
+        let next = AtomicU64::new(1);
+        let apply: Apply = Box::new(move |cfg: &Config| {
+            let version = next.load(Ordering::Acquire) + 1;
+            let snapshot = compile(&cfg.routing(), version, &dns)?;
+            target.publish(snapshot);
+            next.store(version, Ordering::Release);
+            Ok(version)
+        });
+        let me = Reloader::new(path, &cfg, text, apply, 1, Some(store));
+        Ok((me, cfg))
     }
 
-    pub fn store(&self) -> &Arc<SnapshotStore> {
-        &self.store
+    /// Any mode: `apply` takes each changed config; `cfg`/`text` were applied already.
+    pub fn new(
+        path: PathBuf,
+        cfg: &Config,
+        text: String,
+        apply: Apply,
+        version: u64,
+        store: Option<Arc<SnapshotStore>>,
+    ) -> Arc<Reloader> {
+        let st = stamp(&path);
+        Arc::new(Reloader {
+            path,
+            apply,
+            store,
+            version: AtomicU64::new(version),
+            last: Mutex::new((st, text)),
+            server: cfg.server.clone(),
+        })
+    }
+
+    /// The snapshot store (file mode).
+    pub fn store(&self) -> Option<&Arc<SnapshotStore>> {
+        self.store.as_ref()
     }
 
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Re-read the file and publish it if it changed. Returns the version now
-    /// in force.
+    /// Re-read the file and apply it if it changed. Returns the version now in force.
     pub fn reload_now(&self) -> Result<u64, ConfigError> {
         self.reload(true)
     }
@@ -72,10 +99,7 @@ impl Reloader {
         if !forced && st == last.0 {
             return Ok(self.version());
         }
-        let text = std::fs::read_to_string(&self.path).map_err(|e| ConfigError {
-            path: String::new(),
-            message: format!("cannot read `{}`: {e}", self.path.display()),
-        })?;
+        let text = read(&self.path)?;
         last.0 = st;
         if text == last.1 {
             return Ok(self.version());
@@ -84,13 +108,10 @@ impl Reloader {
         if cfg.server != self.server {
             tracing::warn!("[server] settings changed; they take effect only after a restart");
         }
-        let version = self.version() + 1;
-        let snapshot = compile(&cfg.routing(), version, &self.dns)?;
-        let (keys, routes) = (snapshot.key_count(), snapshot.routes.len());
-        self.store.publish(snapshot);
+        let version = (self.apply)(&cfg)?;
         self.version.store(version, Ordering::Release);
         last.1 = text;
-        tracing::info!(version, keys, routes, "routing snapshot published");
+        tracing::info!(version, "config file applied");
         Ok(version)
     }
 
@@ -101,7 +122,7 @@ impl Reloader {
             std::thread::sleep(every);
             let Some(r) = me.upgrade() else { return };
             if let Err(e) = r.reload(false) {
-                tracing::error!(error = %e, "config reload failed; keeping the running snapshot");
+                tracing::error!(error = %e, "config reload failed; keeping what runs");
             }
         })?;
         Ok(())

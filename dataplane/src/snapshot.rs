@@ -57,9 +57,16 @@ pub struct KeyEntry {
     pub org: Arc<str>,
     /// Route indexes this key may use; `None` = every route.
     allowed: Option<Box<[bool]>>,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<u64>,
 }
 
 impl KeyEntry {
+    pub fn expired(&self) -> bool {
+        self.expires_at
+            .is_some_and(|t| SystemTime::now().duration_since(UNIX_EPOCH).map_or(true, |now| now.as_secs() >= t))
+    }
+
     pub fn may_use(&self, route_index: usize) -> bool {
         self.allowed.as_ref().is_none_or(|a| a.get(route_index).copied().unwrap_or(false))
     }
@@ -313,7 +320,10 @@ pub fn compile(spec: &RoutingSpec, version: u64, dns: &DnsCache) -> Result<Snaps
             }
             Some(a.into_boxed_slice())
         };
-        keys.insert(KeyEntryKey(hash), KeyEntry { id: k.id.as_str().into(), org: k.org.as_str().into(), allowed });
+        keys.insert(
+            KeyEntryKey(hash),
+            KeyEntry { id: k.id.as_str().into(), org: k.org.as_str().into(), allowed, expires_at: k.expires_at },
+        );
     }
     let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Ok(Snapshot { version, created_unix, keys, route_index, routes })

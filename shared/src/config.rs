@@ -46,6 +46,10 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
+    /// When present, the admin API runs and its database owns the routing
+    /// state; this file only seeds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSettings>,
     #[serde(default)]
     pub keys: Vec<KeySpec>,
     #[serde(default)]
@@ -54,12 +58,48 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
 }
 
+/// The admin API (`[admin]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address of the admin API (its own port and runtime).
+    pub listen: String,
+    /// SQLite file; a relative path is taken from the config file's folder.
+    pub database: PathBuf,
+    /// Largest admin request body; larger -> 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: "127.0.0.1:8081".into(),
+            database: "switchboard.db".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl AdminSettings {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::at("admin.listen", format!("`{}` is not an IP:port address", self.listen)))
+    }
+}
+
 impl Config {
     /// Parse and validate TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::at("", e.to_string().trim_end().to_string()))?;
         cfg.server.validate()?;
+        if let Some(a) = &cfg.admin {
+            a.listen_addr()?;
+            if a.max_body_bytes < 1024 {
+                return Err(ConfigError::at("admin.max_body_bytes", "must be at least 1024"));
+            }
+        }
         cfg.routing().validate()?;
         Ok(cfg)
     }
@@ -211,6 +251,9 @@ pub struct KeySpec {
     pub models: Vec<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Unix seconds after which the key is refused; none = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 fn default_org() -> String {

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchboard_dataplane::dns::DnsCache;
-use switchboard_dataplane::reload::Reloader;
-use switchboard_shared::{Config, KeyHash};
+use switchboard_dataplane::reload::{Apply, Reloader};
+use switchboard_dataplane::snapshot::{Snapshot, SnapshotStore};
+use switchboard_shared::{Config, ConfigError, KeyHash};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -99,48 +100,110 @@ fn main() -> ExitCode {
     }
 }
 
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("switchboard: {message}");
+    ExitCode::from(code)
+}
+
 fn serve(path: PathBuf) -> ExitCode {
     let dns = DnsCache::new();
-    let (reloader, cfg) = match Reloader::load(path.clone(), dns.clone()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("switchboard: {}: {e}", path.display());
-            return ExitCode::from(EX_CONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return fail(EX_CONFIG, format!("cannot read {}: {e}", path.display())),
+    };
+    let cfg = match Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => return fail(EX_CONFIG, format!("{}: {e}", path.display())),
+    };
+    // Keep the admin service alive for the life of the process.
+    let mut _admin = None;
+    let (reloader, store) = match &cfg.admin {
+        None => match Reloader::load(path.clone(), dns.clone()) {
+            Ok((r, _)) => match r.store() {
+                Some(s) => {
+                    let s = s.clone();
+                    (r, s)
+                }
+                None => return fail(EX_CONFIG, "file mode has no snapshot store"),
+            },
+            Err(e) => return fail(EX_CONFIG, format!("{}: {e}", path.display())),
+        },
+        Some(admin) => {
+            let store = SnapshotStore::new(Snapshot::empty());
+            let database = match path.parent() {
+                Some(dir) if admin.database.is_relative() => dir.join(&admin.database),
+                _ => admin.database.clone(),
+            };
+            let state = match switchboard_adminapi::State::open(&database, dns.clone(), Some(store.clone())) {
+                Ok(s) => s,
+                Err(e) => return fail(EX_CANTCREAT, e),
+            };
+            match state.seed(&cfg.routing()) {
+                Ok(0) => tracing::info!(database = %database.display(), "config file matches the database"),
+                Ok(n) => tracing::info!(changes = n, database = %database.display(), "config file imported"),
+                Err(e) => return fail(EX_CONFIG, format!("{}: {}", path.display(), e.message)),
+            }
+            let env_token = std::env::var("SWITCHBOARD_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+            match state.bootstrap_token(env_token.as_deref()) {
+                Ok(Some(secret)) => eprintln!(
+                    "switchboard: first start: admin token (shown once, store it now): {secret}\n\
+                     switchboard: or set SWITCHBOARD_ADMIN_TOKEN to choose your own"
+                ),
+                Ok(None) => {}
+                Err(e) => return fail(EX_CANTCREAT, format!("cannot create the admin token: {}", e.message)),
+            }
+            let listen = match admin.listen_addr() {
+                Ok(a) => a,
+                Err(e) => return fail(EX_CONFIG, e),
+            };
+            let admin_cfg = switchboard_adminapi::AdminConfig {
+                listen,
+                database: database.clone(),
+                max_body_bytes: admin.max_body_bytes,
+            };
+            match switchboard_adminapi::start(&admin_cfg, state.clone()) {
+                Ok(h) => _admin = Some(h),
+                Err(e) => return fail(EX_CANTCREAT, format!("cannot start the admin API on {listen}: {e}")),
+            }
+            let seeder = state.clone();
+            let apply: Apply = Box::new(move |cfg: &Config| {
+                seeder
+                    .seed(&cfg.routing())
+                    .map(|_| seeder.current().version)
+                    .map_err(|e| ConfigError { path: e.param.unwrap_or_default(), message: e.message })
+            });
+            let version = state.current().version;
+            (Reloader::new(path.clone(), &cfg, text, apply, version, None), store)
         }
     };
     if let Err(e) = dns.spawn_refresher(Duration::from_millis(cfg.server.dns_refresh_ms)) {
-        eprintln!("switchboard: cannot start the DNS refresher: {e}");
-        return ExitCode::from(EX_CANTCREAT);
+        return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
     }
     if cfg.server.reload_poll_ms > 0 {
         if let Err(e) = reloader.spawn_watcher(Duration::from_millis(cfg.server.reload_poll_ms)) {
-            eprintln!("switchboard: cannot start the config watcher: {e}");
-            return ExitCode::from(EX_CANTCREAT);
+            return fail(EX_CANTCREAT, format!("cannot start the config watcher: {e}"));
         }
     }
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("switchboard: cannot install signal handlers: {e}");
-            return ExitCode::from(EX_CANTCREAT);
-        }
+        Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),
     };
-    let server = match switchboard_dataplane::start(cfg.server.clone(), reloader.store().clone(), dns) {
+    let server = match switchboard_dataplane::start(cfg.server.clone(), store, dns) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("switchboard: cannot start the data plane on {}: {e}", cfg.server.listen);
-            return ExitCode::from(EX_CANTCREAT);
-        }
+        Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", cfg.server.listen)),
     };
     for signal in signals.forever() {
         match signal {
             SIGHUP => match reloader.reload_now() {
                 Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
-                Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping the running snapshot"),
+                Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
             },
             _ => {
                 tracing::info!(grace_ms = cfg.server.shutdown_grace_ms, "shutting down: draining requests in flight");
                 server.shutdown();
+                if let Some(a) = _admin.take() {
+                    a.shutdown();
+                }
                 tracing::info!("stopped");
                 return ExitCode::SUCCESS;
             }

@@ -82,7 +82,8 @@ impl Gateway {
         std::fs::write(&path, config).unwrap();
         let dns = DnsCache::new();
         let (reloader, cfg) = Reloader::load(path.clone(), dns.clone()).expect("config loads");
-        let handle = switchboard_dataplane::start(cfg.server, reloader.store().clone(), dns).expect("gateway starts");
+        let store = reloader.store().expect("file mode has a store").clone();
+        let handle = switchboard_dataplane::start(cfg.server, store, dns).expect("gateway starts");
         Gateway { addr: handle.local_addr, reloader, config_path: path, _dir: dir, handle: Some(handle) }
     }
 
@@ -117,6 +118,103 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+/// The gateway with the admin API owning its state (SQLite in a temp dir),
+/// seeded from `config` like `switchboard serve` does.
+pub struct AdminGateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub token: String,
+    pub state: switchboard_adminapi::SharedState,
+    pub db_path: PathBuf,
+    pub dir: tempfile::TempDir,
+    admin_handle: Option<switchboard_adminapi::AdminHandle>,
+    handle: Option<ServerHandle>,
+}
+
+impl AdminGateway {
+    pub fn start(config: &str) -> AdminGateway {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config)
+    }
+
+    /// Start on an existing directory (and database), e.g. after a restart.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> AdminGateway {
+        let cfg = switchboard_shared::Config::parse(config).expect("config parses");
+        let dns = DnsCache::new();
+        let store =
+            switchboard_dataplane::snapshot::SnapshotStore::new(switchboard_dataplane::snapshot::Snapshot::empty());
+        let db_path = dir.path().join("switchboard.db");
+        let state = switchboard_adminapi::State::open(&db_path, dns.clone(), Some(store.clone())).expect("db opens");
+        state.seed(&cfg.routing()).expect("seed");
+        let token = "sba-test-admin-token".to_string();
+        state.bootstrap_token(Some(&token)).unwrap();
+        let admin_cfg = switchboard_adminapi::AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database: db_path.clone(),
+            max_body_bytes: 64 * 1024,
+        };
+        let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
+        let handle = switchboard_dataplane::start(cfg.server, store, dns).expect("gateway starts");
+        AdminGateway {
+            addr: handle.local_addr,
+            admin: admin_handle.addr,
+            token,
+            state,
+            db_path,
+            dir,
+            admin_handle: Some(admin_handle),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop both services and hand back the directory (for a restart).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        if let Some(h) = self.admin_handle.take() {
+            h.shutdown();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// An admin API call with the bootstrap token.
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Response {
+        self.call_as(&self.token.clone(), method, path, body)
+    }
+
+    pub fn call_as(&self, token: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> Response {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut s = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\n");
+        if !body.is_empty() || method == "POST" || method == "PATCH" {
+            s.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        s.push_str("\r\n");
+        s.push_str(&body);
+        let mut c = Conn::open(self.admin);
+        c.send(s.as_bytes());
+        c.response()
+    }
+
+    pub fn chat(&self, key: &str, body: &str) -> Response {
+        let mut c = Conn::open(self.addr);
+        c.send(&request("POST", "/v1/chat/completions", Some(key), body, &[]));
+        c.response()
+    }
+}
+
+impl Drop for AdminGateway {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        if let Some(h) = self.admin_handle.take() {
             h.shutdown();
         }
     }

@@ -1,0 +1,218 @@
+//! Switchboard's admin API: an axum service on its own port and its own tokio
+//! runtime (never a data-plane thread), storing everything in SQLite.
+//!
+//! Every committed change is *prepared* (the routing spec is read back from
+//! the database inside the transaction and compiled into a snapshot; a spec
+//! the data plane could not serve aborts the transaction with 422) and then
+//! *published*: swapped into the data plane's `SnapshotStore`, and announced
+//! on the versioned watch that remote data planes long-poll.
+
+pub mod api;
+pub mod db;
+pub mod error;
+pub mod model;
+pub mod store;
+
+use error::{ApiError, ApiResult};
+use rusqlite::Connection;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use switchboard_dataplane::dns::DnsCache;
+use switchboard_dataplane::snapshot::{compile, SnapshotStore};
+use switchboard_shared::RoutingSpec;
+use tokio::sync::watch;
+
+/// What the admin service publishes: a snapshot version and its spec.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub version: u64,
+    pub spec: Arc<RoutingSpec>,
+}
+
+pub struct State {
+    db: Mutex<Connection>,
+    dns: Arc<DnsCache>,
+    /// The in-process data plane's store, when there is one.
+    store: Option<Arc<SnapshotStore>>,
+    watch: watch::Sender<Published>,
+}
+
+pub type SharedState = Arc<State>;
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl State {
+    /// Open the database, and publish what it holds.
+    pub fn open(
+        database: &std::path::Path,
+        dns: Arc<DnsCache>,
+        store: Option<Arc<SnapshotStore>>,
+    ) -> Result<SharedState, String> {
+        let conn = db::open(database).map_err(|e| format!("cannot open database `{}`: {e}", database.display()))?;
+        let version = store::snapshot_version(&conn).map_err(|e| e.message)?;
+        let spec = store::routing_spec(&conn).map_err(|e| e.message)?;
+        let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
+        let state = Arc::new(State { db: Mutex::new(conn), dns, store, watch: tx });
+        state.republish()?;
+        Ok(state)
+    }
+
+    /// Compile and publish the current database contents (at start).
+    fn republish(&self) -> Result<(), String> {
+        let published = self.watch.borrow().clone();
+        let snapshot = compile(&published.spec, published.version.max(1), &self.dns).map_err(|e| e.to_string())?;
+        if let Some(store) = &self.store {
+            store.publish(snapshot);
+        }
+        Ok(())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
+        self.watch.subscribe()
+    }
+
+    pub fn current(&self) -> Published {
+        self.watch.borrow().clone()
+    }
+
+    /// Run a read on the database.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+        let conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
+        f(&conn)
+    }
+
+    /// Run a change in one transaction. When `routing` is true the change is
+    /// prepared into a snapshot before commit and published after; a change
+    /// that leaves an unservable spec is rolled back.
+    pub fn write<T>(&self, routing: bool, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+        let mut conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        let prepared = if routing {
+            let version = store::bump_snapshot_version(&tx)?;
+            let spec = store::routing_spec(&tx)?;
+            let snapshot = compile(&spec, version, &self.dns)
+                .map_err(|e| ApiError::invalid_field(&e.path, format!("the change cannot be served: {e}")))?;
+            Some((version, spec, snapshot))
+        } else {
+            None
+        };
+        tx.commit()?;
+        if let Some((version, spec, snapshot)) = prepared {
+            if let Some(store) = &self.store {
+                store.publish(snapshot);
+            }
+            self.watch.send_replace(Published { version, spec: Arc::new(spec) });
+            tracing::info!(version, "routing snapshot published");
+        }
+        Ok(out)
+    }
+
+    /// Import a routing spec (the config file's) idempotently; returns how
+    /// many audit entries it wrote (0 = nothing changed).
+    pub fn seed(&self, spec: &RoutingSpec) -> ApiResult<usize> {
+        let mut changed = 0;
+        let mut version_before = 0;
+        self.read(|c| {
+            version_before = store::snapshot_version(c)?;
+            Ok(())
+        })?;
+        // Only publish a new version when something changed.
+        let n = self.write(false, |c| store::seed(c, spec))?;
+        if n > 0 || version_before == 0 {
+            self.write(true, |_| Ok(()))?;
+            changed = n;
+        }
+        Ok(changed)
+    }
+
+    /// Make sure an admin token exists. With `env_token` (from
+    /// SWITCHBOARD_ADMIN_TOKEN) that token is registered if unknown; with none
+    /// and no tokens at all, one is generated and returned (to print once).
+    pub fn bootstrap_token(&self, env_token: Option<&str>) -> ApiResult<Option<String>> {
+        self.write(false, |c| {
+            if let Some(t) = env_token {
+                if store::authenticate_token(c, t)?.is_none() {
+                    store::insert_token(c, "bootstrap", &format!("from-env-{}", &db::random_hex(4)), "admin", t)?;
+                }
+                return Ok(None);
+            }
+            if store::token_count(c)? > 0 {
+                return Ok(None);
+            }
+            let secret = store::new_token_secret();
+            store::insert_token(c, "bootstrap", "bootstrap", "admin", &secret)?;
+            Ok(Some(secret))
+        })
+    }
+}
+
+/// A running admin service.
+pub struct AdminHandle {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AdminHandle {
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AdminHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Start the admin API on its own thread and tokio runtime.
+pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHandle> {
+    let std_listener = std::net::TcpListener::bind(cfg.listen)?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::app(state, cfg.max_body_bytes);
+    let thread = std::thread::Builder::new().name("sb-admin".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "admin runtime failed to start");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin listener failed");
+                    return;
+                }
+            };
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    })?;
+    tracing::info!(%addr, "admin API listening on {addr}");
+    Ok(AdminHandle { addr, shutdown: Some(tx), thread: Some(thread) })
+}

@@ -1,0 +1,364 @@
+//! Request and response bodies. Requests deny unknown fields; secrets are
+//! write-only (responses carry a masked hint).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use switchboard_shared::Secret;
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    /// Pass as `offset` for the next page; null on the last.
+    pub next_offset: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default = "default_limit")]
+    pub limit: u64,
+}
+
+fn default_limit() -> u64 {
+    50
+}
+
+// ---- orgs ----
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgInput {
+    pub name: String,
+}
+
+// ---- API keys ----
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Key {
+    pub id: String,
+    pub org_id: String,
+    pub org: String,
+    pub name: String,
+    /// `sk-sb-...abcd`: enough to recognise a key, not to use it.
+    pub hint: String,
+    pub models: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A key with its plaintext: returned once, at creation or rotation.
+#[derive(Debug, Serialize)]
+pub struct KeyWithSecret {
+    #[serde(flatten)]
+    pub key: Key,
+    pub key_secret: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    /// Org id or name.
+    pub org: String,
+    pub name: String,
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    pub models: Option<Vec<String>>,
+    /// `null` clears the expiry.
+    #[serde(default, with = "double_option")]
+    pub expires_at: Option<Option<i64>>,
+    pub enabled: Option<bool>,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_string()]
+}
+fn yes() -> bool {
+    true
+}
+
+// ---- providers ----
+
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// The upstream's model name.
+    pub name: String,
+    /// USD per million prompt tokens.
+    #[serde(default)]
+    pub prompt_per_mtok: f64,
+    /// USD per million completion tokens.
+    #[serde(default)]
+    pub completion_per_mtok: f64,
+}
+
+/// What is stored for a provider (secrets included; never returned as is).
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    pub base_url: String,
+    /// Provider API keys, for rotation; the first enabled one is used today.
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub models: Vec<ModelPrice>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCreate {
+    pub name: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub models: Vec<ModelPrice>,
+}
+
+impl ProviderCreate {
+    pub fn into_parts(self) -> (String, ProviderSpec) {
+        let spec = ProviderSpec {
+            base_url: self.base_url,
+            api_keys: self.api_keys,
+            headers: self.headers,
+            ca_file: self.ca_file,
+            connect_timeout_ms: self.connect_timeout_ms,
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
+            read_timeout_ms: self.read_timeout_ms,
+            models: self.models,
+        };
+        (self.name, spec)
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderUpdate {
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    pub api_keys: Option<Vec<Secret>>,
+    pub headers: Option<BTreeMap<String, Secret>>,
+    #[serde(default, with = "double_option")]
+    pub ca_file: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub connect_timeout_ms: Option<Option<u64>>,
+    #[serde(default, with = "double_option")]
+    pub first_byte_timeout_ms: Option<Option<u64>>,
+    #[serde(default, with = "double_option")]
+    pub read_timeout_ms: Option<Option<u64>>,
+    pub models: Option<Vec<ModelPrice>>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub base_url: String,
+    /// Masked hints of the provider keys (`sk-...abcd`).
+    pub api_keys: Vec<String>,
+    /// Header names with masked values.
+    pub headers: BTreeMap<String, String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub models: Vec<ModelPrice>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+// ---- routes ----
+
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    /// Provider id or name.
+    pub provider: String,
+    /// The provider's model name; defaults to the route's name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// For weighted strategies.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub per_attempt_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Only `priority` (ordered fallbacks) is served today.
+    #[serde(default = "priority")]
+    pub strategy: String,
+    pub targets: Vec<RouteTarget>,
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+fn priority() -> String {
+    "priority".to_string()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCreate {
+    /// The public model name.
+    pub name: String,
+    #[serde(default = "priority")]
+    pub strategy: String,
+    pub targets: Vec<RouteTarget>,
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+impl RouteCreate {
+    pub fn into_parts(self) -> (String, RouteSpec) {
+        (self.name, RouteSpec { strategy: self.strategy, targets: self.targets, retry: self.retry })
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteUpdate {
+    pub name: Option<String>,
+    pub strategy: Option<String>,
+    pub targets: Option<Vec<RouteTarget>>,
+    pub retry: Option<RetrySettings>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Route {
+    pub id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: RouteSpec,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+// ---- admin tokens ----
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct AdminToken {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenCreate {
+    pub name: String,
+    /// `admin` (read and write) or `read`.
+    pub role: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AdminTokenWithSecret {
+    #[serde(flatten)]
+    pub token: AdminToken,
+    pub token_secret: String,
+}
+
+// ---- audit ----
+
+#[derive(Debug, Serialize, Clone)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub resource_id: String,
+    pub change: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Unix milliseconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until: Option<i64>,
+    pub actor: Option<String>,
+    pub resource: Option<String>,
+    pub resource_id: Option<String>,
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default = "default_limit")]
+    pub limit: u64,
+}
+
+/// `Option<Option<T>>` that tells "absent" (no change) from `null` (clear).
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,802 @@
+//! Reads and writes of every resource, inside the caller's transaction. Each
+//! write records an audit entry (secrets redacted) in the same transaction,
+//! so a change and its record commit or fail together.
+
+use crate::db::{new_id, now_millis, now_secs, random_hex};
+use crate::error::{ApiError, ApiResult};
+use crate::model::*;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
+use switchboard_shared::config::{KeySpec, ModelSpec, RoutingSpec, TargetSpec, UpstreamSpec};
+use switchboard_shared::{KeyHash, Secret};
+
+const NAME_MAX: usize = 256;
+
+pub fn check_name(field: &str, name: &str) -> ApiResult<()> {
+    if name.is_empty() || name.len() > NAME_MAX || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must be 1 to {NAME_MAX} printable characters")));
+    }
+    Ok(())
+}
+
+pub fn audit(c: &Connection, actor: &str, action: &str, resource: &str, id: &str, change: Value) -> ApiResult<()> {
+    c.execute(
+        "INSERT INTO audit_log (at, actor, action, resource, resource_id, change) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now_millis(), actor, action, resource, id, change.to_string()],
+    )?;
+    Ok(())
+}
+
+fn page<T>(mut data: Vec<T>, q: &PageQuery) -> Page<T> {
+    let more = data.len() as u64 > q.limit;
+    data.truncate(q.limit as usize);
+    Page { object: "list", data, next_offset: more.then_some(q.offset + q.limit) }
+}
+
+fn limit(q: &PageQuery) -> ApiResult<(i64, i64)> {
+    if q.limit == 0 || q.limit > 1000 {
+        return Err(ApiError::invalid_field("limit", "`limit` must be 1 to 1000"));
+    }
+    Ok((q.limit as i64 + 1, q.offset as i64))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    serde_json::from_str(&s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+// ---------------------------------------------------------------- orgs
+
+fn org_row(r: &Row) -> rusqlite::Result<Org> {
+    Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)?, updated_at: r.get(3)? })
+}
+
+pub fn list_orgs(c: &Connection, q: &PageQuery) -> ApiResult<Page<Org>> {
+    let (n, off) = limit(q)?;
+    let mut st =
+        c.prepare("SELECT id, name, created_at, updated_at FROM orgs ORDER BY created_at, id LIMIT ?1 OFFSET ?2")?;
+    let rows = st.query_map(params![n, off], org_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(page(rows, q))
+}
+
+pub fn find_org(c: &Connection, id_or_name: &str) -> ApiResult<Org> {
+    c.query_row("SELECT id, name, created_at, updated_at FROM orgs WHERE id = ?1 OR name = ?1", [id_or_name], org_row)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("org", id_or_name))
+}
+
+pub fn create_org(c: &Connection, actor: &str, input: &OrgInput) -> ApiResult<Org> {
+    create_org_with_id(c, actor, &new_id("org"), &input.name)
+}
+
+fn create_org_with_id(c: &Connection, actor: &str, id: &str, name: &str) -> ApiResult<Org> {
+    check_name("name", name)?;
+    let now = now_secs();
+    c.execute("INSERT INTO orgs (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)", params![id, name, now])?;
+    audit(c, actor, "create", "org", id, json!({"name": name}))?;
+    find_org(c, id)
+}
+
+pub fn update_org(c: &Connection, actor: &str, id: &str, input: &OrgInput) -> ApiResult<Org> {
+    let org = find_org(c, id)?;
+    check_name("name", &input.name)?;
+    if org.name == input.name {
+        return Ok(org);
+    }
+    c.execute("UPDATE orgs SET name = ?2, updated_at = ?3 WHERE id = ?1", params![org.id, input.name, now_secs()])?;
+    audit(c, actor, "update", "org", &org.id, json!({"name": {"from": org.name, "to": input.name}}))?;
+    find_org(c, &org.id)
+}
+
+pub fn delete_org(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+    let org = find_org(c, id)?;
+    let keys: i64 = c.query_row("SELECT COUNT(*) FROM api_keys WHERE org_id = ?1", [&org.id], |r| r.get(0))?;
+    c.execute("DELETE FROM orgs WHERE id = ?1", [&org.id])?;
+    audit(c, actor, "delete", "org", &org.id, json!({"name": org.name, "keys_deleted": keys}))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- API keys
+
+const KEY_COLS: &str =
+    "k.id, k.org_id, o.name, k.name, k.hint, k.models, k.expires_at, k.enabled, k.created_at, k.updated_at";
+
+fn key_row(r: &Row) -> rusqlite::Result<Key> {
+    Ok(Key {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        org: r.get(2)?,
+        name: r.get(3)?,
+        hint: r.get(4)?,
+        models: json_col(r, 5)?,
+        expires_at: r.get(6)?,
+        enabled: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+pub fn list_keys(c: &Connection, q: &PageQuery, org: Option<&str>) -> ApiResult<Page<Key>> {
+    let (n, off) = limit(q)?;
+    let org_id = match org {
+        Some(o) => Some(find_org(c, o)?.id),
+        None => None,
+    };
+    let mut st = c.prepare(&format!(
+        "SELECT {KEY_COLS} FROM api_keys k JOIN orgs o ON o.id = k.org_id \
+         WHERE (?3 IS NULL OR k.org_id = ?3) ORDER BY k.created_at, k.id LIMIT ?1 OFFSET ?2"
+    ))?;
+    let rows = st.query_map(params![n, off, org_id], key_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(page(rows, q))
+}
+
+pub fn find_key(c: &Connection, id: &str) -> ApiResult<Key> {
+    c.query_row(
+        &format!("SELECT {KEY_COLS} FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.id = ?1"),
+        [id],
+        key_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("key", id))
+}
+
+/// A new client key: `sk-sb-` and 64 hex digits (256 random bits).
+fn new_secret() -> (String, String, String) {
+    let secret = format!("sk-sb-{}", random_hex(32));
+    let hash = KeyHash::of(secret.as_bytes()).to_string();
+    let hint = format!("sk-sb-...{}", &secret[secret.len() - 4..]);
+    (secret, hash, hint)
+}
+
+fn check_models(models: &[String]) -> ApiResult<()> {
+    if models.is_empty() {
+        return Err(ApiError::invalid_field("models", "`models` needs at least one name, or \"*\" for all"));
+    }
+    for m in models {
+        check_name("models", m)?;
+    }
+    Ok(())
+}
+
+pub fn create_key(c: &Connection, actor: &str, input: &KeyCreate) -> ApiResult<KeyWithSecret> {
+    let org = find_org(c, &input.org).map_err(|_| ApiError::invalid_field("org", format!("no org `{}`", input.org)))?;
+    check_name("name", &input.name)?;
+    check_models(&input.models)?;
+    let (secret, hash, hint) = new_secret();
+    let id = new_id("key");
+    let now = now_secs();
+    c.execute(
+        "INSERT INTO api_keys (id, org_id, name, hash, hint, models, expires_at, enabled, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            id,
+            org.id,
+            input.name,
+            hash,
+            hint,
+            json!(input.models).to_string(),
+            input.expires_at,
+            input.enabled,
+            now
+        ],
+    )?;
+    audit(
+        c,
+        actor,
+        "create",
+        "key",
+        &id,
+        json!({"org": org.id, "name": input.name, "models": input.models, "expires_at": input.expires_at, "enabled": input.enabled, "hint": hint}),
+    )?;
+    Ok(KeyWithSecret { key: find_key(c, &id)?, key_secret: secret })
+}
+
+pub fn update_key(c: &Connection, actor: &str, id: &str, u: &KeyUpdate) -> ApiResult<Key> {
+    let before = find_key(c, id)?;
+    let mut after = before.clone();
+    if let Some(n) = &u.name {
+        check_name("name", n)?;
+        after.name = n.clone();
+    }
+    if let Some(m) = &u.models {
+        check_models(m)?;
+        after.models = m.clone();
+    }
+    if let Some(e) = u.expires_at {
+        after.expires_at = e;
+    }
+    if let Some(en) = u.enabled {
+        after.enabled = en;
+    }
+    if after == before {
+        return Ok(before);
+    }
+    c.execute(
+        "UPDATE api_keys SET name = ?2, models = ?3, expires_at = ?4, enabled = ?5, updated_at = ?6 WHERE id = ?1",
+        params![id, after.name, json!(after.models).to_string(), after.expires_at, after.enabled, now_secs()],
+    )?;
+    audit(c, actor, "update", "key", id, diff(&json!(before), &json!(after)))?;
+    find_key(c, id)
+}
+
+pub fn rotate_key(c: &Connection, actor: &str, id: &str) -> ApiResult<KeyWithSecret> {
+    let before = find_key(c, id)?;
+    let (secret, hash, hint) = new_secret();
+    c.execute(
+        "UPDATE api_keys SET hash = ?2, hint = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, hash, hint, now_secs()],
+    )?;
+    audit(c, actor, "rotate", "key", id, json!({"hint": {"from": before.hint, "to": hint}}))?;
+    Ok(KeyWithSecret { key: find_key(c, id)?, key_secret: secret })
+}
+
+pub fn delete_key(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+    let k = find_key(c, id)?;
+    c.execute("DELETE FROM api_keys WHERE id = ?1", [id])?;
+    audit(c, actor, "delete", "key", id, json!({"org": k.org_id, "name": k.name, "hint": k.hint}))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- providers
+
+fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, updated_at: i64) -> Provider {
+    Provider {
+        id,
+        name,
+        base_url: spec.base_url,
+        api_keys: spec.api_keys.iter().map(Secret::hint).collect(),
+        headers: spec.headers.iter().map(|(k, v)| (k.clone(), v.hint())).collect(),
+        ca_file: spec.ca_file,
+        connect_timeout_ms: spec.connect_timeout_ms,
+        first_byte_timeout_ms: spec.first_byte_timeout_ms,
+        read_timeout_ms: spec.read_timeout_ms,
+        models: spec.models,
+        created_at,
+        updated_at,
+    }
+}
+
+fn provider_row(r: &Row) -> rusqlite::Result<(String, String, ProviderSpec, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, json_col(r, 2)?, r.get(3)?, r.get(4)?))
+}
+
+fn find_provider_raw(c: &Connection, id_or_name: &str) -> ApiResult<(String, String, ProviderSpec, i64, i64)> {
+    c.query_row(
+        "SELECT id, name, spec, created_at, updated_at FROM providers WHERE id = ?1 OR name = ?1",
+        [id_or_name],
+        provider_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("provider", id_or_name))
+}
+
+pub fn find_provider(c: &Connection, id_or_name: &str) -> ApiResult<Provider> {
+    let (id, name, spec, ca, ua) = find_provider_raw(c, id_or_name)?;
+    Ok(provider_view(id, name, spec, ca, ua))
+}
+
+pub fn list_providers(c: &Connection, q: &PageQuery) -> ApiResult<Page<Provider>> {
+    let (n, off) = limit(q)?;
+    let mut st = c.prepare(
+        "SELECT id, name, spec, created_at, updated_at FROM providers ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
+    )?;
+    let rows = st
+        .query_map(params![n, off], provider_row)?
+        .map(|r| r.map(|(id, name, spec, ca, ua)| provider_view(id, name, spec, ca, ua)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page(rows, q))
+}
+
+/// What the audit log keeps of a provider: everything but secret values.
+fn provider_audit(name: &str, spec: &ProviderSpec) -> Value {
+    json!(provider_view(String::new(), name.to_string(), spec.clone(), 0, 0))
+        .as_object()
+        .map(|o| {
+            let mut o = o.clone();
+            for k in ["id", "created_at", "updated_at"] {
+                o.remove(k);
+            }
+            Value::Object(o)
+        })
+        .unwrap_or(Value::Null)
+}
+
+fn check_provider(spec: &ProviderSpec) -> ApiResult<()> {
+    switchboard_shared::url::BaseUrl::parse(&spec.base_url).map_err(|e| ApiError::invalid_field("base_url", e))?;
+    for (i, p) in spec.models.iter().enumerate() {
+        check_name(&format!("models[{i}].name"), &p.name)?;
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if !valid(p.prompt_per_mtok) || !valid(p.completion_per_mtok) {
+            return Err(ApiError::invalid_field(&format!("models[{i}]"), "prices must be finite and not negative"));
+        }
+    }
+    Ok(())
+}
+
+pub fn create_provider(c: &Connection, actor: &str, input: ProviderCreate) -> ApiResult<Provider> {
+    let (name, spec) = input.into_parts();
+    insert_provider(c, actor, &new_id("prov"), &name, &spec)
+}
+
+fn insert_provider(c: &Connection, actor: &str, id: &str, name: &str, spec: &ProviderSpec) -> ApiResult<Provider> {
+    check_name("name", name)?;
+    check_provider(spec)?;
+    let now = now_secs();
+    c.execute(
+        "INSERT INTO providers (id, name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, name, json!(spec).to_string(), now],
+    )?;
+    audit(c, actor, "create", "provider", id, provider_audit(name, spec))?;
+    find_provider(c, id)
+}
+
+pub fn update_provider(c: &Connection, actor: &str, id: &str, u: ProviderUpdate) -> ApiResult<Provider> {
+    let (id, name, before, _, _) = find_provider_raw(c, id)?;
+    let mut spec = before.clone();
+    let mut new_name = name.clone();
+    if let Some(n) = u.name {
+        check_name("name", &n)?;
+        new_name = n;
+    }
+    if let Some(v) = u.base_url {
+        spec.base_url = v;
+    }
+    if let Some(v) = u.api_keys {
+        spec.api_keys = v;
+    }
+    if let Some(v) = u.headers {
+        spec.headers = v;
+    }
+    if let Some(v) = u.ca_file {
+        spec.ca_file = v;
+    }
+    if let Some(v) = u.connect_timeout_ms {
+        spec.connect_timeout_ms = v;
+    }
+    if let Some(v) = u.first_byte_timeout_ms {
+        spec.first_byte_timeout_ms = v;
+    }
+    if let Some(v) = u.read_timeout_ms {
+        spec.read_timeout_ms = v;
+    }
+    if let Some(v) = u.models {
+        spec.models = v;
+    }
+    write_provider(c, actor, &id, &name, &before, &new_name, &spec)
+}
+
+fn write_provider(
+    c: &Connection,
+    actor: &str,
+    id: &str,
+    name: &str,
+    before: &ProviderSpec,
+    new_name: &str,
+    spec: &ProviderSpec,
+) -> ApiResult<Provider> {
+    if new_name == name && spec == before {
+        return find_provider(c, id);
+    }
+    check_provider(spec)?;
+    c.execute(
+        "UPDATE providers SET name = ?2, spec = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, new_name, json!(spec).to_string(), now_secs()],
+    )?;
+    let mut change = diff(&provider_audit(name, before), &provider_audit(new_name, spec));
+    if before.api_keys != spec.api_keys
+        && provider_audit(name, before)["api_keys"] == provider_audit(new_name, spec)["api_keys"]
+    {
+        // Same hints, different keys: say so without saying what.
+        change["api_keys"] = json!("changed");
+    }
+    audit(c, actor, "update", "provider", id, change)?;
+    find_provider(c, id)
+}
+
+pub fn delete_provider(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+    let (id, name, spec, _, _) = find_provider_raw(c, id)?;
+    let users: Vec<String> = routes_all(c)?
+        .into_iter()
+        .filter(|r| r.spec.targets.iter().any(|t| t.provider == id))
+        .map(|r| r.name)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!("Provider `{name}` is used by routes: {}.", users.join(", "))));
+    }
+    c.execute("DELETE FROM providers WHERE id = ?1", [&id])?;
+    audit(c, actor, "delete", "provider", &id, provider_audit(&name, &spec))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- routes
+
+fn route_row(r: &Row) -> rusqlite::Result<Route> {
+    Ok(Route { id: r.get(0)?, name: r.get(1)?, spec: json_col(r, 2)?, created_at: r.get(3)?, updated_at: r.get(4)? })
+}
+
+fn routes_all(c: &Connection) -> ApiResult<Vec<Route>> {
+    let mut st = c.prepare("SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY created_at, id")?;
+    let rows = st.query_map([], route_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn list_routes(c: &Connection, q: &PageQuery) -> ApiResult<Page<Route>> {
+    let (n, off) = limit(q)?;
+    let mut st = c.prepare(
+        "SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
+    )?;
+    let rows = st.query_map(params![n, off], route_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(page(rows, q))
+}
+
+pub fn find_route(c: &Connection, id_or_name: &str) -> ApiResult<Route> {
+    c.query_row(
+        "SELECT id, name, spec, created_at, updated_at FROM routes WHERE id = ?1 OR name = ?1",
+        [id_or_name],
+        route_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("route", id_or_name))
+}
+
+/// Check a route and store its targets by provider id.
+fn normalize_route(c: &Connection, spec: &mut RouteSpec) -> ApiResult<()> {
+    if spec.strategy != "priority" {
+        return Err(ApiError::invalid_field("strategy", "only `priority` is supported so far"));
+    }
+    if spec.targets.is_empty() {
+        return Err(ApiError::invalid_field("targets", "a route needs at least one target"));
+    }
+    for (i, t) in spec.targets.iter_mut().enumerate() {
+        let (id, ..) = find_provider_raw(c, &t.provider).map_err(|_| {
+            ApiError::invalid_field(&format!("targets[{i}].provider"), format!("no provider `{}`", t.provider))
+        })?;
+        t.provider = id;
+        if let Some(m) = &t.model {
+            check_name(&format!("targets[{i}].model"), m)?;
+        }
+        if t.weight == 0 {
+            return Err(ApiError::invalid_field(&format!("targets[{i}].weight"), "weight must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+pub fn create_route(c: &Connection, actor: &str, input: RouteCreate) -> ApiResult<Route> {
+    let (name, spec) = input.into_parts();
+    insert_route(c, actor, &new_id("route"), &name, spec)
+}
+
+fn insert_route(c: &Connection, actor: &str, id: &str, name: &str, mut spec: RouteSpec) -> ApiResult<Route> {
+    check_name("name", name)?;
+    if name == "*" {
+        return Err(ApiError::invalid_field("name", "`*` is reserved"));
+    }
+    normalize_route(c, &mut spec)?;
+    let now = now_secs();
+    c.execute(
+        "INSERT INTO routes (id, name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, name, json!(spec).to_string(), now],
+    )?;
+    audit(c, actor, "create", "route", id, json!({"name": name, "spec": spec}))?;
+    find_route(c, id)
+}
+
+pub fn update_route(c: &Connection, actor: &str, id: &str, u: RouteUpdate) -> ApiResult<Route> {
+    let before = find_route(c, id)?;
+    let mut after = before.clone();
+    if let Some(n) = u.name {
+        check_name("name", &n)?;
+        after.name = n;
+    }
+    if let Some(s) = u.strategy {
+        after.spec.strategy = s;
+    }
+    if let Some(t) = u.targets {
+        after.spec.targets = t;
+    }
+    if let Some(r) = u.retry {
+        after.spec.retry = r;
+    }
+    normalize_route(c, &mut after.spec)?;
+    if after.name == before.name && after.spec == before.spec {
+        return Ok(before);
+    }
+    c.execute(
+        "UPDATE routes SET name = ?2, spec = ?3, updated_at = ?4 WHERE id = ?1",
+        params![before.id, after.name, json!(after.spec).to_string(), now_secs()],
+    )?;
+    audit(
+        c,
+        actor,
+        "update",
+        "route",
+        &before.id,
+        diff(&json!({"name": before.name, "spec": before.spec}), &json!({"name": after.name, "spec": after.spec})),
+    )?;
+    find_route(c, &before.id)
+}
+
+pub fn delete_route(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+    let r = find_route(c, id)?;
+    c.execute("DELETE FROM routes WHERE id = ?1", [&r.id])?;
+    audit(c, actor, "delete", "route", &r.id, json!({"name": r.name, "spec": r.spec}))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- admin tokens
+
+fn token_row(r: &Row) -> rusqlite::Result<AdminToken> {
+    Ok(AdminToken { id: r.get(0)?, name: r.get(1)?, role: r.get(2)?, created_at: r.get(3)?, revoked_at: r.get(4)? })
+}
+
+pub fn list_tokens(c: &Connection, q: &PageQuery) -> ApiResult<Page<AdminToken>> {
+    let (n, off) = limit(q)?;
+    let mut st = c.prepare(
+        "SELECT id, name, role, created_at, revoked_at FROM admin_tokens ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
+    )?;
+    let rows = st.query_map(params![n, off], token_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(page(rows, q))
+}
+
+pub fn token_count(c: &Connection) -> ApiResult<i64> {
+    Ok(c.query_row("SELECT COUNT(*) FROM admin_tokens WHERE revoked_at IS NULL", [], |r| r.get(0))?)
+}
+
+/// Store a token by its hash; returns the record.
+pub fn insert_token(c: &Connection, actor: &str, name: &str, role: &str, secret: &str) -> ApiResult<AdminToken> {
+    check_name("name", name)?;
+    if role != "admin" && role != "read" {
+        return Err(ApiError::invalid_field("role", "`role` must be `admin` or `read`"));
+    }
+    let id = new_id("tok");
+    c.execute(
+        "INSERT INTO admin_tokens (id, name, hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, name, KeyHash::of(secret.as_bytes()).to_string(), role, now_secs()],
+    )?;
+    audit(c, actor, "create", "admin_token", &id, json!({"name": name, "role": role}))?;
+    Ok(c.query_row("SELECT id, name, role, created_at, revoked_at FROM admin_tokens WHERE id = ?1", [&id], token_row)?)
+}
+
+pub fn new_token_secret() -> String {
+    format!("sba-{}", random_hex(32))
+}
+
+pub fn revoke_token(c: &Connection, actor: &str, id: &str) -> ApiResult<AdminToken> {
+    let n = c.execute(
+        "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, now_secs()],
+    )?;
+    let t = c
+        .query_row("SELECT id, name, role, created_at, revoked_at FROM admin_tokens WHERE id = ?1", [id], token_row)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("admin token", id))?;
+    if n > 0 {
+        audit(c, actor, "revoke", "admin_token", id, json!({"name": t.name}))?;
+    }
+    Ok(t)
+}
+
+/// The token presented, if valid and not revoked: (id, role). The secret is
+/// compared by its SHA-256 (an index lookup), which says nothing about it.
+pub fn authenticate_token(c: &Connection, secret: &str) -> ApiResult<Option<(String, String)>> {
+    Ok(c.query_row(
+        "SELECT id, role FROM admin_tokens WHERE hash = ?1 AND revoked_at IS NULL",
+        [KeyHash::of(secret.as_bytes()).to_string()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
+}
+
+// ---------------------------------------------------------------- audit
+
+pub fn list_audit(c: &Connection, q: &AuditQuery) -> ApiResult<Page<AuditEntry>> {
+    let pq = PageQuery { offset: q.offset, limit: q.limit };
+    let (n, off) = limit(&pq)?;
+    let mut st = c.prepare(
+        "SELECT id, at, actor, action, resource, resource_id, change FROM audit_log \
+         WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) AND (?3 IS NULL OR actor = ?3) \
+           AND (?4 IS NULL OR resource = ?4) AND (?5 IS NULL OR resource_id = ?5) \
+         ORDER BY id LIMIT ?6 OFFSET ?7",
+    )?;
+    let rows = st
+        .query_map(params![q.since, q.until, q.actor, q.resource, q.resource_id, n, off], |r| {
+            Ok(AuditEntry {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                resource: r.get(4)?,
+                resource_id: r.get(5)?,
+                change: json_col(r, 6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page(rows, &pq))
+}
+
+/// `{field: {"from": a, "to": b}}` for each top-level field that changed.
+pub fn diff(before: &Value, after: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (k, av) in a {
+            let bv = b.get(k).unwrap_or(&Value::Null);
+            if bv != av && !matches!(k.as_str(), "updated_at" | "created_at") {
+                out.insert(k.clone(), json!({"from": bv, "to": av}));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+// ---------------------------------------------------------------- snapshot
+
+pub fn snapshot_version(c: &Connection) -> ApiResult<u64> {
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'snapshot_version'", [], |r| r.get(0))?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+pub fn bump_snapshot_version(c: &Connection) -> ApiResult<u64> {
+    let v = snapshot_version(c)? + 1;
+    c.execute("UPDATE meta SET value = ?1 WHERE key = 'snapshot_version'", [v.to_string()])?;
+    Ok(v)
+}
+
+/// The routing spec the data plane compiles, from the database.
+pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
+    let mut st = c.prepare("SELECT id, name, spec FROM providers ORDER BY created_at, id")?;
+    let providers: Vec<(String, String, ProviderSpec)> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, json_col(r, 2)?)))?.collect::<Result<_, _>>()?;
+    let name_of = |id: &str| providers.iter().find(|p| p.0 == id).map(|p| p.1.clone());
+    let upstreams = providers
+        .iter()
+        .map(|(_, name, p)| {
+            let d = |v: Option<u64>, dflt: u64| v.unwrap_or(dflt);
+            UpstreamSpec {
+                name: name.clone(),
+                base_url: p.base_url.clone(),
+                api_key: p.api_keys.first().cloned(),
+                api_key_env: None,
+                ca_file: p.ca_file.as_ref().map(Into::into),
+                headers: p.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
+                connect_timeout_ms: d(p.connect_timeout_ms, 5_000),
+                first_byte_timeout_ms: d(p.first_byte_timeout_ms, 300_000),
+                read_timeout_ms: d(p.read_timeout_ms, 300_000),
+                pool_idle_timeout_ms: 30_000,
+                pool_max_idle: 256,
+            }
+        })
+        .collect();
+    let models = routes_all(c)?
+        .into_iter()
+        .map(|r| ModelSpec {
+            targets: r
+                .spec
+                .targets
+                .iter()
+                .map(|t| TargetSpec { upstream: name_of(&t.provider).unwrap_or_default(), model: t.model.clone() })
+                .collect(),
+            name: r.name,
+        })
+        .collect();
+    let mut st = c.prepare(
+        "SELECT k.id, k.hash, o.name, k.models, k.enabled, k.expires_at FROM api_keys k JOIN orgs o ON o.id = k.org_id \
+         ORDER BY k.created_at, k.id",
+    )?;
+    let keys = st
+        .query_map([], |r| {
+            Ok(KeySpec {
+                id: r.get(0)?,
+                hash: r.get(1)?,
+                org: r.get(2)?,
+                models: json_col(r, 3)?,
+                enabled: r.get(4)?,
+                expires_at: r.get::<_, Option<i64>>(5)?.map(|t| t.max(0) as u64),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RoutingSpec { keys, upstreams, models })
+}
+
+// ---------------------------------------------------------------- seed
+
+/// Import a routing spec (the TOML file's) into the database: providers and
+/// routes by name, keys by id, orgs by name. Same input twice changes nothing.
+pub fn seed(c: &Connection, spec: &RoutingSpec) -> ApiResult<usize> {
+    let actor = "seed";
+    let before = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))?;
+    for u in &spec.upstreams {
+        let p = ProviderSpec {
+            base_url: u.base_url.clone(),
+            api_keys: match (&u.api_key, &u.api_key_env) {
+                (Some(k), _) => vec![k.clone()],
+                (None, Some(var)) => match std::env::var(var) {
+                    Ok(v) => vec![Secret::new(v)],
+                    Err(_) => return Err(ApiError::invalid_field("api_key_env", format!("`{var}` is not set"))),
+                },
+                (None, None) => vec![],
+            },
+            headers: u.headers.iter().map(|(k, v)| (k.clone(), Secret::new(v.clone()))).collect(),
+            ca_file: u.ca_file.as_ref().map(|p| p.display().to_string()),
+            connect_timeout_ms: Some(u.connect_timeout_ms),
+            first_byte_timeout_ms: Some(u.first_byte_timeout_ms),
+            read_timeout_ms: Some(u.read_timeout_ms),
+            models: vec![],
+        };
+        match find_provider_raw(c, &u.name) {
+            Ok((id, name, before, ..)) => {
+                let mut p = p;
+                p.models = before.models.clone();
+                write_provider(c, actor, &id, &name, &before, &name, &p)?;
+            }
+            Err(_) => {
+                insert_provider(c, actor, &new_id("prov"), &u.name, &p)?;
+            }
+        }
+    }
+    for m in &spec.models {
+        let targets = m
+            .targets
+            .iter()
+            .map(|t| RouteTarget { provider: t.upstream.clone(), model: t.model.clone(), weight: 1 })
+            .collect();
+        match find_route(c, &m.name) {
+            Ok(r) => {
+                let u = RouteUpdate { targets: Some(targets), ..RouteUpdate::default() };
+                update_route(c, actor, &r.id, u)?;
+            }
+            Err(_) => {
+                let rs = RouteSpec { strategy: "priority".into(), targets, retry: RetrySettings::default() };
+                insert_route(c, actor, &new_id("route"), &m.name, rs)?;
+            }
+        }
+    }
+    for k in &spec.keys {
+        let org = match find_org(c, &k.org) {
+            Ok(o) => o,
+            Err(_) => create_org_with_id(c, actor, &new_id("org"), &k.org)?,
+        };
+        let hash = KeyHash::parse(&k.hash).map_err(|e| ApiError::invalid_field("hash", e))?.to_string();
+        let hint = format!("sha256:{}...", &hash[7..15]);
+        let expires = k.expires_at.map(|t| t as i64);
+        match find_key(c, &k.id) {
+            Ok(existing) => {
+                let stored: String = c.query_row("SELECT hash FROM api_keys WHERE id = ?1", [&k.id], |r| r.get(0))?;
+                let u = KeyUpdate {
+                    name: None,
+                    models: Some(k.models.clone()),
+                    expires_at: Some(expires),
+                    enabled: Some(k.enabled),
+                };
+                update_key(c, actor, &existing.id, &u)?;
+                if stored != hash || existing.org_id != org.id {
+                    c.execute(
+                        "UPDATE api_keys SET hash = ?2, hint = ?3, org_id = ?4, updated_at = ?5 WHERE id = ?1",
+                        params![k.id, hash, hint, org.id, now_secs()],
+                    )?;
+                    audit(c, actor, "update", "key", &k.id, json!({"hash": "changed", "org": org.id}))?;
+                }
+            }
+            Err(_) => {
+                check_models(&k.models)?;
+                let now = now_secs();
+                c.execute(
+                    "INSERT INTO api_keys (id, org_id, name, hash, hint, models, expires_at, enabled, created_at, updated_at) \
+                     VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                    params![k.id, org.id, hash, hint, json!(k.models).to_string(), expires, k.enabled, now],
+                )?;
+                audit(
+                    c,
+                    actor,
+                    "create",
+                    "key",
+                    &k.id,
+                    json!({"org": org.id, "name": k.id, "models": k.models, "hint": hint}),
+                )?;
+            }
+        }
+    }
+    let after = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))?;
+    Ok((after - before) as usize)
+}

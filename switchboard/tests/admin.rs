@@ -1,0 +1,311 @@
+//! The admin API over real HTTP and a real SQLite file: resources, bad input,
+//! secrets, restart, and changes that reach the data plane on the next request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const PROVIDER_SECRET: &str = "sk-provider-secret-via-admin-9876";
+
+fn empty_config() -> String {
+    "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n".to_string()
+}
+
+/// Org, provider (the mock), route `m`, and a key; returns the key's secret.
+fn setup(gw: &AdminGateway, base_url: &str) -> String {
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "acme"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = gw.call(
+        "POST",
+        "/v1/admin/providers",
+        Some(&json!({"name": "mock", "base_url": base_url, "api_keys": [PROVIDER_SECRET],
+                     "models": [{"name": "m", "prompt_per_mtok": 0.15, "completion_per_mtok": 0.6}]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = gw.call("POST", "/v1/admin/routes", Some(&json!({"name": "m", "targets": [{"provider": "mock"}]})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "acme", "name": "backend"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["key_secret"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_key_created_through_the_api_works_on_the_next_request() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    assert_eq!(gw.chat("sk-sb-nothing-yet", r#"{"model":"m"}"#).status, 401);
+    let secret = setup(&gw, &up.base_url());
+    assert!(secret.starts_with("sk-sb-") && secret.len() == 70);
+    let r = gw.chat(&secret, r#"{"model":"m"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The provider key from the API is what the upstream sees.
+    assert_eq!(up.recorded()[0].header("authorization"), Some(format!("Bearer {PROVIDER_SECRET}").as_str()));
+}
+
+#[test]
+fn resources_list_get_update_and_delete() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    setup(&gw, &up.base_url());
+    for i in 0..4 {
+        assert_eq!(gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": format!("org-{i}")}))).status, 201);
+    }
+    // Pagination.
+    let p1 = gw.call("GET", "/v1/admin/orgs?limit=2", None).json();
+    assert_eq!(p1["data"].as_array().unwrap().len(), 2);
+    assert_eq!(p1["next_offset"], 2);
+    let p3 = gw.call("GET", "/v1/admin/orgs?limit=2&offset=4", None).json();
+    assert_eq!(p3["data"].as_array().unwrap().len(), 1);
+    assert_eq!(p3["next_offset"], Value::Null);
+    // Get by name or id, update, delete.
+    let org = gw.call("GET", "/v1/admin/orgs/org-1", None).json();
+    let id = org["id"].as_str().unwrap();
+    assert_eq!(gw.call("GET", &format!("/v1/admin/orgs/{id}"), None).json()["name"], "org-1");
+    let r = gw.call("PATCH", &format!("/v1/admin/orgs/{id}"), Some(&json!({"name": "org-one"})));
+    assert_eq!(r.json()["name"], "org-one");
+    assert_eq!(gw.call("DELETE", &format!("/v1/admin/orgs/{id}"), None).status, 200);
+    assert_eq!(gw.call("GET", &format!("/v1/admin/orgs/{id}"), None).status, 404);
+    // Providers and routes.
+    let p = gw.call("GET", "/v1/admin/providers/mock", None).json();
+    assert_eq!(p["models"][0]["completion_per_mtok"], 0.6);
+    let r = gw.call("PATCH", "/v1/admin/providers/mock", Some(&json!({"read_timeout_ms": 1000})));
+    assert_eq!(r.json()["read_timeout_ms"], 1000);
+    let routes = gw.call("GET", "/v1/admin/routes", None).json();
+    assert_eq!(routes["data"][0]["name"], "m");
+    assert_eq!(routes["data"][0]["strategy"], "priority");
+    // A provider in use cannot go.
+    let r = gw.call("DELETE", "/v1/admin/providers/mock", None);
+    assert_eq!((r.status, r.error()["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(gw.call("DELETE", "/v1/admin/routes/m", None).status, 200);
+    assert_eq!(gw.call("DELETE", "/v1/admin/providers/mock", None).status, 200);
+}
+
+#[test]
+fn revoke_rotate_and_expiry_apply_to_the_next_request() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    let secret = setup(&gw, &up.base_url());
+    let key = gw.call("GET", "/v1/admin/keys?org=acme", None).json()["data"][0].clone();
+    let id = key["id"].as_str().unwrap().to_string();
+    assert!(key["hint"].as_str().unwrap().ends_with(&secret[secret.len() - 4..]));
+    assert!(key.get("key_secret").is_none());
+
+    let r = gw.call("POST", &format!("/v1/admin/keys/{id}/rotate"), None);
+    let rotated = r.json()["key_secret"].as_str().unwrap().to_string();
+    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 401);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 200);
+
+    gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": 1})));
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 401);
+    gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": null})));
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 200);
+
+    // A key may only name models that exist; then it may use only those.
+    let r = gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"models": ["other"]})));
+    assert_eq!(r.status, 422, "{}", r.text());
+    gw.call("POST", "/v1/admin/routes", Some(&json!({"name": "m2", "targets": [{"provider": "mock"}]})));
+    let r = gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"models": ["m2"]})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 404);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m2"}"#).status, 200);
+    gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"models": ["*"]})));
+
+    let r = gw.call("POST", &format!("/v1/admin/keys/{id}/revoke"), None);
+    assert_eq!(r.json()["enabled"], false);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 401);
+}
+
+#[test]
+fn bad_input_gets_the_right_status_and_changes_nothing() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    setup(&gw, &up.base_url());
+    let audit_len = || gw.call("GET", "/v1/admin/audit?limit=1000", None).json()["data"].as_array().unwrap().len();
+    let before = audit_len();
+
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "x", "colour": "red"})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("colour")));
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": 5})));
+    assert_eq!(r.status, 422);
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("name")));
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "acme"})));
+    assert_eq!((r.status, r.error()["code"].as_str()), (409, Some("conflict")));
+    let r = gw.call("GET", "/v1/admin/keys/key_nope", None);
+    assert_eq!(r.status, 404);
+    let r = gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "p2", "base_url": "ftp://x"})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("base_url")));
+    let r = gw.call("POST", "/v1/admin/routes", Some(&json!({"name": "r2", "targets": [{"provider": "ghost"}]})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("targets[0].provider")));
+    let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "nobody", "name": "k"})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("org")));
+    // Not JSON.
+    let mut c = Conn::open(gw.admin);
+    c.send(format!("POST /v1/admin/orgs HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{{nop", gw.token).as_bytes());
+    assert_eq!(c.response().status, 400);
+    // Too large: refused from the declared length, before the body is sent.
+    let mut c = Conn::open(gw.admin);
+    c.send(format!("POST /v1/admin/orgs HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", gw.token).as_bytes());
+    let r = c.response();
+    assert_eq!((r.status, r.error()["code"].as_str()), (413, Some("request_too_large")));
+    // Tokens.
+    assert_eq!(gw.call_as("sba-wrong", "GET", "/v1/admin/orgs", None).status, 401);
+    let r = gw.call("POST", "/v1/admin/tokens", Some(&json!({"name": "dash", "role": "read"})));
+    assert_eq!(r.status, 201);
+    let ro = r.json()["token_secret"].as_str().unwrap().to_string();
+    assert_eq!(gw.call_as(&ro, "GET", "/v1/admin/orgs", None).status, 200);
+    let r = gw.call_as(&ro, "POST", "/v1/admin/orgs", Some(&json!({"name": "nope"})));
+    assert_eq!((r.status, r.error()["code"].as_str()), (403, Some("read_only_token")));
+    // Only the token creation itself was recorded.
+    assert_eq!(audit_len(), before + 1);
+    assert_eq!(gw.call("GET", "/v1/admin/orgs/nope", None).status, 404);
+}
+
+#[test]
+fn secrets_never_come_back_and_the_audit_log_names_the_actor() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    let secret = setup(&gw, &up.base_url());
+    gw.call(
+        "PATCH",
+        "/v1/admin/providers/mock",
+        Some(&json!({"api_keys": ["sk-second-secret-key-5555"], "headers": {"x-tenant": "tenant-secret-value"}})),
+    );
+    let mut all = String::new();
+    for path in [
+        "/v1/admin/providers",
+        "/v1/admin/providers/mock",
+        "/v1/admin/keys",
+        "/v1/admin/audit?limit=1000",
+        "/v1/admin/routes",
+        "/v1/admin/tokens",
+    ] {
+        let r = gw.call("GET", path, None);
+        assert_eq!(r.status, 200, "{path}");
+        all.push_str(&r.text());
+    }
+    for s in [PROVIDER_SECRET, "sk-second-secret-key-5555", "tenant-secret-value", secret.as_str(), gw.token.as_str()] {
+        assert!(!all.contains(s), "a secret leaked: {s}");
+    }
+    let p = gw.call("GET", "/v1/admin/providers/mock", None).json();
+    assert_eq!(p["api_keys"][0], "sk-...5555");
+    let audit = gw.call("GET", "/v1/admin/audit?resource=provider", None).json();
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["action"], "update");
+    assert!(entries[1]["actor"].as_str().unwrap().starts_with("tok_"));
+    assert!(entries[1]["change"]["api_keys"].is_object());
+    // Filter by time: nothing in the future.
+    let future = gw.call("GET", "/v1/admin/audit?since=99999999999999", None).json();
+    assert!(future["data"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    let secret = setup(&gw, &up.base_url());
+    let dir = gw.stop();
+    let gw = AdminGateway::start_in(dir, &empty_config());
+    assert_eq!(gw.call("GET", "/v1/admin/orgs/acme", None).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+}
+
+#[test]
+fn seeding_the_same_file_twice_changes_nothing() {
+    let up = mock();
+    let cfg = basic_config(&up.base_url(), "");
+    let gw = AdminGateway::start(&cfg);
+    assert_eq!(gw.chat(KEY, r#"{"model":"alias"}"#).status, 200);
+    let spec = switchboard_shared::Config::parse(&cfg).unwrap().routing();
+    let v = gw.state.current().version;
+    assert_eq!(gw.state.seed(&spec).unwrap(), 0);
+    assert_eq!(gw.state.current().version, v, "no change, no new snapshot");
+    let audit = gw.call("GET", "/v1/admin/audit?actor=seed", None).json();
+    let kinds: Vec<&str> = audit["data"].as_array().unwrap().iter().map(|e| e["resource"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["provider", "route", "route", "org", "key"]);
+    // A changed file is a change.
+    let spec2 =
+        switchboard_shared::Config::parse(&cfg.replace("name = \"alias\"", "name = \"alias2\"")).unwrap().routing();
+    assert_eq!(gw.state.seed(&spec2).unwrap(), 1);
+    assert_eq!(gw.chat(KEY, r#"{"model":"alias2"}"#).status, 200);
+}
+
+#[test]
+fn a_route_change_moves_the_next_request_and_fails_none_under_load() {
+    let a = mock();
+    let b = mock();
+    let gw = Arc::new(AdminGateway::start(&empty_config()));
+    let secret = setup(&gw, &a.base_url());
+    gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "b", "base_url": b.base_url()})));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (gw, stop, ok, secret) = (gw.clone(), stop.clone(), ok.clone(), secret.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut c = Conn::open(gw.addr);
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 5_000 {
+                c.send(&request(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&secret),
+                    r#"{"model":"m","mock":{"tokens":2}}"#,
+                    &[],
+                ));
+                let r = c.response();
+                assert_eq!(r.status, 200, "{}", r.text());
+                ok.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+            }
+        }));
+    }
+    for round in 0..4 {
+        let before = ok.load(Ordering::SeqCst);
+        assert!(eventually(Duration::from_secs(10), || ok.load(Ordering::SeqCst) > before + 20));
+        let to = if round % 2 == 0 { "b" } else { "mock" };
+        let r = gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"targets": [{"provider": to}]})));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("no request failed");
+    }
+    // The last change pointed at `mock` (A): the very next request goes there.
+    let (na, nb) = (a.requests(), b.requests());
+    assert!(nb > 0);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!((a.requests(), b.requests()), (na + 1, nb));
+}
+
+#[test]
+fn the_watch_endpoint_long_polls_for_the_next_version() {
+    let up = mock();
+    let gw = Arc::new(AdminGateway::start(&empty_config()));
+    setup(&gw, &up.base_url());
+    let v = gw.call("GET", "/v1/admin/snapshot", None).json()["version"].as_u64().unwrap();
+    assert_eq!(gw.call("GET", &format!("/v1/admin/snapshot?after={v}&wait_ms=50"), None).status, 204);
+    let waiter = {
+        let gw = gw.clone();
+        std::thread::spawn(move || gw.call("GET", &format!("/v1/admin/snapshot?after={v}&wait_ms=10000"), None))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "later"})));
+    let r = waiter.join().unwrap();
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert_eq!(body["version"].as_u64(), Some(v + 1));
+    assert_eq!(body["spec"]["models"][0]["name"], "m");
+    // Read-only tokens may not see provider secrets.
+    let ro = gw.call("POST", "/v1/admin/tokens", Some(&json!({"name": "ro", "role": "read"}))).json();
+    assert_eq!(
+        gw.call_as(ro["token_secret"].as_str().unwrap(), "GET", "/v1/admin/snapshot?wait_ms=1", None).status,
+        403
+    );
+}
