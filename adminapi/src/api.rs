@@ -103,13 +103,65 @@ fn created<T: Serialize>(v: T) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-fn deleted(id: &str) -> Response {
-    Json(serde_json::json!({"id": id, "deleted": true})).into_response()
+/// The answer to a DELETE.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
 }
+
+/// Every error: `{"error": {...}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: String,
+}
+
+fn deleted(id: &str) -> Response {
+    Json(Deleted { id: id.to_string(), deleted: true }).into_response()
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let comps = doc.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of this service, served at `/v1/admin/openapi.json`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Switchboard admin API", description = "Orgs, API keys, providers, routes, admin tokens and the audit log. Every change is published to the data plane before the response."),
+    paths(
+        list_orgs, create_org, get_org, update_org, delete_org,
+        list_keys, create_key, get_key, update_key, delete_key, rotate_key, revoke_key,
+        list_providers, create_provider, get_provider, update_provider, delete_provider,
+        list_routes, create_route, get_route, update_route, delete_route,
+        list_tokens, create_token, revoke_token,
+        list_audit, watch_snapshot
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
 
 pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/admin/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/admin/openapi.json", get(|| async { Json(<ApiDoc as utoipa::OpenApi>::openapi()) }))
         .route("/v1/admin/orgs", get(list_orgs).post(create_org))
         .route("/v1/admin/orgs/{id}", get(get_org).patch(update_org).delete(delete_org))
         .route("/v1/admin/keys", get(list_keys).post(create_key))
@@ -166,19 +218,23 @@ macro_rules! write {
 
 // ---- orgs
 
+#[utoipa::path(get, path = "/v1/admin/orgs", tag = "orgs", params(PageQuery), responses((status = 200, body = Page<Org>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_orgs(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::list_orgs(c, &q))?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/orgs/{id}", tag = "orgs", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Org), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn get_org(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::find_org(c, &id))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/orgs", tag = "orgs", request_body = OrgInput, responses((status = 201, body = Org), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn create_org(State(s): State<SharedState>, a: Admin, ApiJson(b): ApiJson<OrgInput>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(created(write!(s, true, |c| store::create_org(c, &actor, &b))?))
 }
 
+#[utoipa::path(patch, path = "/v1/admin/orgs/{id}", tag = "orgs", params(("id" = String, Path, description = "id or name")), request_body = OrgInput, responses((status = 200, body = Org), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn update_org(
     State(s): State<SharedState>,
     a: Admin,
@@ -189,6 +245,7 @@ async fn update_org(
     Ok(Json(write!(s, true, |c| store::update_org(c, &actor, &id, &b))?).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/orgs/{id}", tag = "orgs", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn delete_org(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let idc = id.clone();
@@ -198,8 +255,9 @@ async fn delete_org(State(s): State<SharedState>, a: Admin, Path(id): Path<Strin
 
 // ---- keys
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct KeyListQuery {
     #[serde(default)]
     offset: u64,
@@ -212,6 +270,7 @@ fn fifty() -> u64 {
     50
 }
 
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "keys", params(KeyListQuery), responses((status = 200, body = Page<Key>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_keys(
     State(s): State<SharedState>,
     _a: Admin,
@@ -221,15 +280,18 @@ async fn list_keys(
     Ok(Json(read!(s, |c| store::list_keys(c, &pq, q.org.as_deref()))?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Key), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn get_key(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::find_key(c, &id))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "keys", request_body = KeyCreate, responses((status = 201, body = KeyWithSecret), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn create_key(State(s): State<SharedState>, a: Admin, ApiJson(b): ApiJson<KeyCreate>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(created(write!(s, true, |c| store::create_key(c, &actor, &b))?))
 }
 
+#[utoipa::path(patch, path = "/v1/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "id or name")), request_body = KeyUpdate, responses((status = 200, body = Key), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn update_key(
     State(s): State<SharedState>,
     a: Admin,
@@ -240,17 +302,20 @@ async fn update_key(
     Ok(Json(write!(s, true, |c| store::update_key(c, &actor, &id, &b))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/keys/{id}/rotate", tag = "keys", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = KeyWithSecret), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn rotate_key(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(Json(write!(s, true, |c| store::rotate_key(c, &actor, &id))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/keys/{id}/revoke", tag = "keys", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Key), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn revoke_key(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let u = KeyUpdate { enabled: Some(false), ..KeyUpdate::default() };
     Ok(Json(write!(s, true, |c| store::update_key(c, &actor, &id, &u))?).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn delete_key(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let idc = id.clone();
@@ -260,6 +325,7 @@ async fn delete_key(State(s): State<SharedState>, a: Admin, Path(id): Path<Strin
 
 // ---- providers
 
+#[utoipa::path(get, path = "/v1/admin/providers", tag = "providers", params(PageQuery), responses((status = 200, body = Page<Provider>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_providers(
     State(s): State<SharedState>,
     _a: Admin,
@@ -268,10 +334,12 @@ async fn list_providers(
     Ok(Json(read!(s, |c| store::list_providers(c, &q))?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/providers/{id}", tag = "providers", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Provider), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn get_provider(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::find_provider(c, &id))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/providers", tag = "providers", request_body = ProviderCreate, responses((status = 201, body = Provider), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn create_provider(
     State(s): State<SharedState>,
     a: Admin,
@@ -281,6 +349,7 @@ async fn create_provider(
     Ok(created(write!(s, true, |c| store::create_provider(c, &actor, b))?))
 }
 
+#[utoipa::path(patch, path = "/v1/admin/providers/{id}", tag = "providers", params(("id" = String, Path, description = "id or name")), request_body = ProviderUpdate, responses((status = 200, body = Provider), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn update_provider(
     State(s): State<SharedState>,
     a: Admin,
@@ -291,6 +360,7 @@ async fn update_provider(
     Ok(Json(write!(s, true, |c| store::update_provider(c, &actor, &id, b))?).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/providers/{id}", tag = "providers", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn delete_provider(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let idc = id.clone();
@@ -300,19 +370,23 @@ async fn delete_provider(State(s): State<SharedState>, a: Admin, Path(id): Path<
 
 // ---- routes
 
+#[utoipa::path(get, path = "/v1/admin/routes", tag = "routes", params(PageQuery), responses((status = 200, body = Page<Route>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_routes(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::list_routes(c, &q))?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/routes/{id}", tag = "routes", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Route), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn get_route(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::find_route(c, &id))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/routes", tag = "routes", request_body = RouteCreate, responses((status = 201, body = Route), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn create_route(State(s): State<SharedState>, a: Admin, ApiJson(b): ApiJson<RouteCreate>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(created(write!(s, true, |c| store::create_route(c, &actor, b))?))
 }
 
+#[utoipa::path(patch, path = "/v1/admin/routes/{id}", tag = "routes", params(("id" = String, Path, description = "id or name")), request_body = RouteUpdate, responses((status = 200, body = Route), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn update_route(
     State(s): State<SharedState>,
     a: Admin,
@@ -323,6 +397,7 @@ async fn update_route(
     Ok(Json(write!(s, true, |c| store::update_route(c, &actor, &id, b))?).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/routes/{id}", tag = "routes", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn delete_route(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let idc = id.clone();
@@ -332,10 +407,12 @@ async fn delete_route(State(s): State<SharedState>, a: Admin, Path(id): Path<Str
 
 // ---- admin tokens
 
+#[utoipa::path(get, path = "/v1/admin/tokens", tag = "admin tokens", params(PageQuery), responses((status = 200, body = Page<AdminToken>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_tokens(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::list_tokens(c, &q))?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin tokens", request_body = AdminTokenCreate, responses((status = 201, body = AdminTokenWithSecret), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn create_token(
     State(s): State<SharedState>,
     a: Admin,
@@ -348,6 +425,7 @@ async fn create_token(
     Ok(created(AdminTokenWithSecret { token, token_secret: secret }))
 }
 
+#[utoipa::path(post, path = "/v1/admin/tokens/{id}/revoke", tag = "admin tokens", params(("id" = String, Path)), responses((status = 200, body = AdminToken), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn revoke_token(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(Json(write!(s, false, |c| store::revoke_token(c, &actor, &id))?).into_response())
@@ -355,14 +433,16 @@ async fn revoke_token(State(s): State<SharedState>, a: Admin, Path(id): Path<Str
 
 // ---- audit
 
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = Page<AuditEntry>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_audit(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::list_audit(c, &q))?).into_response())
 }
 
 // ---- snapshot watch (for data planes in other processes)
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WatchQuery {
     /// Answer once the version is greater than this.
     #[serde(default)]
@@ -384,6 +464,7 @@ struct SnapshotBody<'a> {
 
 /// Long poll: the routing spec once its version is past `after`, or 204 when
 /// `wait_ms` passes first. Carries provider secrets: admin tokens only.
+#[utoipa::path(get, path = "/v1/admin/snapshot", tag = "data planes", params(WatchQuery), responses((status = 200, description = "the routing spec (with provider secrets) and its version"), (status = 204, description = "no newer version within wait_ms"), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn watch_snapshot(
     State(s): State<SharedState>,
     a: Admin,

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use switchboard_shared::Secret;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub object: &'static str,
     pub data: Vec<T>,
@@ -13,8 +14,9 @@ pub struct Page<T> {
     pub next_offset: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     #[serde(default)]
     pub offset: u64,
@@ -28,7 +30,7 @@ fn default_limit() -> u64 {
 
 // ---- orgs ----
 
-#[derive(Debug, Serialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct Org {
     pub id: String,
     pub name: String,
@@ -36,7 +38,7 @@ pub struct Org {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgInput {
     pub name: String,
@@ -44,7 +46,7 @@ pub struct OrgInput {
 
 // ---- API keys ----
 
-#[derive(Debug, Serialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct Key {
     pub id: String,
     pub org_id: String,
@@ -60,14 +62,14 @@ pub struct Key {
 }
 
 /// A key with its plaintext: returned once, at creation or rotation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyWithSecret {
     #[serde(flatten)]
     pub key: Key,
     pub key_secret: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
     /// Org id or name.
@@ -81,13 +83,14 @@ pub struct KeyCreate {
     pub enabled: bool,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdate {
     pub name: Option<String>,
     pub models: Option<Vec<String>>,
     /// `null` clears the expiry.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Option<i64>>,
     pub enabled: Option<bool>,
 }
@@ -101,7 +104,7 @@ fn yes() -> bool {
 
 // ---- providers ----
 
-#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     /// The upstream's model name.
@@ -115,14 +118,16 @@ pub struct ModelPrice {
 }
 
 /// What is stored for a provider (secrets included; never returned as is).
-#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
     pub base_url: String,
     /// Provider API keys, for rotation; the first enabled one is used today.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub api_keys: Vec<Secret>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub headers: BTreeMap<String, Secret>,
     #[serde(default)]
     pub ca_file: Option<String>,
@@ -136,14 +141,16 @@ pub struct ProviderSpec {
     pub models: Vec<ModelPrice>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderCreate {
     pub name: String,
     pub base_url: String,
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub api_keys: Vec<Secret>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub headers: BTreeMap<String, Secret>,
     #[serde(default)]
     pub ca_file: Option<String>,
@@ -173,25 +180,31 @@ impl ProviderCreate {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderUpdate {
     pub name: Option<String>,
     pub base_url: Option<String>,
+    #[schema(value_type = Option<Vec<String>>)]
     pub api_keys: Option<Vec<Secret>>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub headers: Option<BTreeMap<String, Secret>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub ca_file: Option<Option<String>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u64>)]
     pub connect_timeout_ms: Option<Option<u64>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u64>)]
     pub first_byte_timeout_ms: Option<Option<u64>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u64>)]
     pub read_timeout_ms: Option<Option<u64>>,
     pub models: Option<Vec<ModelPrice>>,
 }
 
-#[derive(Debug, Serialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct Provider {
     pub id: String,
     pub name: String,
@@ -211,7 +224,7 @@ pub struct Provider {
 
 // ---- routes ----
 
-#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTarget {
     /// Provider id or name.
@@ -228,7 +241,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Default)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     #[serde(default)]
@@ -239,7 +252,7 @@ pub struct RetrySettings {
     pub deadline_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Only `priority` (ordered fallbacks) is served today.
@@ -254,7 +267,7 @@ fn priority() -> String {
     "priority".to_string()
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCreate {
     /// The public model name.
@@ -272,7 +285,7 @@ impl RouteCreate {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteUpdate {
     pub name: Option<String>,
@@ -281,7 +294,7 @@ pub struct RouteUpdate {
     pub retry: Option<RetrySettings>,
 }
 
-#[derive(Debug, Serialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct Route {
     pub id: String,
     pub name: String,
@@ -293,7 +306,7 @@ pub struct Route {
 
 // ---- admin tokens ----
 
-#[derive(Debug, Serialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct AdminToken {
     pub id: String,
     pub name: String,
@@ -302,7 +315,7 @@ pub struct AdminToken {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminTokenCreate {
     pub name: String,
@@ -310,7 +323,7 @@ pub struct AdminTokenCreate {
     pub role: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminTokenWithSecret {
     #[serde(flatten)]
     pub token: AdminToken,
@@ -319,7 +332,7 @@ pub struct AdminTokenWithSecret {
 
 // ---- audit ----
 
-#[derive(Debug, Serialize, Clone)]
+#[derive(Debug, Serialize, Clone, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     /// Unix milliseconds.
@@ -328,11 +341,13 @@ pub struct AuditEntry {
     pub action: String,
     pub resource: String,
     pub resource_id: String,
+    #[schema(value_type = Object)]
     pub change: serde_json::Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Unix milliseconds, inclusive.
     pub since: Option<i64>,

@@ -14,8 +14,8 @@
 //! | relay        | [`proxy`] (`relay`)            |
 //!
 //! State that changes at run time lives in the [`snapshot`] (swapped whole),
-//! host names resolve in [`dns`] off the workers, and [`reload`] watches the
-//! config file.
+//! host names resolve in [`dns`] off the workers, [`reload`] watches the
+//! config file, and [`remote`] follows a remote admin API.
 
 pub mod auth;
 pub mod conn;
@@ -25,6 +25,7 @@ pub mod fmt;
 pub mod http;
 pub mod proxy;
 pub mod reload;
+pub mod remote;
 pub mod request;
 pub mod route;
 pub mod select;

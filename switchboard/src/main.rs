@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchboard_dataplane::dns::DnsCache;
 use switchboard_dataplane::reload::{Apply, Reloader};
+use switchboard_dataplane::remote::RemoteAdmin;
+use switchboard_dataplane::snapshot::compile;
 use switchboard_dataplane::snapshot::{Snapshot, SnapshotStore};
-use switchboard_shared::{Config, ConfigError, KeyHash};
+use switchboard_shared::{Config, ConfigError, KeyHash, Secret};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,6 +21,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EX_CONFIG: u8 = 78;
 /// sysexits: cannot create (bind failed and the like).
 const EX_CANTCREAT: u8 = 73;
+/// sysexits: a service we depend on is unavailable.
+const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "A fast OpenAI-compatible LLM gateway.")]
@@ -34,6 +38,25 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Run only the data plane, following a remote admin API for its routing
+    /// (keys, providers, routes); `[server]` settings come from --config.
+    Dataplane {
+        /// Base URL of the admin API, e.g. http://10.0.0.5:8081
+        #[arg(long)]
+        admin: String,
+        /// An admin token (not read-only).
+        #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A config file for the `[server]` settings (its routing tables are ignored).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Extra PEM CA certificates to trust for an https admin URL.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// How long to wait for the admin at start, in seconds.
+        #[arg(long, default_value_t = 30)]
+        startup_timeout: u64,
     },
     /// Check a config file and exit (0 = valid).
     Check {
@@ -81,7 +104,7 @@ fn main() -> ExitCode {
             init_logging();
             match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {
                 let cfg = Config::parse(&t).map_err(|e| e.to_string())?;
-                switchboard_dataplane::snapshot::compile(&cfg.routing(), 1, &DnsCache::new()).map_err(|e| e.to_string())
+                compile(&cfg.routing(), 1, &DnsCache::new()).map_err(|e| e.to_string())
             }) {
                 Ok(s) => {
                     println!("{}: ok ({} keys, {} models)", config.display(), s.key_count(), s.routes.len());
@@ -97,12 +120,86 @@ fn main() -> ExitCode {
             init_logging();
             serve(config)
         }
+        Command::Dataplane { admin, token, config, ca_file, startup_timeout } => {
+            init_logging();
+            dataplane(&admin, token, config, ca_file, Duration::from_secs(startup_timeout))
+        }
     }
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("switchboard: {message}");
     ExitCode::from(code)
+}
+
+fn dataplane(
+    admin: &str,
+    token: String,
+    config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    startup_timeout: Duration,
+) -> ExitCode {
+    let cfg = match &config {
+        None => Config::default(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Config::parse(&t).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => return fail(EX_CONFIG, format!("{}: {e}", path.display())),
+        },
+    };
+    if !cfg.keys.is_empty() || !cfg.upstreams.is_empty() || !cfg.models.is_empty() || cfg.admin.is_some() {
+        tracing::warn!("this data plane follows the admin: the config file's routing tables and [admin] are ignored");
+    }
+    let remote = match RemoteAdmin::new(admin, Secret::new(token), ca_file.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return fail(EX_CONFIG, format!("--admin: {e}")),
+    };
+    let dns = DnsCache::new();
+    // The first snapshot, before serving: retry until the admin answers.
+    let deadline = std::time::Instant::now() + startup_timeout;
+    let (version, snapshot) = loop {
+        let attempt = remote.poll(0).and_then(|r| match r {
+            Some((v, spec)) => compile(&spec, v, &dns).map(|s| (v, s)).map_err(|e| e.to_string()),
+            None => Err("the admin has no snapshot yet".into()),
+        });
+        match attempt {
+            Ok(x) => break x,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "waiting for the admin");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return fail(EX_UNAVAILABLE, format!("cannot get a snapshot from {admin}: {e}")),
+        }
+    };
+    tracing::info!(version, admin, "following the admin");
+    let store = SnapshotStore::new(snapshot);
+    if let Err(e) = remote.follow(version, store.clone(), dns.clone()) {
+        return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
+    }
+    if let Err(e) = dns.spawn_refresher(Duration::from_millis(cfg.server.dns_refresh_ms)) {
+        return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),
+    };
+    let server = match switchboard_dataplane::start(cfg.server.clone(), store, dns) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", cfg.server.listen)),
+    };
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart");
+            continue;
+        }
+        tracing::info!(grace_ms = cfg.server.shutdown_grace_ms, "shutting down: draining requests in flight");
+        server.shutdown();
+        tracing::info!("stopped");
+        return ExitCode::SUCCESS;
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(path: PathBuf) -> ExitCode {

@@ -1,0 +1,162 @@
+//! A data plane in its own process follows a remote admin API: it long-polls
+//! `GET /v1/admin/snapshot?after=VERSION` and prepares and publishes each new
+//! routing spec, exactly as an in-process admin would. The blocking client
+//! runs on its own thread, never on a worker.
+
+use crate::dns::DnsCache;
+use crate::snapshot::{compile, SnapshotStore};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_shared::url::BaseUrl;
+use switchboard_shared::{RoutingSpec, Secret};
+
+pub struct RemoteAdmin {
+    url: BaseUrl,
+    token: Secret,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// How long one long poll may wait at the admin.
+    pub wait: Duration,
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotBody {
+    version: u64,
+    spec: RoutingSpec,
+}
+
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+impl RemoteAdmin {
+    pub fn new(url: &str, token: Secret, ca_file: Option<&std::path::Path>) -> Result<RemoteAdmin, String> {
+        let url = BaseUrl::parse(url)?;
+        let tls = if url.tls {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(path) = ca_file {
+                let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                for cert in certs {
+                    roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                }
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(Arc::new(cfg))
+        } else {
+            None
+        };
+        Ok(RemoteAdmin { url, token, tls, wait: Duration::from_secs(30) })
+    }
+
+    /// One long poll: the spec after `after`, or `None` when the wait ran out.
+    pub fn poll(&self, after: u64) -> Result<Option<(u64, RoutingSpec)>, String> {
+        let path =
+            format!("{}/v1/admin/snapshot?after={after}&wait_ms={}", self.url.path_prefix, self.wait.as_millis());
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            self.url.host_header(),
+            self.token.expose()
+        );
+        let addr = (self.url.host.as_str(), self.url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?
+            .next()
+            .ok_or_else(|| format!("{} has no address", self.url.host))?;
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+        tcp.set_read_timeout(Some(self.wait + Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        match &self.tls {
+            None => exchange(tcp, req.as_bytes(), &mut raw)?,
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|e| e.to_string())?;
+                let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
+                exchange(rustls::StreamOwned::new(conn, tcp), req.as_bytes(), &mut raw)?;
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut headers);
+        let head_len = match res.parse(&raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => return Err("the admin sent a malformed response".into()),
+        };
+        let status = res.code.unwrap_or(0);
+        let chunked = res
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding") && h.value.eq_ignore_ascii_case(b"chunked"));
+        let mut body = raw[head_len..].to_vec();
+        if chunked {
+            let mut d = crate::http::chunked::ChunkedDecoder::new();
+            let (mut r, mut w) = (0, 0);
+            let end = body.len();
+            d.decode(&mut body, &mut r, end, &mut w).map_err(|e| e.to_string())?;
+            body.truncate(w);
+        }
+        match status {
+            200 => {
+                let b: SnapshotBody =
+                    serde_json::from_slice(&body).map_err(|e| format!("the admin sent a bad snapshot: {e}"))?;
+                Ok(Some((b.version, b.spec)))
+            }
+            204 => Ok(None),
+            s => Err(format!("the admin answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))),
+        }
+    }
+
+    /// Follow the admin forever on a background thread, publishing every new
+    /// version into `store`. Errors are logged and retried with backoff.
+    pub fn follow(self, mut version: u64, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -> std::io::Result<()> {
+        std::thread::Builder::new().name("sb-follow".into()).spawn(move || {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                match self.poll(version).and_then(|r| match r {
+                    Some((v, spec)) => {
+                        let snapshot = compile(&spec, v, &dns).map_err(|e| format!("cannot serve version {v}: {e}"))?;
+                        store.publish(snapshot);
+                        tracing::info!(version = v, "routing snapshot from the admin published");
+                        Ok(v)
+                    }
+                    None => Ok(version),
+                }) {
+                    Ok(v) => {
+                        version = v;
+                        backoff = Duration::from_millis(250);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "following the admin failed; serving the last snapshot");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        })?;
+        Ok(())
+    }
+}
+
+fn exchange<S: Read + Write>(mut s: S, req: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    s.write_all(req).map_err(|e| format!("send: {e}"))?;
+    s.flush().map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.len() > MAX_RESPONSE_BYTES {
+                    return Err("the admin's response is too large".into());
+                }
+            }
+            // A TLS peer that closes without close_notify: take what arrived.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(format!("receive: {e}")),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Split mode, with real processes: `switchboard serve` runs the admin API
+//! (and its own data plane); `switchboard dataplane --admin URL` runs a second
+//! data plane in another process that follows the admin's changes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const ADMIN_TOKEN: &str = "sba-split-mode-test-token";
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("switchboard starts");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// The address in the first log line matching `marker` (`... listening on ADDR`).
+    fn address(&mut self, marker: &str) -> std::net::SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(marker)) {
+                let addr = line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap();
+                return addr.parse().unwrap();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no `{marker}` in the log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn stop(mut self) -> i32 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_data_plane_in_another_process_serves_and_follows_the_admin() {
+    let a = mock();
+    let b = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_cfg = dir.path().join("admin.toml");
+    std::fs::write(
+        &admin_cfg,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[admin]
+listen = "127.0.0.1:0"
+database = "switchboard.db"
+
+[[upstreams]]
+name = "a"
+base_url = "{}"
+
+[[upstreams]]
+name = "b"
+base_url = "{}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "a" }}]
+
+[[keys]]
+id = "split"
+hash = "{}"
+"#,
+            a.base_url(),
+            b.base_url(),
+            key_hash(KEY)
+        ),
+    )
+    .unwrap();
+    let dp_cfg = dir.path().join("dataplane.toml");
+    std::fs::write(&dp_cfg, "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n").unwrap();
+
+    let mut admin = Proc::spawn(&["serve", "--config", admin_cfg.to_str().unwrap()]);
+    let admin_addr = admin.address("admin API listening on ");
+    let mut dp =
+        Proc::spawn(&["dataplane", "--admin", &format!("http://{admin_addr}"), "--config", dp_cfg.to_str().unwrap()]);
+    let dp_addr = dp.address("data plane listening on ");
+
+    let chat = |addr| {
+        let mut c = Conn::open(addr);
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+        c.response()
+    };
+    assert_eq!(chat(dp_addr).status, 200);
+    assert_eq!((a.requests(), b.requests()), (1, 0));
+
+    // Move the route through the admin API; the other process follows.
+    let body = json!({"targets": [{"provider": "b"}]}).to_string();
+    let mut c = Conn::open(admin_addr);
+    c.send(
+        format!(
+            "PATCH /v1/admin/routes/m HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.response().status, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            assert_eq!(chat(dp_addr).status, 200);
+            b.requests() > 0
+        }),
+        "the data plane did not follow the route change"
+    );
+    let served_by_a = a.requests();
+    assert_eq!(chat(dp_addr).status, 200);
+    assert_eq!(a.requests(), served_by_a, "after the switch, traffic goes to b only");
+
+    assert_eq!(dp.stop(), 0, "the data plane exits 0 on SIGTERM");
+    assert_eq!(admin.stop(), 0, "serve exits 0 on SIGTERM");
+}
