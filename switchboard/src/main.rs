@@ -178,25 +178,38 @@ fn dataplane(
     if let Err(e) = remote.follow(version, store.clone(), dns.clone()) {
         return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
     }
-    if let Err(e) = dns.spawn_refresher(Duration::from_millis(cfg.server.dns_refresh_ms)) {
+    run(&cfg.server, store, dns, || {
+        tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart")
+    })
+}
+
+/// Start the data plane and serve until SIGTERM or SIGINT (drain, exit 0);
+/// SIGHUP calls `on_hup`.
+fn run(
+    server_cfg: &switchboard_shared::ServerConfig,
+    store: std::sync::Arc<SnapshotStore>,
+    dns: std::sync::Arc<DnsCache>,
+    mut on_hup: impl FnMut(),
+) -> ExitCode {
+    if let Err(e) = dns.spawn_refresher(Duration::from_millis(server_cfg.dns_refresh_ms)) {
         return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
     }
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),
     };
-    let server = match switchboard_dataplane::start(cfg.server.clone(), store, dns) {
+    let server = match switchboard_dataplane::start(server_cfg.clone(), store, dns) {
         Ok(s) => s,
-        Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", cfg.server.listen)),
+        Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", server_cfg.listen)),
     };
     for signal in signals.forever() {
         if signal == SIGHUP {
-            tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart");
+            on_hup();
             continue;
         }
-        tracing::info!(grace_ms = cfg.server.shutdown_grace_ms, "shutting down: draining requests in flight");
+        tracing::info!(grace_ms = server_cfg.shutdown_grace_ms, "shutting down: draining requests in flight");
         server.shutdown();
-        tracing::info!("stopped");
+        tracing::info!("data plane stopped");
         return ExitCode::SUCCESS;
     }
     ExitCode::SUCCESS
@@ -213,7 +226,7 @@ fn serve(path: PathBuf) -> ExitCode {
         Err(e) => return fail(EX_CONFIG, format!("{}: {e}", path.display())),
     };
     // Keep the admin service alive for the life of the process.
-    let mut _admin = None;
+    let mut admin_handle = None;
     let (reloader, store) = match &cfg.admin {
         None => match Reloader::load(path.clone(), dns.clone()) {
             Ok((r, _)) => match r.store() {
@@ -259,7 +272,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 max_body_bytes: admin.max_body_bytes,
             };
             match switchboard_adminapi::start(&admin_cfg, state.clone()) {
-                Ok(h) => _admin = Some(h),
+                Ok(h) => admin_handle = Some(h),
                 Err(e) => return fail(EX_CANTCREAT, format!("cannot start the admin API on {listen}: {e}")),
             }
             let seeder = state.clone();
@@ -273,38 +286,17 @@ fn serve(path: PathBuf) -> ExitCode {
             (Reloader::new(path.clone(), &cfg, text, apply, version, None), store)
         }
     };
-    if let Err(e) = dns.spawn_refresher(Duration::from_millis(cfg.server.dns_refresh_ms)) {
-        return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
-    }
     if cfg.server.reload_poll_ms > 0 {
         if let Err(e) = reloader.spawn_watcher(Duration::from_millis(cfg.server.reload_poll_ms)) {
             return fail(EX_CANTCREAT, format!("cannot start the config watcher: {e}"));
         }
     }
-    let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),
-    };
-    let server = match switchboard_dataplane::start(cfg.server.clone(), store, dns) {
-        Ok(s) => s,
-        Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", cfg.server.listen)),
-    };
-    for signal in signals.forever() {
-        match signal {
-            SIGHUP => match reloader.reload_now() {
-                Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
-                Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
-            },
-            _ => {
-                tracing::info!(grace_ms = cfg.server.shutdown_grace_ms, "shutting down: draining requests in flight");
-                server.shutdown();
-                if let Some(a) = _admin.take() {
-                    a.shutdown();
-                }
-                tracing::info!("stopped");
-                return ExitCode::SUCCESS;
-            }
-        }
+    let code = run(&cfg.server, store, dns, || match reloader.reload_now() {
+        Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
+        Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
+    });
+    if let Some(a) = admin_handle.take() {
+        a.shutdown();
     }
-    ExitCode::SUCCESS
+    code
 }
