@@ -9,9 +9,17 @@ use std::time::Duration;
 /// Migrations in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
 
+/// How long a write waits for a lock held by another connection before the
+/// request fails with 503.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    open_with(path, DEFAULT_BUSY_TIMEOUT)
+}
+
+pub fn open_with(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -55,7 +55,18 @@ impl State {
         dns: Arc<DnsCache>,
         store: Option<Arc<SnapshotStore>>,
     ) -> Result<SharedState, String> {
-        let conn = db::open(database).map_err(|e| format!("cannot open database `{}`: {e}", database.display()))?;
+        Self::open_with(database, dns, store, db::DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// As [`State::open`], with how long a write waits on a locked database.
+    pub fn open_with(
+        database: &std::path::Path,
+        dns: Arc<DnsCache>,
+        store: Option<Arc<SnapshotStore>>,
+        busy_timeout: std::time::Duration,
+    ) -> Result<SharedState, String> {
+        let conn = db::open_with(database, busy_timeout)
+            .map_err(|e| format!("cannot open database `{}`: {e}", database.display()))?;
         let version = store::snapshot_version(&conn).map_err(|e| e.message)?;
         let spec = store::routing_spec(&conn).map_err(|e| e.message)?;
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });

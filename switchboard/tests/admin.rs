@@ -376,3 +376,22 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
     // Provider secrets are documented as write-only strings, never as a Secret type.
     assert!(schemas.contains_key("ProviderCreate") && !schemas.contains_key("Secret"));
 }
+
+#[test]
+fn a_locked_database_gives_503_changes_nothing_and_the_data_plane_keeps_serving() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    let secret = setup(&gw, &up.base_url());
+    // Another writer holds the database.
+    let other = rusqlite::Connection::open(&gw.db_path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "blocked"})));
+    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("storage_unavailable")));
+    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(gw.call("GET", "/v1/admin/orgs/blocked", None).status, 404);
+    assert_eq!(gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "blocked"}))).status, 201);
+    // The file is sound.
+    let ok: String = other.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+}

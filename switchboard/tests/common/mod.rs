@@ -149,7 +149,14 @@ impl AdminGateway {
         let store =
             switchboard_dataplane::snapshot::SnapshotStore::new(switchboard_dataplane::snapshot::Snapshot::empty());
         let db_path = dir.path().join("switchboard.db");
-        let state = switchboard_adminapi::State::open(&db_path, dns.clone(), Some(store.clone())).expect("db opens");
+        // A short busy timeout, so a test that holds the database lock sees 503 quickly.
+        let state = switchboard_adminapi::State::open_with(
+            &db_path,
+            dns.clone(),
+            Some(store.clone()),
+            Duration::from_millis(300),
+        )
+        .expect("db opens");
         state.seed(&cfg.routing()).expect("seed");
         let token = "sba-test-admin-token".to_string();
         state.bootstrap_token(Some(&token)).unwrap();
