@@ -87,7 +87,7 @@ impl FromRequestParts<SharedState> for Admin {
             _ => return Err(ApiError::unauthorized()),
         };
         let st = state.clone();
-        let found = blocking(move || st.read(|c| store::authenticate_token(c, &token))).await?;
+        let found = blocking(move || st.read(|c| store::authenticate_token(c, st.hasher(), &token))).await?;
         match found {
             Some((id, role)) => Ok(Admin { token_id: id, can_write: role == "admin" }),
             None => Err(ApiError::unauthorized()),
@@ -288,7 +288,8 @@ async fn get_key(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>
 #[utoipa::path(post, path = "/v1/admin/keys", tag = "keys", request_body = KeyCreate, responses((status = 201, body = KeyWithSecret), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn create_key(State(s): State<SharedState>, a: Admin, ApiJson(b): ApiJson<KeyCreate>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
-    Ok(created(write!(s, true, |c| store::create_key(c, &actor, &b))?))
+    let h = s.hasher().clone();
+    Ok(created(write!(s, true, |c| store::create_key(c, &h, &actor, &b))?))
 }
 
 #[utoipa::path(patch, path = "/v1/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "id or name")), request_body = KeyUpdate, responses((status = 200, body = Key), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
@@ -305,7 +306,8 @@ async fn update_key(
 #[utoipa::path(post, path = "/v1/admin/keys/{id}/rotate", tag = "keys", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = KeyWithSecret), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn rotate_key(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
-    Ok(Json(write!(s, true, |c| store::rotate_key(c, &actor, &id))?).into_response())
+    let h = s.hasher().clone();
+    Ok(Json(write!(s, true, |c| store::rotate_key(c, &h, &actor, &id))?).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/admin/keys/{id}/revoke", tag = "keys", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Key), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
@@ -421,7 +423,8 @@ async fn create_token(
     let actor = a.writer()?.to_string();
     let secret = store::new_token_secret();
     let sc = secret.clone();
-    let token = write!(s, false, |c| store::insert_token(c, &actor, &b.name, &b.role, &sc))?;
+    let h = s.hasher().clone();
+    let token = write!(s, false, |c| store::insert_token(c, &h, &actor, &b.name, &b.role, &sc))?;
     Ok(created(AdminTokenWithSecret { token, token_secret: secret }))
 }
 
@@ -460,6 +463,9 @@ fn default_wait() -> u64 {
 struct SnapshotBody<'a> {
     version: u64,
     spec: &'a switchboard_shared::RoutingSpec,
+    /// The server's key-hash key, so a remote data plane hashes bearer tokens
+    /// as the stored hashes were made.
+    hash_key: Option<&'a str>,
 }
 
 /// Long poll: the routing spec once its version is past `after`, or 204 when
@@ -488,7 +494,10 @@ async fn watch_snapshot(
     })
     .await;
     match found {
-        Ok(Some(p)) => Ok(Json(SnapshotBody { version: p.version, spec: &p.spec }).into_response()),
+        Ok(Some(p)) => {
+            let hash_key = s.hasher().secret().map(|k| k.expose());
+            Ok(Json(SnapshotBody { version: p.version, spec: &p.spec, hash_key }).into_response())
+        }
         _ => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
@@ -498,8 +507,8 @@ mod tests {
     #[test]
     fn router_builds() {
         let dir = tempfile::tempdir().unwrap();
-        let dns = switchboard_dataplane::dns::DnsCache::new();
-        let state = crate::State::open(&dir.path().join("t.db"), dns, None).unwrap();
+        let prep = switchboard_dataplane::snapshot::Prepare::default();
+        let state = crate::State::open(&dir.path().join("t.db"), prep, None).unwrap();
         let _ = super::app(state, 1024);
     }
 }

@@ -18,9 +18,8 @@ use rusqlite::Connection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use switchboard_dataplane::dns::DnsCache;
-use switchboard_dataplane::snapshot::{compile, SnapshotStore};
-use switchboard_shared::RoutingSpec;
+use switchboard_dataplane::snapshot::{compile, Prepare, SnapshotStore};
+use switchboard_shared::{KeyHasher, RoutingSpec};
 use tokio::sync::watch;
 
 /// What the admin service publishes: a snapshot version and its spec.
@@ -32,7 +31,9 @@ pub struct Published {
 
 pub struct State {
     db: Mutex<Connection>,
-    dns: Arc<DnsCache>,
+    /// DNS cache and key hasher for preparing snapshots; the hasher also
+    /// hashes client keys and admin tokens at rest.
+    prep: Prepare,
     /// The in-process data plane's store, when there is one.
     store: Option<Arc<SnapshotStore>>,
     watch: watch::Sender<Published>,
@@ -52,16 +53,16 @@ impl State {
     /// Open the database, and publish what it holds.
     pub fn open(
         database: &std::path::Path,
-        dns: Arc<DnsCache>,
+        prep: Prepare,
         store: Option<Arc<SnapshotStore>>,
     ) -> Result<SharedState, String> {
-        Self::open_with(database, dns, store, db::DEFAULT_BUSY_TIMEOUT)
+        Self::open_with(database, prep, store, db::DEFAULT_BUSY_TIMEOUT)
     }
 
     /// As [`State::open`], with how long a write waits on a locked database.
     pub fn open_with(
         database: &std::path::Path,
-        dns: Arc<DnsCache>,
+        prep: Prepare,
         store: Option<Arc<SnapshotStore>>,
         busy_timeout: std::time::Duration,
     ) -> Result<SharedState, String> {
@@ -70,7 +71,7 @@ impl State {
         let version = store::snapshot_version(&conn).map_err(|e| e.message)?;
         let spec = store::routing_spec(&conn).map_err(|e| e.message)?;
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
-        let state = Arc::new(State { db: Mutex::new(conn), dns, store, watch: tx });
+        let state = Arc::new(State { db: Mutex::new(conn), prep, store, watch: tx });
         state.republish()?;
         Ok(state)
     }
@@ -78,11 +79,15 @@ impl State {
     /// Compile and publish the current database contents (at start).
     fn republish(&self) -> Result<(), String> {
         let published = self.watch.borrow().clone();
-        let snapshot = compile(&published.spec, published.version.max(1), &self.dns).map_err(|e| e.to_string())?;
+        let snapshot = compile(&published.spec, published.version.max(1), &self.prep).map_err(|e| e.to_string())?;
         if let Some(store) = &self.store {
             store.publish(snapshot);
         }
         Ok(())
+    }
+
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.prep.hasher
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Published> {
@@ -109,7 +114,7 @@ impl State {
         let prepared = if routing {
             let version = store::bump_snapshot_version(&tx)?;
             let spec = store::routing_spec(&tx)?;
-            let snapshot = compile(&spec, version, &self.dns)
+            let snapshot = compile(&spec, version, &self.prep)
                 .map_err(|e| ApiError::invalid_field(&e.path, format!("the change cannot be served: {e}")))?;
             Some((version, spec, snapshot))
         } else {
@@ -136,7 +141,7 @@ impl State {
             Ok(())
         })?;
         // Only publish a new version when something changed.
-        let n = self.write(false, |c| store::seed(c, spec))?;
+        let n = self.write(false, |c| store::seed(c, &self.prep.hasher, spec))?;
         if n > 0 || version_before == 0 {
             self.write(true, |_| Ok(()))?;
             changed = n;
@@ -150,8 +155,9 @@ impl State {
     pub fn bootstrap_token(&self, env_token: Option<&str>) -> ApiResult<Option<String>> {
         self.write(false, |c| {
             if let Some(t) = env_token {
-                if store::authenticate_token(c, t)?.is_none() {
-                    store::insert_token(c, "bootstrap", &format!("from-env-{}", &db::random_hex(4)), "admin", t)?;
+                if store::authenticate_token(c, &self.prep.hasher, t)?.is_none() {
+                    let name = format!("from-env-{}", &db::random_hex(4));
+                    store::insert_token(c, &self.prep.hasher, "bootstrap", &name, "admin", t)?;
                 }
                 return Ok(None);
             }
@@ -159,7 +165,7 @@ impl State {
                 return Ok(None);
             }
             let secret = store::new_token_secret();
-            store::insert_token(c, "bootstrap", "bootstrap", "admin", &secret)?;
+            store::insert_token(c, &self.prep.hasher, "bootstrap", "bootstrap", "admin", &secret)?;
             Ok(Some(secret))
         })
     }

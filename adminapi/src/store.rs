@@ -8,7 +8,7 @@ use crate::model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 use switchboard_shared::config::{KeySpec, ModelSpec, RoutingSpec, TargetSpec, UpstreamSpec};
-use switchboard_shared::{KeyHash, Secret};
+use switchboard_shared::{KeyHasher, Secret};
 
 const NAME_MAX: usize = 256;
 
@@ -142,9 +142,9 @@ pub fn find_key(c: &Connection, id: &str) -> ApiResult<Key> {
 }
 
 /// A new client key: `sk-sb-` and 64 hex digits (256 random bits).
-fn new_secret() -> (String, String, String) {
+fn new_secret(h: &KeyHasher) -> (String, String, String) {
     let secret = format!("sk-sb-{}", random_hex(32));
-    let hash = KeyHash::of(secret.as_bytes()).to_string();
+    let hash = h.hash_str(secret.as_bytes());
     let hint = format!("sk-sb-...{}", &secret[secret.len() - 4..]);
     (secret, hash, hint)
 }
@@ -159,11 +159,11 @@ fn check_models(models: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn create_key(c: &Connection, actor: &str, input: &KeyCreate) -> ApiResult<KeyWithSecret> {
+pub fn create_key(c: &Connection, h: &KeyHasher, actor: &str, input: &KeyCreate) -> ApiResult<KeyWithSecret> {
     let org = find_org(c, &input.org).map_err(|_| ApiError::invalid_field("org", format!("no org `{}`", input.org)))?;
     check_name("name", &input.name)?;
     check_models(&input.models)?;
-    let (secret, hash, hint) = new_secret();
+    let (secret, hash, hint) = new_secret(h);
     let id = new_id("key");
     let now = now_secs();
     c.execute(
@@ -220,9 +220,9 @@ pub fn update_key(c: &Connection, actor: &str, id: &str, u: &KeyUpdate) -> ApiRe
     find_key(c, id)
 }
 
-pub fn rotate_key(c: &Connection, actor: &str, id: &str) -> ApiResult<KeyWithSecret> {
+pub fn rotate_key(c: &Connection, h: &KeyHasher, actor: &str, id: &str) -> ApiResult<KeyWithSecret> {
     let before = find_key(c, id)?;
-    let (secret, hash, hint) = new_secret();
+    let (secret, hash, hint) = new_secret(h);
     c.execute(
         "UPDATE api_keys SET hash = ?2, hint = ?3, updated_at = ?4 WHERE id = ?1",
         params![id, hash, hint, now_secs()],
@@ -545,7 +545,14 @@ pub fn token_count(c: &Connection) -> ApiResult<i64> {
 }
 
 /// Store a token by its hash; returns the record.
-pub fn insert_token(c: &Connection, actor: &str, name: &str, role: &str, secret: &str) -> ApiResult<AdminToken> {
+pub fn insert_token(
+    c: &Connection,
+    h: &KeyHasher,
+    actor: &str,
+    name: &str,
+    role: &str,
+    secret: &str,
+) -> ApiResult<AdminToken> {
     check_name("name", name)?;
     if role != "admin" && role != "read" {
         return Err(ApiError::invalid_field("role", "`role` must be `admin` or `read`"));
@@ -553,7 +560,7 @@ pub fn insert_token(c: &Connection, actor: &str, name: &str, role: &str, secret:
     let id = new_id("tok");
     c.execute(
         "INSERT INTO admin_tokens (id, name, hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, name, KeyHash::of(secret.as_bytes()).to_string(), role, now_secs()],
+        params![id, name, h.hash_str(secret.as_bytes()), role, now_secs()],
     )?;
     audit(c, actor, "create", "admin_token", &id, json!({"name": name, "role": role}))?;
     Ok(c.query_row("SELECT id, name, role, created_at, revoked_at FROM admin_tokens WHERE id = ?1", [&id], token_row)?)
@@ -580,10 +587,10 @@ pub fn revoke_token(c: &Connection, actor: &str, id: &str) -> ApiResult<AdminTok
 
 /// The token presented, if valid and not revoked: (id, role). The secret is
 /// compared by its SHA-256 (an index lookup), which says nothing about it.
-pub fn authenticate_token(c: &Connection, secret: &str) -> ApiResult<Option<(String, String)>> {
+pub fn authenticate_token(c: &Connection, h: &KeyHasher, secret: &str) -> ApiResult<Option<(String, String)>> {
     Ok(c.query_row(
         "SELECT id, role FROM admin_tokens WHERE hash = ?1 AND revoked_at IS NULL",
-        [KeyHash::of(secret.as_bytes()).to_string()],
+        [h.hash_str(secret.as_bytes())],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()?)
@@ -703,7 +710,7 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
 
 /// Import a routing spec (the TOML file's) into the database: providers and
 /// routes by name, keys by id, orgs by name. Same input twice changes nothing.
-pub fn seed(c: &Connection, spec: &RoutingSpec) -> ApiResult<usize> {
+pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
     let actor = "seed";
     let before = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))?;
     for u in &spec.upstreams {
@@ -757,8 +764,8 @@ pub fn seed(c: &Connection, spec: &RoutingSpec) -> ApiResult<usize> {
             Ok(o) => o,
             Err(_) => create_org_with_id(c, actor, &new_id("org"), &k.org)?,
         };
-        let hash = KeyHash::parse(&k.hash).map_err(|e| ApiError::invalid_field("hash", e))?.to_string();
-        let hint = format!("sha256:{}...", &hash[7..15]);
+        let hash = h.format(&h.parse(&k.hash).map_err(|e| ApiError::invalid_field("hash", e))?);
+        let hint = format!("{}...", &hash[..hash.len().min(h.scheme().len() + 9)]);
         let expires = k.expires_at.map(|t| t as i64);
         match find_key(c, &k.id) {
             Ok(existing) => {

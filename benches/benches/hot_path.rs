@@ -3,16 +3,15 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchboard_benches::{chat_body, sdk_head};
-use switchboard_dataplane::dns::DnsCache;
 use switchboard_dataplane::http::chunked::ChunkedDecoder;
-use switchboard_dataplane::http::head::{parse_request, Credential};
-use switchboard_dataplane::snapshot::compile;
+use switchboard_dataplane::http::head::parse_request;
+use switchboard_dataplane::snapshot::{compile, Prepare};
 use switchboard_dataplane::{auth, request, route, select};
-use switchboard_shared::{Config, KeyHash};
+use switchboard_shared::{Config, KeyHash, KeyHasher};
 
 const KEY: &str = "sk-bench-0123456789abcdef0123456789abcdef";
 
-fn snapshot(keys: usize) -> switchboard_dataplane::snapshot::Snapshot {
+fn snapshot(keys: usize, hasher: &KeyHasher) -> switchboard_dataplane::snapshot::Snapshot {
     let mut cfg = String::from(
         "[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"sk-up\"\n\
          [[upstreams]]\nname = \"b\"\nbase_url = \"http://127.0.0.1:10/v1\"\n",
@@ -25,9 +24,9 @@ fn snapshot(keys: usize) -> switchboard_dataplane::snapshot::Snapshot {
     cfg.push_str("[[models]]\nname = \"gpt-4o-mini\"\ntargets = [{ upstream = \"a\" }, { upstream = \"b\" }]\n");
     for k in 0..keys {
         let key = if k == 0 { KEY.to_string() } else { format!("sk-other-{k}") };
-        cfg.push_str(&format!("[[keys]]\nid = \"k{k}\"\nhash = \"{}\"\n", KeyHash::of(key.as_bytes())));
+        cfg.push_str(&format!("[[keys]]\nid = \"k{k}\"\nhash = \"{}\"\n", hasher.hash_str(key.as_bytes())));
     }
-    compile(&Config::parse(&cfg).unwrap().routing(), 1, &DnsCache::new()).unwrap()
+    compile(&Config::parse(&cfg).unwrap().routing(), 1, &Prepare::new(Default::default(), hasher.clone())).unwrap()
 }
 
 fn head_parse(c: &mut Criterion) {
@@ -51,22 +50,25 @@ fn body_scan(c: &mut Criterion) {
 }
 
 fn key_lookup(c: &mut Criterion) {
-    let snap = snapshot(10_000);
     let mut g = c.benchmark_group("key_lookup");
+    let head = sdk_head(KEY, 1024);
+    let cred = parse_request(&head, 96).unwrap().credential;
     // What a request pays: hash the bearer token, then one map lookup.
-    g.bench_function("sha256_plus_lookup_10k_keys", |b| {
-        b.iter(|| {
-            let cred = Credential::Bearer(KeyHash::of(black_box(KEY.as_bytes())));
-            auth::authenticate(&snap, cred).unwrap().id.len()
-        })
-    });
+    for (name, hasher) in [
+        ("sha256_plus_lookup_10k_keys", KeyHasher::unkeyed()),
+        ("hmac_sha256_plus_lookup_10k_keys", KeyHasher::keyed(b"bench-server-hash-key-0123456789").unwrap()),
+    ] {
+        let snap = snapshot(10_000, &hasher);
+        g.bench_function(name, |b| b.iter(|| auth::authenticate(&snap, &cred, black_box(&head)).unwrap().id.len()));
+    }
+    let snap = snapshot(10_000, &KeyHasher::unkeyed());
     let hash = KeyHash::of(KEY.as_bytes());
     g.bench_function("lookup_only_10k_keys", |b| b.iter(|| snap.key(black_box(&hash)).is_some()));
     g.finish();
 }
 
 fn route_pick(c: &mut Criterion) {
-    let snap = snapshot(1);
+    let snap = snapshot(1, &KeyHasher::unkeyed());
     let key = snap.key(&KeyHash::of(KEY.as_bytes())).unwrap();
     let mut g = c.benchmark_group("route_pick");
     g.bench_function("priority_51_routes", |b| {

@@ -310,13 +310,13 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
             request_path(&rbuf[..head_end]),
         )),
         Endpoint::Models | Endpoint::Model(_) if head.method == Method::Get => {
-            match authenticate(&snapshot, head.credential) {
+            match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
                 Err(e) => Outcome::Error(e),
                 Ok(key) => models_response(&snapshot, key, &head.endpoint),
             }
         }
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {
-            match authenticate(&snapshot, head.credential) {
+            match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
                 Err(e) => Outcome::Error(e),
                 Ok(key) => match read_body(ctx, io, rbuf, head_end, &head, &mut bufs.out).await {
                     Err(e) => Outcome::Error(e),

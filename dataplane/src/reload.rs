@@ -8,8 +8,7 @@
 //! publishes). A file that fails any step leaves what runs in place and logs
 //! why.
 
-use crate::dns::DnsCache;
-use crate::snapshot::{compile, SnapshotStore};
+use crate::snapshot::{compile, Prepare, SnapshotStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,15 +41,15 @@ fn read(path: &std::path::Path) -> Result<String, ConfigError> {
 impl Reloader {
     /// File mode: the file is the source of truth. Load it once, publish its
     /// snapshot into a new store, and return the reloader with the config.
-    pub fn load(path: PathBuf, dns: Arc<DnsCache>) -> Result<(Arc<Reloader>, Config), ConfigError> {
+    pub fn load(path: PathBuf, prep: Prepare) -> Result<(Arc<Reloader>, Config), ConfigError> {
         let text = read(&path)?;
         let cfg = Config::parse(&text)?;
-        let store = SnapshotStore::new(compile(&cfg.routing(), 1, &dns)?);
+        let store = SnapshotStore::new(compile(&cfg.routing(), 1, &prep)?);
         let target = store.clone();
         let next = AtomicU64::new(1);
         let apply: Apply = Box::new(move |cfg: &Config| {
             let version = next.load(Ordering::Acquire) + 1;
-            let snapshot = compile(&cfg.routing(), version, &dns)?;
+            let snapshot = compile(&cfg.routing(), version, &prep)?;
             target.publish(snapshot);
             next.store(version, Ordering::Release);
             Ok(version)

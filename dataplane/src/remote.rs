@@ -4,13 +4,13 @@
 //! runs on its own thread, never on a worker.
 
 use crate::dns::DnsCache;
-use crate::snapshot::{compile, SnapshotStore};
+use crate::snapshot::{compile, Prepare, SnapshotStore};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_shared::url::BaseUrl;
-use switchboard_shared::{RoutingSpec, Secret};
+use switchboard_shared::{KeyHasher, RoutingSpec, Secret};
 
 pub struct RemoteAdmin {
     url: BaseUrl,
@@ -24,6 +24,23 @@ pub struct RemoteAdmin {
 struct SnapshotBody {
     version: u64,
     spec: RoutingSpec,
+    /// The admin's key-hash key, when keys are hashed with one.
+    #[serde(default)]
+    hash_key: Option<Secret>,
+}
+
+/// One version from the admin: what a snapshot is compiled from.
+pub struct Fetched {
+    pub version: u64,
+    pub spec: RoutingSpec,
+    pub hasher: KeyHasher,
+}
+
+impl Fetched {
+    pub fn compile(&self, dns: &Arc<DnsCache>) -> Result<crate::snapshot::Snapshot, String> {
+        compile(&self.spec, self.version, &Prepare::new(dns.clone(), self.hasher.clone()))
+            .map_err(|e| format!("cannot serve version {}: {e}", self.version))
+    }
 }
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -55,7 +72,7 @@ impl RemoteAdmin {
     }
 
     /// One long poll: the spec after `after`, or `None` when the wait ran out.
-    pub fn poll(&self, after: u64) -> Result<Option<(u64, RoutingSpec)>, String> {
+    pub fn poll(&self, after: u64) -> Result<Option<Fetched>, String> {
         let path =
             format!("{}/v1/admin/snapshot?after={after}&wait_ms={}", self.url.path_prefix, self.wait.as_millis());
         let req = format!(
@@ -103,7 +120,11 @@ impl RemoteAdmin {
             200 => {
                 let b: SnapshotBody =
                     serde_json::from_slice(&body).map_err(|e| format!("the admin sent a bad snapshot: {e}"))?;
-                Ok(Some((b.version, b.spec)))
+                let hasher = match &b.hash_key {
+                    Some(k) => KeyHasher::keyed(k.expose().as_bytes())?,
+                    None => KeyHasher::unkeyed(),
+                };
+                Ok(Some(Fetched { version: b.version, spec: b.spec, hasher }))
             }
             204 => Ok(None),
             s => Err(format!("the admin answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))),
@@ -117,11 +138,10 @@ impl RemoteAdmin {
             let mut backoff = Duration::from_millis(250);
             loop {
                 match self.poll(version).and_then(|r| match r {
-                    Some((v, spec)) => {
-                        let snapshot = compile(&spec, v, &dns).map_err(|e| format!("cannot serve version {v}: {e}"))?;
-                        store.publish(snapshot);
-                        tracing::info!(version = v, "routing snapshot from the admin published");
-                        Ok(v)
+                    Some(f) => {
+                        store.publish(f.compile(&dns)?);
+                        tracing::info!(version = f.version, "routing snapshot from the admin published");
+                        Ok(f.version)
                     }
                     None => Ok(version),
                 }) {

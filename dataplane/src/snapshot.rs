@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_shared::config::ConfigError;
 use switchboard_shared::url::BaseUrl;
-use switchboard_shared::{KeyHash, RoutingSpec};
+use switchboard_shared::{KeyHash, KeyHasher, RoutingSpec};
 
 /// Hashes a [`KeyHash`] by its first bytes: the digest is already uniform.
 #[derive(Default)]
@@ -124,6 +124,8 @@ pub struct Route {
 pub struct Snapshot {
     pub version: u64,
     pub created_unix: u64,
+    /// How bearer tokens are hashed before the key lookup.
+    pub hasher: KeyHasher,
     keys: HashMap<KeyEntryKey, KeyEntry, BuildHasherDefault<DigestHasher>>,
     route_index: FxHashMap<Box<str>, usize>,
     pub routes: Vec<Route>,
@@ -145,6 +147,7 @@ impl Snapshot {
         Snapshot {
             version: 0,
             created_unix: 0,
+            hasher: KeyHasher::unkeyed(),
             keys: HashMap::default(),
             route_index: FxHashMap::default(),
             routes: vec![],
@@ -200,9 +203,24 @@ fn load_ca(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// What preparing a snapshot needs besides the spec: the DNS cache to resolve
+/// hosts into, and the key hasher (keyed with the server's hash key, if any).
+#[derive(Clone, Default)]
+pub struct Prepare {
+    pub dns: Arc<DnsCache>,
+    pub hasher: KeyHasher,
+}
+
+impl Prepare {
+    pub fn new(dns: Arc<DnsCache>, hasher: KeyHasher) -> Prepare {
+        Prepare { dns, hasher }
+    }
+}
+
 /// Prepare a snapshot from a validated spec. Blocking: runs on the reload
 /// thread (or at start), never on a worker.
-pub fn compile(spec: &RoutingSpec, version: u64, dns: &DnsCache) -> Result<Snapshot, ConfigError> {
+pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snapshot, ConfigError> {
+    let dns = &*prep.dns;
     spec.validate()?;
     let mut default_tls: Option<Arc<rustls::ClientConfig>> = None;
     let mut upstreams: FxHashMap<&str, Arc<Upstream>> = FxHashMap::default();
@@ -308,7 +326,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, dns: &DnsCache) -> Result<Snaps
         if !k.enabled {
             continue;
         }
-        let hash = KeyHash::parse(&k.hash).map_err(|e| err(format!("keys[{i}].hash"), e))?;
+        let hash = prep.hasher.parse(&k.hash).map_err(|e| err(format!("keys[{i}].hash"), e))?;
         let allowed = if k.models.iter().any(|m| m == "*") {
             None
         } else {
@@ -326,7 +344,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, dns: &DnsCache) -> Result<Snaps
         );
     }
     let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Ok(Snapshot { version, created_unix, keys, route_index, routes })
+    Ok(Snapshot { version, created_unix, hasher: prep.hasher.clone(), keys, route_index, routes })
 }
 
 /// The current snapshot, shared by all workers.
@@ -411,7 +429,7 @@ models = ["m2"]
 
     #[test]
     fn compiles_keys_routes_and_headers() {
-        let dns = DnsCache::new();
+        let dns = Prepare::default();
         let snap = compile(&spec(""), 7, &dns).unwrap();
         assert_eq!(snap.version, 7);
         let key = snap.key(&KeyHash::of(b"sk-client")).unwrap();
@@ -430,7 +448,7 @@ models = ["m2"]
 
     #[test]
     fn disabled_keys_are_left_out_and_env_keys_must_exist() {
-        let dns = DnsCache::new();
+        let dns = Prepare::default();
         let mut s = spec("");
         s.keys[0].enabled = false;
         assert_eq!(compile(&s, 1, &dns).unwrap().key_count(), 0);
@@ -442,7 +460,7 @@ models = ["m2"]
 
     #[test]
     fn bad_ca_file_is_a_prepare_error() {
-        let dns = DnsCache::new();
+        let dns = Prepare::default();
         let mut s = spec("");
         s.upstreams[0].base_url = "https://localhost:9/v1".into();
         s.upstreams[0].ca_file = Some("/nonexistent/ca.pem".into());
@@ -451,7 +469,7 @@ models = ["m2"]
 
     #[test]
     fn workers_see_published_snapshots() {
-        let dns = DnsCache::new();
+        let dns = Prepare::default();
         let store = SnapshotStore::new(compile(&spec(""), 1, &dns).unwrap());
         let mut local = store.local();
         let first = local.get();

@@ -6,7 +6,6 @@
 //! a silently ignored setting. [`Config::parse`] also validates cross-references
 //! and reports the path of the first bad value (`models[1].targets[0].upstream`).
 
-use crate::keyhash::KeyHash;
 use crate::secret::Secret;
 use crate::url::BaseUrl;
 use serde::{Deserialize, Serialize};
@@ -242,7 +241,8 @@ pub struct RoutingSpec {
 pub struct KeySpec {
     /// A stable, non-secret id (shown in logs and usage instead of the key).
     pub id: String,
-    /// `sha256:<hex>` of the key; `switchboard hash-key` prints it.
+    /// `sha256:<hex>` (or `hmac-sha256:<hex>` with a server hash key) of the
+    /// key; `switchboard hash-key` prints it.
     pub hash: String,
     #[serde(default = "default_org")]
     pub org: String,
@@ -425,7 +425,7 @@ impl RoutingSpec {
             if !ids.insert(k.id.as_str()) {
                 return Err(ConfigError::at(format!("{p}.id"), format!("duplicate key id `{}`", k.id)));
             }
-            let h = KeyHash::parse(&k.hash).map_err(|e| ConfigError::at(format!("{p}.hash"), e))?;
+            let h = crate::keyhash::parse_any(&k.hash).map_err(|e| ConfigError::at(format!("{p}.hash"), e))?;
             if !hashes.insert(h) {
                 return Err(ConfigError::at(format!("{p}.hash"), "the same key is configured twice"));
             }
@@ -442,6 +442,7 @@ impl RoutingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyHash;
 
     fn sample() -> String {
         format!(

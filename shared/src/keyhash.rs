@@ -1,9 +1,13 @@
-//! Client API keys are configured and stored as hashes, never as plaintext.
+//! Client API keys (and admin tokens) are configured and stored as hashes,
+//! never as plaintext.
 //!
-//! The format is `sha256:<64 lowercase hex digits>`. The data plane hashes the
-//! bearer token of each request once and looks the digest up in a map, so a
-//! key check is one SHA-256 computation plus one map lookup, and comparing
-//! digests leaks nothing useful about the keys through timing.
+//! With a server-side key (`SWITCHBOARD_HASH_KEY`, or a file named by
+//! `SWITCHBOARD_HASH_KEY_FILE`) the hash is keyed: `hmac-sha256:<hex>`, so a
+//! stolen database or config file does not let anyone test guesses offline.
+//! Without one it is `sha256:<hex>`. The data plane hashes the bearer token of
+//! each request once and looks the digest up in a map: one (keyed) SHA-256
+//! computation plus one map lookup, and comparing digests leaks nothing useful
+//! about the keys through timing.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -49,12 +53,158 @@ impl KeyHash {
     }
 }
 
+/// Hashes keys: HMAC-SHA256 with the server-side key when there is one,
+/// plain SHA-256 otherwise. The HMAC's inner and outer states are computed
+/// once, so a keyed hash costs two more block compressions than a plain one.
+#[derive(Clone)]
+pub struct KeyHasher {
+    hmac: Option<(Sha256, Sha256)>,
+    /// The key itself, for handing to data planes in other processes.
+    secret: Option<crate::Secret>,
+}
+
+/// The environment variables that give the server-side key.
+pub const HASH_KEY_ENV: &str = "SWITCHBOARD_HASH_KEY";
+pub const HASH_KEY_FILE_ENV: &str = "SWITCHBOARD_HASH_KEY_FILE";
+
+const HMAC_PREFIX: &str = "hmac-sha256:";
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHasher({})", self.scheme())
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        KeyHasher::unkeyed()
+    }
+}
+
+impl KeyHasher {
+    pub fn unkeyed() -> KeyHasher {
+        KeyHasher { hmac: None, secret: None }
+    }
+
+    /// Keyed with `secret` (at least 16 bytes).
+    pub fn keyed(secret: &[u8]) -> Result<KeyHasher, String> {
+        if secret.len() < 16 {
+            return Err("the hash key must be at least 16 bytes".into());
+        }
+        // Text, so it can be handed to remote data planes as it is.
+        let text = std::str::from_utf8(secret).map_err(|_| "the hash key must be UTF-8 text".to_string())?;
+        let mut block = [0u8; 64];
+        if secret.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        let mut inner = Sha256::new();
+        let mut outer = Sha256::new();
+        inner.update(block.map(|b| b ^ 0x36));
+        outer.update(block.map(|b| b ^ 0x5c));
+        Ok(KeyHasher { hmac: Some((inner, outer)), secret: Some(crate::Secret::new(text)) })
+    }
+
+    /// From `SWITCHBOARD_HASH_KEY` (the key itself) or
+    /// `SWITCHBOARD_HASH_KEY_FILE` (a file holding it; trailing newline
+    /// ignored); unkeyed when neither is set.
+    pub fn from_env() -> Result<KeyHasher, String> {
+        if let Ok(k) = std::env::var(HASH_KEY_ENV) {
+            if !k.is_empty() {
+                return KeyHasher::keyed(k.as_bytes()).map_err(|e| format!("{HASH_KEY_ENV}: {e}"));
+            }
+        }
+        if let Ok(path) = std::env::var(HASH_KEY_FILE_ENV) {
+            if !path.is_empty() {
+                let bytes =
+                    std::fs::read(&path).map_err(|e| format!("{HASH_KEY_FILE_ENV}: cannot read `{path}`: {e}"))?;
+                let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+                let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+                return KeyHasher::keyed(trimmed).map_err(|e| format!("{HASH_KEY_FILE_ENV}: {e}"));
+            }
+        }
+        Ok(KeyHasher::unkeyed())
+    }
+
+    /// The server-side key, if any (to ship with a snapshot to a remote data plane).
+    pub fn secret(&self) -> Option<&crate::Secret> {
+        self.secret.as_ref()
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.hmac.is_some()
+    }
+
+    /// `hmac-sha256` or `sha256`.
+    pub fn scheme(&self) -> &'static str {
+        if self.is_keyed() {
+            "hmac-sha256"
+        } else {
+            "sha256"
+        }
+    }
+
+    pub fn hash(&self, token: &[u8]) -> KeyHash {
+        match &self.hmac {
+            None => KeyHash::of(token),
+            Some((inner, outer)) => {
+                let mut i = inner.clone();
+                i.update(token);
+                let mut o = outer.clone();
+                o.update(i.finalize());
+                let mut out = [0u8; 32];
+                out.copy_from_slice(&o.finalize());
+                KeyHash(out)
+            }
+        }
+    }
+
+    /// The stored form: `hmac-sha256:<hex>` or `sha256:<hex>`.
+    pub fn format(&self, h: &KeyHash) -> String {
+        let plain = h.to_string();
+        if self.is_keyed() {
+            format!("{HMAC_PREFIX}{}", &plain[PREFIX.len()..])
+        } else {
+            plain
+        }
+    }
+
+    /// Hash `token` and format it.
+    pub fn hash_str(&self, token: &[u8]) -> String {
+        self.format(&self.hash(token))
+    }
+
+    /// Parse a stored hash, which must be of this hasher's scheme.
+    pub fn parse(&self, s: &str) -> Result<KeyHash, String> {
+        match (self.is_keyed(), s.strip_prefix(HMAC_PREFIX)) {
+            (true, Some(hex)) => KeyHash::parse(&format!("{PREFIX}{hex}")),
+            (false, None) if s.starts_with(PREFIX) => KeyHash::parse(s),
+            (true, None) => Err(format!(
+                "this hash is not keyed, but the server has a hash key ({HASH_KEY_ENV}): hash the key again with `switchboard hash-key`"
+            )),
+            (false, _) => Err(format!(
+                "this hash is keyed (hmac-sha256), but the server has no hash key: set {HASH_KEY_ENV} or {HASH_KEY_FILE_ENV}"
+            )),
+        }
+    }
+}
+
 fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
+    }
+}
+
+/// Check the form of a stored hash of either scheme (`sha256:` or
+/// `hmac-sha256:`); which one a server accepts is [`KeyHasher::parse`]'s call.
+pub fn parse_any(s: &str) -> Result<KeyHash, String> {
+    match s.strip_prefix(HMAC_PREFIX) {
+        Some(hex) => KeyHash::parse(&format!("{PREFIX}{hex}")),
+        None => KeyHash::parse(s),
     }
 }
 
@@ -94,6 +244,44 @@ mod tests {
             KeyHash::of(b"abc").to_string(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231() {
+        // RFC 4231 test cases 6 (a 131-byte key, hashed first) and 1 (20 bytes of 0x0b):
+        // ASCII-range keys, as the server's key must be text.
+        let key = [0x2au8; 131];
+        let h = KeyHasher::keyed(&key).unwrap().hash(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(h, rfc_hmac(&key, b"Test Using Larger Than Block-Size Key - Hash Key First"));
+        let h = KeyHasher::keyed(&[0x0b; 20]).unwrap().hash(b"Hi There");
+        assert_eq!(h.to_string(), "sha256:b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+        assert!(KeyHasher::keyed(&[0xff; 20]).is_err(), "not UTF-8");
+    }
+
+    /// HMAC straight from its definition, to check the precomputed states.
+    fn rfc_hmac(key: &[u8], msg: &[u8]) -> KeyHash {
+        let k: Vec<u8> = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
+        let mut block = [0u8; 64];
+        block[..k.len()].copy_from_slice(&k);
+        let inner = Sha256::new().chain_update(block.map(|b| b ^ 0x36)).chain_update(msg).finalize();
+        let outer = Sha256::new().chain_update(block.map(|b| b ^ 0x5c)).chain_update(inner).finalize();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&outer);
+        KeyHash(out)
+    }
+
+    #[test]
+    fn schemes_do_not_mix() {
+        let keyed = KeyHasher::keyed(b"0123456789abcdef-server-key").unwrap();
+        let plain = KeyHasher::unkeyed();
+        let stored = keyed.hash_str(b"sk-1");
+        assert!(stored.starts_with("hmac-sha256:"));
+        assert_eq!(keyed.parse(&stored).unwrap(), keyed.hash(b"sk-1"));
+        assert_ne!(keyed.hash(b"sk-1"), plain.hash(b"sk-1"));
+        assert!(plain.parse(&stored).is_err());
+        assert!(keyed.parse(&plain.hash_str(b"sk-1")).is_err());
+        assert!(KeyHasher::keyed(b"short").is_err());
+        assert_eq!(format!("{keyed:?}"), "KeyHasher(hmac-sha256)");
     }
 
     #[test]

@@ -12,5 +12,5 @@ pub mod secret;
 pub mod url;
 
 pub use config::{Config, ConfigError, KeySpec, ModelSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec};
-pub use keyhash::KeyHash;
+pub use keyhash::{KeyHash, KeyHasher};
 pub use secret::Secret;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use switchboard_dataplane::dns::DnsCache;
 use switchboard_dataplane::reload::{Apply, Reloader};
 use switchboard_dataplane::remote::RemoteAdmin;
-use switchboard_dataplane::snapshot::compile;
+use switchboard_dataplane::snapshot::{compile, Prepare};
 use switchboard_dataplane::snapshot::{Snapshot, SnapshotStore};
-use switchboard_shared::{Config, ConfigError, KeyHash, Secret};
+use switchboard_shared::{Config, ConfigError, KeyHasher, Secret};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,8 +63,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print the `sha256:…` hash of an API key for the `[[keys]]` table. Reads
-    /// the key from standard input when not given (keeps it out of shell history).
+    /// Print the hash of an API key for the `[[keys]]` table: `hmac-sha256:…`
+    /// with SWITCHBOARD_HASH_KEY (or _FILE) set, else `sha256:…`. Reads the key
+    /// from standard input when not given (keeps it out of shell history).
     HashKey { key: Option<String> },
 }
 
@@ -97,14 +98,20 @@ fn main() -> ExitCode {
                 eprintln!("switchboard: the key is empty");
                 return ExitCode::from(EX_CONFIG);
             }
-            println!("{}", KeyHash::of(key.as_bytes()));
-            ExitCode::SUCCESS
+            match KeyHasher::from_env() {
+                Ok(h) => {
+                    println!("{}", h.hash_str(key.as_bytes()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EX_CONFIG, e),
+            }
         }
         Command::Check { config } => {
             init_logging();
             match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {
                 let cfg = Config::parse(&t).map_err(|e| e.to_string())?;
-                compile(&cfg.routing(), 1, &DnsCache::new()).map_err(|e| e.to_string())
+                let hasher = KeyHasher::from_env()?;
+                compile(&cfg.routing(), 1, &Prepare::new(DnsCache::new(), hasher)).map_err(|e| e.to_string())
             }) {
                 Ok(s) => {
                     println!("{}: ok ({} keys, {} models)", config.display(), s.key_count(), s.routes.len());
@@ -161,7 +168,7 @@ fn dataplane(
     let deadline = std::time::Instant::now() + startup_timeout;
     let (version, snapshot) = loop {
         let attempt = remote.poll(0).and_then(|r| match r {
-            Some((v, spec)) => compile(&spec, v, &dns).map(|s| (v, s)).map_err(|e| e.to_string()),
+            Some(f) => f.compile(&dns).map(|s| (f.version, s)),
             None => Err("the admin has no snapshot yet".into()),
         });
         match attempt {
@@ -217,6 +224,11 @@ fn run(
 
 fn serve(path: PathBuf) -> ExitCode {
     let dns = DnsCache::new();
+    let hasher = match KeyHasher::from_env() {
+        Ok(h) => h,
+        Err(e) => return fail(EX_CONFIG, e),
+    };
+    let prep = Prepare::new(dns.clone(), hasher);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => return fail(EX_CONFIG, format!("cannot read {}: {e}", path.display())),
@@ -228,7 +240,7 @@ fn serve(path: PathBuf) -> ExitCode {
     // Keep the admin service alive for the life of the process.
     let mut admin_handle = None;
     let (reloader, store) = match &cfg.admin {
-        None => match Reloader::load(path.clone(), dns.clone()) {
+        None => match Reloader::load(path.clone(), prep.clone()) {
             Ok((r, _)) => match r.store() {
                 Some(s) => {
                     let s = s.clone();
@@ -244,7 +256,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 Some(dir) if admin.database.is_relative() => dir.join(&admin.database),
                 _ => admin.database.clone(),
             };
-            let state = match switchboard_adminapi::State::open(&database, dns.clone(), Some(store.clone())) {
+            let state = match switchboard_adminapi::State::open(&database, prep.clone(), Some(store.clone())) {
                 Ok(s) => s,
                 Err(e) => return fail(EX_CANTCREAT, e),
             };

@@ -395,3 +395,32 @@ fn a_locked_database_gives_503_changes_nothing_and_the_data_plane_keeps_serving(
     let ok: String = other.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
 }
+
+#[test]
+fn with_a_server_hash_key_keys_and_tokens_are_stored_as_hmacs() {
+    let up = mock();
+    let hasher = switchboard_shared::KeyHasher::keyed(b"a-server-side-hash-key-0123456789").unwrap();
+    // The seed file's key must be hashed with the same key.
+    let cfg = basic_config(&up.base_url(), "").replace(&key_hash(KEY), &hasher.hash_str(KEY.as_bytes()));
+    let gw = AdminGateway::start_with(tempfile::tempdir().unwrap(), &cfg, hasher.clone());
+    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "default", "name": "api-made"})));
+    let secret = r.json()["key_secret"].as_str().unwrap().to_string();
+    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    let db = rusqlite::Connection::open(&gw.db_path).unwrap();
+    let hashes: Vec<String> = db
+        .prepare("SELECT hash FROM api_keys UNION ALL SELECT hash FROM admin_tokens")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| h.starts_with("hmac-sha256:")), "{hashes:?}");
+    assert!(hashes.contains(&hasher.hash_str(secret.as_bytes())));
+    // Without the key, the same hashes mean nothing: a plain SHA-256 of the key is not stored.
+    assert!(!hashes.iter().any(|h| h.ends_with(&key_hash(KEY)["sha256:".len()..])));
+    // A seed file hashed without the server key is refused, naming the field.
+    let err = gw.state.seed(&switchboard_shared::Config::parse(&basic_config(&up.base_url(), "")).unwrap().routing());
+    assert_eq!(err.unwrap_err().param.as_deref(), Some("hash"));
+}

@@ -13,6 +13,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const ADMIN_TOKEN: &str = "sba-split-mode-test-token";
+/// Only the admin process has the server hash key; the remote data plane gets
+/// it with the snapshot.
+const HASH_KEY: &str = "split-mode-server-hash-key-0123456789";
 
 struct Proc {
     child: Child,
@@ -21,10 +24,13 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(args)
             .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("SWITCHBOARD_HASH_KEY")
+            .env_remove("SWITCHBOARD_HASH_KEY_FILE")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -108,17 +114,20 @@ hash = "{}"
 "#,
             a.base_url(),
             b.base_url(),
-            key_hash(KEY)
+            switchboard_shared::KeyHasher::keyed(HASH_KEY.as_bytes()).unwrap().hash_str(KEY.as_bytes())
         ),
     )
     .unwrap();
     let dp_cfg = dir.path().join("dataplane.toml");
     std::fs::write(&dp_cfg, "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n").unwrap();
 
-    let mut admin = Proc::spawn(&["serve", "--config", admin_cfg.to_str().unwrap()]);
+    let mut admin =
+        Proc::spawn(&["serve", "--config", admin_cfg.to_str().unwrap()], &[("SWITCHBOARD_HASH_KEY", HASH_KEY)]);
     let admin_addr = admin.address("admin API listening on ");
-    let mut dp =
-        Proc::spawn(&["dataplane", "--admin", &format!("http://{admin_addr}"), "--config", dp_cfg.to_str().unwrap()]);
+    let mut dp = Proc::spawn(
+        &["dataplane", "--admin", &format!("http://{admin_addr}"), "--config", dp_cfg.to_str().unwrap()],
+        &[],
+    );
     let dp_addr = dp.address("data plane listening on ");
 
     let chat = |addr| {

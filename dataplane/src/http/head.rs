@@ -1,13 +1,12 @@
 //! Request and response heads, parsed in place with httparse.
 //!
 //! The parse keeps only what the gateway acts on, so no header is copied: the
-//! bearer token is hashed right here (the plaintext key never leaves this
-//! function), framing headers are checked for smuggling (both
+//! bearer token is kept as its place in the head (authentication hashes it
+//! there with the snapshot's key hasher; the plaintext is never copied), framing headers are checked for smuggling (both
 //! `Content-Length` and `Transfer-Encoding`, conflicting lengths, unknown
 //! codings all refuse the request).
 
 use switchboard_shared::config::MAX_HEADERS_CAP;
-use switchboard_shared::KeyHash;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -61,7 +60,21 @@ pub enum Credential {
     Missing,
     /// Present but not `Bearer <token>`.
     Malformed,
-    Bearer(KeyHash),
+    /// Where the token lies in the head's bytes.
+    Bearer {
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Credential {
+    /// The token's bytes, given the head it was parsed from.
+    pub fn token<'h>(&self, head: &'h [u8]) -> Option<&'h [u8]> {
+        match *self {
+            Credential::Bearer { start, end } => head.get(start..end),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,7 +193,8 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
                         if token.is_empty() || token.iter().any(|b| matches!(b, b' ' | b'\t')) {
                             Credential::Malformed
                         } else {
-                            Credential::Bearer(KeyHash::of(token))
+                            let start = token.as_ptr() as usize - buf.as_ptr() as usize;
+                            Credential::Bearer { start, end: start + token.len() }
                         }
                     }
                     _ => Credential::Malformed,
@@ -332,7 +346,8 @@ mod tests {
         assert_eq!(h.endpoint, Endpoint::ChatCompletions);
         assert_eq!(h.content_length, Some(12));
         assert!(h.keep_alive && !h.chunked && !h.expect_continue);
-        assert_eq!(h.credential, Credential::Bearer(KeyHash::of(b"sk-1")));
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-1\r\nContent-Length: 12\r\nX-Request-Id: abc\r\n\r\n";
+        assert_eq!(h.credential.token(head.as_bytes()), Some(&b"sk-1"[..]));
         assert_eq!(h.request_id.as_deref(), Some("abc"));
     }
 
@@ -373,9 +388,10 @@ mod tests {
 
     #[test]
     fn credentials() {
-        let c =
-            |v: &str| parse(&format!("GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {v}\r\n\r\n")).unwrap().credential;
-        assert_eq!(c("bearer k"), Credential::Bearer(KeyHash::of(b"k")));
+        let head = |v: &str| format!("GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {v}\r\n\r\n");
+        let c = |v: &str| parse(&head(v)).unwrap().credential;
+        assert_eq!(c("bearer k").token(head("bearer k").as_bytes()), Some(&b"k"[..]));
+        assert_eq!(c("Bearer   tok  ").token(head("Bearer   tok  ").as_bytes()), Some(&b"tok"[..]));
         assert_eq!(c("Basic abc"), Credential::Malformed);
         assert_eq!(c("Bearer "), Credential::Malformed);
         assert_eq!(parse("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().credential, Credential::Missing);

@@ -81,7 +81,8 @@ impl Gateway {
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, config).unwrap();
         let dns = DnsCache::new();
-        let (reloader, cfg) = Reloader::load(path.clone(), dns.clone()).expect("config loads");
+        let prep = switchboard_dataplane::snapshot::Prepare::new(dns.clone(), Default::default());
+        let (reloader, cfg) = Reloader::load(path.clone(), prep).expect("config loads");
         let store = reloader.store().expect("file mode has a store").clone();
         let handle = switchboard_dataplane::start(cfg.server, store, dns).expect("gateway starts");
         Gateway { addr: handle.local_addr, reloader, config_path: path, _dir: dir, handle: Some(handle) }
@@ -144,6 +145,11 @@ impl AdminGateway {
 
     /// Start on an existing directory (and database), e.g. after a restart.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> AdminGateway {
+        Self::start_with(dir, config, switchboard_shared::KeyHasher::unkeyed())
+    }
+
+    /// As `start_in`, with a key hasher (keyed = a server hash key is set).
+    pub fn start_with(dir: tempfile::TempDir, config: &str, hasher: switchboard_shared::KeyHasher) -> AdminGateway {
         let cfg = switchboard_shared::Config::parse(config).expect("config parses");
         let dns = DnsCache::new();
         let store =
@@ -152,7 +158,7 @@ impl AdminGateway {
         // A short busy timeout, so a test that holds the database lock sees 503 quickly.
         let state = switchboard_adminapi::State::open_with(
             &db_path,
-            dns.clone(),
+            switchboard_dataplane::snapshot::Prepare::new(dns.clone(), hasher),
             Some(store.clone()),
             Duration::from_millis(300),
         )
