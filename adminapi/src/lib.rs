@@ -68,7 +68,11 @@ impl State {
     ) -> Result<SharedState, String> {
         let conn = db::open_with(database, busy_timeout)
             .map_err(|e| format!("cannot open database `{}`: {e}", database.display()))?;
-        let version = store::snapshot_version(&conn).map_err(|e| e.message)?;
+        // A new database starts at version 1 (empty), so followers have something to fetch.
+        let mut version = store::snapshot_version(&conn).map_err(|e| e.message)?;
+        if version == 0 {
+            version = store::bump_snapshot_version(&conn).map_err(|e| e.message)?;
+        }
         let spec = store::routing_spec(&conn).map_err(|e| e.message)?;
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
         let state = Arc::new(State { db: Mutex::new(conn), prep, store, watch: tx });
@@ -79,7 +83,7 @@ impl State {
     /// Compile and publish the current database contents (at start).
     fn republish(&self) -> Result<(), String> {
         let published = self.watch.borrow().clone();
-        let snapshot = compile(&published.spec, published.version.max(1), &self.prep).map_err(|e| e.to_string())?;
+        let snapshot = compile(&published.spec, published.version, &self.prep).map_err(|e| e.to_string())?;
         if let Some(store) = &self.store {
             store.publish(snapshot);
         }
@@ -104,14 +108,16 @@ impl State {
         f(&conn)
     }
 
-    /// Run a change in one transaction. When `routing` is true the change is
-    /// prepared into a snapshot before commit and published after; a change
-    /// that leaves an unservable spec is rolled back.
+    /// Run a change in one transaction. When `routing` is true and the change
+    /// changed something (it wrote an audit entry), it is prepared into a
+    /// snapshot before commit and published after; a change that leaves an
+    /// unservable spec is rolled back. A no-op publishes nothing.
     pub fn write<T>(&self, routing: bool, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
         let mut conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
         let tx = conn.transaction()?;
+        let audit_before = store::last_audit_id(&tx)?;
         let out = f(&tx)?;
-        let prepared = if routing {
+        let prepared = if routing && store::last_audit_id(&tx)? != audit_before {
             let version = store::bump_snapshot_version(&tx)?;
             let spec = store::routing_spec(&tx)?;
             let snapshot = compile(&spec, version, &self.prep)
@@ -131,22 +137,11 @@ impl State {
         Ok(out)
     }
 
-    /// Import a routing spec (the config file's) idempotently; returns how
-    /// many audit entries it wrote (0 = nothing changed).
+    /// Import a routing spec (the config file's) idempotently, in one
+    /// transaction; returns how many audit entries it wrote (0 = nothing
+    /// changed, and no new snapshot).
     pub fn seed(&self, spec: &RoutingSpec) -> ApiResult<usize> {
-        let mut changed = 0;
-        let mut version_before = 0;
-        self.read(|c| {
-            version_before = store::snapshot_version(c)?;
-            Ok(())
-        })?;
-        // Only publish a new version when something changed.
-        let n = self.write(false, |c| store::seed(c, &self.prep.hasher, spec))?;
-        if n > 0 || version_before == 0 {
-            self.write(true, |_| Ok(()))?;
-            changed = n;
-        }
-        Ok(changed)
+        self.write(true, |c| store::seed(c, &self.prep.hasher, spec))
     }
 
     /// Make sure an admin token exists. With `env_token` (from

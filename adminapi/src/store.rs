@@ -19,6 +19,11 @@ pub fn check_name(field: &str, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The id of the newest audit entry (0 when there is none).
+pub fn last_audit_id(c: &Connection) -> ApiResult<i64> {
+    Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| r.get(0))?)
+}
+
 pub fn audit(c: &Connection, actor: &str, action: &str, resource: &str, id: &str, change: Value) -> ApiResult<()> {
     c.execute(
         "INSERT INTO audit_log (at, actor, action, resource, resource_id, change) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -712,7 +717,7 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
 /// routes by name, keys by id, orgs by name. Same input twice changes nothing.
 pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
     let actor = "seed";
-    let before = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))?;
+    let before = last_audit_id(c)?;
     for u in &spec.upstreams {
         let p = ProviderSpec {
             base_url: u.base_url.clone(),
@@ -804,6 +809,6 @@ pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usiz
             }
         }
     }
-    let after = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))?;
+    let after = last_audit_id(c)?;
     Ok((after - before) as usize)
 }
