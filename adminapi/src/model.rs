@@ -139,6 +139,12 @@ pub struct ProviderSpec {
     pub read_timeout_ms: Option<u64>,
     #[serde(default)]
     pub models: Vec<ModelPrice>,
+    /// Consecutive failures that eject the provider (default 5).
+    #[serde(default)]
+    pub eject_after_failures: Option<u32>,
+    /// How long an ejected provider stays out before a trial request (default 10 s).
+    #[serde(default)]
+    pub eject_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -162,6 +168,10 @@ pub struct ProviderCreate {
     pub read_timeout_ms: Option<u64>,
     #[serde(default)]
     pub models: Vec<ModelPrice>,
+    #[serde(default)]
+    pub eject_after_failures: Option<u32>,
+    #[serde(default)]
+    pub eject_ms: Option<u64>,
 }
 
 impl ProviderCreate {
@@ -175,6 +185,8 @@ impl ProviderCreate {
             first_byte_timeout_ms: self.first_byte_timeout_ms,
             read_timeout_ms: self.read_timeout_ms,
             models: self.models,
+            eject_after_failures: self.eject_after_failures,
+            eject_ms: self.eject_ms,
         };
         (self.name, spec)
     }
@@ -202,6 +214,12 @@ pub struct ProviderUpdate {
     #[schema(value_type = Option<u64>)]
     pub read_timeout_ms: Option<Option<u64>>,
     pub models: Option<Vec<ModelPrice>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub eject_after_failures: Option<Option<u32>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u64>)]
+    pub eject_ms: Option<Option<u64>>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
@@ -218,6 +236,8 @@ pub struct Provider {
     pub first_byte_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
     pub models: Vec<ModelPrice>,
+    pub eject_after_failures: Option<u32>,
+    pub eject_ms: Option<u64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -250,17 +270,27 @@ pub struct RetrySettings {
     pub per_attempt_timeout_ms: Option<u64>,
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
-    /// Only `priority` (ordered fallbacks) is served today.
+    /// priority, weighted, round_robin, least_latency, cheapest or least_busy.
     #[serde(default = "priority")]
     pub strategy: String,
     pub targets: Vec<RouteTarget>,
     #[serde(default)]
     pub retry: RetrySettings,
+    /// Let requests choose the strategy with `x-switchboard-strategy`.
+    #[serde(default)]
+    pub allow_strategy_header: bool,
+    /// Failures that move a request on: connect, tls, reset, timeout, 5xx,
+    /// 429, 408, 409 (default: all but 408 and 409).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub failover_on: Option<Vec<switchboard_shared::config::Trigger>>,
 }
 
 fn priority() -> String {
@@ -277,11 +307,23 @@ pub struct RouteCreate {
     pub targets: Vec<RouteTarget>,
     #[serde(default)]
     pub retry: RetrySettings,
+    #[serde(default)]
+    pub allow_strategy_header: bool,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub failover_on: Option<Vec<switchboard_shared::config::Trigger>>,
 }
 
 impl RouteCreate {
     pub fn into_parts(self) -> (String, RouteSpec) {
-        (self.name, RouteSpec { strategy: self.strategy, targets: self.targets, retry: self.retry })
+        let spec = RouteSpec {
+            strategy: self.strategy,
+            targets: self.targets,
+            retry: self.retry,
+            allow_strategy_header: self.allow_strategy_header,
+            failover_on: self.failover_on,
+        };
+        (self.name, spec)
     }
 }
 
@@ -292,6 +334,9 @@ pub struct RouteUpdate {
     pub strategy: Option<String>,
     pub targets: Option<Vec<RouteTarget>>,
     pub retry: Option<RetrySettings>,
+    pub allow_strategy_header: Option<bool>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub failover_on: Option<Option<Vec<switchboard_shared::config::Trigger>>>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]

@@ -7,7 +7,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
-use switchboard_shared::config::{KeySpec, ModelSpec, RoutingSpec, TargetSpec, UpstreamSpec};
+use switchboard_shared::config::{
+    default_triggers, KeySpec, ModelSpec, PriceSpec, RetrySpec, RoutingSpec, Strategy, TargetSpec, UpstreamSpec,
+};
 use switchboard_shared::{KeyHasher, Secret};
 
 const NAME_MAX: usize = 256;
@@ -257,6 +259,8 @@ fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, 
         first_byte_timeout_ms: spec.first_byte_timeout_ms,
         read_timeout_ms: spec.read_timeout_ms,
         models: spec.models,
+        eject_after_failures: spec.eject_after_failures,
+        eject_ms: spec.eject_ms,
         created_at,
         updated_at,
     }
@@ -368,6 +372,12 @@ pub fn update_provider(c: &Connection, actor: &str, id: &str, u: ProviderUpdate)
     if let Some(v) = u.models {
         spec.models = v;
     }
+    if let Some(v) = u.eject_after_failures {
+        spec.eject_after_failures = v;
+    }
+    if let Some(v) = u.eject_ms {
+        spec.eject_ms = v;
+    }
     write_provider(c, actor, &id, &name, &before, &new_name, &spec)
 }
 
@@ -447,8 +457,11 @@ pub fn find_route(c: &Connection, id_or_name: &str) -> ApiResult<Route> {
 
 /// Check a route and store its targets by provider id.
 fn normalize_route(c: &Connection, spec: &mut RouteSpec) -> ApiResult<()> {
-    if spec.strategy != "priority" {
-        return Err(ApiError::invalid_field("strategy", "only `priority` is supported so far"));
+    if Strategy::parse(&spec.strategy).is_none() {
+        return Err(ApiError::invalid_field(
+            "strategy",
+            "`strategy` must be priority, weighted, round_robin, least_latency, cheapest or least_busy",
+        ));
     }
     if spec.targets.is_empty() {
         return Err(ApiError::invalid_field("targets", "a route needs at least one target"));
@@ -503,6 +516,12 @@ pub fn update_route(c: &Connection, actor: &str, id: &str, u: RouteUpdate) -> Ap
     }
     if let Some(r) = u.retry {
         after.spec.retry = r;
+    }
+    if let Some(a) = u.allow_strategy_header {
+        after.spec.allow_strategy_header = a;
+    }
+    if let Some(f) = u.failover_on {
+        after.spec.failover_on = f;
     }
     normalize_route(c, &mut after.spec)?;
     if after.name == before.name && after.spec == before.spec {
@@ -668,7 +687,8 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
             UpstreamSpec {
                 name: name.clone(),
                 base_url: p.base_url.clone(),
-                api_key: p.api_keys.first().cloned(),
+                api_key: None,
+                api_keys: p.api_keys.clone(),
                 api_key_env: None,
                 ca_file: p.ca_file.as_ref().map(Into::into),
                 headers: p.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
@@ -677,6 +697,17 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
                 read_timeout_ms: d(p.read_timeout_ms, 300_000),
                 pool_idle_timeout_ms: 30_000,
                 pool_max_idle: 256,
+                prices: p
+                    .models
+                    .iter()
+                    .map(|m| PriceSpec {
+                        model: m.name.clone(),
+                        prompt_per_mtok: m.prompt_per_mtok,
+                        completion_per_mtok: m.completion_per_mtok,
+                    })
+                    .collect(),
+                eject_after_failures: p.eject_after_failures.unwrap_or(5),
+                eject_ms: p.eject_ms.unwrap_or(10_000),
             }
         })
         .collect();
@@ -687,8 +718,21 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
                 .spec
                 .targets
                 .iter()
-                .map(|t| TargetSpec { upstream: name_of(&t.provider).unwrap_or_default(), model: t.model.clone() })
+                .map(|t| TargetSpec {
+                    upstream: name_of(&t.provider).unwrap_or_default(),
+                    model: t.model.clone(),
+                    weight: t.weight,
+                })
                 .collect(),
+            strategy: Strategy::parse(&r.spec.strategy).unwrap_or_default(),
+            allow_strategy_header: r.spec.allow_strategy_header,
+            failover_on: r.spec.failover_on.clone().unwrap_or_else(default_triggers),
+            retry: RetrySpec {
+                max_attempts: r.spec.retry.max_attempts,
+                per_attempt_timeout_ms: r.spec.retry.per_attempt_timeout_ms,
+                deadline_ms: r.spec.retry.deadline_ms,
+                backoff_ms: r.spec.retry.backoff_ms,
+            },
             name: r.name,
         })
         .collect();
@@ -728,18 +772,34 @@ pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usiz
                     Err(_) => return Err(ApiError::invalid_field("api_key_env", format!("`{var}` is not set"))),
                 },
                 (None, None) => vec![],
-            },
+            }
+            .into_iter()
+            .chain(u.api_keys.iter().cloned())
+            .collect(),
             headers: u.headers.iter().map(|(k, v)| (k.clone(), Secret::new(v.clone()))).collect(),
             ca_file: u.ca_file.as_ref().map(|p| p.display().to_string()),
             connect_timeout_ms: Some(u.connect_timeout_ms),
             first_byte_timeout_ms: Some(u.first_byte_timeout_ms),
             read_timeout_ms: Some(u.read_timeout_ms),
-            models: vec![],
+            models: u
+                .prices
+                .iter()
+                .map(|p| ModelPrice {
+                    name: p.model.clone(),
+                    prompt_per_mtok: p.prompt_per_mtok,
+                    completion_per_mtok: p.completion_per_mtok,
+                })
+                .collect(),
+            eject_after_failures: Some(u.eject_after_failures),
+            eject_ms: Some(u.eject_ms),
         };
         match find_provider_raw(c, &u.name) {
             Ok((id, name, before, ..)) => {
                 let mut p = p;
-                p.models = before.models.clone();
+                if u.prices.is_empty() {
+                    // Prices set through the API stay unless the file sets its own.
+                    p.models = before.models.clone();
+                }
                 write_provider(c, actor, &id, &name, &before, &name, &p)?;
             }
             Err(_) => {
@@ -751,15 +811,35 @@ pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usiz
         let targets = m
             .targets
             .iter()
-            .map(|t| RouteTarget { provider: t.upstream.clone(), model: t.model.clone(), weight: 1 })
+            .map(|t| RouteTarget { provider: t.upstream.clone(), model: t.model.clone(), weight: t.weight })
             .collect();
+        let strategy = serde_json::to_value(m.strategy).ok().and_then(|v| v.as_str().map(str::to_string));
+        let retry = RetrySettings {
+            max_attempts: m.retry.max_attempts,
+            per_attempt_timeout_ms: m.retry.per_attempt_timeout_ms,
+            deadline_ms: m.retry.deadline_ms,
+            backoff_ms: m.retry.backoff_ms,
+        };
+        let rs = RouteSpec {
+            strategy: strategy.unwrap_or_else(|| "priority".into()),
+            targets,
+            retry,
+            allow_strategy_header: m.allow_strategy_header,
+            failover_on: Some(m.failover_on.clone()),
+        };
         match find_route(c, &m.name) {
             Ok(r) => {
-                let u = RouteUpdate { targets: Some(targets), ..RouteUpdate::default() };
+                let u = RouteUpdate {
+                    strategy: Some(rs.strategy),
+                    targets: Some(rs.targets),
+                    retry: Some(rs.retry),
+                    allow_strategy_header: Some(rs.allow_strategy_header),
+                    failover_on: Some(rs.failover_on),
+                    ..RouteUpdate::default()
+                };
                 update_route(c, actor, &r.id, u)?;
             }
             Err(_) => {
-                let rs = RouteSpec { strategy: "priority".into(), targets, retry: RetrySettings::default() };
                 insert_route(c, actor, &new_id("route"), &m.name, rs)?;
             }
         }

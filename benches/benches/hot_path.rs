@@ -7,6 +7,7 @@ use switchboard_dataplane::http::chunked::ChunkedDecoder;
 use switchboard_dataplane::http::head::parse_request;
 use switchboard_dataplane::snapshot::{compile, Prepare};
 use switchboard_dataplane::{auth, request, route, select};
+use switchboard_shared::config::Strategy;
 use switchboard_shared::{Config, KeyHash, KeyHasher};
 
 const KEY: &str = "sk-bench-0123456789abcdef0123456789abcdef";
@@ -71,12 +72,21 @@ fn route_pick(c: &mut Criterion) {
     let snap = snapshot(1, &KeyHasher::unkeyed());
     let key = snap.key(&KeyHash::of(KEY.as_bytes())).unwrap();
     let mut g = c.benchmark_group("route_pick");
-    g.bench_function("priority_51_routes", |b| {
-        b.iter(|| {
-            let r = route::resolve(&snap, key, black_box("gpt-4o-mini")).unwrap();
-            select::order(r).next().map(|t| t.upstream.name.len())
-        })
-    });
+    for strategy in [
+        Strategy::Priority,
+        Strategy::Weighted,
+        Strategy::RoundRobin,
+        Strategy::LeastLatency,
+        Strategy::Cheapest,
+        Strategy::LeastBusy,
+    ] {
+        g.bench_function(format!("{strategy:?}_51_routes_2_targets"), |b| {
+            b.iter(|| {
+                let r = route::resolve(&snap, key, black_box("gpt-4o-mini")).unwrap();
+                select::plan(r, strategy, 1).nth(0)
+            })
+        });
+    }
     g.finish();
 }
 

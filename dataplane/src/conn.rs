@@ -335,6 +335,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                                         request_id: rid.as_bytes(),
                                         client_http10: head.http10,
                                         client_keep_alive: keep_alive,
+                                        strategy: head.strategy,
                                     };
                                     match proxy(ctx, io, bufs, &req, route).await {
                                         ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },

@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 use std::borrow::Cow;
+use switchboard_shared::config::Trigger;
 
 /// Who caused the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub struct GatewayError {
     pub retryable: bool,
     /// The connection must close after this response (framing is unknown).
     pub close: bool,
+    /// For upstream failures: which failover trigger this is.
+    pub cause: Option<Trigger>,
 }
 
 const INVALID: &str = "invalid_request_error";
@@ -50,6 +53,7 @@ impl GatewayError {
             source,
             retryable: false,
             close: false,
+            cause: None,
         }
     }
 
@@ -182,6 +186,7 @@ impl GatewayError {
         let mut e = Self::new(502, SERVER, Some("upstream_error"), message);
         e.source = Source::Upstream;
         e.retryable = true;
+        e.cause = Some(Trigger::Reset);
         e
     }
 
@@ -189,7 +194,14 @@ impl GatewayError {
         let mut e = Self::new(504, SERVER, Some("upstream_timeout"), message);
         e.source = Source::Upstream;
         e.retryable = true;
+        e.cause = Some(Trigger::Timeout);
         e
+    }
+
+    /// Set which failover trigger this upstream failure is.
+    pub fn because(mut self, t: Trigger) -> Self {
+        self.cause = Some(t);
+        self
     }
 
     /// The body as JSON bytes.

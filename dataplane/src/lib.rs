@@ -22,6 +22,7 @@ pub mod conn;
 pub mod dns;
 pub mod error;
 pub mod fmt;
+pub mod health;
 pub mod http;
 pub mod proxy;
 pub mod reload;

@@ -7,8 +7,9 @@
 //! response (an SSE `error` event for streams) and closes the connection.
 
 use crate::conn::Buffers;
-use crate::error::{reason, GatewayError};
+use crate::error::{reason, GatewayError, Source};
 use crate::fmt::{push_chunk, push_dec};
+use crate::health::{now_ms, InFlight, State as HealthState};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_response, BodyFraming, Endpoint, ResponseHead};
@@ -20,6 +21,8 @@ use crate::upstream::{connect, UpStream};
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
+use std::time::Duration;
+use switchboard_shared::config::Trigger;
 
 pub struct ProxyRequest<'a> {
     pub endpoint: &'a Endpoint,
@@ -29,6 +32,8 @@ pub struct ProxyRequest<'a> {
     pub request_id: &'a [u8],
     pub client_http10: bool,
     pub client_keep_alive: bool,
+    /// The strategy the client asked for (`x-switchboard-strategy`).
+    pub strategy: Option<switchboard_shared::config::Strategy>,
 }
 
 pub enum ProxyOutcome {
@@ -47,24 +52,159 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
     req: &ProxyRequest<'_>,
     route: &Route,
 ) -> ProxyOutcome {
+    let started = Instant::now();
+    let strategy = match req.strategy {
+        Some(s) if route.allow_strategy_header => s,
+        _ => route.strategy,
+    };
+    let plan = select::plan(route, strategy, now_ms());
+    if plan.is_empty() {
+        return ProxyOutcome::Failed(GatewayError::no_target(&route.name));
+    }
+    let retry = route.retry;
+    let deadline = retry.deadline.map(|d| started + d);
     let mut last_err = None;
-    for target in select::order(route) {
-        build_request(&mut bufs.up_w, target, req);
-        match attempt(ctx, &target.upstream, bufs).await {
-            Ok((conn, head)) => return relay(ctx, client, conn, head, bufs, req, &target.upstream).await,
-            Err(e) if e.retryable => {
-                tracing::debug!(upstream = %target.upstream.name, error = %e.message, "attempt failed; trying the next target");
-                last_err = Some(e);
+    let mut attempts = 0u32;
+    for n in 0..retry.max_attempts {
+        let target = &route.targets[plan.nth(n)];
+        let up = &*target.upstream;
+        if n >= plan.len() {
+            // Round two and later: back off before trying a target again.
+            let round = (n / plan.len()) as u32;
+            let base = retry.backoff.saturating_mul(1 << round.min(10));
+            let pause = base + retry.backoff.mul_f64(ctx.random_unit());
+            let pause = deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(Instant::now())));
+            monoio::time::sleep(pause).await;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let now = now_ms();
+        if up.health.state(now) == HealthState::HalfOpen && !up.health.admit(now) {
+            // Another request is the half-open trial; don't pile on.
+            last_err.get_or_insert_with(|| GatewayError::upstream(format!("Upstream `{}` is recovering.", up.name)));
+            continue;
+        }
+        let Some(key) = up.pick_key(now) else {
+            last_err =
+                Some(GatewayError::upstream(format!("Every provider key of upstream `{}` is benched.", up.name)));
+            continue;
+        };
+        attempts += 1;
+        let last = n + 1 >= retry.max_attempts;
+        build_request(&mut bufs.up_w, target, key, req);
+        let _busy = InFlight::new(&up.health);
+        let mut wait = up.first_byte_timeout;
+        if let Some(t) = retry.per_attempt_timeout {
+            wait = wait.min(t);
+        }
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(Instant::now()));
+        }
+        let sent = Instant::now();
+        match attempt(ctx, up, bufs, wait).await {
+            Ok((conn, head)) => {
+                let now = now_ms();
+                let verdict = judge(route, up, key, &head, now);
+                let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                match verdict {
+                    Verdict::FailOver(e) if !last && !out_of_time => {
+                        tracing::debug!(upstream = %up.name, status = head.status, "failing over on status");
+                        last_err = Some(e);
+                        continue;
+                    }
+                    Verdict::FailOver(_) | Verdict::Relay => {}
+                }
+                if (200..500).contains(&head.status) && head.status != 429 {
+                    up.health.success(sent.elapsed());
+                }
+                let served = Served { route: &route.name, target: &up.name, attempts };
+                return relay(ctx, client, conn, head, bufs, req, up, &served).await;
             }
-            Err(e) => return ProxyOutcome::Failed(e),
+            Err(e) => {
+                if e.source == Source::Upstream {
+                    up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                }
+                let trigger_on = e.cause.is_none_or(|c| route.triggers.has(c));
+                if e.retryable && trigger_on {
+                    tracing::debug!(upstream = %up.name, error = %e.message, "attempt failed; trying again");
+                    last_err = Some(e);
+                } else {
+                    return ProxyOutcome::Failed(e);
+                }
+            }
         }
     }
     ProxyOutcome::Failed(last_err.unwrap_or_else(|| GatewayError::no_target(&route.name)))
 }
 
+enum Verdict {
+    Relay,
+    /// Fail over, unless this is the last attempt (then relay the response as it is).
+    FailOver(GatewayError),
+}
+
+/// What an upstream's status means for routing, and the health and key
+/// bookkeeping it implies. 400/404 and other client errors are relayed: the
+/// request, not the upstream, is wrong.
+fn judge(route: &Route, up: &Upstream, key: Option<usize>, head: &ResponseHead, now: u64) -> Verdict {
+    let t = &route.triggers;
+    let status = head.status;
+    let fail = |why: &str| GatewayError::upstream(format!("Upstream `{}` answered {status} ({why}).", up.name));
+    match status {
+        429 => {
+            let until = now + retry_after_ms(head.retry_after.as_deref());
+            match key {
+                // The provider key is rate limited: bench that key, not the upstream.
+                Some(k) if up.keys.len() > 1 => up.bench_key(k, until),
+                _ => up.health.cool(until),
+            }
+            if t.has(Trigger::Status429) {
+                return Verdict::FailOver(fail("rate limited").because(Trigger::Status429));
+            }
+        }
+        401 | 403 if key.is_some() => {
+            // The provider refused our key: bench it until the config changes.
+            if let Some(k) = key {
+                up.bench_key(k, u64::MAX);
+                tracing::warn!(upstream = %up.name, key = k, status, "provider key refused; benched");
+            }
+            if up.pick_key(now).is_some() {
+                return Verdict::FailOver(fail("provider key refused").because(Trigger::Reset));
+            }
+        }
+        408 if t.has(Trigger::Status408) => return Verdict::FailOver(fail("timeout").because(Trigger::Status408)),
+        409 if t.has(Trigger::Status409) => return Verdict::FailOver(fail("conflict").because(Trigger::Status409)),
+        500..=599 => {
+            up.health.failure(now, up.eject_after_failures, up.eject_for);
+            if t.has(Trigger::Status5xx) {
+                return Verdict::FailOver(fail("server error").because(Trigger::Status5xx));
+            }
+        }
+        _ => {}
+    }
+    Verdict::Relay
+}
+
+/// `Retry-After` in milliseconds: seconds (at most 10 minutes), or 1 s when
+/// absent or a date.
+fn retry_after_ms(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(1_000, |secs| secs.min(600) * 1_000)
+}
+
+/// Which route, target and attempt served a response (sent as headers).
+pub struct Served<'a> {
+    pub route: &'a str,
+    pub target: &'a str,
+    pub attempts: u32,
+}
+
 /// Render the upstream request: request line, the upstream's pre-rendered
-/// headers, length, request id, then the body (model spliced if aliased).
-fn build_request(w: &mut Vec<u8>, target: &Target, req: &ProxyRequest<'_>) {
+/// headers and provider key, length, request id, then the body (model
+/// spliced if aliased).
+fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, req: &ProxyRequest<'_>) {
     let up = &target.upstream;
     w.clear();
     w.extend_from_slice(b"POST ");
@@ -72,6 +212,9 @@ fn build_request(w: &mut Vec<u8>, target: &Target, req: &ProxyRequest<'_>) {
     w.extend_from_slice(req.endpoint.upstream_suffix().unwrap_or("/chat/completions").as_bytes());
     w.extend_from_slice(b" HTTP/1.1\r\n");
     w.extend_from_slice(&up.header_block);
+    if let Some(k) = key.and_then(|k| up.keys.get(k)) {
+        w.extend_from_slice(&k.line);
+    }
     w.extend_from_slice(b"content-length: ");
     let span = req.fields.model_span;
     let len = match &target.model_json {
@@ -96,14 +239,19 @@ enum Exchange {
 
 /// One try at one upstream: a pooled connection (once more on a fresh one if
 /// the pooled one turns out closed), request out, response head in.
-async fn attempt(ctx: &WorkerCtx, up: &Upstream, bufs: &mut Buffers) -> Result<(UpStream, ResponseHead), GatewayError> {
+async fn attempt(
+    ctx: &WorkerCtx,
+    up: &Upstream,
+    bufs: &mut Buffers,
+    wait: Duration,
+) -> Result<(UpStream, ResponseHead), GatewayError> {
     let pooled = ctx.pool.borrow_mut().take(&up.pool_key);
     let (mut conn, mut reused) = match pooled {
         Some(c) => (c, true),
         None => (connect(up, &ctx.dns).await?, false),
     };
     loop {
-        match exchange(ctx, &mut conn, up, bufs).await {
+        match exchange(ctx, &mut conn, up, bufs, wait).await {
             Ok(head) => return Ok((conn, head)),
             Err(Exchange::Stale) if reused => {
                 conn = connect(up, &ctx.dns).await?;
@@ -125,13 +273,14 @@ async fn exchange(
     conn: &mut UpStream,
     up: &Upstream,
     bufs: &mut Buffers,
+    wait: Duration,
 ) -> Result<ResponseHead, Exchange> {
-    let deadline = Instant::now() + up.first_byte_timeout;
+    let deadline = Instant::now() + wait;
     let timed_out = || {
         Exchange::Fail(GatewayError::upstream_timeout(format!(
             "Upstream `{}` did not answer within {} ms.",
             up.name,
-            up.first_byte_timeout.as_millis()
+            wait.as_millis()
         )))
     };
     match write_all(conn, &mut bufs.up_w, deadline).await {
@@ -180,6 +329,7 @@ async fn exchange(
 /// Relay the response: head first, then the body as it arrives, re-framed for
 /// the client (Content-Length passes through; chunked or close-delimited
 /// bodies go out chunked to HTTP/1.1 clients). Nothing is buffered whole.
+#[allow(clippy::too_many_arguments)]
 async fn relay<S: AsyncWriteRent>(
     ctx: &WorkerCtx,
     client: &mut S,
@@ -188,6 +338,7 @@ async fn relay<S: AsyncWriteRent>(
     bufs: &mut Buffers,
     req: &ProxyRequest<'_>,
     up: &Upstream,
+    served: &Served<'_>,
 ) -> ProxyOutcome {
     let framing = head.framing;
     let client_chunked = matches!(framing, BodyFraming::Chunked | BodyFraming::Close) && !req.client_http10;
@@ -216,6 +367,12 @@ async fn relay<S: AsyncWriteRent>(
     }
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(req.request_id);
+    out.extend_from_slice(b"\r\nx-switchboard-route: ");
+    out.extend_from_slice(served.route.as_bytes());
+    out.extend_from_slice(b"\r\nx-switchboard-target: ");
+    out.extend_from_slice(served.target.as_bytes());
+    out.extend_from_slice(b"\r\nx-switchboard-attempts: ");
+    push_dec(out, served.attempts as u64);
     out.extend_from_slice(b"\r\n");
     match framing {
         BodyFraming::None => out.extend_from_slice(b"content-length: 0\r\n"),

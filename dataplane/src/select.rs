@@ -1,11 +1,78 @@
 //! Phase "select": the order in which a route's targets are tried.
 //!
-//! Today: priority order, as configured; the next target is tried when one
-//! cannot be reached (connect error, reset, timeout before any byte).
+//! The strategy picks the first target (and, for the ranking strategies, the
+//! order of the rest); targets that are ejected (circuit open), cooling after
+//! a 429, or out of usable provider keys go to the back, kept only as a last
+//! resort. Bounded: a route has at most `MAX_TARGETS` targets.
 
-use crate::snapshot::{Route, Target};
+use crate::health::State;
+use crate::snapshot::Route;
+use switchboard_shared::config::{Strategy, MAX_TARGETS};
 
-/// Targets in the order to try them.
-pub fn order(route: &Route) -> impl Iterator<Item = &Target> {
-    route.targets.iter()
+/// Target indexes in the order to try them.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    order: [u8; MAX_TARGETS],
+    len: usize,
+}
+
+impl Plan {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.order[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The target for attempt `n` (targets come round again past the end).
+    pub fn nth(&self, n: usize) -> usize {
+        self.order[n % self.len.max(1)] as usize
+    }
+}
+
+/// Order `route`'s targets for one request.
+pub fn plan(route: &Route, strategy: Strategy, now: u64) -> Plan {
+    let n = route.targets.len().min(MAX_TARGETS);
+    let mut order = [0u8; MAX_TARGETS];
+    for (i, slot) in order.iter_mut().enumerate().take(n) {
+        *slot = i as u8;
+    }
+    let ts = &route.targets;
+    match strategy {
+        Strategy::Priority => {}
+        Strategy::RoundRobin | Strategy::Weighted => {
+            let turn = route.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let first = if strategy == Strategy::Weighted && !route.weighted_order.is_empty() {
+                route.weighted_order[(turn % route.weighted_order.len() as u64) as usize] as usize
+            } else {
+                (turn % n.max(1) as u64) as usize
+            };
+            // The pick first, the others after it in listed order.
+            order[..n].rotate_left(first.min(n.saturating_sub(1)));
+        }
+        Strategy::LeastLatency => {
+            let key = |i: u8| ts[i as usize].upstream.health.ewma_ttfb_us.load(std::sync::atomic::Ordering::Relaxed);
+            order[..n].sort_by_key(|&i| key(i));
+        }
+        Strategy::Cheapest => {
+            let key = |i: u8| ts[i as usize].price.unwrap_or(f64::INFINITY);
+            order[..n].sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        }
+        Strategy::LeastBusy => {
+            let key = |i: u8| ts[i as usize].upstream.health.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            order[..n].sort_by_key(|&i| key(i));
+        }
+    }
+    // Healthy targets first, in that order; the rest as a last resort.
+    let usable = |i: u8| {
+        let up = &ts[i as usize].upstream;
+        matches!(up.health.state(now), State::Closed | State::HalfOpen) && !up.all_keys_benched(now)
+    };
+    order[..n].sort_by_key(|&i| !usable(i));
+    Plan { order, len: n }
 }

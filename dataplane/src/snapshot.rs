@@ -9,6 +9,7 @@
 //! and a non-atomic `Rc` clone, not an atomic increment on a shared counter.
 
 use crate::dns::{cache_key, DnsCache};
+use crate::health::{HealthRegistry, TargetHealth};
 use arc_swap::{ArcSwap, Cache};
 use rustc_hash::FxHashMap;
 use rustls::pki_types::ServerName;
@@ -16,9 +17,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_shared::config::ConfigError;
+use switchboard_shared::config::{Strategy, Trigger};
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::{KeyHash, KeyHasher, RoutingSpec};
 
@@ -86,21 +89,63 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
 }
 
+/// One provider key: its pre-rendered `authorization` line, and until when
+/// it is benched (0 = usable; `u64::MAX` = until the config changes).
+pub struct ProviderKey {
+    pub line: Box<[u8]>,
+    pub benched_until_ms: AtomicU64,
+}
+
 pub struct Upstream {
     pub name: Arc<str>,
+    /// Shared with every snapshot that has this upstream.
+    pub health: Arc<TargetHealth>,
+    /// Provider keys, used in turn; empty = no `authorization` header.
+    pub keys: Vec<ProviderKey>,
+    next_key: AtomicUsize,
+    pub eject_after_failures: u32,
+    pub eject_for: Duration,
     /// Connections are pooled under this key: same address, same TLS trust.
     pub pool_key: Arc<str>,
     pub addr: UpstreamAddr,
     pub tls: Option<UpstreamTls>,
     pub path_prefix: Box<str>,
-    /// Pre-rendered headers: Host, Authorization (the provider key), extra
-    /// headers, Content-Type, Accept-Encoding. Holds a secret: never logged.
+    /// Pre-rendered headers: Host, extra headers, Content-Type,
+    /// Accept-Encoding (the provider key is added per request from `keys`).
     pub header_block: Box<[u8]>,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub read_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+}
+
+impl Upstream {
+    /// The next usable provider key (round-robin over keys not benched);
+    /// `None` when there are keys but all are benched, `Some(None)` when the
+    /// upstream has no key at all.
+    pub fn pick_key(&self, now: u64) -> Option<Option<usize>> {
+        if self.keys.is_empty() {
+            return Some(None);
+        }
+        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
+        (0..self.keys.len())
+            .map(|i| (start + i) % self.keys.len())
+            .find(|&i| self.keys[i].benched_until_ms.load(Ordering::Relaxed) <= now)
+            .map(Some)
+    }
+
+    /// Bench a key: `until` = `u64::MAX` for good (401/403), or a time (429).
+    pub fn bench_key(&self, index: usize, until: u64) {
+        if let Some(k) = self.keys.get(index) {
+            k.benched_until_ms.fetch_max(until, Ordering::AcqRel);
+        }
+    }
+
+    /// All keys benched: the upstream cannot be used.
+    pub fn all_keys_benched(&self, now: u64) -> bool {
+        !self.keys.is_empty() && self.keys.iter().all(|k| k.benched_until_ms.load(Ordering::Relaxed) > now)
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -114,11 +159,69 @@ pub struct Target {
     /// The upstream's name for the model as an escaped JSON string, when it
     /// differs from what the client sent (spliced into the body).
     pub model_json: Option<Box<[u8]>>,
+    pub weight: u32,
+    /// USD per million prompt + completion tokens at this upstream, if known.
+    pub price: Option<f64>,
+}
+
+/// Retry settings of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub max_attempts: usize,
+    pub per_attempt_timeout: Option<Duration>,
+    pub deadline: Option<Duration>,
+    pub backoff: Duration,
+}
+
+/// Which failures move a request on (a bit per [`Trigger`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Triggers(u8);
+
+impl Triggers {
+    fn bit(t: Trigger) -> u8 {
+        1 << (t as u8)
+    }
+
+    pub fn from_list(list: &[Trigger]) -> Triggers {
+        Triggers(list.iter().fold(0, |acc, t| acc | Self::bit(*t)))
+    }
+
+    pub fn has(self, t: Trigger) -> bool {
+        self.0 & Self::bit(t) != 0
+    }
 }
 
 pub struct Route {
     pub name: Box<str>,
     pub targets: Vec<Target>,
+    pub strategy: Strategy,
+    pub allow_strategy_header: bool,
+    pub triggers: Triggers,
+    pub retry: Retry,
+    /// Shared turn counter for round-robin and weighted picks.
+    pub turn: AtomicU64,
+    /// One period of the smooth weighted round-robin order (target indexes).
+    pub weighted_order: Box<[u8]>,
+}
+
+/// One period of smooth weighted round-robin over `weights`: each index
+/// appears `weight` times, spread out (nginx's algorithm).
+pub fn smooth_weighted_order(weights: &[u32]) -> Vec<u8> {
+    let total: i64 = weights.iter().map(|w| *w as i64).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += *w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        order.push(best as u8);
+    }
+    order
 }
 
 pub struct Snapshot {
@@ -209,11 +312,13 @@ fn load_ca(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
 pub struct Prepare {
     pub dns: Arc<DnsCache>,
     pub hasher: KeyHasher,
+    /// Upstream health, carried from snapshot to snapshot.
+    pub health: Arc<HealthRegistry>,
 }
 
 impl Prepare {
     pub fn new(dns: Arc<DnsCache>, hasher: KeyHasher) -> Prepare {
-        Prepare { dns, hasher }
+        Prepare { dns, hasher, health: Arc::default() }
     }
 }
 
@@ -223,7 +328,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     let dns = &*prep.dns;
     spec.validate()?;
     let mut default_tls: Option<Arc<rustls::ClientConfig>> = None;
-    let mut upstreams: FxHashMap<&str, Arc<Upstream>> = FxHashMap::default();
+    let mut upstreams: FxHashMap<&str, (Arc<Upstream>, FxHashMap<&str, f64>)> = FxHashMap::default();
     for (i, u) in spec.upstreams.iter().enumerate() {
         let p = format!("upstreams[{i}]");
         let url = BaseUrl::parse(&u.base_url).map_err(|e| err(format!("{p}.base_url"), e))?;
@@ -255,26 +360,25 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 UpstreamAddr::Dns { host: url.host.clone().into(), key: cache_key(&url.host, url.port).into() }
             }
         };
-        let api_key = match (&u.api_key, &u.api_key_env) {
-            (Some(k), _) => Some(k.expose().to_string()),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .map_err(|_| err(format!("{p}.api_key_env"), format!("environment variable `{var}` is not set")))?,
-            ),
-            (None, None) => None,
+        let mut api_keys: Vec<String> = match (&u.api_key, &u.api_key_env) {
+            (Some(k), _) => vec![k.expose().to_string()],
+            (None, Some(var)) => vec![std::env::var(var)
+                .map_err(|_| err(format!("{p}.api_key_env"), format!("environment variable `{var}` is not set")))?],
+            (None, None) => vec![],
         };
+        api_keys.extend(u.api_keys.iter().map(|k| k.expose().to_string()));
+        let mut keys = Vec::with_capacity(api_keys.len());
+        for key in api_keys {
+            if key.is_empty() || key.bytes().any(|b| b < b' ' || b == 0x7f) {
+                return Err(err(format!("{p}.api_key"), "is empty or has control characters"));
+            }
+            let line = format!("authorization: Bearer {key}\r\n").into_bytes().into_boxed_slice();
+            keys.push(ProviderKey { line, benched_until_ms: AtomicU64::new(0) });
+        }
         let mut block = Vec::with_capacity(256);
         block.extend_from_slice(b"host: ");
         block.extend_from_slice(url.host_header().as_bytes());
         block.extend_from_slice(b"\r\n");
-        if let Some(key) = api_key {
-            if key.bytes().any(|b| b < b' ' || b == 0x7f) {
-                return Err(err(format!("{p}.api_key"), "has control characters"));
-            }
-            block.extend_from_slice(b"authorization: Bearer ");
-            block.extend_from_slice(key.as_bytes());
-            block.extend_from_slice(b"\r\n");
-        }
         for (name, value) in &u.headers {
             block.extend_from_slice(name.as_bytes());
             block.extend_from_slice(b": ");
@@ -286,6 +390,11 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         let ca = u.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let upstream = Upstream {
             name: u.name.as_str().into(),
+            health: prep.health.get(&u.name),
+            keys,
+            next_key: AtomicUsize::new(0),
+            eject_after_failures: u.eject_after_failures,
+            eject_for: Duration::from_millis(u.eject_ms),
             pool_key: format!("{scheme}://{}:{}#{ca}", url.host, url.port).into(),
             addr,
             tls,
@@ -297,17 +406,21 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
             pool_max_idle: u.pool_max_idle,
         };
-        upstreams.insert(u.name.as_str(), Arc::new(upstream));
+        let prices: FxHashMap<&str, f64> =
+            u.prices.iter().map(|p| (p.model.as_str(), p.prompt_per_mtok + p.completion_per_mtok)).collect();
+        upstreams.insert(u.name.as_str(), (Arc::new(upstream), prices));
     }
     let mut routes = Vec::with_capacity(spec.models.len());
     let mut route_index = FxHashMap::default();
     for (i, m) in spec.models.iter().enumerate() {
         let mut targets = Vec::with_capacity(m.targets.len());
         for (j, t) in m.targets.iter().enumerate() {
-            let upstream = upstreams
+            let (upstream, prices) = upstreams
                 .get(t.upstream.as_str())
-                .ok_or_else(|| err(format!("models[{i}].targets[{j}].upstream"), "unknown upstream"))?
-                .clone();
+                .ok_or_else(|| err(format!("models[{i}].targets[{j}].upstream"), "unknown upstream"))?;
+            let upstream_model = t.model.as_deref().unwrap_or(&m.name);
+            let price = prices.get(upstream_model).copied();
+            let upstream = upstream.clone();
             let model_json = match &t.model {
                 Some(name) if name != &m.name => Some(
                     serde_json::to_vec(name)
@@ -316,10 +429,26 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 ),
                 _ => None,
             };
-            targets.push(Target { upstream, model_json });
+            targets.push(Target { upstream, model_json, weight: t.weight, price });
         }
+        let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+        let retry = Retry {
+            max_attempts: m.retry.max_attempts.map_or(targets.len(), |n| n as usize),
+            per_attempt_timeout: m.retry.per_attempt_timeout_ms.map(Duration::from_millis),
+            deadline: m.retry.deadline_ms.map(Duration::from_millis),
+            backoff: Duration::from_millis(m.retry.backoff_ms.unwrap_or(50)),
+        };
         route_index.insert(m.name.as_str().into(), i);
-        routes.push(Route { name: m.name.as_str().into(), targets });
+        routes.push(Route {
+            name: m.name.as_str().into(),
+            targets,
+            strategy: m.strategy,
+            allow_strategy_header: m.allow_strategy_header,
+            triggers: Triggers::from_list(&m.failover_on),
+            retry,
+            turn: AtomicU64::new(0),
+            weighted_order: smooth_weighted_order(&weights).into_boxed_slice(),
+        });
     }
     let mut keys = HashMap::default();
     for (i, k) in spec.keys.iter().enumerate() {
@@ -397,7 +526,7 @@ impl LocalSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_shared::Config;
+    use switchboard_shared::{Config, Secret};
 
     fn spec(extra: &str) -> RoutingSpec {
         let text = format!(
@@ -439,9 +568,9 @@ models = ["m2"]
         assert!(!key.may_use(i1) && key.may_use(i2));
         assert_eq!(r1.targets[0].model_json.as_deref(), Some(&br#""real-m1""#[..]));
         let block = String::from_utf8(r1.targets[0].upstream.header_block.to_vec()).unwrap();
-        assert!(
-            block.starts_with("host: 127.0.0.1:9\r\nauthorization: Bearer sk-provider-secret-1234\r\nx-extra: 1\r\n")
-        );
+        assert!(block.starts_with("host: 127.0.0.1:9\r\nx-extra: 1\r\n"), "{block}");
+        let up = &r1.targets[0].upstream;
+        assert_eq!(&*up.keys[0].line, b"authorization: Bearer sk-provider-secret-1234\r\n");
         assert!(!format!("{:?}", r1.targets[0].upstream).contains("sk-provider"));
         assert!(snap.key(&KeyHash::of(b"other")).is_none());
     }
@@ -465,6 +594,31 @@ models = ["m2"]
         s.upstreams[0].base_url = "https://localhost:9/v1".into();
         s.upstreams[0].ca_file = Some("/nonexistent/ca.pem".into());
         assert_eq!(compile(&s, 1, &dns).unwrap_err().path, "upstreams[0].ca_file");
+    }
+
+    #[test]
+    fn smooth_weighted_order_spreads_picks() {
+        assert_eq!(smooth_weighted_order(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        let o = smooth_weighted_order(&[3, 1]);
+        assert_eq!(o.iter().filter(|&&i| i == 0).count(), 3);
+        assert_eq!(smooth_weighted_order(&[1, 1, 1]), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn keys_rotate_and_bench() {
+        let dns = Prepare::default();
+        let mut s = spec("");
+        s.upstreams[0].api_keys = vec![Secret::new("sk-second-key-xxxx"), Secret::new("sk-third-key-yyyyy")];
+        let snap = compile(&s, 1, &dns).unwrap();
+        let up = &snap.route("m1").unwrap().1.targets[0].upstream;
+        let picks: Vec<usize> = (0..6).map(|_| up.pick_key(10).unwrap().unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        up.bench_key(1, u64::MAX);
+        assert!((0..6).all(|_| up.pick_key(10).unwrap() != Some(1)));
+        up.bench_key(0, 20);
+        up.bench_key(2, 20);
+        assert!(up.all_keys_benched(10) && up.pick_key(10).is_none());
+        assert!(!up.all_keys_benched(20));
     }
 
     #[test]

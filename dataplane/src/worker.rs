@@ -70,6 +70,17 @@ impl WorkerCtx {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// A pseudo-random number in [0, 1) (backoff jitter): splitmix64 over
+    /// this worker's request counter and prefix. Not for secrets.
+    pub fn random_unit(&self) -> f64 {
+        let n = self.rid_counter.get().wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_add(self.rid_prefix);
+        self.rid_counter.set(self.rid_counter.get().wrapping_add(1));
+        let mut z = n;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A new request id: this worker's random prefix and a counter, in hex.
     pub fn next_request_id(&self) -> RequestId {
         let n = self.rid_counter.get().wrapping_add(1);

@@ -276,6 +276,10 @@ pub struct UpstreamSpec {
     /// The provider key, sent as `Authorization: Bearer`. Prefer `api_key_env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
+    /// More provider keys: requests are spread over all of them; a key answered
+    /// 401/403 is benched until the config changes, 429 for its Retry-After.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<Secret>,
     /// Name of an environment variable holding the provider key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
@@ -299,6 +303,22 @@ pub struct UpstreamSpec {
     /// Idle connections kept per worker for this upstream.
     #[serde(default = "d_pool_max")]
     pub pool_max_idle: usize,
+    /// Prices per model, for the `cheapest` strategy and cost accounting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<PriceSpec>,
+    /// Consecutive failures that eject this upstream from routing (circuit open).
+    #[serde(default = "d_eject_after")]
+    pub eject_after_failures: u32,
+    /// How long an ejected upstream stays out before one trial request (half-open).
+    #[serde(default = "d_eject_ms")]
+    pub eject_ms: u64,
+}
+
+fn d_eject_after() -> u32 {
+    5
+}
+fn d_eject_ms() -> u64 {
+    10_000
 }
 
 fn d_connect() -> u64 {
@@ -323,8 +343,102 @@ fn d_pool_max() -> usize {
 pub struct ModelSpec {
     /// The name clients send in `model`.
     pub name: String,
-    /// Tried in order: the next target is used when one cannot be reached.
+    /// Where requests go first; the other targets are the fallbacks.
     pub targets: Vec<TargetSpec>,
+    /// How the first target is picked.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Let a request pick the strategy with the `x-switchboard-strategy` header.
+    #[serde(default)]
+    pub allow_strategy_header: bool,
+    /// What makes a request move on to the next target (or try again).
+    #[serde(default = "default_triggers")]
+    pub failover_on: Vec<Trigger>,
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// How a route picks its first target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Targets in the order listed; the rest are fallbacks in order.
+    #[default]
+    Priority,
+    /// Smooth weighted round-robin by `weight`.
+    Weighted,
+    /// Each target in turn.
+    RoundRobin,
+    /// The lowest moving average of time to first byte.
+    LeastLatency,
+    /// The lowest price for the model (the upstream's `prices`).
+    Cheapest,
+    /// The fewest requests in flight.
+    LeastBusy,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "priority" => Strategy::Priority,
+            "weighted" => Strategy::Weighted,
+            "round_robin" => Strategy::RoundRobin,
+            "least_latency" => Strategy::LeastLatency,
+            "cheapest" => Strategy::Cheapest,
+            "least_busy" => Strategy::LeastBusy,
+            _ => return None,
+        })
+    }
+}
+
+/// A failure that moves a request to the next target, while nothing has
+/// reached the client yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Trigger {
+    /// The TCP connection could not be made.
+    #[serde(rename = "connect")]
+    Connect,
+    /// The TLS handshake failed.
+    #[serde(rename = "tls")]
+    Tls,
+    /// The connection was reset or closed before an answer, or the answer was not HTTP.
+    #[serde(rename = "reset")]
+    Reset,
+    /// No response head within the time allowed.
+    #[serde(rename = "timeout")]
+    Timeout,
+    #[serde(rename = "5xx")]
+    Status5xx,
+    #[serde(rename = "429")]
+    Status429,
+    #[serde(rename = "408")]
+    Status408,
+    #[serde(rename = "409")]
+    Status409,
+}
+
+pub fn default_triggers() -> Vec<Trigger> {
+    vec![Trigger::Connect, Trigger::Tls, Trigger::Reset, Trigger::Timeout, Trigger::Status5xx, Trigger::Status429]
+}
+
+/// Attempts, per-attempt timeout, overall deadline, and backoff.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all (first try included); default: one per target. Past the
+    /// number of targets, targets are tried again from the top, with backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Limit on one attempt's wait for the response head (below the upstream's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_attempt_timeout_ms: Option<u64>,
+    /// Limit on all attempts together, from the request's arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Base of the exponential backoff (with jitter) before retrying a target
+    /// already tried; moving to another target does not wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,7 +449,29 @@ pub struct TargetSpec {
     /// The model name the upstream knows; defaults to the public name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Share for the `weighted` strategy.
+    #[serde(default = "one")]
+    pub weight: u32,
 }
+
+fn one() -> u32 {
+    1
+}
+
+/// The price of a model at an upstream, in USD per million tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    /// The upstream's model name.
+    pub model: String,
+    #[serde(default)]
+    pub prompt_per_mtok: f64,
+    #[serde(default)]
+    pub completion_per_mtok: f64,
+}
+
+/// The most targets a route may list.
+pub const MAX_TARGETS: usize = 16;
 
 /// Header names the gateway sets itself and an upstream's `headers` may not override.
 const RESERVED_HEADERS: [&str; 7] =
@@ -359,6 +495,15 @@ impl RoutingSpec {
             BaseUrl::parse(&u.base_url).map_err(|e| ConfigError::at(format!("{p}.base_url"), e))?;
             if u.api_key.is_some() && u.api_key_env.is_some() {
                 return Err(ConfigError::at(p, "set either api_key or api_key_env, not both"));
+            }
+            if u.eject_after_failures == 0 || u.eject_ms == 0 {
+                return Err(ConfigError::at(p, "eject_after_failures and eject_ms must be at least 1"));
+            }
+            for (j, price) in u.prices.iter().enumerate() {
+                let ok = |v: f64| v.is_finite() && v >= 0.0;
+                if !ok(price.prompt_per_mtok) || !ok(price.completion_per_mtok) {
+                    return Err(ConfigError::at(format!("{p}.prices[{j}]"), "prices must be finite and not negative"));
+                }
             }
             for (name, value) in &u.headers {
                 if !is_token(name) {
@@ -403,6 +548,18 @@ impl RoutingSpec {
             if m.targets.is_empty() {
                 return Err(ConfigError::at(format!("{p}.targets"), "needs at least one target"));
             }
+            if m.targets.len() > MAX_TARGETS {
+                return Err(ConfigError::at(format!("{p}.targets"), format!("at most {MAX_TARGETS} targets")));
+            }
+            if m.retry.max_attempts == Some(0) || m.retry.max_attempts.is_some_and(|n| n > 32) {
+                return Err(ConfigError::at(format!("{p}.retry.max_attempts"), "must be 1 to 32"));
+            }
+            if m.retry.per_attempt_timeout_ms == Some(0) || m.retry.deadline_ms == Some(0) {
+                return Err(ConfigError::at(format!("{p}.retry"), "timeouts must be at least 1 ms"));
+            }
+            if m.strategy == Strategy::Weighted && m.targets.iter().map(|t| t.weight as u64).sum::<u64>() > 10_000 {
+                return Err(ConfigError::at(format!("{p}.targets"), "weights must add up to at most 10000"));
+            }
             for (j, t) in m.targets.iter().enumerate() {
                 if !upstream_names.contains(t.upstream.as_str()) {
                     return Err(ConfigError::at(
@@ -412,6 +569,9 @@ impl RoutingSpec {
                 }
                 if t.model.as_deref() == Some("") {
                     return Err(ConfigError::at(format!("{p}.targets[{j}].model"), "must not be empty"));
+                }
+                if t.weight == 0 {
+                    return Err(ConfigError::at(format!("{p}.targets[{j}].weight"), "must be at least 1"));
                 }
             }
         }

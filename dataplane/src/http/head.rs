@@ -6,7 +6,7 @@
 //! `Content-Length` and `Transfer-Encoding`, conflicting lengths, unknown
 //! codings all refuse the request).
 
-use switchboard_shared::config::MAX_HEADERS_CAP;
+use switchboard_shared::config::{Strategy, MAX_HEADERS_CAP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -89,6 +89,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     pub credential: Credential,
     pub request_id: Option<String>,
+    /// `x-switchboard-strategy`: honoured only where the route allows it.
+    pub strategy: Option<Strategy>,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
 }
@@ -153,6 +155,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     let mut expect_continue = false;
     let mut credential = Credential::Missing;
     let mut request_id = None;
+    let mut strategy = None;
     let mut host = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -214,6 +217,9 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
                 saw_te = true;
                 chunked = true;
             }
+            22 if eq_ignore_case(name, b"x-switchboard-strategy") => {
+                strategy = std::str::from_utf8(trim(value)).ok().and_then(Strategy::parse);
+            }
             _ => {}
         }
     }
@@ -237,6 +243,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         expect_continue,
         credential,
         request_id,
+        strategy,
         head_len,
     })
 }

@@ -11,6 +11,7 @@ use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchboard_shared::config::Trigger;
 
 pub enum UpStream {
     Plain(TcpStream),
@@ -68,6 +69,7 @@ fn addresses(up: &Upstream, dns: &DnsCache) -> Result<Arc<[SocketAddr]>, Gateway
         UpstreamAddr::Ip(a) => Ok(Arc::from(&[*a][..])),
         UpstreamAddr::Dns { host, key } => dns.lookup(key).ok_or_else(|| {
             GatewayError::upstream(format!("Upstream `{}`: host `{host}` could not be resolved.", up.name))
+                .because(Trigger::Connect)
         }),
     }
 }
@@ -86,14 +88,20 @@ pub async fn connect(up: &Upstream, dns: &DnsCache) -> Result<UpStream, GatewayE
                 break;
             }
             Ok(Err(e)) => {
-                last = Some(GatewayError::upstream(format!("Could not connect to upstream `{}`: {e}.", up.name)));
+                last = Some(
+                    GatewayError::upstream(format!("Could not connect to upstream `{}`: {e}.", up.name))
+                        .because(Trigger::Connect),
+                );
             }
             Err(_) => {
-                last = Some(GatewayError::upstream_timeout(format!(
-                    "Connecting to upstream `{}` timed out after {} ms.",
-                    up.name,
-                    up.connect_timeout.as_millis()
-                )));
+                last = Some(
+                    GatewayError::upstream_timeout(format!(
+                        "Connecting to upstream `{}` timed out after {} ms.",
+                        up.name,
+                        up.connect_timeout.as_millis()
+                    ))
+                    .because(Trigger::Connect),
+                );
                 break;
             }
         }
@@ -111,11 +119,13 @@ pub async fn connect(up: &Upstream, dns: &DnsCache) -> Result<UpStream, GatewayE
     let connector = monoio_rustls::TlsConnector::from(tls.config.clone());
     match monoio::time::timeout_at(deadline, connector.connect(tls.server_name.clone(), tcp)).await {
         Ok(Ok(s)) => Ok(UpStream::Tls(Box::new(s))),
-        Ok(Err(e)) => Err(GatewayError::upstream(format!("TLS handshake with upstream `{}` failed: {e}.", up.name))),
+        Ok(Err(e)) => Err(GatewayError::upstream(format!("TLS handshake with upstream `{}` failed: {e}.", up.name))
+            .because(Trigger::Tls)),
         Err(_) => Err(GatewayError::upstream_timeout(format!(
             "TLS handshake with upstream `{}` timed out after {} ms.",
             up.name,
             up.connect_timeout.as_millis()
-        ))),
+        ))
+        .because(Trigger::Tls)),
     }
 }
