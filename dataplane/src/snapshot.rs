@@ -128,11 +128,14 @@ impl Upstream {
         if self.keys.is_empty() {
             return Some(None);
         }
-        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        (0..self.keys.len())
-            .map(|i| (start + i) % self.keys.len())
-            .find(|&i| self.keys[i].benched_until_ms.load(Ordering::Relaxed) <= now)
-            .map(Some)
+        let usable = |k: &&ProviderKey| k.benched_until_ms.load(Ordering::Relaxed) <= now;
+        let count = self.keys.iter().filter(usable).count();
+        if count == 0 {
+            return None;
+        }
+        // The n-th usable key, so the load stays even when some are benched.
+        let n = self.next_key.fetch_add(1, Ordering::Relaxed) % count;
+        self.keys.iter().enumerate().filter(|(_, k)| usable(k)).nth(n).map(|(i, _)| Some(i))
     }
 
     /// Bench a key: `until` = `u64::MAX` for good (401/403), or a time (429).

@@ -99,6 +99,8 @@ pub struct MockConfig {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Keep a copy of every request (tests); off for load.
     pub record: bool,
+    /// Bearer tokens answered with 401 (a provider refusing a key).
+    pub reject_keys: Vec<String>,
 }
 
 impl Default for MockConfig {
@@ -111,6 +113,7 @@ impl Default for MockConfig {
             models: vec!["mock-model".to_string()],
             tls: None,
             record: false,
+            reject_keys: Vec::new(),
         }
     }
 }
@@ -339,7 +342,12 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
         let mut len = 0usize;
         let mut close = false;
         let mut header_behaviour = Behaviour::default();
+        let mut rejected = false;
         for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("authorization") && !ctx.cfg.reject_keys.is_empty() {
+                let token = h.value.strip_prefix(b"Bearer ").unwrap_or(h.value);
+                rejected = ctx.cfg.reject_keys.iter().any(|k| k.as_bytes() == token);
+            }
             if h.name.eq_ignore_ascii_case("content-length") {
                 len = parse_content_length(h.value).unwrap_or(0) as usize;
             } else if h.name.eq_ignore_ascii_case("connection") {
@@ -370,6 +378,15 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
             }
         }
         ctx.state.requests.fetch_add(1, Ordering::SeqCst);
+        if rejected {
+            let json = error_json(401, "mock: this key is refused");
+            head(&mut out, 401, "application/json", Some(json.len()));
+            out.extend_from_slice(&json);
+            if !send(&mut io, &mut out).await || close {
+                return;
+            }
+            continue;
+        }
         let keep = answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour).await;
         if !keep || close {
             return;

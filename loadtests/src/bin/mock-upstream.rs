@@ -73,6 +73,7 @@ fn main() {
         models: args.models,
         tls,
         record: false,
+        reject_keys: Vec::new(),
     };
     match MockUpstream::start(cfg) {
         Ok(handle) => {
