@@ -152,7 +152,7 @@ impl utoipa::Modify for BearerAuth {
         list_providers, create_provider, get_provider, update_provider, delete_provider,
         list_routes, create_route, get_route, update_route, delete_route,
         list_tokens, create_token, revoke_token,
-        list_audit, watch_snapshot
+        list_audit, watch_snapshot, list_targets
     ),
     modifiers(&BearerAuth)
 )]
@@ -175,6 +175,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/tokens", get(list_tokens).post(create_token))
         .route("/v1/admin/tokens/{id}/revoke", post(revoke_token))
         .route("/v1/admin/audit", get(list_audit))
+        .route("/v1/admin/targets", get(list_targets))
         .route("/v1/admin/snapshot", get(watch_snapshot))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown_url", "No such admin endpoint.") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -432,6 +433,49 @@ async fn create_token(
 async fn revoke_token(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(Json(write!(s, false, |c| store::revoke_token(c, &actor, &id))?).into_response())
+}
+
+// ---- target health
+
+/// One upstream's health as routing sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TargetStatus {
+    /// The upstream (provider) name.
+    pub name: String,
+    /// `closed` (healthy), `open` (ejected), `half_open` (a trial request may go), `cooling` (429 Retry-After).
+    pub state: String,
+    /// Moving average of time to first byte, milliseconds (null until measured).
+    pub ewma_ttfb_ms: Option<f64>,
+    /// Failures / (failures + successes) since start.
+    pub error_rate: f64,
+    pub in_flight: u32,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// Health of every upstream the in-process data plane has routed to.
+#[utoipa::path(get, path = "/v1/admin/targets", tag = "routing", responses((status = 200, body = Page<TargetStatus>), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn list_targets(State(s): State<SharedState>, _a: Admin) -> ApiResult<Response> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = switchboard_dataplane::health::now_ms();
+    let list: Vec<TargetStatus> = s
+        .health()
+        .all()
+        .iter()
+        .map(|h| {
+            let ewma = h.ewma_ttfb_us.load(Relaxed);
+            TargetStatus {
+                name: h.name.to_string(),
+                state: h.state(now).name().to_string(),
+                ewma_ttfb_ms: (ewma > 0).then(|| ewma as f64 / 1000.0),
+                error_rate: h.error_rate(),
+                in_flight: h.in_flight.load(Relaxed),
+                successes: h.successes.load(Relaxed),
+                failures: h.failures.load(Relaxed),
+            }
+        })
+        .collect();
+    Ok(Json(Page { object: "list", data: list, next_offset: None }).into_response())
 }
 
 // ---- audit

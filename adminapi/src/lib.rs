@@ -90,6 +90,11 @@ impl State {
         Ok(())
     }
 
+    /// Upstream health shared with the in-process data plane.
+    pub fn health(&self) -> &switchboard_dataplane::health::HealthRegistry {
+        &self.prep.health
+    }
+
     pub fn hasher(&self) -> &KeyHasher {
         &self.prep.hasher
     }

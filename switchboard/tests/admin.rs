@@ -347,6 +347,7 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("post", "/v1/admin/tokens/{id}/revoke"),
         ("get", "/v1/admin/audit"),
         ("get", "/v1/admin/snapshot"),
+        ("get", "/v1/admin/targets"),
     ];
     let documented: Vec<(String, String)> = paths
         .iter()
@@ -423,4 +424,25 @@ fn with_a_server_hash_key_keys_and_tokens_are_stored_as_hmacs() {
     // A seed file hashed without the server key is refused, naming the field.
     let err = gw.state.seed(&switchboard_shared::Config::parse(&basic_config(&up.base_url(), "")).unwrap().routing());
     assert_eq!(err.unwrap_err().param.as_deref(), Some("hash"));
+}
+
+#[test]
+fn target_health_is_visible_to_admins() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    let secret = setup(&gw, &up.base_url());
+    gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "down", "base_url": format!("http://127.0.0.1:{}/v1", dead_port()), "eject_after_failures": 1})));
+    gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"targets": [{"provider": "down"}, {"provider": "mock"}]})));
+    for _ in 0..3 {
+        assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    }
+    let list = gw.call("GET", "/v1/admin/targets", None).json();
+    let by_name = |n: &str| list["data"].as_array().unwrap().iter().find(|t| t["name"] == n).cloned().unwrap();
+    let down = by_name("down");
+    assert_eq!(down["state"], "open");
+    assert_eq!(down["failures"], 1, "ejected after one failure, then skipped");
+    let ok = by_name("mock");
+    assert_eq!((ok["state"].as_str(), ok["successes"].as_u64()), (Some("closed"), Some(3)));
+    assert!(ok["ewma_ttfb_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(ok["error_rate"], 0.0);
 }
