@@ -339,7 +339,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                                     };
                                     match proxy(ctx, io, bufs, &req, route).await {
                                         ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },
-                                        ProxyOutcome::Failed(e) => Outcome::Error(e),
+                                        ProxyOutcome::Failed(e) | ProxyOutcome::Retry(e) => Outcome::Error(e),
                                         ProxyOutcome::Aborted => Outcome::Aborted,
                                     }
                                 }

@@ -43,6 +43,9 @@ pub enum ProxyOutcome {
     Failed(GatewayError),
     /// The response was cut off after it started; close the connection.
     Aborted,
+    /// A stream failed before any byte reached the client (an error event, or
+    /// an end, before the first content token): another attempt may serve it.
+    Retry(GatewayError),
 }
 
 pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
@@ -119,7 +122,15 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
                     up.health.success(sent.elapsed());
                 }
                 let served = Served { route: &route.name, target: &up.name, attempts };
-                return relay(ctx, client, conn, head, bufs, req, up, &served).await;
+                match relay(ctx, client, conn, head, bufs, req, up, &served).await {
+                    ProxyOutcome::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
+                        up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                        tracing::debug!(upstream = %up.name, error = %e.message, "stream failed before its first token; trying again");
+                        last_err = Some(e);
+                    }
+                    ProxyOutcome::Retry(e) => return ProxyOutcome::Failed(e),
+                    outcome => return outcome,
+                }
             }
             Err(e) => {
                 if e.source == Source::Upstream {
@@ -400,6 +411,16 @@ async fn relay<S: AsyncWriteRent>(
     let mut eof = false;
     // Bytes past the end of the response: the upstream is confused; don't pool it.
     let mut surplus = false;
+    // A stream is held back (head included) until its first content token, so
+    // a stream that fails before it can still go to another target.
+    let mut gate = if head.event_stream && head.status == 200 { Some(StreamGate::default()) } else { None };
+    let mut stream_tail = StreamTail::default();
+    let retry = |why: String| {
+        ProxyOutcome::Retry(GatewayError::upstream(format!(
+            "Upstream `{}` failed before the first token: {why}.",
+            up.name
+        )))
+    };
     loop {
         let end = r.len();
         let payload = match framing {
@@ -434,15 +455,32 @@ async fn relay<S: AsyncWriteRent>(
                 pos..pos
             }
         };
+        if head.event_stream {
+            stream_tail.push(&r[payload.clone()]);
+        }
+        if let Some(g) = gate.as_mut() {
+            match g.feed(&r[payload.clone()]) {
+                Gate::Hold if done => return retry("the stream ended before its first token".into()),
+                Gate::Hold => {}
+                Gate::Release => gate = None,
+                Gate::Fail(why) => return retry(why),
+            }
+        }
         if client_chunked {
             push_chunk(out, &r[payload]);
             if done {
+                if head.event_stream && head.status == 200 && !stream_tail.ends_with_done() {
+                    // A stream that stops without `[DONE]` is not a clean finish.
+                    let err =
+                        GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name));
+                    push_chunk(out, &err.to_sse_event());
+                }
                 out.extend_from_slice(b"0\r\n\r\n");
             }
         } else {
             out.extend_from_slice(&r[payload]);
         }
-        if !out.is_empty() {
+        if gate.is_none() && !out.is_empty() {
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
                 return ProxyOutcome::Aborted;
@@ -454,7 +492,16 @@ async fn relay<S: AsyncWriteRent>(
         }
         r.clear();
         pos = 0;
-        match read_append(&mut conn, r, 4096, Instant::now() + up.read_timeout).await {
+        let read = read_append(&mut conn, r, 4096, Instant::now() + up.read_timeout).await;
+        if gate.is_some() {
+            match &read {
+                Ok(0) if framing != BodyFraming::Close => return retry("the connection closed".into()),
+                Err(IoFail::Timeout) => return retry(format!("nothing for {} ms", up.read_timeout.as_millis())),
+                Err(IoFail::Io(e)) => return retry(e.to_string()),
+                _ => {}
+            }
+        }
+        match read {
             Ok(0) if framing == BodyFraming::Close => eof = true,
             Ok(0) => {
                 return fail_mid_stream(
@@ -487,6 +534,96 @@ async fn relay<S: AsyncWriteRent>(
     ProxyOutcome::Done { keep_alive }
 }
 
+/// What the stream gate says about the events seen so far.
+enum Gate {
+    /// Only the role-only opening (or comments) so far: keep holding.
+    Hold,
+    /// A content token (or anything else real) arrived: send what is held.
+    Release,
+    /// An error event before any token.
+    Fail(String),
+}
+
+/// Watches a stream's first events. Bounded: past `GATE_MAX_BYTES` it lets go.
+#[derive(Default)]
+struct StreamGate {
+    pending: Vec<u8>,
+    seen: usize,
+}
+
+const GATE_MAX_BYTES: usize = 64 * 1024;
+
+impl StreamGate {
+    fn feed(&mut self, payload: &[u8]) -> Gate {
+        self.seen += payload.len();
+        if self.seen > GATE_MAX_BYTES {
+            return Gate::Release;
+        }
+        self.pending.extend_from_slice(payload);
+        while let Some(i) = memchr::memmem::find(&self.pending, b"\n\n") {
+            let verdict = classify(&self.pending[..i]);
+            self.pending.drain(..i + 2);
+            match verdict {
+                Gate::Hold => {}
+                other => return other,
+            }
+        }
+        Gate::Hold
+    }
+}
+
+/// One SSE event, before any token: an opening that only sets the role, a
+/// comment or a blank holds; an error fails; anything else releases.
+fn classify(event: &[u8]) -> Gate {
+    let event = event.strip_suffix(b"\r").unwrap_or(event);
+    let Some(data) = event.split(|&b| b == b'\n').find_map(|line| line.strip_prefix(b"data:")) else {
+        return Gate::Hold;
+    };
+    let data = data.strip_prefix(b" ").unwrap_or(data);
+    let has = |needle: &[u8]| memchr::memmem::find(data, needle).is_some();
+    if data.starts_with(b"{\"error\"") {
+        return Gate::Fail(String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned());
+    }
+    let role_only = has(b"\"role\"")
+        && !has(b"\"tool_calls\"")
+        && !has(b"\"function_call\"")
+        && !has(b"\"finish_reason\":\"")
+        && (!has(b"\"content\"") || has(b"\"content\":\"\"") || has(b"\"content\":null"));
+    if role_only {
+        Gate::Hold
+    } else {
+        Gate::Release
+    }
+}
+
+/// The last bytes of a stream's payload, to tell a clean `[DONE]` ending.
+#[derive(Default)]
+struct StreamTail {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl StreamTail {
+    fn push(&mut self, bytes: &[u8]) {
+        let cap = self.buf.len();
+        if bytes.len() >= cap {
+            self.buf.copy_from_slice(&bytes[bytes.len() - cap..]);
+            self.len = cap;
+        } else {
+            let keep = (cap - bytes.len()).min(self.len);
+            self.buf.copy_within(self.len - keep..self.len, 0);
+            self.buf[keep..keep + bytes.len()].copy_from_slice(bytes);
+            self.len = keep + bytes.len();
+        }
+    }
+
+    fn ends_with_done(&self) -> bool {
+        let t = &self.buf[..self.len];
+        let t = t.strip_suffix(b"\n\n").or_else(|| t.strip_suffix(b"\r\n\r\n")).unwrap_or(t);
+        t.ends_with(b"[DONE]")
+    }
+}
+
 /// The upstream failed after the response started. A stream gets an SSE
 /// `error` event (which OpenAI's SDKs raise) and a proper end; any other body
 /// is cut off, so the client sees a truncated response, never a short one
@@ -509,4 +646,56 @@ async fn fail_mid_stream<S: AsyncWriteRent>(
         let _ = write_all(client, out, Instant::now() + ctx.write_timeout).await;
     }
     ProxyOutcome::Aborted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(data: &str) -> Vec<u8> {
+        format!("data: {data}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn the_gate_holds_only_the_opening() {
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        let token = r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let tool = r#"{"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"id":"x"}]}}]}"#;
+        let mut g = StreamGate::default();
+        assert!(matches!(g.feed(&ev(role)), Gate::Hold));
+        assert!(matches!(g.feed(b": keep-alive\n\n"), Gate::Hold));
+        // A token split across reads.
+        let t = ev(token);
+        assert!(matches!(g.feed(&t[..10]), Gate::Hold));
+        assert!(matches!(g.feed(&t[10..]), Gate::Release));
+        assert!(matches!(StreamGate::default().feed(&ev(tool)), Gate::Release));
+        assert!(matches!(StreamGate::default().feed(&ev("[DONE]")), Gate::Release));
+        assert!(matches!(StreamGate::default().feed(&ev(r#"{"error":{"message":"x"}}"#)), Gate::Fail(_)));
+        let mut big = StreamGate::default();
+        assert!(matches!(big.feed(&vec![b' '; GATE_MAX_BYTES + 1]), Gate::Release));
+    }
+
+    #[test]
+    fn the_tail_knows_a_clean_end() {
+        let mut t = StreamTail::default();
+        t.push(b"data: {\"x\":1}\n\ndata: [DO");
+        assert!(!t.ends_with_done());
+        t.push(b"NE]\n\n");
+        assert!(t.ends_with_done());
+        t.push(b"data: more\n\n");
+        assert!(!t.ends_with_done());
+        let mut t = StreamTail::default();
+        for b in b"data: [DONE]\n\n" {
+            t.push(&[*b]);
+        }
+        assert!(t.ends_with_done());
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        assert_eq!(retry_after_ms(Some(b"3")), 3_000);
+        assert_eq!(retry_after_ms(Some(b"99999")), 600_000);
+        assert_eq!(retry_after_ms(Some(b"Wed, 21 Oct 2015 07:28:00 GMT")), 1_000);
+        assert_eq!(retry_after_ms(None), 1_000);
+    }
 }

@@ -67,6 +67,10 @@ pub struct Behaviour {
     pub drop_after: Option<u32>,
     /// Streaming: after this many tokens, wait for [`MockHandle::release`].
     pub hold_after: Option<u32>,
+    /// Streaming: after this many tokens, send an SSE error event and end the stream.
+    pub error_after: Option<u32>,
+    /// Streaming: end the stream cleanly but without `data: [DONE]`.
+    pub skip_done: Option<bool>,
 }
 
 impl Behaviour {
@@ -81,6 +85,8 @@ impl Behaviour {
             fault: self.fault.or(base.fault),
             drop_after: self.drop_after.or(base.drop_after),
             hold_after: self.hold_after.or(base.hold_after),
+            error_after: self.error_after.or(base.error_after),
+            skip_done: self.skip_done.or(base.skip_done),
         }
     }
 }
@@ -617,7 +623,8 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     let interval = b.interval_ms.unwrap_or(0);
     let ttft = b.ttft_ms.unwrap_or(0);
     head(out, 200, "text/event-stream", None);
-    if interval == 0 && ttft == 0 && b.drop_after.is_none() && b.hold_after.is_none() {
+    let done_event: &[u8] = if b.skip_done == Some(true) { b"" } else { b"data: [DONE]\n\n" };
+    if interval == 0 && ttft == 0 && b.drop_after.is_none() && b.hold_after.is_none() && b.error_after.is_none() {
         // Fast path: the whole stream in one write.
         push_chunk(out, first.as_bytes());
         for _ in 0..tokens {
@@ -625,7 +632,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         }
         push_chunk(out, finish.as_bytes());
         push_chunk(out, usage_event.as_bytes());
-        push_chunk(out, b"data: [DONE]\n\n");
+        push_chunk(out, done_event);
         out.extend_from_slice(b"0\r\n\r\n");
         return send(io, out).await;
     }
@@ -642,6 +649,11 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     for i in 0..tokens {
         if b.drop_after == Some(i) {
             return false;
+        }
+        if b.error_after == Some(i) {
+            push_chunk(out, b"data: {\"error\":{\"message\":\"mock: injected stream error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
+            out.extend_from_slice(b"0\r\n\r\n");
+            return send(io, out).await;
         }
         if b.hold_after == Some(i) {
             let until = Instant::now() + Duration::from_secs(30);
@@ -662,7 +674,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     }
     push_chunk(out, finish.as_bytes());
     push_chunk(out, usage_event.as_bytes());
-    push_chunk(out, b"data: [DONE]\n\n");
+    push_chunk(out, done_event);
     out.extend_from_slice(b"0\r\n\r\n");
     send(io, out).await || aborted(ctx)
 }

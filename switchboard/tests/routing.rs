@@ -301,3 +301,40 @@ fn the_retry_deadline_is_honoured() {
     assert!(took < Duration::from_secs(3), "ran past the deadline: {took:?}");
     assert!(a.requests() + b.requests() <= 4);
 }
+
+#[test]
+fn a_stream_that_fails_before_its_first_token_fails_over_invisibly() {
+    for (why, fault) in
+        [("drop", r#"{"drop_after":0,"interval_ms":1}"#), ("error event", r#"{"error_after":0,"interval_ms":1}"#)]
+    {
+        let (a, b) = (mock(), mock());
+        let gw = two(&a, &b, &format!("headers = {{ \"x-mock\" = '{fault}' }}"), PRIORITY);
+        let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3}}"#);
+        assert_eq!(r.status, 200, "{why}");
+        assert_eq!(r.header("x-switchboard-target"), Some("b"), "{why}");
+        let events = sse_data(&r.body);
+        assert_eq!(events.iter().filter(|e| e.contains("\"role\"")).count(), 1, "{why}: one opening, from b");
+        assert_eq!(events.iter().filter(|e| e.contains("word")).count(), 3, "{why}");
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{why}");
+        assert!(!r.text().contains("error"), "{why}: the failure was invisible");
+    }
+}
+
+#[test]
+fn a_stream_cut_after_tokens_ends_with_an_error_event_never_a_clean_finish() {
+    for (why, fault) in [
+        ("drop", r#"{"drop_after":2,"interval_ms":1}"#),
+        ("error event", r#"{"error_after":2,"interval_ms":1}"#),
+        ("no [DONE]", r#"{"skip_done":true,"interval_ms":1}"#),
+    ] {
+        let (a, b) = (mock(), mock());
+        let gw = two(&a, &b, &format!("headers = {{ \"x-mock\" = '{fault}' }}"), PRIORITY);
+        let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3}}"#);
+        assert_eq!(r.status, 200, "{why}");
+        assert_eq!(b.requests(), 0, "{why}: tokens had reached the client; no failover");
+        let events = sse_data(&r.body);
+        assert!(events.iter().any(|e| e.contains("word")), "{why}");
+        assert!(events.last().unwrap().contains("\"error\""), "{why}: {events:?}");
+        assert!(!events.iter().any(|e| e == "[DONE]"), "{why}");
+    }
+}
