@@ -145,6 +145,12 @@ pub struct ProviderSpec {
     /// How long an ejected provider stays out before a trial request (default 10 s).
     #[serde(default)]
     pub eject_ms: Option<u64>,
+    /// Active health probe interval (unset or 0 = off).
+    #[serde(default)]
+    pub probe_interval_ms: Option<u64>,
+    /// Path probed after the base URL (default `/models`).
+    #[serde(default)]
+    pub probe_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -172,6 +178,10 @@ pub struct ProviderCreate {
     pub eject_after_failures: Option<u32>,
     #[serde(default)]
     pub eject_ms: Option<u64>,
+    #[serde(default)]
+    pub probe_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub probe_path: Option<String>,
 }
 
 impl ProviderCreate {
@@ -187,6 +197,8 @@ impl ProviderCreate {
             models: self.models,
             eject_after_failures: self.eject_after_failures,
             eject_ms: self.eject_ms,
+            probe_interval_ms: self.probe_interval_ms,
+            probe_path: self.probe_path,
         };
         (self.name, spec)
     }
@@ -220,6 +232,12 @@ pub struct ProviderUpdate {
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<u64>)]
     pub eject_ms: Option<Option<u64>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<u64>)]
+    pub probe_interval_ms: Option<Option<u64>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub probe_path: Option<Option<String>>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
@@ -238,6 +256,8 @@ pub struct Provider {
     pub models: Vec<ModelPrice>,
     pub eject_after_failures: Option<u32>,
     pub eject_ms: Option<u64>,
+    pub probe_interval_ms: Option<u64>,
+    pub probe_path: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

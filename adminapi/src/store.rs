@@ -261,6 +261,8 @@ fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, 
         models: spec.models,
         eject_after_failures: spec.eject_after_failures,
         eject_ms: spec.eject_ms,
+        probe_interval_ms: spec.probe_interval_ms,
+        probe_path: spec.probe_path,
         created_at,
         updated_at,
     }
@@ -377,6 +379,12 @@ pub fn update_provider(c: &Connection, actor: &str, id: &str, u: ProviderUpdate)
     }
     if let Some(v) = u.eject_ms {
         spec.eject_ms = v;
+    }
+    if let Some(v) = u.probe_interval_ms {
+        spec.probe_interval_ms = v;
+    }
+    if let Some(v) = u.probe_path {
+        spec.probe_path = v;
     }
     write_provider(c, actor, &id, &name, &before, &new_name, &spec)
 }
@@ -708,6 +716,8 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
                     .collect(),
                 eject_after_failures: p.eject_after_failures.unwrap_or(5),
                 eject_ms: p.eject_ms.unwrap_or(10_000),
+                probe_interval_ms: p.probe_interval_ms.unwrap_or(0),
+                probe_path: p.probe_path.clone().unwrap_or_else(|| "/models".to_string()),
             }
         })
         .collect();
@@ -792,6 +802,8 @@ pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usiz
                 .collect(),
             eject_after_failures: Some(u.eject_after_failures),
             eject_ms: Some(u.eject_ms),
+            probe_interval_ms: (u.probe_interval_ms > 0).then_some(u.probe_interval_ms),
+            probe_path: (u.probe_path != "/models").then(|| u.probe_path.clone()),
         };
         match find_provider_raw(c, &u.name) {
             Ok((id, name, before, ..)) => {

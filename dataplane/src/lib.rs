@@ -18,12 +18,14 @@
 //! config file, and [`remote`] follows a remote admin API.
 
 pub mod auth;
+pub mod blocking;
 pub mod conn;
 pub mod dns;
 pub mod error;
 pub mod fmt;
 pub mod health;
 pub mod http;
+pub mod probe;
 pub mod proxy;
 pub mod reload;
 pub mod remote;

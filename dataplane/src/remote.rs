@@ -5,8 +5,7 @@
 
 use crate::dns::DnsCache;
 use crate::snapshot::{compile, Prepare, SnapshotStore};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_shared::url::BaseUrl;
@@ -85,37 +84,22 @@ impl RemoteAdmin {
             .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?
             .next()
             .ok_or_else(|| format!("{} has no address", self.url.host))?;
-        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-        tcp.set_read_timeout(Some(self.wait + Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        tcp.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        match &self.tls {
-            None => exchange(tcp, req.as_bytes(), &mut raw)?,
-            Some(cfg) => {
-                let name = rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|e| e.to_string())?;
-                let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
-                exchange(rustls::StreamOwned::new(conn, tcp), req.as_bytes(), &mut raw)?;
-            }
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut res = httparse::Response::new(&mut headers);
-        let head_len = match res.parse(&raw) {
-            Ok(httparse::Status::Complete(n)) => n,
-            _ => return Err("the admin sent a malformed response".into()),
+        let tls = match &self.tls {
+            Some(cfg) => Some((
+                cfg.clone(),
+                rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|e| e.to_string())?,
+            )),
+            None => None,
         };
-        let status = res.code.unwrap_or(0);
-        let chunked = res
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding") && h.value.eq_ignore_ascii_case(b"chunked"));
-        let mut body = raw[head_len..].to_vec();
-        if chunked {
-            let mut d = crate::http::chunked::ChunkedDecoder::new();
-            let (mut r, mut w) = (0, 0);
-            let end = body.len();
-            d.decode(&mut body, &mut r, end, &mut w).map_err(|e| e.to_string())?;
-            body.truncate(w);
-        }
+        let (status, body) = crate::blocking::call(&crate::blocking::Call {
+            addr,
+            tls,
+            request: req.as_bytes(),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: self.wait + Duration::from_secs(10),
+            max_response_bytes: MAX_RESPONSE_BYTES,
+        })
+        .map_err(|e| format!("the admin: {e}"))?;
         match status {
             200 => {
                 let b: SnapshotBody =
@@ -158,25 +142,5 @@ impl RemoteAdmin {
             }
         })?;
         Ok(())
-    }
-}
-
-fn exchange<S: Read + Write>(mut s: S, req: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    s.write_all(req).map_err(|e| format!("send: {e}"))?;
-    s.flush().map_err(|e| format!("send: {e}"))?;
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                if out.len() > MAX_RESPONSE_BYTES {
-                    return Err("the admin's response is too large".into());
-                }
-            }
-            // A TLS peer that closes without close_notify: take what arrived.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(format!("receive: {e}")),
-        }
     }
 }

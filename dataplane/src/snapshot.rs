@@ -105,6 +105,8 @@ pub struct Upstream {
     next_key: AtomicUsize,
     pub eject_after_failures: u32,
     pub eject_for: Duration,
+    /// Active health check: how often, and which path (after the base URL).
+    pub probe: Option<(Duration, Box<str>)>,
     /// Connections are pooled under this key: same address, same TLS trust.
     pub pool_key: Arc<str>,
     pub addr: UpstreamAddr,
@@ -235,6 +237,8 @@ pub struct Snapshot {
     keys: HashMap<KeyEntryKey, KeyEntry, BuildHasherDefault<DigestHasher>>,
     route_index: FxHashMap<Box<str>, usize>,
     pub routes: Vec<Route>,
+    /// Every upstream, once.
+    pub upstreams: Vec<Arc<Upstream>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -257,6 +261,7 @@ impl Snapshot {
             keys: HashMap::default(),
             route_index: FxHashMap::default(),
             routes: vec![],
+            upstreams: vec![],
         }
     }
 
@@ -398,6 +403,8 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             next_key: AtomicUsize::new(0),
             eject_after_failures: u.eject_after_failures,
             eject_for: Duration::from_millis(u.eject_ms),
+            probe: (u.probe_interval_ms > 0)
+                .then(|| (Duration::from_millis(u.probe_interval_ms), u.probe_path.as_str().into())),
             pool_key: format!("{scheme}://{}:{}#{ca}", url.host, url.port).into(),
             addr,
             tls,
@@ -476,7 +483,9 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         );
     }
     let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Ok(Snapshot { version, created_unix, hasher: prep.hasher.clone(), keys, route_index, routes })
+    let mut all: Vec<Arc<Upstream>> = upstreams.into_values().map(|(u, _)| u).collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Snapshot { version, created_unix, hasher: prep.hasher.clone(), keys, route_index, routes, upstreams: all })
 }
 
 /// The current snapshot, shared by all workers.

@@ -312,6 +312,18 @@ pub struct UpstreamSpec {
     /// How long an ejected upstream stays out before one trial request (half-open).
     #[serde(default = "d_eject_ms")]
     pub eject_ms: u64,
+    /// Active health check: probe `probe_path` this often (0 = off). A probe
+    /// answered below 500 (and not 429) counts as a success, anything else as a
+    /// failure, exactly like a request would.
+    #[serde(default)]
+    pub probe_interval_ms: u64,
+    /// Path probed, after the base URL.
+    #[serde(default = "d_probe_path")]
+    pub probe_path: String,
+}
+
+fn d_probe_path() -> String {
+    "/models".to_string()
 }
 
 fn d_eject_after() -> u32 {
@@ -495,6 +507,12 @@ impl RoutingSpec {
             BaseUrl::parse(&u.base_url).map_err(|e| ConfigError::at(format!("{p}.base_url"), e))?;
             if u.api_key.is_some() && u.api_key_env.is_some() {
                 return Err(ConfigError::at(p, "set either api_key or api_key_env, not both"));
+            }
+            if u.probe_interval_ms > 0 && u.probe_interval_ms < 100 {
+                return Err(ConfigError::at(format!("{p}.probe_interval_ms"), "must be 0 (off) or at least 100"));
+            }
+            if !u.probe_path.starts_with('/') || u.probe_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(ConfigError::at(format!("{p}.probe_path"), "must start with / and have no spaces"));
             }
             if u.eject_after_failures == 0 || u.eject_ms == 0 {
                 return Err(ConfigError::at(p, "eject_after_failures and eject_ms must be at least 1"));

@@ -201,6 +201,9 @@ fn run(
     if let Err(e) = dns.spawn_refresher(Duration::from_millis(server_cfg.dns_refresh_ms)) {
         return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
     }
+    if let Err(e) = switchboard_dataplane::probe::spawn(store.clone(), dns.clone()) {
+        return fail(EX_CANTCREAT, format!("cannot start the health prober: {e}"));
+    }
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),

@@ -338,3 +338,25 @@ fn a_stream_cut_after_tokens_ends_with_an_error_event_never_a_clean_finish() {
         assert!(!events.iter().any(|e| e == "[DONE]"), "{why}");
     }
 }
+
+#[test]
+fn active_probes_eject_a_dead_upstream_before_any_request_and_bring_it_back() {
+    let (a, b) = (mock(), mock());
+    let a_addr = a.addr;
+    let gw = two(&a, &b, "probe_interval_ms = 100\neject_after_failures = 2\neject_ms = 200", PRIORITY);
+    gw.spawn_prober();
+    assert!(eventually(Duration::from_secs(5), || a.requests() >= 2), "no probes reached a");
+    assert_eq!(b.requests(), 0, "b has no probe configured");
+    drop(a);
+    // The probes find `a` dead and eject it: requests go straight to `b`.
+    assert!(eventually(Duration::from_secs(5), || {
+        let r = gw.chat(r#"{"model":"m"}"#);
+        r.header("x-switchboard-attempts") == Some("1") && r.header("x-switchboard-target") == Some("b")
+    }));
+    // `a` comes back; a probe closes its circuit and traffic returns.
+    let _a2 =
+        switchboard_loadtests::MockUpstream::start(MockConfig { listen: a_addr, ..MockConfig::default() }).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target") == Some("a"))
+    );
+}

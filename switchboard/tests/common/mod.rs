@@ -69,6 +69,7 @@ hash = "{}"
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    pub dns: Arc<DnsCache>,
     pub reloader: Arc<Reloader>,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -84,8 +85,14 @@ impl Gateway {
         let prep = switchboard_dataplane::snapshot::Prepare::new(dns.clone(), Default::default());
         let (reloader, cfg) = Reloader::load(path.clone(), prep).expect("config loads");
         let store = reloader.store().expect("file mode has a store").clone();
-        let handle = switchboard_dataplane::start(cfg.server, store, dns).expect("gateway starts");
-        Gateway { addr: handle.local_addr, reloader, config_path: path, _dir: dir, handle: Some(handle) }
+        let handle = switchboard_dataplane::start(cfg.server, store, dns.clone()).expect("gateway starts");
+        Gateway { addr: handle.local_addr, dns, reloader, config_path: path, _dir: dir, handle: Some(handle) }
+    }
+
+    /// Start the active health prober, as `switchboard serve` does.
+    pub fn spawn_prober(&self) {
+        let store = self.reloader.store().expect("file mode has a store").clone();
+        switchboard_dataplane::probe::spawn(store, self.dns.clone()).unwrap();
     }
 
     /// Rewrite the config file and reload it now.
