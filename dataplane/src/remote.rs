@@ -47,26 +47,7 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 impl RemoteAdmin {
     pub fn new(url: &str, token: Secret, ca_file: Option<&std::path::Path>) -> Result<RemoteAdmin, String> {
         let url = BaseUrl::parse(url)?;
-        let tls = if url.tls {
-            use rustls::pki_types::pem::PemObject;
-            let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            if let Some(path) = ca_file {
-                let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-                for cert in certs {
-                    roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-                }
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(Arc::new(cfg))
-        } else {
-            None
-        };
+        let tls = if url.tls { Some(crate::tls::client_config(ca_file)?) } else { None };
         Ok(RemoteAdmin { url, token, tls, wait: Duration::from_secs(30) })
     }
 

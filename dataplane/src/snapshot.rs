@@ -283,39 +283,9 @@ fn err(path: String, message: impl Into<String>) -> ConfigError {
     ConfigError { path, message: message.into() }
 }
 
-fn root_store() -> rustls::RootCertStore {
-    rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
-}
-
-fn tls_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-fn load_ca(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = root_store();
-    let mut added = 0;
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))? {
-        let cert = cert.map_err(|e| format!("bad PEM in `{}`: {e}", path.display()))?;
-        roots.add(cert).map_err(|e| format!("bad CA certificate in `{}`: {e}", path.display()))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(format!("`{}` holds no certificates", path.display()));
-    }
-    Ok(roots)
-}
-
 /// What preparing a snapshot needs besides the spec: the DNS cache to resolve
-/// hosts into, and the key hasher (keyed with the server's hash key, if any).
+/// hosts into, the key hasher (keyed with the server's hash key, if any), and
+/// the health registry upstreams take their health from.
 #[derive(Clone, Default)]
 pub struct Prepare {
     pub dns: Arc<DnsCache>,
@@ -341,17 +311,15 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         let p = format!("upstreams[{i}]");
         let url = BaseUrl::parse(&u.base_url).map_err(|e| err(format!("{p}.base_url"), e))?;
         let tls = if url.tls {
-            let config = match &u.ca_file {
-                Some(path) => tls_config(load_ca(path).map_err(|e| err(format!("{p}.ca_file"), e))?),
-                None => match &default_tls {
-                    Some(c) => Ok(c.clone()),
-                    None => tls_config(root_store()),
-                },
-            }
-            .map_err(|e| err(p.clone(), e))?;
-            if u.ca_file.is_none() {
-                default_tls = Some(config.clone());
-            }
+            let config = match (&u.ca_file, &default_tls) {
+                (Some(path), _) => crate::tls::client_config(Some(path)).map_err(|e| err(format!("{p}.ca_file"), e))?,
+                (None, Some(c)) => c.clone(),
+                (None, None) => {
+                    let c = crate::tls::client_config(None).map_err(|e| err(p.clone(), e))?;
+                    default_tls = Some(c.clone());
+                    c
+                }
+            };
             let server_name = ServerName::try_from(url.host.clone())
                 .map_err(|e| err(format!("{p}.base_url"), format!("not a valid TLS server name: {e}")))?;
             Some(UpstreamTls { config, server_name })

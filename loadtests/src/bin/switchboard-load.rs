@@ -6,7 +6,6 @@ use serde_json::json;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 use switchboard_loadtests::load::client::Target;
 use switchboard_loadtests::load::workload::Workload;
@@ -124,22 +123,9 @@ fn target(label: &str, url: &str, args: &Args) -> Result<Target, String> {
         return Err(format!("{url} is not a loopback address; pass --allow-remote to load it anyway"));
     }
     let tls = if u.tls {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &args.ca_file {
-            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())? {
-                roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = switchboard_dataplane::tls::client_config(args.ca_file.as_deref())?;
         let name = rustls::pki_types::ServerName::try_from(u.host.clone()).map_err(|e| e.to_string())?;
-        Some((Arc::new(cfg), name))
+        Some((cfg, name))
     } else {
         None
     };
@@ -210,6 +196,19 @@ fn settings(args: &Args, cfg: &LoadConfig) -> serde_json::Value {
     })
 }
 
+/// Configure and run one level; on failure, the exit code to leave with.
+fn run_level(args: &Args, connections: usize, rate: Option<f64>) -> Result<(LoadConfig, RunResult), ExitCode> {
+    let cfg = config(args, connections, rate).map_err(|e| {
+        eprintln!("switchboard-load: {e}");
+        ExitCode::from(64)
+    })?;
+    let r = run(&cfg).map_err(|e| {
+        eprintln!("switchboard-load: {e}");
+        ExitCode::from(70)
+    })?;
+    Ok((cfg, r))
+}
+
 fn raise_nofile() {
     let _ = switchboard_dataplane::server::raise_nofile_limit();
 }
@@ -218,19 +217,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     raise_nofile();
     if args.sweep.is_empty() {
-        let cfg = match config(&args, args.connections, args.rate) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("switchboard-load: {e}");
-                return ExitCode::from(64);
-            }
-        };
-        let r = match run(&cfg) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("switchboard-load: {e}");
-                return ExitCode::from(70);
-            }
+        let (cfg, r) = match run_level(&args, args.connections, args.rate) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
         print!("{}", report::table(&r));
         let out = report::to_json(&r, settings(&args, &cfg));
@@ -246,19 +235,9 @@ fn main() -> ExitCode {
     for level in &args.sweep {
         let (conns, rate) =
             if by_rate { (args.connections, Some(*level)) } else { (level.round().max(1.0) as usize, None) };
-        let cfg = match config(&args, conns, rate) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("switchboard-load: {e}");
-                return ExitCode::from(64);
-            }
-        };
-        let r = match run(&cfg) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("switchboard-load: {e}");
-                return ExitCode::from(70);
-            }
+        let (cfg, r) = match run_level(&args, conns, rate) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
         let g = &r.gateway.total;
         let p = |q: f64| (!g.is_empty()).then(|| g.value_at_quantile(q));
