@@ -88,7 +88,10 @@ impl TargetHealth {
         match self.state(now) {
             State::Closed => true,
             State::Open | State::Cooling => false,
-            State::HalfOpen => self.trial.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+            State::HalfOpen => {
+                now >= self.cool_until_ms.load(Ordering::Acquire)
+                    && self.trial.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            }
         }
     }
 
@@ -116,9 +119,11 @@ impl TargetHealth {
         }
     }
 
-    /// Keep requests away until `until` (a 429's Retry-After).
+    /// Keep requests away until `until` (a 429's Retry-After). Ends a
+    /// half-open trial without a verdict, so the next trial can go.
     pub fn cool(&self, until: u64) {
         self.cool_until_ms.fetch_max(until, Ordering::AcqRel);
+        self.trial.store(false, Ordering::Release);
     }
 
     /// Share of failures among all outcomes so far.
@@ -196,6 +201,17 @@ mod tests {
         h.success(Duration::from_millis(5));
         assert_eq!(h.state(t0 + 211), State::Closed);
         assert!(h.admit(t0 + 211) && h.admit(t0 + 211));
+    }
+
+    #[test]
+    fn a_trial_answered_429_does_not_wedge_the_breaker() {
+        let h = TargetHealth::new("a");
+        h.failure(1_000, 1, Duration::from_millis(100));
+        assert!(h.admit(1_100), "the trial");
+        h.cool(1_200);
+        assert_eq!(h.state(1_150), State::HalfOpen);
+        assert!(!h.admit(1_150), "still cooling");
+        assert!(h.admit(1_250), "a new trial once cooled");
     }
 
     #[test]

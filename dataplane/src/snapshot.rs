@@ -145,6 +145,8 @@ impl Upstream {
         if let Some(k) = self.keys.get(index) {
             k.benched_until_ms.fetch_max(until, Ordering::AcqRel);
         }
+        // No verdict on the upstream itself: let a half-open trial go again.
+        self.health.cool(0);
     }
 
     /// All keys benched: the upstream cannot be used.
