@@ -7,6 +7,7 @@ use crate::dns::DnsCache;
 use crate::error::GatewayError;
 use crate::http::io::write_all;
 use crate::snapshot::SnapshotStore;
+use crate::tls::ServerTls;
 use crate::worker::{ConnGuard, WorkerCtx};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::time::Instant;
@@ -69,6 +70,8 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     listener_fds: Vec<RawFd>,
     draining: Arc<AtomicBool>,
+    /// The listener's TLS, when it serves HTTPS.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// Bind `count` listeners to `addr` with SO_REUSEPORT, one per worker. With
@@ -128,6 +131,14 @@ pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -
     let addr: SocketAddr = cfg.listen_addr().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let listeners = bind_reuseport(addr, workers, 4096)?;
     let addr = listeners[0].local_addr()?;
+    let tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(c), Some(k)) => {
+            let t = ServerTls::load(c, k).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            t.spawn_watcher(Duration::from_millis(cfg.reload_poll_ms.max(100)))?;
+            Some(t)
+        }
+        _ => None,
+    };
     let cfg = Arc::new(cfg);
     let draining = Arc::new(AtomicBool::new(false));
     let listener_fds = listeners.iter().map(|l| l.as_raw_fd()).collect();
@@ -137,17 +148,18 @@ pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -
         let store = store.clone();
         let dns = dns.clone();
         let draining = draining.clone();
+        let tls = tls.clone();
         let t = std::thread::Builder::new().name(format!("sb-worker-{id}")).spawn(move || {
             let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), dns, draining));
             let result = match driver {
                 DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                     .enable_timer()
                     .build()
-                    .map(|mut rt| rt.block_on(worker_main(ctx, l))),
+                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls))),
                 DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                     .enable_timer()
                     .build()
-                    .map(|mut rt| rt.block_on(worker_main(ctx, l))),
+                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls))),
             };
             if let Err(e) = result {
                 tracing::error!(worker = id, error = %e, "worker runtime failed to start");
@@ -155,8 +167,9 @@ pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -
         })?;
         threads.push(t);
     }
-    tracing::info!(%addr, workers, driver = driver.name(), "data plane listening on {addr}");
-    Ok(ServerHandle { local_addr: addr, driver, threads, listener_fds, draining })
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, workers, driver = driver.name(), scheme, "data plane listening on {addr}");
+    Ok(ServerHandle { local_addr: addr, driver, threads, listener_fds, draining, tls })
 }
 
 impl ServerHandle {
@@ -182,7 +195,7 @@ impl ServerHandle {
     }
 }
 
-async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener) {
+async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener, tls: Option<Arc<ServerTls>>) {
     let listener = match TcpListener::from_std(std_listener) {
         Ok(l) => l,
         Err(e) => {
@@ -211,9 +224,20 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener) {
                     continue;
                 }
                 let c = ctx.clone();
+                let tls = tls.as_ref().map(|t| t.current());
                 monoio::spawn(async move {
                     let _open = ConnGuard::new(&c, stream.as_raw_fd());
-                    conn::serve(c.clone(), stream).await;
+                    match tls {
+                        None => conn::serve(c.clone(), stream).await,
+                        Some(cfg) => {
+                            // The handshake counts against the header timeout.
+                            let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
+                            let deadline = Instant::now() + c.header_timeout;
+                            if let Ok(Ok(s)) = monoio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                                conn::serve(c.clone(), s).await;
+                            }
+                        }
+                    }
                 });
             }
             Err(e) => {

@@ -159,6 +159,13 @@ pub struct ServerConfig {
     pub dns_refresh_ms: u64,
     /// Raise the open-files soft limit to the hard limit at start.
     pub raise_nofile_limit: bool,
+    /// Serve HTTPS with this PEM certificate chain (with `tls_key_file`). The
+    /// files are watched and reloaded; connections keep the certificate they
+    /// started with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -180,6 +187,8 @@ impl Default for ServerConfig {
             reload_poll_ms: 1_000,
             dns_refresh_ms: 30_000,
             raise_nofile_limit: true,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -211,6 +220,9 @@ impl ServerConfig {
             if value < min {
                 return Err(ConfigError::at(path, format!("must be at least {min}, got {value}")));
             }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::at("server.tls_cert_file", "set both tls_cert_file and tls_key_file, or neither"));
         }
         if self.workers > 1024 {
             return Err(ConfigError::at("server.workers", "must be at most 1024"));
