@@ -97,10 +97,50 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// JSON nested deeper than this is refused: the gateway would not recurse
+/// (serde_json skips ignored values iteratively), but upstreams might.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Whether `body` nests arrays/objects deeper than [`MAX_JSON_DEPTH`]. A body
+/// with fewer brackets than that cannot, so the common case is one SIMD count.
+fn too_deep(body: &[u8]) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', body).count() <= MAX_JSON_DEPTH {
+        return false;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in body {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Scan a request body: it must be a JSON object with a string `model`.
 pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
     if body.is_empty() {
         return Err(GatewayError::invalid_json("the body is empty"));
+    }
+    if too_deep(body) {
+        return Err(GatewayError::invalid_json(format_args!("nested deeper than {MAX_JSON_DEPTH} levels")));
     }
     let raw: Raw<'_> = serde_json::from_slice(body).map_err(GatewayError::invalid_json)?;
     let model_raw = raw.model.ok_or_else(|| GatewayError::missing_param("model"))?;
@@ -198,6 +238,16 @@ mod tests {
             Some("stream_options.include_usage")
         );
         assert_eq!(err(br#"{"model":"a","model":"b"}"#).code, Some("invalid_json"));
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        let ok = format!(r#"{{"model":"m","x":"{}","y":{}1{}}}"#, "[".repeat(1000), "[".repeat(100), "]".repeat(100));
+        assert!(scan(ok.as_bytes()).is_ok());
+        let deep = format!(r#"{{"model":"m","y":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(scan(deep.as_bytes()).unwrap_err().code, Some("invalid_json"));
+        let escaped = format!(r#"{{"model":"m","x":"\"{}"}}"#, "{".repeat(300));
+        assert!(scan(escaped.as_bytes()).is_ok(), "{:?}", scan(escaped.as_bytes()).err().map(|e| e.message));
     }
 
     #[test]

@@ -634,7 +634,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         push_chunk(out, usage_event.as_bytes());
         push_chunk(out, done_event);
         out.extend_from_slice(b"0\r\n\r\n");
-        return send(io, out).await;
+        return send(io, out).await || aborted(ctx);
     }
     if !send(io, out).await {
         return aborted(ctx);

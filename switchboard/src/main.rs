@@ -215,6 +215,14 @@ fn run(
     for signal in signals.forever() {
         if signal == SIGHUP {
             on_hup();
+            if let Some(tls) = &server.tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded on SIGHUP"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload on SIGHUP failed; keeping the running certificate")
+                    }
+                }
+            }
             continue;
         }
         tracing::info!(grace_ms = server_cfg.shutdown_grace_ms, "shutting down: draining requests in flight");

@@ -197,3 +197,33 @@ fn connections_past_the_limit_are_refused_with_503() {
         c.response().status == 200
     }));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let (up, gw) = gateway("write_timeout_ms = 300");
+    let mut c = gw.conn();
+    // About 30 MB of stream, far more than the socket buffers hold.
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","stream":true,"mock":{"tokens":200000}}"#,
+        &[],
+    ));
+    let (status, _) = c.head();
+    assert_eq!(status, 200);
+    // Never read again: the gateway's write stalls, times out, and it drops
+    // both sides (the mock's own write then fails).
+    assert!(eventually(Duration::from_secs(15), || up.aborted() == 1), "the stalled stream was not dropped");
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 200, "the gateway keeps serving");
+}
+
+#[test]
+fn deeply_nested_json_is_refused_with_400() {
+    let (up, gw) = gateway("");
+    let body = format!(r#"{{"model":"m","messages":{}1{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    let r = chat_with(&gw, Some(KEY), &body);
+    assert_eq!((r.status, r.error()["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(up.requests(), 0);
+}

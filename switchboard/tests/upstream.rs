@@ -218,3 +218,26 @@ fn mock_behaviour_can_come_from_the_config() {
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     assert_eq!(gw.chat(r#"{"model":"m"}"#).json()["usage"]["completion_tokens"], 3);
 }
+
+#[test]
+fn an_oversized_upstream_head_gives_502_and_no_leak() {
+    // An upstream whose response head never ends within the limit.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..5000 {
+            head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(20)).as_bytes());
+        }
+        let _ = s.write_all(&head);
+    });
+    let gw = Gateway::start(&basic_config(&format!("http://127.0.0.1:{port}/v1"), "max_upstream_header_bytes = 8192"));
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 502);
+    assert!(r.error()["message"].as_str().unwrap().contains("over 8192 bytes"), "{}", r.text());
+    t.join().unwrap();
+}

@@ -13,13 +13,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
 KEY = "sk-sdk-test-key"
+PROVIDER_KEY = "sk-provider-for-sdk-tests"
 
 
 class Proc:
     """A child process whose output is read line by line until a pattern shows."""
 
-    def __init__(self, args, stream, pattern, timeout=30):
-        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, args, stream, pattern, timeout=30, env=None):
+        full_env = dict(os.environ, **(env or {}))
+        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
         self.lines = []
         found = threading.Event()
         self.match = None
@@ -70,7 +72,7 @@ workers = 2
 [[upstreams]]
 name = "mock"
 base_url = "{mock_upstream}"
-api_key = "sk-provider-for-sdk-tests"
+api_key = "{PROVIDER_KEY}"
 
 [[models]]
 name = "gpt-4o-mini"
@@ -85,7 +87,16 @@ id = "sdk"
 hash = "{key_hash}"
 """
     )
-    p = Proc([str(BIN / "switchboard"), "serve", "--config", str(cfg)], "stderr", r"listening on (\S+)")
+    p = Proc(
+        [str(BIN / "switchboard"), "serve", "--config", str(cfg)],
+        "stderr",
+        r"listening on (\S+)",
+        env={"SWITCHBOARD_LOG": "debug"},
+    )
     yield f"http://{p.match.group(1)}/v1"
     code = p.stop()
-    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{''.join(p.lines)}"
+    log = "".join(p.lines)
+    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{log}"
+    # Nothing the gateway logged, even at debug level, holds a key.
+    for secret in (KEY, PROVIDER_KEY):
+        assert secret not in log, "a secret reached the log"

@@ -106,3 +106,13 @@ def test_request_id_header(client):
     )
     assert raw.headers["x-request-id"] == "sdk-req-1"
     assert raw.parse().usage.completion_tokens == 16
+
+
+def test_responses_never_carry_the_provider_key(client):
+    from conftest import PROVIDER_KEY
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+    )
+    assert PROVIDER_KEY not in raw.http_response.text
+    assert all(PROVIDER_KEY not in v for v in raw.headers.values())
