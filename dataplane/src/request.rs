@@ -104,7 +104,7 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// Whether `body` nests arrays/objects deeper than [`MAX_JSON_DEPTH`]. A body
 /// with fewer brackets than that cannot, so the common case is one SIMD count.
 fn too_deep(body: &[u8]) -> bool {
-    if memchr::memchr2_iter(b'[', b'{', body).count() <= MAX_JSON_DEPTH {
+    if memchr::memchr2_iter(b'[', b'{', body).nth(MAX_JSON_DEPTH).is_none() {
         return false;
     }
     let (mut depth, mut in_str, mut esc) = (0usize, false, false);
