@@ -8,6 +8,7 @@
 //! on the versioned watch that remote data planes long-poll.
 
 pub mod api;
+pub mod crypt;
 pub mod db;
 pub mod error;
 pub mod model;
@@ -31,6 +32,8 @@ pub struct Published {
 
 pub struct State {
     db: Mutex<Connection>,
+    /// Encrypts provider secrets at rest; its key is never in the database.
+    sealer: crypt::Sealer,
     /// DNS cache and key hasher for preparing snapshots; the hasher also
     /// hashes client keys and admin tokens at rest.
     prep: Prepare,
@@ -68,14 +71,16 @@ impl State {
     ) -> Result<SharedState, String> {
         let conn = db::open_with(database, busy_timeout)
             .map_err(|e| format!("cannot open database `{}`: {e}", database.display()))?;
+        let sealer = crypt::Sealer::for_database(database)?;
+        let dbv = store::Db { conn: &conn, sealer: &sealer };
         // A new database starts at version 1 (empty), so followers have something to fetch.
-        let mut version = store::snapshot_version(&conn).map_err(|e| e.message)?;
+        let mut version = store::snapshot_version(&dbv).map_err(|e| e.message)?;
         if version == 0 {
-            version = store::bump_snapshot_version(&conn).map_err(|e| e.message)?;
+            version = store::bump_snapshot_version(&dbv).map_err(|e| e.message)?;
         }
-        let spec = store::routing_spec(&conn).map_err(|e| e.message)?;
+        let spec = store::routing_spec(&dbv).map_err(|e| e.message)?;
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
-        let state = Arc::new(State { db: Mutex::new(conn), prep, store, watch: tx });
+        let state = Arc::new(State { db: Mutex::new(conn), sealer, prep, store, watch: tx });
         state.republish()?;
         Ok(state)
     }
@@ -108,23 +113,24 @@ impl State {
     }
 
     /// Run a read on the database.
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+    pub fn read<T>(&self, f: impl FnOnce(&store::Db<'_>) -> ApiResult<T>) -> ApiResult<T> {
         let conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
-        f(&conn)
+        f(&store::Db { conn: &conn, sealer: &self.sealer })
     }
 
     /// Run a change in one transaction. When `routing` is true and the change
     /// changed something (it wrote an audit entry), it is prepared into a
     /// snapshot before commit and published after; a change that leaves an
     /// unservable spec is rolled back. A no-op publishes nothing.
-    pub fn write<T>(&self, routing: bool, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+    pub fn write<T>(&self, routing: bool, f: impl FnOnce(&store::Db<'_>) -> ApiResult<T>) -> ApiResult<T> {
         let mut conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
         let tx = conn.transaction()?;
-        let audit_before = store::last_audit_id(&tx)?;
-        let out = f(&tx)?;
-        let prepared = if routing && store::last_audit_id(&tx)? != audit_before {
-            let version = store::bump_snapshot_version(&tx)?;
-            let spec = store::routing_spec(&tx)?;
+        let db = store::Db { conn: &tx, sealer: &self.sealer };
+        let audit_before = store::last_audit_id(&db)?;
+        let out = f(&db)?;
+        let prepared = if routing && store::last_audit_id(&db)? != audit_before {
+            let version = store::bump_snapshot_version(&db)?;
+            let spec = store::routing_spec(&db)?;
             let snapshot = compile(&spec, version, &self.prep)
                 .map_err(|e| ApiError::invalid_field(&e.path, format!("the change cannot be served: {e}")))?;
             Some((version, spec, snapshot))

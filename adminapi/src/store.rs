@@ -2,6 +2,7 @@
 //! write records an audit entry (secrets redacted) in the same transaction,
 //! so a change and its record commit or fail together.
 
+use crate::crypt::Sealer;
 use crate::db::{new_id, now_millis, now_secs, random_hex};
 use crate::error::{ApiError, ApiResult};
 use crate::model::*;
@@ -14,6 +15,38 @@ use switchboard_shared::{KeyHasher, Secret};
 
 const NAME_MAX: usize = 256;
 
+/// The database as store functions see it: the connection (in the caller's
+/// transaction) and the sealer for provider secrets at rest.
+pub struct Db<'a> {
+    pub conn: &'a Connection,
+    pub sealer: &'a Sealer,
+}
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// A provider spec as stored: secrets sealed.
+fn seal_spec(sealer: &Sealer, spec: &ProviderSpec) -> String {
+    let mut sealed = spec.clone();
+    sealed.api_keys = spec.api_keys.iter().map(|k| Secret::new(sealer.seal(k.expose()))).collect();
+    sealed.headers = spec.headers.iter().map(|(n, v)| (n.clone(), Secret::new(sealer.seal(v.expose())))).collect();
+    json!(sealed).to_string()
+}
+
+/// A stored provider spec, secrets opened.
+fn open_spec(sealer: &Sealer, stored: &str) -> ApiResult<ProviderSpec> {
+    let mut spec: ProviderSpec =
+        serde_json::from_str(stored).map_err(|_| ApiError::internal("a stored provider is unreadable"))?;
+    let open = |v: &Secret| sealer.open(v.expose()).map(Secret::new).map_err(ApiError::internal);
+    spec.api_keys = spec.api_keys.iter().map(open).collect::<ApiResult<_>>()?;
+    spec.headers = spec.headers.iter().map(|(n, v)| Ok((n.clone(), open(v)?))).collect::<ApiResult<_>>()?;
+    Ok(spec)
+}
+
 pub fn check_name(field: &str, name: &str) -> ApiResult<()> {
     if name.is_empty() || name.len() > NAME_MAX || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field(field, format!("`{field}` must be 1 to {NAME_MAX} printable characters")));
@@ -22,11 +55,11 @@ pub fn check_name(field: &str, name: &str) -> ApiResult<()> {
 }
 
 /// The id of the newest audit entry (0 when there is none).
-pub fn last_audit_id(c: &Connection) -> ApiResult<i64> {
+pub fn last_audit_id(c: &Db<'_>) -> ApiResult<i64> {
     Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| r.get(0))?)
 }
 
-pub fn audit(c: &Connection, actor: &str, action: &str, resource: &str, id: &str, change: Value) -> ApiResult<()> {
+pub fn audit(c: &Db<'_>, actor: &str, action: &str, resource: &str, id: &str, change: Value) -> ApiResult<()> {
     c.execute(
         "INSERT INTO audit_log (at, actor, action, resource, resource_id, change) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![now_millis(), actor, action, resource, id, change.to_string()],
@@ -59,7 +92,7 @@ fn org_row(r: &Row) -> rusqlite::Result<Org> {
     Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)?, updated_at: r.get(3)? })
 }
 
-pub fn list_orgs(c: &Connection, q: &PageQuery) -> ApiResult<Page<Org>> {
+pub fn list_orgs(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Org>> {
     let (n, off) = limit(q)?;
     let mut st =
         c.prepare("SELECT id, name, created_at, updated_at FROM orgs ORDER BY created_at, id LIMIT ?1 OFFSET ?2")?;
@@ -67,17 +100,17 @@ pub fn list_orgs(c: &Connection, q: &PageQuery) -> ApiResult<Page<Org>> {
     Ok(page(rows, q))
 }
 
-pub fn find_org(c: &Connection, id_or_name: &str) -> ApiResult<Org> {
+pub fn find_org(c: &Db<'_>, id_or_name: &str) -> ApiResult<Org> {
     c.query_row("SELECT id, name, created_at, updated_at FROM orgs WHERE id = ?1 OR name = ?1", [id_or_name], org_row)
         .optional()?
         .ok_or_else(|| ApiError::not_found("org", id_or_name))
 }
 
-pub fn create_org(c: &Connection, actor: &str, input: &OrgInput) -> ApiResult<Org> {
+pub fn create_org(c: &Db<'_>, actor: &str, input: &OrgInput) -> ApiResult<Org> {
     create_org_with_id(c, actor, &new_id("org"), &input.name)
 }
 
-fn create_org_with_id(c: &Connection, actor: &str, id: &str, name: &str) -> ApiResult<Org> {
+fn create_org_with_id(c: &Db<'_>, actor: &str, id: &str, name: &str) -> ApiResult<Org> {
     check_name("name", name)?;
     let now = now_secs();
     c.execute("INSERT INTO orgs (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)", params![id, name, now])?;
@@ -85,7 +118,7 @@ fn create_org_with_id(c: &Connection, actor: &str, id: &str, name: &str) -> ApiR
     find_org(c, id)
 }
 
-pub fn update_org(c: &Connection, actor: &str, id: &str, input: &OrgInput) -> ApiResult<Org> {
+pub fn update_org(c: &Db<'_>, actor: &str, id: &str, input: &OrgInput) -> ApiResult<Org> {
     let org = find_org(c, id)?;
     check_name("name", &input.name)?;
     if org.name == input.name {
@@ -96,7 +129,7 @@ pub fn update_org(c: &Connection, actor: &str, id: &str, input: &OrgInput) -> Ap
     find_org(c, &org.id)
 }
 
-pub fn delete_org(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+pub fn delete_org(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
     let org = find_org(c, id)?;
     let keys: i64 = c.query_row("SELECT COUNT(*) FROM api_keys WHERE org_id = ?1", [&org.id], |r| r.get(0))?;
     c.execute("DELETE FROM orgs WHERE id = ?1", [&org.id])?;
@@ -124,7 +157,7 @@ fn key_row(r: &Row) -> rusqlite::Result<Key> {
     })
 }
 
-pub fn list_keys(c: &Connection, q: &PageQuery, org: Option<&str>) -> ApiResult<Page<Key>> {
+pub fn list_keys(c: &Db<'_>, q: &PageQuery, org: Option<&str>) -> ApiResult<Page<Key>> {
     let (n, off) = limit(q)?;
     let org_id = match org {
         Some(o) => Some(find_org(c, o)?.id),
@@ -138,7 +171,7 @@ pub fn list_keys(c: &Connection, q: &PageQuery, org: Option<&str>) -> ApiResult<
     Ok(page(rows, q))
 }
 
-pub fn find_key(c: &Connection, id: &str) -> ApiResult<Key> {
+pub fn find_key(c: &Db<'_>, id: &str) -> ApiResult<Key> {
     c.query_row(
         &format!("SELECT {KEY_COLS} FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.id = ?1"),
         [id],
@@ -166,7 +199,7 @@ fn check_models(models: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn create_key(c: &Connection, h: &KeyHasher, actor: &str, input: &KeyCreate) -> ApiResult<KeyWithSecret> {
+pub fn create_key(c: &Db<'_>, h: &KeyHasher, actor: &str, input: &KeyCreate) -> ApiResult<KeyWithSecret> {
     let org = find_org(c, &input.org).map_err(|_| ApiError::invalid_field("org", format!("no org `{}`", input.org)))?;
     check_name("name", &input.name)?;
     check_models(&input.models)?;
@@ -199,7 +232,7 @@ pub fn create_key(c: &Connection, h: &KeyHasher, actor: &str, input: &KeyCreate)
     Ok(KeyWithSecret { key: find_key(c, &id)?, key_secret: secret })
 }
 
-pub fn update_key(c: &Connection, actor: &str, id: &str, u: &KeyUpdate) -> ApiResult<Key> {
+pub fn update_key(c: &Db<'_>, actor: &str, id: &str, u: &KeyUpdate) -> ApiResult<Key> {
     let before = find_key(c, id)?;
     let mut after = before.clone();
     if let Some(n) = &u.name {
@@ -227,7 +260,7 @@ pub fn update_key(c: &Connection, actor: &str, id: &str, u: &KeyUpdate) -> ApiRe
     find_key(c, id)
 }
 
-pub fn rotate_key(c: &Connection, h: &KeyHasher, actor: &str, id: &str) -> ApiResult<KeyWithSecret> {
+pub fn rotate_key(c: &Db<'_>, h: &KeyHasher, actor: &str, id: &str) -> ApiResult<KeyWithSecret> {
     let before = find_key(c, id)?;
     let (secret, hash, hint) = new_secret(h);
     c.execute(
@@ -238,7 +271,7 @@ pub fn rotate_key(c: &Connection, h: &KeyHasher, actor: &str, id: &str) -> ApiRe
     Ok(KeyWithSecret { key: find_key(c, id)?, key_secret: secret })
 }
 
-pub fn delete_key(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+pub fn delete_key(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
     let k = find_key(c, id)?;
     c.execute("DELETE FROM api_keys WHERE id = ?1", [id])?;
     audit(c, actor, "delete", "key", id, json!({"org": k.org_id, "name": k.name, "hint": k.hint}))?;
@@ -268,34 +301,45 @@ fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, 
     }
 }
 
-fn provider_row(r: &Row) -> rusqlite::Result<(String, String, ProviderSpec, i64, i64)> {
-    Ok((r.get(0)?, r.get(1)?, json_col(r, 2)?, r.get(3)?, r.get(4)?))
+type ProviderRow = (String, String, ProviderSpec, i64, i64);
+
+fn provider_row(r: &Row) -> rusqlite::Result<(String, String, String, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn find_provider_raw(c: &Connection, id_or_name: &str) -> ApiResult<(String, String, ProviderSpec, i64, i64)> {
-    c.query_row(
-        "SELECT id, name, spec, created_at, updated_at FROM providers WHERE id = ?1 OR name = ?1",
-        [id_or_name],
-        provider_row,
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found("provider", id_or_name))
+fn opened(c: &Db<'_>, row: (String, String, String, i64, i64)) -> ApiResult<ProviderRow> {
+    let (id, name, stored, created, updated) = row;
+    Ok((id, name, open_spec(c.sealer, &stored)?, created, updated))
 }
 
-pub fn find_provider(c: &Connection, id_or_name: &str) -> ApiResult<Provider> {
+fn find_provider_raw(c: &Db<'_>, id_or_name: &str) -> ApiResult<ProviderRow> {
+    let row = c
+        .query_row(
+            "SELECT id, name, spec, created_at, updated_at FROM providers WHERE id = ?1 OR name = ?1",
+            [id_or_name],
+            provider_row,
+        )
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("provider", id_or_name))?;
+    opened(c, row)
+}
+
+pub fn find_provider(c: &Db<'_>, id_or_name: &str) -> ApiResult<Provider> {
     let (id, name, spec, ca, ua) = find_provider_raw(c, id_or_name)?;
     Ok(provider_view(id, name, spec, ca, ua))
 }
 
-pub fn list_providers(c: &Connection, q: &PageQuery) -> ApiResult<Page<Provider>> {
+pub fn list_providers(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Provider>> {
     let (n, off) = limit(q)?;
     let mut st = c.prepare(
         "SELECT id, name, spec, created_at, updated_at FROM providers ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
     )?;
     let rows = st
         .query_map(params![n, off], provider_row)?
-        .map(|r| r.map(|(id, name, spec, ca, ua)| provider_view(id, name, spec, ca, ua)))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|row| opened(c, row).map(|(id, name, spec, ca, ua)| provider_view(id, name, spec, ca, ua)))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(page(rows, q))
 }
 
@@ -325,24 +369,24 @@ fn check_provider(spec: &ProviderSpec) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn create_provider(c: &Connection, actor: &str, input: ProviderCreate) -> ApiResult<Provider> {
+pub fn create_provider(c: &Db<'_>, actor: &str, input: ProviderCreate) -> ApiResult<Provider> {
     let (name, spec) = input.into_parts();
     insert_provider(c, actor, &new_id("prov"), &name, &spec)
 }
 
-fn insert_provider(c: &Connection, actor: &str, id: &str, name: &str, spec: &ProviderSpec) -> ApiResult<Provider> {
+fn insert_provider(c: &Db<'_>, actor: &str, id: &str, name: &str, spec: &ProviderSpec) -> ApiResult<Provider> {
     check_name("name", name)?;
     check_provider(spec)?;
     let now = now_secs();
     c.execute(
         "INSERT INTO providers (id, name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![id, name, json!(spec).to_string(), now],
+        params![id, name, seal_spec(c.sealer, spec), now],
     )?;
     audit(c, actor, "create", "provider", id, provider_audit(name, spec))?;
     find_provider(c, id)
 }
 
-pub fn update_provider(c: &Connection, actor: &str, id: &str, u: ProviderUpdate) -> ApiResult<Provider> {
+pub fn update_provider(c: &Db<'_>, actor: &str, id: &str, u: ProviderUpdate) -> ApiResult<Provider> {
     let (id, name, before, _, _) = find_provider_raw(c, id)?;
     let mut spec = before.clone();
     let mut new_name = name.clone();
@@ -390,7 +434,7 @@ pub fn update_provider(c: &Connection, actor: &str, id: &str, u: ProviderUpdate)
 }
 
 fn write_provider(
-    c: &Connection,
+    c: &Db<'_>,
     actor: &str,
     id: &str,
     name: &str,
@@ -404,7 +448,7 @@ fn write_provider(
     check_provider(spec)?;
     c.execute(
         "UPDATE providers SET name = ?2, spec = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, new_name, json!(spec).to_string(), now_secs()],
+        params![id, new_name, seal_spec(c.sealer, spec), now_secs()],
     )?;
     let mut change = diff(&provider_audit(name, before), &provider_audit(new_name, spec));
     if before.api_keys != spec.api_keys
@@ -417,7 +461,7 @@ fn write_provider(
     find_provider(c, id)
 }
 
-pub fn delete_provider(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+pub fn delete_provider(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
     let (id, name, spec, _, _) = find_provider_raw(c, id)?;
     let users: Vec<String> = routes_all(c)?
         .into_iter()
@@ -438,13 +482,13 @@ fn route_row(r: &Row) -> rusqlite::Result<Route> {
     Ok(Route { id: r.get(0)?, name: r.get(1)?, spec: json_col(r, 2)?, created_at: r.get(3)?, updated_at: r.get(4)? })
 }
 
-fn routes_all(c: &Connection) -> ApiResult<Vec<Route>> {
+fn routes_all(c: &Db<'_>) -> ApiResult<Vec<Route>> {
     let mut st = c.prepare("SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY created_at, id")?;
     let rows = st.query_map([], route_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
-pub fn list_routes(c: &Connection, q: &PageQuery) -> ApiResult<Page<Route>> {
+pub fn list_routes(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Route>> {
     let (n, off) = limit(q)?;
     let mut st = c.prepare(
         "SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
@@ -453,7 +497,7 @@ pub fn list_routes(c: &Connection, q: &PageQuery) -> ApiResult<Page<Route>> {
     Ok(page(rows, q))
 }
 
-pub fn find_route(c: &Connection, id_or_name: &str) -> ApiResult<Route> {
+pub fn find_route(c: &Db<'_>, id_or_name: &str) -> ApiResult<Route> {
     c.query_row(
         "SELECT id, name, spec, created_at, updated_at FROM routes WHERE id = ?1 OR name = ?1",
         [id_or_name],
@@ -464,7 +508,7 @@ pub fn find_route(c: &Connection, id_or_name: &str) -> ApiResult<Route> {
 }
 
 /// Check a route and store its targets by provider id.
-fn normalize_route(c: &Connection, spec: &mut RouteSpec) -> ApiResult<()> {
+fn normalize_route(c: &Db<'_>, spec: &mut RouteSpec) -> ApiResult<()> {
     if Strategy::parse(&spec.strategy).is_none() {
         return Err(ApiError::invalid_field(
             "strategy",
@@ -489,12 +533,12 @@ fn normalize_route(c: &Connection, spec: &mut RouteSpec) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn create_route(c: &Connection, actor: &str, input: RouteCreate) -> ApiResult<Route> {
+pub fn create_route(c: &Db<'_>, actor: &str, input: RouteCreate) -> ApiResult<Route> {
     let (name, spec) = input.into_parts();
     insert_route(c, actor, &new_id("route"), &name, spec)
 }
 
-fn insert_route(c: &Connection, actor: &str, id: &str, name: &str, mut spec: RouteSpec) -> ApiResult<Route> {
+fn insert_route(c: &Db<'_>, actor: &str, id: &str, name: &str, mut spec: RouteSpec) -> ApiResult<Route> {
     check_name("name", name)?;
     if name == "*" {
         return Err(ApiError::invalid_field("name", "`*` is reserved"));
@@ -509,7 +553,7 @@ fn insert_route(c: &Connection, actor: &str, id: &str, name: &str, mut spec: Rou
     find_route(c, id)
 }
 
-pub fn update_route(c: &Connection, actor: &str, id: &str, u: RouteUpdate) -> ApiResult<Route> {
+pub fn update_route(c: &Db<'_>, actor: &str, id: &str, u: RouteUpdate) -> ApiResult<Route> {
     let before = find_route(c, id)?;
     let mut after = before.clone();
     if let Some(n) = u.name {
@@ -550,7 +594,7 @@ pub fn update_route(c: &Connection, actor: &str, id: &str, u: RouteUpdate) -> Ap
     find_route(c, &before.id)
 }
 
-pub fn delete_route(c: &Connection, actor: &str, id: &str) -> ApiResult<()> {
+pub fn delete_route(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
     let r = find_route(c, id)?;
     c.execute("DELETE FROM routes WHERE id = ?1", [&r.id])?;
     audit(c, actor, "delete", "route", &r.id, json!({"name": r.name, "spec": r.spec}))?;
@@ -563,7 +607,7 @@ fn token_row(r: &Row) -> rusqlite::Result<AdminToken> {
     Ok(AdminToken { id: r.get(0)?, name: r.get(1)?, role: r.get(2)?, created_at: r.get(3)?, revoked_at: r.get(4)? })
 }
 
-pub fn list_tokens(c: &Connection, q: &PageQuery) -> ApiResult<Page<AdminToken>> {
+pub fn list_tokens(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<AdminToken>> {
     let (n, off) = limit(q)?;
     let mut st = c.prepare(
         "SELECT id, name, role, created_at, revoked_at FROM admin_tokens ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
@@ -572,13 +616,13 @@ pub fn list_tokens(c: &Connection, q: &PageQuery) -> ApiResult<Page<AdminToken>>
     Ok(page(rows, q))
 }
 
-pub fn token_count(c: &Connection) -> ApiResult<i64> {
+pub fn token_count(c: &Db<'_>) -> ApiResult<i64> {
     Ok(c.query_row("SELECT COUNT(*) FROM admin_tokens WHERE revoked_at IS NULL", [], |r| r.get(0))?)
 }
 
 /// Store a token by its hash; returns the record.
 pub fn insert_token(
-    c: &Connection,
+    c: &Db<'_>,
     h: &KeyHasher,
     actor: &str,
     name: &str,
@@ -602,7 +646,7 @@ pub fn new_token_secret() -> String {
     format!("sba-{}", random_hex(32))
 }
 
-pub fn revoke_token(c: &Connection, actor: &str, id: &str) -> ApiResult<AdminToken> {
+pub fn revoke_token(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<AdminToken> {
     let n = c.execute(
         "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, now_secs()],
@@ -619,7 +663,7 @@ pub fn revoke_token(c: &Connection, actor: &str, id: &str) -> ApiResult<AdminTok
 
 /// The token presented, if valid and not revoked: (id, role). The secret is
 /// compared by its SHA-256 (an index lookup), which says nothing about it.
-pub fn authenticate_token(c: &Connection, h: &KeyHasher, secret: &str) -> ApiResult<Option<(String, String)>> {
+pub fn authenticate_token(c: &Db<'_>, h: &KeyHasher, secret: &str) -> ApiResult<Option<(String, String)>> {
     Ok(c.query_row(
         "SELECT id, role FROM admin_tokens WHERE hash = ?1 AND revoked_at IS NULL",
         [h.hash_str(secret.as_bytes())],
@@ -630,7 +674,7 @@ pub fn authenticate_token(c: &Connection, h: &KeyHasher, secret: &str) -> ApiRes
 
 // ---------------------------------------------------------------- audit
 
-pub fn list_audit(c: &Connection, q: &AuditQuery) -> ApiResult<Page<AuditEntry>> {
+pub fn list_audit(c: &Db<'_>, q: &AuditQuery) -> ApiResult<Page<AuditEntry>> {
     let pq = PageQuery { offset: q.offset, limit: q.limit };
     let (n, off) = limit(&pq)?;
     let mut st = c.prepare(
@@ -671,22 +715,26 @@ pub fn diff(before: &Value, after: &Value) -> Value {
 
 // ---------------------------------------------------------------- snapshot
 
-pub fn snapshot_version(c: &Connection) -> ApiResult<u64> {
+pub fn snapshot_version(c: &Db<'_>) -> ApiResult<u64> {
     let v: String = c.query_row("SELECT value FROM meta WHERE key = 'snapshot_version'", [], |r| r.get(0))?;
     Ok(v.parse().unwrap_or(0))
 }
 
-pub fn bump_snapshot_version(c: &Connection) -> ApiResult<u64> {
+pub fn bump_snapshot_version(c: &Db<'_>) -> ApiResult<u64> {
     let v = snapshot_version(c)? + 1;
     c.execute("UPDATE meta SET value = ?1 WHERE key = 'snapshot_version'", [v.to_string()])?;
     Ok(v)
 }
 
 /// The routing spec the data plane compiles, from the database.
-pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
+pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
     let mut st = c.prepare("SELECT id, name, spec FROM providers ORDER BY created_at, id")?;
-    let providers: Vec<(String, String, ProviderSpec)> =
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, json_col(r, 2)?)))?.collect::<Result<_, _>>()?;
+    let stored: Vec<(String, String, String)> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let providers: Vec<(String, String, ProviderSpec)> = stored
+        .into_iter()
+        .map(|(id, name, spec)| Ok((id, name, open_spec(c.sealer, &spec)?)))
+        .collect::<ApiResult<_>>()?;
     let name_of = |id: &str| providers.iter().find(|p| p.0 == id).map(|p| p.1.clone());
     let upstreams = providers
         .iter()
@@ -769,7 +817,7 @@ pub fn routing_spec(c: &Connection) -> ApiResult<RoutingSpec> {
 
 /// Import a routing spec (the TOML file's) into the database: providers and
 /// routes by name, keys by id, orgs by name. Same input twice changes nothing.
-pub fn seed(c: &Connection, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
+pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
     let actor = "seed";
     let before = last_audit_id(c)?;
     for u in &spec.upstreams {

@@ -446,3 +446,33 @@ fn target_health_is_visible_to_admins() {
     assert!(ok["ewma_ttfb_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(ok["error_rate"], 0.0);
 }
+
+#[test]
+fn provider_secrets_are_encrypted_at_rest_with_a_key_outside_the_database() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    let secret = setup(&gw, &up.base_url());
+    gw.call("PATCH", "/v1/admin/providers/mock", Some(&json!({"headers": {"x-tenant": "tenant-secret-value-42"}})));
+    // The key still works end to end (decrypted for the data plane)...
+    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(up.recorded()[0].header("authorization"), Some(format!("Bearer {PROVIDER_SECRET}").as_str()));
+    // ...but no byte of the database, its WAL included, holds it.
+    let mut raw = Vec::new();
+    for suffix in ["", "-wal"] {
+        let p = format!("{}{suffix}", gw.db_path.display());
+        if let Ok(b) = std::fs::read(&p) {
+            raw.extend(b);
+        }
+    }
+    assert!(!raw.is_empty());
+    for s in [PROVIDER_SECRET, "tenant-secret-value-42"] {
+        assert!(raw.windows(s.len()).all(|w| w != s.as_bytes()), "{s} is in the database in the clear");
+    }
+    let db = rusqlite::Connection::open(&gw.db_path).unwrap();
+    let spec: String = db.query_row("SELECT spec FROM providers WHERE name = 'mock'", [], |r| r.get(0)).unwrap();
+    assert!(spec.contains("enc:v1:"), "{spec}");
+    // The key lives beside the database, private.
+    use std::os::unix::fs::PermissionsExt;
+    let key = gw.dir.path().join("switchboard.db.key");
+    assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
+}
