@@ -44,12 +44,68 @@ pub struct State {
 
 pub type SharedState = Arc<State>;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub database: PathBuf,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Serve HTTPS with this (reloadable) certificate.
+    pub tls: Option<Arc<switchboard_dataplane::tls::ServerTls>>,
+}
+
+/// Accepted TLS connections, handshaken off the accept loop (a slow client
+/// cannot hold up the others), handed to axum.
+struct TlsListener {
+    addr: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The acceptor stopped: wait for shutdown.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+/// Accept TCP connections and run TLS handshakes (10 s each at most).
+fn tls_listener(
+    listener: tokio::net::TcpListener,
+    tls: Arc<switchboard_dataplane::tls::ServerTls>,
+) -> std::io::Result<TlsListener> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let hs = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
+                if let Ok(Ok(s)) = hs {
+                    let _ = tx.send((s, peer)).await;
+                }
+            });
+        }
+    });
+    Ok(TlsListener { addr, rx })
 }
 
 impl State {
@@ -212,6 +268,7 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
     let addr = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::app(state, cfg.max_body_bytes);
+    let tls = cfg.tls.clone();
     let thread = std::thread::Builder::new().name("sb-admin".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -228,14 +285,22 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
                     return;
                 }
             };
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let stop = async {
                 let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
+            };
+            let result = match tls {
+                None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+                Some(tls) => match tls_listener(listener, tls) {
+                    Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });
     })?;
-    tracing::info!(%addr, "admin API listening on {addr}");
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "admin API listening on {addr}");
     Ok(AdminHandle { addr, shutdown: Some(tx), thread: Some(thread) })
 }

@@ -67,6 +67,12 @@ pub struct AdminSettings {
     pub database: PathBuf,
     /// Largest admin request body; larger -> 413.
     pub max_body_bytes: usize,
+    /// Serve the admin API over HTTPS with this PEM certificate chain and key
+    /// (reloaded when the files change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for AdminSettings {
@@ -75,6 +81,8 @@ impl Default for AdminSettings {
             listen: "127.0.0.1:8081".into(),
             database: "switchboard.db".into(),
             max_body_bytes: 1024 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -97,6 +105,12 @@ impl Config {
             a.listen_addr()?;
             if a.max_body_bytes < 1024 {
                 return Err(ConfigError::at("admin.max_body_bytes", "must be at least 1024"));
+            }
+            if a.tls_cert_file.is_some() != a.tls_key_file.is_some() {
+                return Err(ConfigError::at(
+                    "admin.tls_cert_file",
+                    "set both tls_cert_file and tls_key_file, or neither",
+                ));
             }
         }
         cfg.routing().validate()?;

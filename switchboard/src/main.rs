@@ -289,10 +289,23 @@ fn serve(path: PathBuf) -> ExitCode {
                 Ok(a) => a,
                 Err(e) => return fail(EX_CONFIG, e),
             };
+            let tls = match (&admin.tls_cert_file, &admin.tls_key_file) {
+                (Some(c), Some(k)) => match switchboard_dataplane::tls::ServerTls::load(c, k) {
+                    Ok(t) => {
+                        if let Err(e) = t.spawn_watcher(Duration::from_millis(cfg.server.reload_poll_ms.max(100))) {
+                            return fail(EX_CANTCREAT, format!("cannot watch the admin certificate: {e}"));
+                        }
+                        Some(t)
+                    }
+                    Err(e) => return fail(EX_CONFIG, format!("admin TLS: {e}")),
+                },
+                _ => None,
+            };
             let admin_cfg = switchboard_adminapi::AdminConfig {
                 listen,
                 database: database.clone(),
                 max_body_bytes: admin.max_body_bytes,
+                tls,
             };
             match switchboard_adminapi::start(&admin_cfg, state.clone()) {
                 Ok(h) => admin_handle = Some(h),

@@ -10,23 +10,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn make_pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
-    Pki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
-}
-
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> Result<Tls, String> {
@@ -141,4 +124,38 @@ fn a_broken_certificate_file_is_refused_at_start() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("cert.pem"), "{err}");
+}
+
+#[test]
+fn the_admin_api_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let tls = switchboard_dataplane::tls::ServerTls::load(&cert, &key).unwrap();
+    let prep = switchboard_dataplane::snapshot::Prepare::default();
+    let state = switchboard_adminapi::State::open(&dir.path().join("a.db"), prep, None).unwrap();
+    state.bootstrap_token(Some("sba-tls-admin-token")).unwrap();
+    let cfg = switchboard_adminapi::AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: dir.path().join("a.db"),
+        max_body_bytes: 4096,
+        tls: Some(tls),
+    };
+    let admin = switchboard_adminapi::start(&cfg, state).unwrap();
+    let mut s = connect(admin.addr, &pki.ca_pem).expect("TLS handshake with the admin API");
+    s.write_all(b"GET /v1/admin/orgs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sba-tls-admin-token\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"object\":\"list\""), "{text}");
+    // Plain HTTP gets no answer.
+    let mut plain = Conn::open(admin.addr);
+    plain.set_timeout(Duration::from_secs(5));
+    plain.try_send(b"GET /v1/admin/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = plain.read_raw(&mut buf).unwrap_or(0);
+    assert!(!buf[..n].starts_with(b"HTTP/"));
 }

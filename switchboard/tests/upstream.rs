@@ -162,26 +162,9 @@ fn a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one() {
     assert_eq!(up2.requests(), 1);
 }
 
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn make_pki(host: &str) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![host.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
-    Pki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
-}
-
 #[test]
 fn tls_upstreams_are_verified_against_the_configured_ca() {
-    let pki = make_pki("localhost");
+    let pki = make_pki();
     let up = mock_with(MockConfig {
         tls: Some((pki.cert_pem.into_bytes(), pki.key_pem.into_bytes())),
         record: true,

@@ -177,6 +177,7 @@ impl AdminGateway {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: db_path.clone(),
             max_body_bytes: 64 * 1024,
+            tls: None,
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
         let handle = switchboard_dataplane::start(cfg.server, store, dns).expect("gateway starts");
@@ -432,4 +433,22 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// SSE `data:` payloads of a stream body.
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body).split("\n\n").filter_map(|ev| ev.strip_prefix("data: ").map(str::to_string)).collect()
+}
+
+/// A CA and a server certificate for `localhost` signed by it (PEM).
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn make_pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    Pki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
 }
