@@ -7,76 +7,11 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-const ADMIN_TOKEN: &str = "sba-split-mode-test-token";
 /// Only the admin process has the server hash key; the remote data plane gets
 /// it with the snapshot.
 const HASH_KEY: &str = "split-mode-server-hash-key-0123456789";
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(args)
-            .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env_remove("SWITCHBOARD_HASH_KEY")
-            .env_remove("SWITCHBOARD_HASH_KEY_FILE")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("switchboard starts");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Proc { child, lines: rx, seen: Vec::new() }
-    }
-
-    /// The address in the first log line matching `marker` (`... listening on ADDR`).
-    fn address(&mut self, marker: &str) -> std::net::SocketAddr {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.contains(marker)) {
-                let addr = line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap();
-                return addr.parse().unwrap();
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
-                Err(_) => panic!("no `{marker}` in the log:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn stop(mut self) -> i32 {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.child.wait().unwrap();
-        status.code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn a_data_plane_in_another_process_serves_and_follows_the_admin() {
