@@ -34,6 +34,7 @@ pub mod route;
 pub mod select;
 pub mod server;
 pub mod snapshot;
+pub mod sse;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

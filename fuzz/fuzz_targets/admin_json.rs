@@ -1,0 +1,21 @@
+//! Admin API request bodies: deserializing any bytes never panics.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use switchboard_adminapi::model::{
+    AdminTokenCreate, KeyCreate, KeyUpdate, OrgInput, ProviderCreate, ProviderUpdate, RouteCreate, RouteUpdate,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = serde_json::from_slice::<OrgInput>(data);
+    let _ = serde_json::from_slice::<KeyCreate>(data);
+    let _ = serde_json::from_slice::<KeyUpdate>(data);
+    let _ = serde_json::from_slice::<ProviderUpdate>(data);
+    let _ = serde_json::from_slice::<RouteUpdate>(data);
+    let _ = serde_json::from_slice::<AdminTokenCreate>(data);
+    if let Ok(p) = serde_json::from_slice::<ProviderCreate>(data) {
+        let _ = p.into_parts();
+    }
+    if let Ok(r) = serde_json::from_slice::<RouteCreate>(data) {
+        let _ = r.into_parts();
+    }
+});
