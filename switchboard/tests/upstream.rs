@@ -75,9 +75,9 @@ fn a_stream_cut_mid_way_ends_with_an_sse_error_event() {
     assert!(c.closed_by_peer());
 }
 
-#[test]
-fn a_non_streaming_body_cut_mid_way_is_not_passed_off_as_whole() {
-    // An upstream that promises 1000 bytes and sends 10.
+/// A one-shot raw upstream: accepts one connection, reads the request, answers
+/// with `answer` byte for byte, and closes. Returns its port and thread.
+fn raw_upstream(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
@@ -85,9 +85,17 @@ fn a_non_streaming_body_cut_mid_way_is_not_passed_off_as_whole() {
         let (mut s, _) = l.accept().unwrap();
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\"")
-            .unwrap();
+        let _ = s.write_all(&answer);
     });
+    (port, t)
+}
+
+#[test]
+fn a_non_streaming_body_cut_mid_way_is_not_passed_off_as_whole() {
+    // An upstream that promises 1000 bytes and sends 10.
+    let (port, t) = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\"".to_vec(),
+    );
     let gw = Gateway::start(&basic_config(&format!("http://127.0.0.1:{port}/v1"), ""));
     let mut c = gw.conn();
     c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
@@ -205,19 +213,11 @@ fn mock_behaviour_can_come_from_the_config() {
 #[test]
 fn an_oversized_upstream_head_gives_502_and_no_leak() {
     // An upstream whose response head never ends within the limit.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let t = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut s, _) = l.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf).unwrap();
-        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for i in 0..5000 {
-            head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(20)).as_bytes());
-        }
-        let _ = s.write_all(&head);
-    });
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..5000 {
+        head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(20)).as_bytes());
+    }
+    let (port, t) = raw_upstream(head);
     let gw = Gateway::start(&basic_config(&format!("http://127.0.0.1:{port}/v1"), "max_upstream_header_bytes = 8192"));
     let r = gw.chat(r#"{"model":"m"}"#);
     assert_eq!(r.status, 502);
