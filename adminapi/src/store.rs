@@ -95,7 +95,7 @@ fn org_row(r: &Row) -> rusqlite::Result<Org> {
 pub fn list_orgs(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Org>> {
     let (n, off) = limit(q)?;
     let mut st =
-        c.prepare("SELECT id, name, created_at, updated_at FROM orgs ORDER BY created_at, id LIMIT ?1 OFFSET ?2")?;
+        c.prepare("SELECT id, name, created_at, updated_at FROM orgs ORDER BY rowid LIMIT ?1 OFFSET ?2")?;
     let rows = st.query_map(params![n, off], org_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
 }
@@ -165,7 +165,7 @@ pub fn list_keys(c: &Db<'_>, q: &PageQuery, org: Option<&str>) -> ApiResult<Page
     };
     let mut st = c.prepare(&format!(
         "SELECT {KEY_COLS} FROM api_keys k JOIN orgs o ON o.id = k.org_id \
-         WHERE (?3 IS NULL OR k.org_id = ?3) ORDER BY k.created_at, k.id LIMIT ?1 OFFSET ?2"
+         WHERE (?3 IS NULL OR k.org_id = ?3) ORDER BY k.rowid LIMIT ?1 OFFSET ?2"
     ))?;
     let rows = st.query_map(params![n, off, org_id], key_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
@@ -332,7 +332,7 @@ pub fn find_provider(c: &Db<'_>, id_or_name: &str) -> ApiResult<Provider> {
 pub fn list_providers(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Provider>> {
     let (n, off) = limit(q)?;
     let mut st = c.prepare(
-        "SELECT id, name, spec, created_at, updated_at FROM providers ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
+        "SELECT id, name, spec, created_at, updated_at FROM providers ORDER BY rowid LIMIT ?1 OFFSET ?2",
     )?;
     let rows = st
         .query_map(params![n, off], provider_row)?
@@ -483,7 +483,7 @@ fn route_row(r: &Row) -> rusqlite::Result<Route> {
 }
 
 fn routes_all(c: &Db<'_>) -> ApiResult<Vec<Route>> {
-    let mut st = c.prepare("SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY created_at, id")?;
+    let mut st = c.prepare("SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY rowid")?;
     let rows = st.query_map([], route_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -491,7 +491,7 @@ fn routes_all(c: &Db<'_>) -> ApiResult<Vec<Route>> {
 pub fn list_routes(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Route>> {
     let (n, off) = limit(q)?;
     let mut st = c.prepare(
-        "SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
+        "SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY rowid LIMIT ?1 OFFSET ?2",
     )?;
     let rows = st.query_map(params![n, off], route_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
@@ -610,7 +610,7 @@ fn token_row(r: &Row) -> rusqlite::Result<AdminToken> {
 pub fn list_tokens(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<AdminToken>> {
     let (n, off) = limit(q)?;
     let mut st = c.prepare(
-        "SELECT id, name, role, created_at, revoked_at FROM admin_tokens ORDER BY created_at, id LIMIT ?1 OFFSET ?2",
+        "SELECT id, name, role, created_at, revoked_at FROM admin_tokens ORDER BY rowid LIMIT ?1 OFFSET ?2",
     )?;
     let rows = st.query_map(params![n, off], token_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
@@ -728,7 +728,7 @@ pub fn bump_snapshot_version(c: &Db<'_>) -> ApiResult<u64> {
 
 /// The routing spec the data plane compiles, from the database.
 pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
-    let mut st = c.prepare("SELECT id, name, spec FROM providers ORDER BY created_at, id")?;
+    let mut st = c.prepare("SELECT id, name, spec FROM providers ORDER BY rowid")?;
     let stored: Vec<(String, String, String)> =
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
     let providers: Vec<(String, String, ProviderSpec)> = stored
@@ -796,7 +796,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
         .collect();
     let mut st = c.prepare(
         "SELECT k.id, k.hash, o.name, k.models, k.enabled, k.expires_at FROM api_keys k JOIN orgs o ON o.id = k.org_id \
-         ORDER BY k.created_at, k.id",
+         ORDER BY k.rowid",
     )?;
     let keys = st
         .query_map([], |r| {
