@@ -94,8 +94,7 @@ fn org_row(r: &Row) -> rusqlite::Result<Org> {
 
 pub fn list_orgs(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Org>> {
     let (n, off) = limit(q)?;
-    let mut st =
-        c.prepare("SELECT id, name, created_at, updated_at FROM orgs ORDER BY rowid LIMIT ?1 OFFSET ?2")?;
+    let mut st = c.prepare("SELECT id, name, created_at, updated_at FROM orgs ORDER BY rowid LIMIT ?1 OFFSET ?2")?;
     let rows = st.query_map(params![n, off], org_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
 }
@@ -331,9 +330,8 @@ pub fn find_provider(c: &Db<'_>, id_or_name: &str) -> ApiResult<Provider> {
 
 pub fn list_providers(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Provider>> {
     let (n, off) = limit(q)?;
-    let mut st = c.prepare(
-        "SELECT id, name, spec, created_at, updated_at FROM providers ORDER BY rowid LIMIT ?1 OFFSET ?2",
-    )?;
+    let mut st =
+        c.prepare("SELECT id, name, spec, created_at, updated_at FROM providers ORDER BY rowid LIMIT ?1 OFFSET ?2")?;
     let rows = st
         .query_map(params![n, off], provider_row)?
         .collect::<Result<Vec<_>, _>>()?
@@ -490,9 +488,8 @@ fn routes_all(c: &Db<'_>) -> ApiResult<Vec<Route>> {
 
 pub fn list_routes(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<Route>> {
     let (n, off) = limit(q)?;
-    let mut st = c.prepare(
-        "SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY rowid LIMIT ?1 OFFSET ?2",
-    )?;
+    let mut st =
+        c.prepare("SELECT id, name, spec, created_at, updated_at FROM routes ORDER BY rowid LIMIT ?1 OFFSET ?2")?;
     let rows = st.query_map(params![n, off], route_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
 }
@@ -609,9 +606,8 @@ fn token_row(r: &Row) -> rusqlite::Result<AdminToken> {
 
 pub fn list_tokens(c: &Db<'_>, q: &PageQuery) -> ApiResult<Page<AdminToken>> {
     let (n, off) = limit(q)?;
-    let mut st = c.prepare(
-        "SELECT id, name, role, created_at, revoked_at FROM admin_tokens ORDER BY rowid LIMIT ?1 OFFSET ?2",
-    )?;
+    let mut st =
+        c.prepare("SELECT id, name, role, created_at, revoked_at FROM admin_tokens ORDER BY rowid LIMIT ?1 OFFSET ?2")?;
     let rows = st.query_map(params![n, off], token_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(page(rows, q))
 }
