@@ -215,6 +215,14 @@ async fn respond<S: AsyncWriteRent>(
     rid: &RequestId,
     keep_alive: bool,
 ) -> bool {
+    render_json(out, status, body, rid, keep_alive);
+    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
+    out.clear();
+    ok
+}
+
+/// Render a complete JSON response (with its length) into `out`.
+pub fn render_json(out: &mut Vec<u8>, status: u16, body: &[u8], rid: &RequestId, keep_alive: bool) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_dec(out, status as u64);
@@ -229,9 +237,6 @@ async fn respond<S: AsyncWriteRent>(
     }
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
-    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
-    out.clear();
-    ok
 }
 
 async fn respond_error<S: AsyncWriteRent>(

@@ -265,15 +265,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener, tl
 /// Over the connection limit: answer 503 and close, with a short deadline.
 async fn refuse(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
     let err = GatewayError::overloaded();
-    let body = err.to_json();
-    let mut out = Vec::with_capacity(160 + body.len());
-    out.extend_from_slice(
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ",
-    );
-    crate::fmt::push_dec(&mut out, body.len() as u64);
-    out.extend_from_slice(b"\r\nx-request-id: ");
-    out.extend_from_slice(ctx.next_request_id().as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    conn::render_json(&mut out, err.status, &err.to_json(), &ctx.next_request_id(), false);
     let _ = write_all(&mut stream, &mut out, Instant::now() + Duration::from_secs(1)).await;
 }

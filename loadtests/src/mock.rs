@@ -385,9 +385,7 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
         }
         ctx.state.requests.fetch_add(1, Ordering::SeqCst);
         if rejected {
-            let json = error_json(401, "mock: this key is refused");
-            head(&mut out, 401, "application/json", Some(json.len()));
-            out.extend_from_slice(&json);
+            push_error(&mut out, 401, "mock: this key is refused");
             if !send(&mut io, &mut out).await || close {
                 return;
             }
@@ -418,11 +416,17 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-fn error_json(status: u16, message: &str) -> Vec<u8> {
+/// A complete JSON response with a length.
+fn push_json(out: &mut Vec<u8>, status: u16, body: &[u8]) {
+    head(out, status, "application/json", Some(body.len()));
+    out.extend_from_slice(body);
+}
+
+/// A complete OpenAI-shaped error response.
+fn push_error(out: &mut Vec<u8>, status: u16, message: &str) {
     let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
-    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
-        .to_string()
-        .into_bytes()
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
+    push_json(out, status, body.to_string().as_bytes());
 }
 
 fn head(out: &mut Vec<u8>, status: u16, content_type: &str, len: Option<usize>) {
@@ -480,8 +484,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             .map(|m| serde_json::json!({"id": m, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}))
             .collect();
         let json = serde_json::json!({"object": "list", "data": data}).to_string();
-        head(out, 200, "application/json", Some(json.len()));
-        out.extend_from_slice(json.as_bytes());
+        push_json(out, 200, json.as_bytes());
         return send(io, out).await;
     }
     let kind = if path.ends_with("/chat/completions") {
@@ -491,17 +494,13 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     } else if path.ends_with("/embeddings") {
         Kind::Embedding
     } else {
-        let json = error_json(404, "mock: unknown path");
-        head(out, 404, "application/json", Some(json.len()));
-        out.extend_from_slice(&json);
+        push_error(out, 404, "mock: unknown path");
         return send(io, out).await;
     };
     let req: ReqBody = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            let json = error_json(400, &format!("mock: bad JSON: {e}"));
-            head(out, 400, "application/json", Some(json.len()));
-            out.extend_from_slice(&json);
+            push_error(out, 400, &format!("mock: bad JSON: {e}"));
             return send(io, out).await;
         }
     };
@@ -548,9 +547,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         None => {}
     }
     if let Some(status) = b.status.filter(|s| *s >= 300) {
-        let json = error_json(status, &format!("mock: injected status {status}"));
-        head(out, status, "application/json", Some(json.len()));
-        out.extend_from_slice(&json);
+        push_error(out, status, &format!("mock: injected status {status}"));
         return send(io, out).await;
     }
     let tokens = b.tokens.unwrap_or(16);
@@ -561,8 +558,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         let json = format!(
             r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3,0.4]}}],"model":{model},"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}}}"#
         );
-        head(out, 200, "application/json", Some(json.len()));
-        out.extend_from_slice(json.as_bytes());
+        push_json(out, 200, json.as_bytes());
         return send(io, out).await;
     }
     let text = serde_json::to_string(&ctx.cfg.token_text).unwrap_or_else(|_| "\"\"".into());
@@ -580,8 +576,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
                 r#"{{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{{"index":0,"text":{content},"finish_reason":"stop"}}],"usage":{usage}}}"#
             ),
         };
-        head(out, 200, "application/json", Some(json.len()));
-        out.extend_from_slice(json.as_bytes());
+        push_json(out, 200, json.as_bytes());
         return send(io, out).await;
     }
     // Streaming.
