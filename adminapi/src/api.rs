@@ -152,7 +152,8 @@ impl utoipa::Modify for BearerAuth {
         list_providers, create_provider, get_provider, update_provider, delete_provider,
         list_routes, create_route, get_route, update_route, delete_route,
         list_tokens, create_token, revoke_token,
-        list_audit, watch_snapshot, list_targets
+        list_audit, watch_snapshot, list_targets,
+        usage_report, usage_top_keys, request_log, ingest_usage
     ),
     modifiers(&BearerAuth)
 )]
@@ -177,13 +178,28 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/audit", get(list_audit))
         .route("/v1/admin/targets", get(list_targets))
         .route("/v1/admin/snapshot", get(watch_snapshot))
+        .route("/v1/admin/usage", get(usage_report))
+        .route("/v1/admin/usage/top-keys", get(usage_top_keys))
+        .route("/v1/admin/requests", get(request_log))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown_url", "No such admin endpoint.") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
             refuse_declared_oversize(req, next, max_body_bytes)
         }))
+        // Usage batches from remote data planes: larger bodies than admin changes.
+        .merge(
+            Router::new()
+                .route("/v1/admin/usage/ingest", post(ingest_usage))
+                .layer(DefaultBodyLimit::max(INGEST_MAX_BYTES))
+                .layer(axum::middleware::from_fn(|req: Request, next: axum::middleware::Next| {
+                    refuse_declared_oversize(req, next, INGEST_MAX_BYTES)
+                })),
+        )
         .with_state(state)
 }
+
+/// Largest usage batch a remote data plane may post.
+pub const INGEST_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// A body declared larger than the limit is refused before it is read.
 async fn refuse_declared_oversize(req: Request, next: axum::middleware::Next, max: usize) -> Response {
@@ -483,6 +499,73 @@ async fn list_targets(State(s): State<SharedState>, _a: Admin) -> ApiResult<Resp
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = Page<AuditEntry>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_audit(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::list_audit(c, &q))?).into_response())
+}
+
+// ---- usage
+
+/// Usage totals over a time range, grouped by any of org, key, model, route and
+/// target, per minute, hour, day or in total; JSON, or CSV with `format=csv`.
+#[utoipa::path(get, path = "/v1/admin/usage", tag = "usage", params(crate::usage::UsageQuery), responses((status = 200, body = crate::usage::UsageReport, description = "JSON, or text/csv with format=csv"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn usage_report(
+    State(s): State<SharedState>,
+    _a: Admin,
+    ApiQuery(q): ApiQuery<crate::usage::UsageQuery>,
+) -> ApiResult<Response> {
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::invalid_field("format", "expected json or csv")),
+    };
+    let report = read!(s, |c| crate::usage::report(c, &q))?;
+    if csv {
+        let body = crate::usage::report_csv(&report);
+        return Ok(([(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
+    }
+    Ok(Json(report).into_response())
+}
+
+/// The keys that spent the most (or used the most tokens or requests) in a time range.
+#[utoipa::path(get, path = "/v1/admin/usage/top-keys", tag = "usage", params(crate::usage::TopKeysQuery), responses((status = 200, body = Page<crate::usage::TopKey>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn usage_top_keys(
+    State(s): State<SharedState>,
+    _a: Admin,
+    ApiQuery(q): ApiQuery<crate::usage::TopKeysQuery>,
+) -> ApiResult<Response> {
+    let data = read!(s, |c| crate::usage::top_keys(c, &q))?;
+    Ok(Json(Page { object: "list", data, next_offset: None }).into_response())
+}
+
+/// The raw request log, newest first, with filters (kept `usage.retention_days`).
+#[utoipa::path(get, path = "/v1/admin/requests", tag = "usage", params(crate::usage::RequestLogQuery), responses((status = 200, body = Page<crate::usage::LoggedRequest>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn request_log(
+    State(s): State<SharedState>,
+    _a: Admin,
+    ApiQuery(q): ApiQuery<crate::usage::RequestLogQuery>,
+) -> ApiResult<Response> {
+    let data = read!(s, |c| crate::usage::request_log(c, &q))?;
+    Ok(Json(Page { object: "list", data, next_offset: None }).into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ingested {
+    /// Records in the batch.
+    received: usize,
+    /// Records accounted now (the others were already accounted).
+    accounted: usize,
+}
+
+/// A batch of usage records from a data plane in another process (admin tokens).
+#[utoipa::path(post, path = "/v1/admin/usage/ingest", tag = "data planes", responses((status = 200, body = Ingested), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn ingest_usage(
+    State(s): State<SharedState>,
+    a: Admin,
+    ApiJson(batch): ApiJson<switchboard_shared::usage::UsageBatch>,
+) -> ApiResult<Response> {
+    a.writer()?;
+    let received = batch.records.len();
+    let st = s.clone();
+    let accounted = blocking(move || st.ingest(&batch.records)).await?;
+    Ok(Json(Ingested { received, accounted }).into_response())
 }
 
 // ---- snapshot watch (for data planes in other processes)

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod model;
 pub mod store;
+pub mod usage;
 
 use error::{ApiError, ApiResult};
 use rusqlite::Connection;
@@ -202,6 +203,13 @@ impl State {
             tracing::info!(version, "routing snapshot published");
         }
         Ok(out)
+    }
+
+    /// Account usage records (from a remote data plane) in one transaction;
+    /// returns how many were new.
+    pub fn ingest(&self, records: &[switchboard_shared::usage::UsageRecord]) -> ApiResult<usize> {
+        let mut conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
+        Ok(usage::write_batch(&mut conn, records)?)
     }
 
     /// Import a routing spec (the config file's) idempotently, in one

@@ -14,13 +14,15 @@ use crate::http::find_head_end;
 use crate::http::head::{parse_request, Endpoint, HeadError, Method, RequestHead};
 use crate::http::io::{read_append, write_all, IoFail};
 use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
-use crate::request::scan;
+use crate::request::{include_usage_edit, scan};
 use crate::route;
-use crate::worker::{CountGuard, RequestId, WorkerCtx};
+use crate::usage::record::{account, unix_ms, unrouted, Subject, Tally};
+use crate::worker::{InFlightGuard, RequestId, WorkerCtx};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
 use std::ops::Range;
 use std::rc::Rc;
+use switchboard_shared::usage::Outcome as UsageOutcome;
 
 /// Buffers a connection reuses from request to request.
 #[derive(Default)]
@@ -223,12 +225,19 @@ async fn respond<S: AsyncWriteRent>(
 
 /// Render a complete JSON response (with its length) into `out`.
 pub fn render_json(out: &mut Vec<u8>, status: u16, body: &[u8], rid: &RequestId, keep_alive: bool) {
+    render(out, status, "application/json", body, rid, keep_alive)
+}
+
+/// Render a complete response (with its length) into `out`.
+pub fn render(out: &mut Vec<u8>, status: u16, content_type: &str, body: &[u8], rid: &RequestId, keep_alive: bool) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_dec(out, status as u64);
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(b"\r\ncontent-type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: ");
     push_dec(out, body.len() as u64);
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(rid.as_bytes());
@@ -253,6 +262,8 @@ async fn respond_error<S: AsyncWriteRent>(
 /// What a request came to.
 enum Outcome {
     Json(u16, Vec<u8>),
+    /// Plain text (the metrics exposition).
+    Text(u16, Vec<u8>),
     Error(GatewayError),
     /// The proxy wrote the response.
     Proxied {
@@ -278,7 +289,9 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
             return Next::Linger;
         }
     };
-    let _inflight = CountGuard::new(&ctx.inflight);
+    let _inflight = InFlightGuard::new(ctx);
+    let started = Instant::now();
+    let started_unix_ms = unix_ms();
     let head = match parse_request(&rbuf[..head_end], ctx.cfg.max_headers) {
         Ok(h) => h,
         Err(e) => {
@@ -300,11 +313,18 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     let mut next_start = (!body_pending).then_some(head_end);
     let keep_alive = head.keep_alive && !ctx.draining();
     let snapshot = ctx.snapshot();
+    // Set once the request reached a route (and was accounted).
+    let mut routed = false;
+    // The status of a proxied response.
+    let mut proxied_status = 0;
 
     let outcome = match &head.endpoint {
         Endpoint::Healthz if head.method == Method::Get => {
             let body = format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version);
             Outcome::Json(200, body.into_bytes())
+        }
+        Endpoint::Metrics if head.method == Method::Get && ctx.cfg.metrics => {
+            Outcome::Text(200, ctx.metrics_text(snapshot.version).into_bytes())
         }
         Endpoint::Unknown => Outcome::Error(GatewayError::unknown_url(
             match head.method {
@@ -333,6 +353,12 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                             Ok(fields) => match route::resolve(&snapshot, key, &fields.model) {
                                 Err(e) => Outcome::Error(e),
                                 Ok(route) => {
+                                    // Streams always ask the upstream for usage; the
+                                    // relay strips it if the client did not ask.
+                                    let asks_usage =
+                                        matches!(head.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+                                            && fields.stream
+                                            && fields.include_usage != Some(true);
                                     let req = ProxyRequest {
                                         endpoint: &head.endpoint,
                                         body,
@@ -341,12 +367,33 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                                         client_http10: head.http10,
                                         client_keep_alive: keep_alive,
                                         strategy: head.strategy,
+                                        usage_edit: if asks_usage { include_usage_edit(body, &fields) } else { None },
                                     };
-                                    match proxy(ctx, io, bufs, &req, route).await {
+                                    let mut tally = Tally::default();
+                                    let outcome = match proxy(ctx, io, bufs, &req, route, &mut tally).await {
                                         ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },
-                                        ProxyOutcome::Failed(e) | ProxyOutcome::Retry(e) => Outcome::Error(e),
+                                        ProxyOutcome::Failed(e) | ProxyOutcome::Retry(e) => {
+                                            tally.status = e.status;
+                                            tally.outcome = UsageOutcome::Error;
+                                            tally.target = None;
+                                            Outcome::Error(e)
+                                        }
                                         ProxyOutcome::Aborted => Outcome::Aborted,
-                                    }
+                                    };
+                                    let subject = Subject {
+                                        started,
+                                        started_unix_ms,
+                                        request_id: rid.as_bytes(),
+                                        key,
+                                        model: &fields.model,
+                                        endpoint: &head.endpoint,
+                                        stream: fields.stream,
+                                        body,
+                                    };
+                                    account(ctx, &subject, route, &tally);
+                                    routed = true;
+                                    proxied_status = tally.status;
+                                    outcome
                                 }
                             },
                         }
@@ -361,9 +408,24 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         Some(start) if kept => Next::Continue(start),
         _ => Next::Close,
     };
+    let status = match &outcome {
+        Outcome::Json(s, _) | Outcome::Text(s, _) => *s,
+        Outcome::Error(e) => e.status,
+        Outcome::Proxied { .. } | Outcome::Aborted => proxied_status,
+    };
+    ctx.metrics.response(status);
+    if !routed {
+        unrouted(ctx, started, started_unix_ms, rid.as_bytes(), status);
+    }
     match outcome {
         Outcome::Json(status, body) => {
             next(respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive)
+        }
+        Outcome::Text(status, body) => {
+            render(&mut bufs.out, status, "text/plain; version=0.0.4; charset=utf-8", &body, &rid, keep_alive);
+            let ok = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
+            bufs.out.clear();
+            next(ok && keep_alive)
         }
         Outcome::Error(err) => {
             let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive).await;

@@ -11,7 +11,8 @@
 //! | route        | [`route`]                      |
 //! | select       | [`select`]                     |
 //! | connect / fail over | [`proxy`], [`upstream`] |
-//! | relay        | [`proxy`] (`relay`)            |
+//! | relay        | [`proxy`] (`relay`), [`usage::scan`] (token counts) |
+//! | account      | [`usage::record`], [`metrics`]; off the workers: [`usage::pipeline`] |
 //!
 //! State that changes at run time lives in the [`snapshot`] (swapped whole),
 //! host names resolve in [`dns`] off the workers, [`reload`] watches the
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fmt;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod reload;
@@ -37,6 +39,7 @@ pub mod snapshot;
 pub mod sse;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 pub mod worker;
 
-pub use server::{start, ServerHandle};
+pub use server::{start, start_with, ServerHandle};

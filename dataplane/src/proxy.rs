@@ -14,16 +14,19 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_response, BodyFraming, Endpoint, ResponseHead};
 use crate::http::io::{read_append, write_all, IoFail};
-use crate::request::{splice_model, BodyFields};
+use crate::request::{edited_len, write_edited, BodyFields};
 use crate::select;
 use crate::snapshot::{Route, Target, Upstream};
 use crate::sse::{Gate, StreamGate, StreamTail};
 use crate::upstream::{connect, UpStream};
+use crate::usage::record::Tally;
+use crate::usage::scan::UsageStrip;
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
 use std::time::Duration;
 use switchboard_shared::config::Trigger;
+use switchboard_shared::usage::Outcome;
 
 pub struct ProxyRequest<'a> {
     pub endpoint: &'a Endpoint,
@@ -35,6 +38,9 @@ pub struct ProxyRequest<'a> {
     pub client_keep_alive: bool,
     /// The strategy the client asked for (`x-switchboard-strategy`).
     pub strategy: Option<switchboard_shared::config::Strategy>,
+    /// A stream the client did not ask usage for: the gateway asks for it
+    /// with this body edit, and takes the usage chunk out of the reply.
+    pub usage_edit: Option<(usize, usize, Vec<u8>)>,
 }
 
 pub enum ProxyOutcome {
@@ -55,6 +61,7 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
     bufs: &mut Buffers,
     req: &ProxyRequest<'_>,
     route: &Route,
+    tally: &mut Tally,
 ) -> ProxyOutcome {
     let started = Instant::now();
     let strategy = match req.strategy {
@@ -95,6 +102,7 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
             continue;
         };
         attempts += 1;
+        tally.attempts = attempts;
         let last = n + 1 >= retry.max_attempts;
         build_request(&mut bufs.up_w, target, key, req);
         let _busy = InFlight::new(&up.health);
@@ -106,7 +114,9 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
             wait = wait.min(d.saturating_duration_since(Instant::now()));
         }
         let sent = Instant::now();
-        match attempt(ctx, up, bufs, wait).await {
+        let result = attempt(ctx, up, bufs, wait).await;
+        tally.upstream += sent.elapsed();
+        match result {
             Ok((conn, head)) => {
                 let now = now_ms();
                 let verdict = judge(route, up, key, &head, now);
@@ -123,8 +133,14 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
                     up.health.success(sent.elapsed());
                 }
                 let served = Served { route: &route.name, target: &up.name, attempts };
-                match relay(ctx, client, conn, head, bufs, req, up, &served).await {
+                tally.target = Some(plan.nth(n));
+                tally.status = head.status;
+                let relay_started = Instant::now();
+                let outcome = relay(ctx, client, conn, head, bufs, req, up, &served, tally).await;
+                tally.upstream += relay_started.elapsed();
+                match outcome {
                     ProxyOutcome::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
+                        tally.reply = Default::default();
                         up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
                         tracing::debug!(upstream = %up.name, error = %e.message, "stream failed before its first token; trying again");
                         last_err = Some(e);
@@ -217,6 +233,18 @@ pub struct Served<'a> {
 /// headers and provider key, length, request id, then the body (model
 /// spliced if aliased).
 fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, req: &ProxyRequest<'_>) {
+    let span = req.fields.model_span;
+    let mut edits: [(usize, usize, &[u8]); 2] = [(0, 0, &[]), (0, 0, &[])];
+    let mut n = 0;
+    if let Some(m) = &target.model_json {
+        edits[n] = (span.0, span.1, m);
+        n += 1;
+    }
+    if let Some((s, e, v)) = &req.usage_edit {
+        edits[n] = (*s, *e, v);
+        n += 1;
+    }
+    let edits = &mut edits[..n];
     let up = &target.upstream;
     w.clear();
     w.extend_from_slice(b"POST ");
@@ -228,19 +256,11 @@ fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, req: &Pro
         w.extend_from_slice(&k.line);
     }
     w.extend_from_slice(b"content-length: ");
-    let span = req.fields.model_span;
-    let len = match &target.model_json {
-        Some(m) => req.body.len() - (span.1 - span.0) + m.len(),
-        None => req.body.len(),
-    };
-    push_dec(w, len as u64);
+    push_dec(w, edited_len(req.body.len(), edits) as u64);
     w.extend_from_slice(b"\r\nx-request-id: ");
     w.extend_from_slice(req.request_id);
     w.extend_from_slice(b"\r\n\r\n");
-    match &target.model_json {
-        Some(m) => splice_model(req.body, span, m, w),
-        None => w.extend_from_slice(req.body),
-    }
+    write_edited(req.body, edits, w);
 }
 
 enum Exchange {
@@ -351,6 +371,7 @@ async fn relay<S: AsyncWriteRent>(
     req: &ProxyRequest<'_>,
     up: &Upstream,
     served: &Served<'_>,
+    tally: &mut Tally,
 ) -> ProxyOutcome {
     let framing = head.framing;
     let client_chunked = matches!(framing, BodyFraming::Chunked | BodyFraming::Close) && !req.client_http10;
@@ -416,6 +437,13 @@ async fn relay<S: AsyncWriteRent>(
     // a stream that fails before it can still go to another target.
     let mut gate = if head.event_stream && head.status == 200 { Some(StreamGate::default()) } else { None };
     let mut stream_tail = StreamTail::default();
+    let success = (200..300).contains(&head.status);
+    // Take out the usage chunk the client did not ask for (only where the
+    // body is re-framed anyway: a fixed length must pass as is).
+    let mut strip =
+        (req.usage_edit.is_some() && head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
+            .then(UsageStrip::default);
+    let mut filtered = Vec::new();
     let retry = |why: String| {
         ProxyOutcome::Retry(GatewayError::upstream(format!(
             "Upstream `{}` failed before the first token: {why}.",
@@ -434,7 +462,8 @@ async fn relay<S: AsyncWriteRent>(
                         pos..wp
                     }
                     Err(e) => {
-                        return fail_mid_stream(ctx, client, out, &head, client_chunked, up, &e.to_string()).await
+                        return fail_mid_stream(ctx, client, out, &head, client_chunked, up, tally, &e.to_string())
+                            .await
                     }
                 }
             }
@@ -459,6 +488,9 @@ async fn relay<S: AsyncWriteRent>(
         if head.event_stream {
             stream_tail.push(&r[payload.clone()]);
         }
+        if success {
+            tally.reply.feed(&r[payload.clone()]);
+        }
         if let Some(g) = gate.as_mut() {
             match g.feed(&r[payload.clone()]) {
                 Gate::Hold if done => return retry("the stream ended before its first token".into()),
@@ -467,8 +499,19 @@ async fn relay<S: AsyncWriteRent>(
                 Gate::Fail(why) => return retry(why),
             }
         }
+        let payload: &[u8] = match strip.as_mut() {
+            Some(f) => {
+                filtered.clear();
+                f.filter(&r[payload], &mut filtered);
+                if done {
+                    f.finish(&mut filtered);
+                }
+                &filtered
+            }
+            None => &r[payload],
+        };
         if client_chunked {
-            push_chunk(out, &r[payload]);
+            push_chunk(out, payload);
             if done {
                 if head.event_stream && head.status == 200 && !stream_tail.ends_with_done() {
                     // A stream that stops without `[DONE]` is not a clean finish.
@@ -479,13 +522,15 @@ async fn relay<S: AsyncWriteRent>(
                 out.extend_from_slice(b"0\r\n\r\n");
             }
         } else {
-            out.extend_from_slice(&r[payload]);
+            out.extend_from_slice(payload);
         }
         if gate.is_none() && !out.is_empty() {
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
+                tally.outcome = Outcome::ClientClosed;
                 return ProxyOutcome::Aborted;
             }
+            tally.first_byte.get_or_insert_with(Instant::now);
             out.clear();
         }
         if done {
@@ -512,6 +557,7 @@ async fn relay<S: AsyncWriteRent>(
                     &head,
                     client_chunked,
                     up,
+                    tally,
                     "the upstream closed the connection",
                 )
                 .await
@@ -519,10 +565,10 @@ async fn relay<S: AsyncWriteRent>(
             Ok(_) => {}
             Err(IoFail::Timeout) => {
                 let why = format!("the upstream sent nothing for {} ms", up.read_timeout.as_millis());
-                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, &why).await;
+                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, tally, &why).await;
             }
             Err(IoFail::Io(e)) => {
-                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, &e.to_string()).await
+                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, tally, &e.to_string()).await
             }
         }
     }
@@ -539,6 +585,7 @@ async fn relay<S: AsyncWriteRent>(
 /// `error` event (which OpenAI's SDKs raise) and a proper end; any other body
 /// is cut off, so the client sees a truncated response, never a short one
 /// passed off as whole.
+#[allow(clippy::too_many_arguments)]
 async fn fail_mid_stream<S: AsyncWriteRent>(
     ctx: &WorkerCtx,
     client: &mut S,
@@ -546,9 +593,11 @@ async fn fail_mid_stream<S: AsyncWriteRent>(
     head: &ResponseHead,
     client_chunked: bool,
     up: &Upstream,
+    tally: &mut Tally,
     why: &str,
 ) -> ProxyOutcome {
     tracing::warn!(upstream = %up.name, reason = %why, "upstream failed mid-response");
+    tally.outcome = Outcome::UpstreamCut;
     if client_chunked && head.event_stream {
         let err = GatewayError::upstream(format!("Upstream `{}` failed mid-stream: {why}.", up.name));
         out.clear();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::{KeyHasher, RoutingSpec, Secret};
 
+#[derive(Clone)]
 pub struct RemoteAdmin {
     url: BaseUrl,
     token: Secret,
@@ -55,32 +56,7 @@ impl RemoteAdmin {
     pub fn poll(&self, after: u64) -> Result<Option<Fetched>, String> {
         let path =
             format!("{}/v1/admin/snapshot?after={after}&wait_ms={}", self.url.path_prefix, self.wait.as_millis());
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
-            self.url.host_header(),
-            self.token.expose()
-        );
-        let addr = (self.url.host.as_str(), self.url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?
-            .next()
-            .ok_or_else(|| format!("{} has no address", self.url.host))?;
-        let tls = match &self.tls {
-            Some(cfg) => Some((
-                cfg.clone(),
-                rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|e| e.to_string())?,
-            )),
-            None => None,
-        };
-        let (status, body) = crate::blocking::call(&crate::blocking::Call {
-            addr,
-            tls,
-            request: req.as_bytes(),
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: self.wait + Duration::from_secs(10),
-            max_response_bytes: MAX_RESPONSE_BYTES,
-        })
-        .map_err(|e| format!("the admin: {e}"))?;
+        let (status, body) = self.call("GET", &path, None, self.wait + Duration::from_secs(10))?;
         match status {
             200 => {
                 let b: SnapshotBody =
@@ -94,6 +70,51 @@ impl RemoteAdmin {
             204 => Ok(None),
             s => Err(format!("the admin answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))),
         }
+    }
+
+    /// One request to the admin (a fresh connection each time).
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\nConnection: close\r\n",
+            self.url.host_header(),
+            self.token.expose()
+        )
+        .into_bytes();
+        if let Some(b) = body {
+            req.extend_from_slice(
+                format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()).as_bytes(),
+            );
+        }
+        req.extend_from_slice(b"\r\n");
+        if let Some(b) = body {
+            req.extend_from_slice(b);
+        }
+        let addr = (self.url.host.as_str(), self.url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?
+            .next()
+            .ok_or_else(|| format!("{} has no address", self.url.host))?;
+        let tls = match &self.tls {
+            Some(cfg) => Some((
+                cfg.clone(),
+                rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        crate::blocking::call(&crate::blocking::Call {
+            addr,
+            tls,
+            request: &req,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: timeout,
+            max_response_bytes: MAX_RESPONSE_BYTES,
+        })
+        .map_err(|e| format!("the admin: {e}"))
+    }
+
+    /// A usage sink that posts batches to the admin (`/v1/admin/usage/ingest`).
+    pub fn usage_sink(&self) -> RemoteUsageSink {
+        RemoteUsageSink { admin: self.clone() }
     }
 
     /// Follow the admin forever on a background thread, publishing every new
@@ -122,6 +143,36 @@ impl RemoteAdmin {
                 }
             }
         })?;
+        Ok(())
+    }
+}
+
+/// Ships usage batches to the admin; the admin accounts them (idempotently,
+/// so a batch re-sent after a lost answer counts once).
+pub struct RemoteUsageSink {
+    admin: RemoteAdmin,
+}
+
+/// Records per POST (about 0.5 MB of JSON).
+const INGEST_RECORDS: usize = 1_000;
+
+impl crate::usage::pipeline::UsageSink for RemoteUsageSink {
+    fn write(&mut self, batch: &[switchboard_shared::usage::UsageRecord]) -> Result<(), String> {
+        #[derive(serde::Serialize)]
+        struct Batch<'a> {
+            records: &'a [switchboard_shared::usage::UsageRecord],
+        }
+        for part in batch.chunks(INGEST_RECORDS) {
+            let body = serde_json::to_vec(&Batch { records: part }).map_err(|e| e.to_string())?;
+            let path = format!("{}/v1/admin/usage/ingest", self.admin.url.path_prefix);
+            let (status, answer) = self.admin.call("POST", &path, Some(&body), Duration::from_secs(30))?;
+            if status != 200 {
+                return Err(format!(
+                    "the admin answered {status}: {}",
+                    String::from_utf8_lossy(&answer[..answer.len().min(300)])
+                ));
+            }
+        }
         Ok(())
     }
 }

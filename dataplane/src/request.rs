@@ -22,6 +22,8 @@ pub struct BodyFields<'a> {
     pub stream: bool,
     /// `stream_options.include_usage`, when given.
     pub include_usage: Option<bool>,
+    /// Byte range of the `stream_options` value, when present.
+    pub stream_options_span: Option<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -153,11 +155,7 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
     } else {
         Cow::Borrowed(&text[1..text.len() - 1])
     };
-    let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-    let model_span = (start, start + text.len());
-    if model_span.1 > body.len() || body.get(model_span.0..model_span.1) != Some(text.as_bytes()) {
-        return Err(GatewayError::invalid_json("could not locate `model`"));
-    }
+    let model_span = span_of(body, text).ok_or_else(|| GatewayError::invalid_json("could not locate `model`"))?;
     let stream = match raw.stream.map(RawValue::get) {
         None | Some("null") => false,
         Some("true") => true,
@@ -174,15 +172,62 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
         }
         Some(_) => return Err(GatewayError::invalid_type("stream_options", "an object")),
     };
-    Ok(BodyFields { model, model_span, stream, include_usage })
+    let stream_options_span = match raw.stream_options {
+        Some(v) => Some(
+            span_of(body, v.get()).ok_or_else(|| GatewayError::invalid_json("could not locate `stream_options`"))?,
+        ),
+        None => None,
+    };
+    Ok(BodyFields { model, model_span, stream, include_usage, stream_options_span })
 }
 
-/// Write `body` into `out` with the `model` value replaced by `model_json`
-/// (an already-escaped JSON string, quotes included).
-pub fn splice_model(body: &[u8], span: (usize, usize), model_json: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&body[..span.0]);
-    out.extend_from_slice(model_json);
-    out.extend_from_slice(&body[span.1..]);
+/// Where `part` (borrowed from `body`) lies in it.
+fn span_of(body: &[u8], part: &str) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let span = (start, start.checked_add(part.len())?);
+    (span.1 <= body.len() && body.get(span.0..span.1) == Some(part.as_bytes())).then_some(span)
+}
+
+/// The edit that makes a streaming request ask for the final usage chunk
+/// (`stream_options.include_usage: true`), keeping any other stream options:
+/// `(start, end, replacement)` over the body's bytes.
+pub fn include_usage_edit(body: &[u8], f: &BodyFields<'_>) -> Option<(usize, usize, Vec<u8>)> {
+    const OPTIONS: &[u8] = br#"{"include_usage":true}"#;
+    match f.stream_options_span {
+        None => {
+            // Insert the field first in the object.
+            let open = body.iter().position(|&b| b == b'{')? + 1;
+            let mut v = br#""stream_options":"#.to_vec();
+            v.extend_from_slice(OPTIONS);
+            v.push(b',');
+            Some((open, open, v))
+        }
+        Some((s, e)) => {
+            let mut map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&body[s..e]).unwrap_or_default();
+            map.insert("include_usage".into(), serde_json::Value::Bool(true));
+            let v = serde_json::to_vec(&map).unwrap_or_else(|_| OPTIONS.to_vec());
+            Some((s, e, v))
+        }
+    }
+}
+
+/// Write `body` with non-overlapping edits `(start, end, replacement)`
+/// applied, in any order.
+pub fn write_edited(body: &[u8], edits: &mut [(usize, usize, &[u8])], out: &mut Vec<u8>) {
+    edits.sort_unstable_by_key(|e| e.0);
+    let mut at = 0;
+    for &(s, e, with) in edits.iter() {
+        out.extend_from_slice(&body[at..s]);
+        out.extend_from_slice(with);
+        at = e;
+    }
+    out.extend_from_slice(&body[at..]);
+}
+
+/// The length of `body` after [`write_edited`].
+pub fn edited_len(body_len: usize, edits: &[(usize, usize, &[u8])]) -> usize {
+    edits.iter().fold(body_len, |n, &(s, e, with)| n - (e - s) + with.len())
 }
 
 #[cfg(test)]
@@ -198,10 +243,32 @@ mod tests {
         assert_eq!(f.include_usage, Some(true));
         assert_eq!(&body[f.model_span.0..f.model_span.1], br#""gpt-4o""#);
         let mut out = Vec::new();
-        splice_model(body, f.model_span, br#""real-model""#, &mut out);
+        write_edited(body, &mut [(f.model_span.0, f.model_span.1, br#""real-model""#)], &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "real-model");
         assert_eq!(v["messages"][0]["content"], "hi \"model\": x");
+    }
+
+    fn with_usage(body: &[u8]) -> serde_json::Value {
+        let f = scan(body).unwrap();
+        let (s, e, v) = include_usage_edit(body, &f).unwrap();
+        let mut edits = [(s, e, v.as_slice()), (f.model_span.0, f.model_span.1, br#""up""#.as_slice())];
+        let mut out = Vec::new();
+        write_edited(body, &mut edits, &mut out);
+        assert_eq!(out.len(), edited_len(body.len(), &edits));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn asks_for_usage_keeping_other_options() {
+        let v = with_usage(br#" {"model":"m","stream":true,"messages":[]}"#);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "up");
+        let v = with_usage(br#"{"stream_options":{"include_usage":false,"x":1},"stream":true,"model":"m"}"#);
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage":true,"x":1}));
+        assert_eq!(v["model"], "up");
+        let v = with_usage(br#"{"model":"m","stream":true,"stream_options":null}"#);
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage":true}));
     }
 
     #[test]

@@ -6,9 +6,11 @@ use crate::conn;
 use crate::dns::DnsCache;
 use crate::error::GatewayError;
 use crate::http::io::write_all;
+use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
 use crate::tls::ServerTls;
-use crate::worker::{ConnGuard, WorkerCtx};
+use crate::usage::pipeline::{UsagePipeline, WorkerQueue};
+use crate::worker::{ConnGuard, WorkerCtx, WorkerParts};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -72,6 +74,8 @@ pub struct ServerHandle {
     draining: Arc<AtomicBool>,
     /// The listener's TLS, when it serves HTTPS.
     pub tls: Option<Arc<ServerTls>>,
+    /// Every worker's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Bind `count` listeners to `addr` with SO_REUSEPORT, one per worker. With
@@ -119,6 +123,16 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 /// Bind the listeners and start the workers. Returns once every listener is
 /// bound (the address is final: port 0 has been resolved).
 pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -> io::Result<ServerHandle> {
+    start_with(cfg, store, dns, None)
+}
+
+/// [`start`], with usage records going to `usage`.
+pub fn start_with(
+    cfg: ServerConfig,
+    store: Arc<SnapshotStore>,
+    dns: Arc<DnsCache>,
+    usage: Option<Arc<UsagePipeline>>,
+) -> io::Result<ServerHandle> {
     let driver = choose_driver(cfg.driver)?;
     if cfg.raise_nofile_limit {
         match raise_nofile_limit() {
@@ -141,6 +155,9 @@ pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -
     };
     let cfg = Arc::new(cfg);
     let draining = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new(workers, usage.as_ref().map(|u| u.stats.clone())));
+    let flush_every = usage.as_ref().map_or(Duration::from_millis(100), |u| u.flush_interval());
+    let access_log = usage.as_ref().is_some_and(|u| u.has_access_log());
     let listener_fds = listeners.iter().map(|l| l.as_raw_fd()).collect();
     let mut threads = Vec::with_capacity(workers);
     for (id, l) in listeners.into_iter().enumerate() {
@@ -149,17 +166,24 @@ pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -
         let dns = dns.clone();
         let draining = draining.clone();
         let tls = tls.clone();
+        let parts = WorkerParts {
+            dns,
+            draining,
+            registry: metrics.clone(),
+            usage: usage.as_ref().map_or_else(WorkerQueue::disabled, |u| u.worker_queue()),
+            access_log,
+        };
         let t = std::thread::Builder::new().name(format!("sb-worker-{id}")).spawn(move || {
-            let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), dns, draining));
+            let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));
             let result = match driver {
                 DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                     .enable_timer()
                     .build()
-                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls))),
+                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
                 DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                     .enable_timer()
                     .build()
-                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls))),
+                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
             };
             if let Err(e) = result {
                 tracing::error!(worker = id, error = %e, "worker runtime failed to start");
@@ -169,7 +193,7 @@ pub fn start(cfg: ServerConfig, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, workers, driver = driver.name(), scheme, "data plane listening on {addr}");
-    Ok(ServerHandle { local_addr: addr, driver, threads, listener_fds, draining, tls })
+    Ok(ServerHandle { local_addr: addr, driver, threads, listener_fds, draining, tls, metrics })
 }
 
 impl ServerHandle {
@@ -195,7 +219,12 @@ impl ServerHandle {
     }
 }
 
-async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener, tls: Option<Arc<ServerTls>>) {
+async fn worker_main(
+    ctx: Rc<WorkerCtx>,
+    std_listener: std::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    flush_every: Duration,
+) {
     let listener = match TcpListener::from_std(std_listener) {
         Ok(l) => l,
         Err(e) => {
@@ -207,9 +236,24 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener, tl
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
-            sweeper.pool.borrow_mut().sweep();
+            let pools = {
+                let mut pool = sweeper.pool.borrow_mut();
+                pool.sweep();
+                pool.idle_by_pool()
+            };
+            sweeper.metrics.set_pools(pools);
         }
     });
+    if ctx.usage.borrow().enabled() {
+        // Usage records leave in batches: when 256 are buffered, or on this tick.
+        let flusher = ctx.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(flush_every).await;
+                flusher.usage.borrow_mut().flush();
+            }
+        });
+    }
     let max_conns = ctx.cfg.max_connections_per_worker;
     loop {
         let accepted = listener.accept().await;
@@ -259,6 +303,8 @@ async fn worker_main(ctx: Rc<WorkerCtx>, std_listener: std::net::TcpListener, tl
         monoio::time::sleep(Duration::from_millis(2)).await;
     }
     ctx.pool.borrow_mut().clear();
+    // Every record of this worker goes to the pipeline before the thread ends.
+    ctx.usage.borrow_mut().close();
     tracing::debug!(worker = ctx.id, "worker stopped");
 }
 

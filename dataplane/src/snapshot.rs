@@ -169,6 +169,10 @@ pub struct Target {
     pub weight: u32,
     /// USD per million prompt + completion tokens at this upstream, if known.
     pub price: Option<f64>,
+    /// USD per million (prompt, completion) tokens, for cost accounting.
+    pub prices: Option<(f64, f64)>,
+    /// The model name the upstream gets.
+    pub upstream_model: Box<str>,
 }
 
 /// Retry settings of a route.
@@ -308,7 +312,9 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     let dns = &*prep.dns;
     spec.validate()?;
     let mut default_tls: Option<Arc<rustls::ClientConfig>> = None;
-    let mut upstreams: FxHashMap<&str, (Arc<Upstream>, FxHashMap<&str, f64>)> = FxHashMap::default();
+    // Each upstream, with its (prompt, completion) prices by model.
+    type Prices<'a> = FxHashMap<&'a str, (f64, f64)>;
+    let mut upstreams: FxHashMap<&str, (Arc<Upstream>, Prices<'_>)> = FxHashMap::default();
     for (i, u) in spec.upstreams.iter().enumerate() {
         let p = format!("upstreams[{i}]");
         let url = BaseUrl::parse(&u.base_url).map_err(|e| err(format!("{p}.base_url"), e))?;
@@ -386,8 +392,8 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
             pool_max_idle: u.pool_max_idle,
         };
-        let prices: FxHashMap<&str, f64> =
-            u.prices.iter().map(|p| (p.model.as_str(), p.prompt_per_mtok + p.completion_per_mtok)).collect();
+        let prices: FxHashMap<&str, (f64, f64)> =
+            u.prices.iter().map(|p| (p.model.as_str(), (p.prompt_per_mtok, p.completion_per_mtok))).collect();
         upstreams.insert(u.name.as_str(), (Arc::new(upstream), prices));
     }
     let mut routes = Vec::with_capacity(spec.models.len());
@@ -399,7 +405,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 .get(t.upstream.as_str())
                 .ok_or_else(|| err(format!("models[{i}].targets[{j}].upstream"), "unknown upstream"))?;
             let upstream_model = t.model.as_deref().unwrap_or(&m.name);
-            let price = prices.get(upstream_model).copied();
+            let target_prices = prices.get(upstream_model).copied();
             let upstream = upstream.clone();
             let model_json = match &t.model {
                 Some(name) if name != &m.name => Some(
@@ -409,7 +415,14 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 ),
                 _ => None,
             };
-            targets.push(Target { upstream, model_json, weight: t.weight, price });
+            targets.push(Target {
+                upstream,
+                model_json,
+                weight: t.weight,
+                price: target_prices.map(|(p, c)| p + c),
+                prices: target_prices,
+                upstream_model: upstream_model.into(),
+            });
         }
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         let retry = Retry {

@@ -3,8 +3,10 @@
 //! shared across cores.
 
 use crate::dns::DnsCache;
+use crate::metrics::{Metrics, WorkerSlot};
 use crate::snapshot::{LocalSnapshot, Snapshot};
 use crate::upstream::Pool;
+use crate::usage::pipeline::WorkerQueue;
 use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
@@ -30,16 +32,30 @@ pub struct WorkerCtx {
     rid_prefix: u64,
     rid_counter: Cell<u64>,
     draining: Arc<AtomicBool>,
+    /// This worker's metrics.
+    pub metrics: Arc<WorkerSlot>,
+    /// Every worker's metrics (for `/metrics`).
+    pub registry: Arc<Metrics>,
+    /// This worker's end of the usage pipeline.
+    pub usage: RefCell<WorkerQueue>,
+    /// Whether the access log is on (requests that never reach a route are
+    /// then recorded too, for it alone).
+    pub access_log: bool,
+}
+
+/// What a worker is given besides its config and snapshots.
+pub struct WorkerParts {
+    pub dns: Arc<DnsCache>,
+    pub draining: Arc<AtomicBool>,
+    pub registry: Arc<Metrics>,
+    pub usage: WorkerQueue,
+    pub access_log: bool,
 }
 
 impl WorkerCtx {
-    pub fn new(
-        id: usize,
-        cfg: Arc<ServerConfig>,
-        snapshots: LocalSnapshot,
-        dns: Arc<DnsCache>,
-        draining: Arc<AtomicBool>,
-    ) -> WorkerCtx {
+    pub fn new(id: usize, cfg: Arc<ServerConfig>, snapshots: LocalSnapshot, parts: WorkerParts) -> WorkerCtx {
+        let WorkerParts { dns, draining, registry, usage, access_log } = parts;
+        let metrics = registry.slots.get(id).cloned().unwrap_or_default();
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(id);
         h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
@@ -58,12 +74,22 @@ impl WorkerCtx {
             rid_prefix: h.finish(),
             rid_counter: Cell::new(0),
             draining,
+            metrics,
+            registry,
+            usage: RefCell::new(usage),
+            access_log,
         }
     }
 
     #[allow(clippy::redundant_allocation)]
     pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         self.snapshots.borrow_mut().get()
+    }
+
+    /// The Prometheus exposition of every worker's metrics.
+    pub fn metrics_text(&self, snapshot_version: u64) -> String {
+        self.registry.snapshot_version.store(snapshot_version, Ordering::Relaxed);
+        self.registry.render()
     }
 
     pub fn draining(&self) -> bool {
@@ -119,6 +145,7 @@ pub struct ConnGuard<'a> {
 impl<'a> ConnGuard<'a> {
     pub fn new(ctx: &'a WorkerCtx, fd: std::os::fd::RawFd) -> Self {
         ctx.conns.borrow_mut().insert(fd);
+        ctx.metrics.connections.fetch_add(1, Ordering::Relaxed);
         ConnGuard { ctx, fd }
     }
 }
@@ -126,21 +153,24 @@ impl<'a> ConnGuard<'a> {
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         self.ctx.conns.borrow_mut().remove(&self.fd);
+        self.ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Counts a value up while alive (connections, requests in flight).
-pub struct CountGuard<'a>(&'a Cell<usize>);
+/// Counts a request in flight, for this worker and for `/metrics`.
+pub struct InFlightGuard<'a>(&'a WorkerCtx);
 
-impl<'a> CountGuard<'a> {
-    pub fn new(c: &'a Cell<usize>) -> Self {
-        c.set(c.get() + 1);
-        CountGuard(c)
+impl<'a> InFlightGuard<'a> {
+    pub fn new(ctx: &'a WorkerCtx) -> Self {
+        ctx.inflight.set(ctx.inflight.get() + 1);
+        ctx.metrics.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(ctx)
     }
 }
 
-impl Drop for CountGuard<'_> {
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
+        self.0.metrics.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,15 +1,30 @@
-//! The SSE stream gate and tail: never panic, and reach the same verdict
+//! The SSE frame scanners: the stream gate and tail, the usage scan (token
+//! counts) and the usage-chunk strip never panic, and reach the same result
 //! whatever the split of the stream into reads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use switchboard_dataplane::sse::{Gate, StreamGate, StreamTail};
+use switchboard_dataplane::usage::scan::{UsageScan, UsageStrip};
 
-fn verdict(data: &[u8], step: usize) -> (u8, bool) {
+#[derive(PartialEq, Debug)]
+struct Seen {
+    gate: u8,
+    done: bool,
+    tokens: (Option<u64>, Option<u64>, Option<u64>, u64, u64),
+    stripped: Vec<u8>,
+}
+
+fn verdict(data: &[u8], step: usize) -> Seen {
     let mut g = StreamGate::default();
     let mut t = StreamTail::default();
+    let mut u = UsageScan::default();
+    let mut s = UsageStrip::default();
+    let mut stripped = Vec::new();
     let mut v = 0;
     for piece in data.chunks(step) {
         t.push(piece);
+        u.feed(piece);
+        s.filter(piece, &mut stripped);
         if v == 0 {
             v = match g.feed(piece) {
                 Gate::Hold => 0,
@@ -18,7 +33,13 @@ fn verdict(data: &[u8], step: usize) -> (u8, bool) {
             };
         }
     }
-    (v, t.ends_with_done())
+    s.finish(&mut stripped);
+    Seen {
+        gate: v,
+        done: t.ends_with_done(),
+        tokens: (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.text_fragments, u.text_bytes),
+        stripped,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -71,6 +71,8 @@ pub struct Behaviour {
     pub error_after: Option<u32>,
     /// Streaming: end the stream cleanly but without `data: [DONE]`.
     pub skip_done: Option<bool>,
+    /// Leave `usage` out of every reply (an upstream that does not report it).
+    pub no_usage: Option<bool>,
 }
 
 impl Behaviour {
@@ -87,6 +89,7 @@ impl Behaviour {
             hold_after: self.hold_after.or(base.hold_after),
             error_after: self.error_after.or(base.error_after),
             skip_done: self.skip_done.or(base.skip_done),
+            no_usage: self.no_usage.or(base.no_usage),
         }
     }
 }
@@ -554,18 +557,28 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     let prompt_tokens = body.len().div_ceil(4) as u64;
     let model = serde_json::to_string(&req.model).unwrap_or_else(|_| "\"\"".into());
     let id = ctx.seq.get();
+    let no_usage = b.no_usage == Some(true);
     if kind == Kind::Embedding {
+        let usage = if no_usage {
+            "null".to_string()
+        } else {
+            format!(r#"{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}"#)
+        };
         let json = format!(
-            r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3,0.4]}}],"model":{model},"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}}}"#
+            r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3,0.4]}}],"model":{model},"usage":{usage}}}"#
         );
         push_json(out, 200, json.as_bytes());
         return send(io, out).await;
     }
     let text = serde_json::to_string(&ctx.cfg.token_text).unwrap_or_else(|_| "\"\"".into());
-    let usage = format!(
-        r#"{{"prompt_tokens":{prompt_tokens},"completion_tokens":{tokens},"total_tokens":{}}}"#,
-        prompt_tokens + tokens as u64
-    );
+    let usage = if no_usage {
+        "null".to_string()
+    } else {
+        format!(
+            r#"{{"prompt_tokens":{prompt_tokens},"completion_tokens":{tokens},"total_tokens":{}}}"#,
+            prompt_tokens + tokens as u64
+        )
+    };
     if !req.stream.unwrap_or(false) {
         let content = serde_json::to_string(&ctx.cfg.token_text.repeat(tokens as usize)).unwrap_or_default();
         let json = match kind {
@@ -580,7 +593,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         return send(io, out).await;
     }
     // Streaming.
-    let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+    let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false) && !no_usage;
     let chunk = |payload: &str| -> String {
         match kind {
             Kind::Chat => {

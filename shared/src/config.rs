@@ -49,6 +49,9 @@ pub struct Config {
     /// state; this file only seeds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSettings>,
+    /// Usage accounting and the access log (`[usage]`).
+    #[serde(default)]
+    pub usage: UsageSettings,
     #[serde(default)]
     pub keys: Vec<KeySpec>,
     #[serde(default)]
@@ -113,6 +116,7 @@ impl Config {
                 ));
             }
         }
+        cfg.usage.validate()?;
         cfg.routing().validate()?;
         Ok(cfg)
     }
@@ -120,6 +124,67 @@ impl Config {
     /// The routing part, which can change at run time.
     pub fn routing(&self) -> RoutingSpec {
         RoutingSpec { keys: self.keys.clone(), upstreams: self.upstreams.clone(), models: self.models.clone() }
+    }
+}
+
+/// Usage accounting (`[usage]`): how records leave the data plane and where
+/// they wait when the database is slow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Each worker hands its records to the writer this often (or sooner, in
+    /// batches of 256).
+    pub flush_interval_ms: u64,
+    /// Records a worker holds when the writer cannot take them; past this a
+    /// record is lost (counted and logged).
+    pub queue_records: usize,
+    /// Records the writer holds in memory before spilling to `spill_file`.
+    pub pending_records: usize,
+    /// Records per database transaction.
+    pub batch_records: usize,
+    /// Append-only file for records the database could not take yet; replayed
+    /// when it can (and at start). Default: beside the database
+    /// (`<database>.usage-spill`), or `switchboard-usage.spill` in the working
+    /// folder for a remote data plane. Relative paths are from the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill_file: Option<PathBuf>,
+    /// Days the raw request log is kept (0: keep it forever). The per-minute
+    /// rollups are kept.
+    pub retention_days: u64,
+    /// Write a JSON line per request to this file (`-` for standard error).
+    /// Off by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            flush_interval_ms: 100,
+            queue_records: 65_536,
+            pending_records: 262_144,
+            batch_records: 4_096,
+            spill_file: None,
+            retention_days: 7,
+            access_log: None,
+        }
+    }
+}
+
+impl UsageSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&str, u64, u64, u64); 4] = [
+            ("usage.flush_interval_ms", self.flush_interval_ms, 1, 60_000),
+            ("usage.queue_records", self.queue_records as u64, 256, 1 << 24),
+            ("usage.pending_records", self.pending_records as u64, 256, 1 << 26),
+            ("usage.batch_records", self.batch_records as u64, 1, 1 << 20),
+        ];
+        for (path, value, min, max) in checks {
+            if value < min || value > max {
+                return Err(ConfigError::at(path, format!("must be between {min} and {max}, got {value}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -180,6 +245,8 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at `GET /metrics` on this listener.
+    pub metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -203,6 +270,7 @@ impl Default for ServerConfig {
             raise_nofile_limit: true,
             tls_cert_file: None,
             tls_key_file: None,
+            metrics: true,
         }
     }
 }

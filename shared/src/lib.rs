@@ -5,12 +5,16 @@
 //! * [`keyhash`]: how client API keys are hashed; the data plane only ever
 //!   stores and compares hashes.
 //! * [`url`]: the small, strict base-URL parser for upstreams.
+//! * [`usage`]: usage records, from the data plane to the accounting.
 
 pub mod config;
 pub mod keyhash;
 pub mod secret;
 pub mod url;
+pub mod usage;
 
-pub use config::{Config, ConfigError, KeySpec, ModelSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec};
+pub use config::{
+    Config, ConfigError, KeySpec, ModelSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
+};
 pub use keyhash::{KeyHash, KeyHasher};
 pub use secret::Secret;

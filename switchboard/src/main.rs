@@ -6,12 +6,15 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use switchboard_dataplane::dns::DnsCache;
 use switchboard_dataplane::reload::{Apply, Reloader};
 use switchboard_dataplane::remote::RemoteAdmin;
 use switchboard_dataplane::snapshot::{compile, Prepare};
 use switchboard_dataplane::snapshot::{Snapshot, SnapshotStore};
+use switchboard_dataplane::usage::access::AccessLog;
+use switchboard_dataplane::usage::pipeline::{UsagePipeline, UsageSink};
 use switchboard_shared::{Config, ConfigError, KeyHasher, Secret};
 
 #[global_allocator]
@@ -182,13 +185,41 @@ fn dataplane(
     };
     tracing::info!(version, admin, "following the admin");
     let store = SnapshotStore::new(snapshot);
+    let spill = cfg.usage.spill_file.clone().unwrap_or_else(|| PathBuf::from("switchboard-usage.spill"));
+    let usage = match start_usage(&cfg.usage, &spill, Some(Box::new(remote.usage_sink()))) {
+        Ok(u) => u,
+        Err(e) => return fail(EX_CANTCREAT, e),
+    };
     if let Err(e) = remote.follow(version, store.clone(), dns.clone()) {
         return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
     }
-    run(&cfg.server, store, dns, || {
+    run(&cfg.server, store, dns, usage, || {
         tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart")
     })
 }
+
+/// Start the usage pipeline: records to `sink` (if any), the access log if
+/// configured, and `spill` for what the sink cannot take yet.
+fn start_usage(
+    settings: &switchboard_shared::UsageSettings,
+    spill: &std::path::Path,
+    sink: Option<Box<dyn UsageSink>>,
+) -> Result<Option<Arc<UsagePipeline>>, String> {
+    let access_log = match &settings.access_log {
+        Some(p) => Some(AccessLog::open(p).map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?),
+        None => None,
+    };
+    if sink.is_none() && access_log.is_none() {
+        return Ok(None);
+    }
+    UsagePipeline::start(settings, spill, sink, access_log)
+        .map(Some)
+        .map_err(|e| format!("cannot start the usage pipeline: {e}"))
+}
+
+/// How long a stopping gateway keeps trying to account usage before it
+/// spills what is left to disk.
+const USAGE_DRAIN: Duration = Duration::from_secs(10);
 
 /// Start the data plane and serve until SIGTERM or SIGINT (drain, exit 0);
 /// SIGHUP calls `on_hup`.
@@ -196,6 +227,7 @@ fn run(
     server_cfg: &switchboard_shared::ServerConfig,
     store: std::sync::Arc<SnapshotStore>,
     dns: std::sync::Arc<DnsCache>,
+    usage: Option<Arc<UsagePipeline>>,
     mut on_hup: impl FnMut(),
 ) -> ExitCode {
     if let Err(e) = dns.spawn_refresher(Duration::from_millis(server_cfg.dns_refresh_ms)) {
@@ -208,7 +240,7 @@ fn run(
         Ok(s) => s,
         Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),
     };
-    let server = match switchboard_dataplane::start(server_cfg.clone(), store, dns) {
+    let server = match switchboard_dataplane::start_with(server_cfg.clone(), store, dns, usage.clone()) {
         Ok(s) => s,
         Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", server_cfg.listen)),
     };
@@ -228,6 +260,9 @@ fn run(
         tracing::info!(grace_ms = server_cfg.shutdown_grace_ms, "shutting down: draining requests in flight");
         server.shutdown();
         tracing::info!("data plane stopped");
+        if let Some(u) = &usage {
+            u.shutdown(USAGE_DRAIN);
+        }
         return ExitCode::SUCCESS;
     }
     ExitCode::SUCCESS
@@ -250,6 +285,8 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     // Keep the admin service alive for the life of the process.
     let mut admin_handle = None;
+    let config_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    let mut usage_sink: Option<(Box<dyn UsageSink>, PathBuf)> = None;
     let (reloader, store) = match &cfg.admin {
         None => match Reloader::load(path.clone(), prep.clone()) {
             Ok((r, _)) => match r.store() {
@@ -307,6 +344,13 @@ fn serve(path: PathBuf) -> ExitCode {
                 max_body_bytes: admin.max_body_bytes,
                 tls,
             };
+            let sink = match switchboard_adminapi::usage::SqliteSink::open(&database, cfg.usage.retention_days) {
+                Ok(s) => s,
+                Err(e) => return fail(EX_CANTCREAT, e),
+            };
+            let mut spill = database.clone().into_os_string();
+            spill.push(".usage-spill");
+            usage_sink = Some((Box::new(sink), PathBuf::from(spill)));
             match switchboard_adminapi::start(&admin_cfg, state.clone()) {
                 Ok(h) => admin_handle = Some(h),
                 Err(e) => return fail(EX_CANTCREAT, format!("cannot start the admin API on {listen}: {e}")),
@@ -327,7 +371,26 @@ fn serve(path: PathBuf) -> ExitCode {
             return fail(EX_CANTCREAT, format!("cannot start the config watcher: {e}"));
         }
     }
-    let code = run(&cfg.server, store, dns, || match reloader.reload_now() {
+    let (sink, default_spill) = match usage_sink {
+        Some((s, p)) => (Some(s), p),
+        None => (None, PathBuf::from("switchboard-usage.spill")),
+    };
+    let spill = match &cfg.usage.spill_file {
+        Some(p) if p.is_relative() => config_dir.join(p),
+        Some(p) => p.clone(),
+        None => default_spill,
+    };
+    let mut usage_settings = cfg.usage.clone();
+    if let Some(p) = usage_settings.access_log.as_mut() {
+        if p.is_relative() && p.as_path() != std::path::Path::new("-") {
+            *p = config_dir.join(&*p);
+        }
+    }
+    let usage = match start_usage(&usage_settings, &spill, sink) {
+        Ok(u) => u,
+        Err(e) => return fail(EX_CANTCREAT, e),
+    };
+    let code = run(&cfg.server, store, dns, usage, || match reloader.reload_now() {
         Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
         Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
     });

@@ -348,6 +348,10 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("get", "/v1/admin/audit"),
         ("get", "/v1/admin/snapshot"),
         ("get", "/v1/admin/targets"),
+        ("get", "/v1/admin/usage"),
+        ("get", "/v1/admin/usage/top-keys"),
+        ("get", "/v1/admin/requests"),
+        ("post", "/v1/admin/usage/ingest"),
     ];
     let documented: Vec<(String, String)> = paths
         .iter()

@@ -54,7 +54,12 @@ hash = "{}"
     )
     .unwrap();
     let dp_cfg = dir.path().join("dataplane.toml");
-    std::fs::write(&dp_cfg, "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n").unwrap();
+    let spill = dir.path().join("dp-usage.spill");
+    std::fs::write(
+        &dp_cfg,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[usage]\nspill_file = \"{}\"\n", spill.display()),
+    )
+    .unwrap();
 
     let mut admin =
         Proc::spawn(&["serve", "--config", admin_cfg.to_str().unwrap()], &[("SWITCHBOARD_HASH_KEY", HASH_KEY)]);
@@ -65,7 +70,11 @@ hash = "{}"
     );
     let dp_addr = dp.address("data plane listening on ");
 
+    let served = std::cell::Cell::new(0u64);
     let chat = |addr| {
+        if addr == dp_addr {
+            served.set(served.get() + 1);
+        }
         let mut c = Conn::open(addr);
         c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
         c.response()
@@ -96,5 +105,15 @@ hash = "{}"
     assert_eq!(a.requests(), served_by_a, "after the switch, traffic goes to b only");
 
     assert_eq!(dp.stop(), 0, "the data plane exits 0 on SIGTERM");
+    // Its usage reached the admin's database (shipped in batches, flushed on exit).
+    let mut c = Conn::open(admin_addr);
+    c.send(
+        format!("GET /v1/admin/usage?granularity=total&group_by=key HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n")
+            .as_bytes(),
+    );
+    let report = c.response().json();
+    assert_eq!(report["data"][0]["key"], "split");
+    assert_eq!(report["data"][0]["requests"].as_u64(), Some(served.get()), "{report}");
+    assert!(!spill.exists(), "nothing left to spill");
     assert_eq!(admin.stop(), 0, "serve exits 0 on SIGTERM");
 }

@@ -100,3 +100,62 @@ hash = "{key_hash}"
     # Nothing the gateway logged, even at debug level, holds a key.
     for secret in (KEY, PROVIDER_KEY):
         assert secret not in log, "a secret reached the log"
+
+
+ADMIN_TOKEN = "sba-sdk-test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def admin_gateway(mock_upstream, tmp_path_factory):
+    """`switchboard serve` with the admin API and usage accounting in SQLite.
+    Yields (data plane base URL, admin base URL)."""
+    key_hash = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
+    d = tmp_path_factory.mktemp("admin")
+    cfg = d / "switchboard.toml"
+    cfg.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[admin]
+listen = "127.0.0.1:0"
+database = "switchboard.db"
+
+[usage]
+access_log = "access.log"
+
+[[upstreams]]
+name = "mock"
+base_url = "{mock_upstream}"
+api_key = "{PROVIDER_KEY}"
+prices = [{{ model = "gpt-4o-mini", prompt_per_mtok = 0.15, completion_per_mtok = 0.6 }}]
+
+[[models]]
+name = "gpt-4o-mini"
+targets = [{{ upstream = "mock" }}]
+
+[[keys]]
+id = "sdk"
+org = "sdk-org"
+hash = "{key_hash}"
+"""
+    )
+    p = Proc(
+        [str(BIN / "switchboard"), "serve", "--config", str(cfg)],
+        "stderr",
+        r"data plane listening on (\S+)",
+        env={"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    admin = next(
+        re.search(r"admin API listening on (\S+)", line).group(1)
+        for line in p.lines
+        if "admin API listening on" in line
+    )
+    yield f"http://{p.match.group(1)}/v1", f"http://{admin}"
+    code = p.stop()
+    log = "".join(p.lines)
+    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{log}"
+    access = (d / "access.log").read_text()
+    for secret in (KEY, PROVIDER_KEY, ADMIN_TOKEN):
+        assert secret not in log and secret not in access, "a secret reached a log"

@@ -24,6 +24,7 @@ pub enum Endpoint {
     Models,
     Model(String),
     Healthz,
+    Metrics,
     Unknown,
 }
 
@@ -36,6 +37,7 @@ impl Endpoint {
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/models" => Endpoint::Models,
             "/healthz" => Endpoint::Healthz,
+            "/metrics" => Endpoint::Metrics,
             _ => match path.strip_prefix("/v1/models/") {
                 Some(id) if !id.is_empty() && id.len() <= 256 => Endpoint::Model(id.to_string()),
                 _ => Endpoint::Unknown,

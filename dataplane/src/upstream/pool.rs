@@ -61,6 +61,11 @@ impl Pool {
         self.idle.clear();
     }
 
+    /// Idle connections per pool (`scheme://host:port`).
+    pub fn idle_by_pool(&self) -> Vec<(Box<str>, u64)> {
+        self.idle.iter().map(|(k, v)| (k.split('#').next().unwrap_or(k).into(), v.len() as u64)).collect()
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.values().map(Vec::len).sum()
     }

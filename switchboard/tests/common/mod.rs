@@ -144,6 +144,8 @@ pub struct AdminGateway {
     pub dir: tempfile::TempDir,
     admin_handle: Option<switchboard_adminapi::AdminHandle>,
     handle: Option<ServerHandle>,
+    /// The usage pipeline (SQLite sink, spill file in `dir`).
+    pub usage: Option<Arc<switchboard_dataplane::usage::pipeline::UsagePipeline>>,
 }
 
 impl AdminGateway {
@@ -182,7 +184,19 @@ impl AdminGateway {
             tls: None,
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
-        let handle = switchboard_dataplane::start(cfg.server, store, dns).expect("gateway starts");
+        let sink = switchboard_adminapi::usage::SqliteSink::open(&db_path, cfg.usage.retention_days).unwrap();
+        let spill = cfg.usage.spill_file.clone().unwrap_or_else(|| dir.path().join("usage.spill"));
+        let access_log =
+            cfg.usage.access_log.as_ref().map(|p| switchboard_dataplane::usage::access::AccessLog::open(p).unwrap());
+        let usage = switchboard_dataplane::usage::pipeline::UsagePipeline::start(
+            &cfg.usage,
+            &spill,
+            Some(Box::new(sink)),
+            access_log,
+        )
+        .unwrap();
+        let handle =
+            switchboard_dataplane::start_with(cfg.server, store, dns, Some(usage.clone())).expect("gateway starts");
         AdminGateway {
             addr: handle.local_addr,
             admin: admin_handle.addr,
@@ -192,14 +206,35 @@ impl AdminGateway {
             dir,
             admin_handle: Some(admin_handle),
             handle: Some(handle),
+            usage: Some(usage),
+        }
+    }
+
+    /// The data plane's metrics registry.
+    pub fn metrics(&self) -> Arc<switchboard_dataplane::metrics::Metrics> {
+        self.handle.as_ref().expect("running").metrics.clone()
+    }
+
+    /// Wait until `n` usage records are in the database.
+    pub fn wait_usage_written(&self, n: u64) {
+        let stats = self.usage.as_ref().expect("usage pipeline").stats.clone();
+        let written = || stats.written.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(eventually(Duration::from_secs(10), || written() >= n), "{} of {n} usage records written", written());
+    }
+
+    /// Stop the data plane (drain), then the usage pipeline (flush).
+    pub fn stop_dataplane(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        if let Some(u) = self.usage.take() {
+            u.shutdown(Duration::from_secs(5));
         }
     }
 
     /// Stop both services and hand back the directory (for a restart).
     pub fn stop(mut self) -> tempfile::TempDir {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
-        }
+        self.stop_dataplane();
         if let Some(h) = self.admin_handle.take() {
             h.shutdown();
         }
@@ -234,9 +269,7 @@ impl AdminGateway {
 
 impl Drop for AdminGateway {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
-        }
+        self.stop_dataplane();
         if let Some(h) = self.admin_handle.take() {
             h.shutdown();
         }

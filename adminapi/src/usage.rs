@@ -1,0 +1,630 @@
+//! Usage accounting in SQLite: the sink the data plane's usage pipeline
+//! writes to (one transaction per batch: raw request log + per-minute
+//! rollups), and the reports the admin API serves from it.
+
+use crate::error::{ApiError, ApiResult};
+use rusqlite::{params, Connection, OptionalExtension};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use switchboard_dataplane::usage::pipeline::UsageSink;
+use switchboard_shared::usage::{nanos_to_usd, UsageRecord};
+use utoipa::{IntoParams, ToSchema};
+
+/// A rollup row's key: minute, org, key, model, route, target.
+type MinuteKey<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Account a batch in one transaction. Records already accounted (same
+/// `uid`) are skipped, so a replayed or re-sent batch counts once.
+pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut fresh = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO request_log (uid, ts_ms, request_id, org, key_id, model, route, target, \
+             upstream_model, endpoint, stream, status, outcome, attempts, cache_hit, prompt_tokens, \
+             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        )?;
+        let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 9]> = FxHashMap::default();
+        for r in batch {
+            if r.route.is_empty() {
+                continue;
+            }
+            let n = insert.execute(params![
+                r.uid,
+                r.ts_ms as i64,
+                r.request_id,
+                r.org,
+                r.key_id,
+                r.model,
+                r.route,
+                r.target,
+                r.upstream_model,
+                r.endpoint,
+                r.stream,
+                r.status,
+                r.outcome.as_str(),
+                r.attempts,
+                r.cache_hit,
+                r.prompt_tokens as i64,
+                r.completion_tokens as i64,
+                r.total_tokens as i64,
+                r.estimated,
+                r.cost_nanos as i64,
+                r.latency_us as i64,
+                r.ttft_us as i64,
+                r.upstream_us as i64,
+            ])?;
+            if n == 0 {
+                continue;
+            }
+            fresh += 1;
+            let minute = (r.ts_ms / 60_000) as i64;
+            let e = rollup.entry((minute, &r.org, &r.key_id, &r.model, &r.route, &r.target)).or_default();
+            let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
+            let add = [
+                1,
+                failed as i64,
+                r.cache_hit as i64,
+                r.estimated as i64,
+                r.prompt_tokens as i64,
+                r.completion_tokens as i64,
+                r.total_tokens as i64,
+                r.cost_nanos as i64,
+                r.latency_us as i64,
+            ];
+            for (a, b) in e.iter_mut().zip(add) {
+                *a += b;
+            }
+        }
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO usage_minute (minute, org, key_id, model, route, target, requests, errors, cache_hits, \
+             estimated, prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             ON CONFLICT (minute, org, key_id, model, route, target) DO UPDATE SET \
+             requests = requests + excluded.requests, errors = errors + excluded.errors, \
+             cache_hits = cache_hits + excluded.cache_hits, estimated = estimated + excluded.estimated, \
+             prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
+             completion_tokens = completion_tokens + excluded.completion_tokens, \
+             total_tokens = total_tokens + excluded.total_tokens, cost_nanos = cost_nanos + excluded.cost_nanos, \
+             latency_us = latency_us + excluded.latency_us",
+        )?;
+        for ((minute, org, key, model, route, target), v) in rollup {
+            upsert.execute(params![
+                minute, org, key, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(fresh)
+}
+
+/// The embedded sink: its own connection to the admin's database (WAL lets
+/// it write beside the admin API's reads; writes queue on the busy timeout).
+pub struct SqliteSink {
+    conn: Connection,
+    retention_days: u64,
+}
+
+impl SqliteSink {
+    pub fn open(database: &Path, retention_days: u64) -> Result<SqliteSink, String> {
+        let conn = crate::db::open(database).map_err(|e| format!("cannot open `{}`: {e}", database.display()))?;
+        Ok(SqliteSink { conn, retention_days })
+    }
+}
+
+impl UsageSink for SqliteSink {
+    fn write(&mut self, batch: &[UsageRecord]) -> Result<(), String> {
+        write_batch(&mut self.conn, batch).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn maintain(&mut self) {
+        if self.retention_days == 0 {
+            return;
+        }
+        let cutoff = crate::db::now_millis() - (self.retention_days as i64) * 86_400_000;
+        // In slices, so the write lock is never held long.
+        loop {
+            let deleted = self.conn.execute(
+                "DELETE FROM request_log WHERE rowid IN (SELECT rowid FROM request_log WHERE ts_ms < ?1 LIMIT 5000)",
+                [cutoff],
+            );
+            match deleted {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(rows = n, "request log retention");
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "request log retention failed; will retry");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+// ---- reports ----
+
+/// A time in a query: Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    let bad = || ApiError::invalid_field(field, "expected Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+    let b = v.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> ApiResult<i64> {
+        let s = v.get(r).ok_or_else(bad)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<i64>().map_err(|_| bad())
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (mut hh, mut mm, mut ss) = (0, 0, 0);
+    if b.len() > 10 {
+        if b.len() != 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+            return Err(bad());
+        }
+        (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    }
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    Ok(days_from_civil(y, m, d) * 86_400 + hh * 3_600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// Start (inclusive): Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`. Default: 24 hours ago.
+    pub from: Option<String>,
+    /// End (exclusive), same forms. Default: now.
+    pub to: Option<String>,
+    /// Comma-separated: any of `org`, `key`, `model`, `route`, `target`.
+    pub group_by: Option<String>,
+    /// `minute`, `hour` (default), `day` or `total`.
+    pub granularity: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    pub org: Option<String>,
+    pub key: Option<String>,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema, Default, Clone)]
+pub struct UsageRow {
+    /// Start of the period (UTC); absent for `granularity=total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub cache_hits: i64,
+    pub estimated_requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_usd: f64,
+    /// Cost in nano-USD (exact).
+    pub cost_nanos: i64,
+    pub avg_latency_ms: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub object: &'static str,
+    pub from: String,
+    pub to: String,
+    pub granularity: String,
+    pub group_by: Vec<String>,
+    pub data: Vec<UsageRow>,
+}
+
+const DIMENSIONS: [(&str, &str); 5] =
+    [("org", "org"), ("key", "key_id"), ("model", "model"), ("route", "route"), ("target", "target")];
+
+fn range(from: &Option<String>, to: &Option<String>) -> ApiResult<(i64, i64)> {
+    let now = crate::db::now_secs();
+    let to = match to {
+        Some(t) => parse_time("to", t)?,
+        None => now + 1,
+    };
+    let from = match from {
+        Some(f) => parse_time("from", f)?,
+        None => to - 86_400,
+    };
+    if from >= to {
+        return Err(ApiError::invalid_field("from", "must be before `to`"));
+    }
+    Ok((from, to))
+}
+
+pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
+    let (from, to) = range(&q.from, &q.to)?;
+    let granularity = q.granularity.as_deref().unwrap_or("hour");
+    let bucket_minutes: Option<i64> = match granularity {
+        "minute" => Some(1),
+        "hour" => Some(60),
+        "day" => Some(1_440),
+        "total" => None,
+        _ => return Err(ApiError::invalid_field("granularity", "expected minute, hour, day or total")),
+    };
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for g in q.group_by.as_deref().unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        let dim = DIMENSIONS.iter().find(|(name, _)| *name == g).ok_or_else(|| {
+            ApiError::invalid_field("group_by", format!("`{g}` is not one of org, key, model, route, target"))
+        })?;
+        if !groups.contains(dim) {
+            groups.push(*dim);
+        }
+    }
+    let period = match bucket_minutes {
+        Some(b) => format!("(minute / {b}) * {b}"),
+        None => "0".into(),
+    };
+    let cols: String = groups.iter().map(|(_, c)| format!(", {c}")).collect();
+    let mut sql = format!(
+        "SELECT {period} AS p{cols}, SUM(requests), SUM(errors), SUM(cache_hits), SUM(estimated), SUM(prompt_tokens), \
+         SUM(completion_tokens), SUM(total_tokens), SUM(cost_nanos), SUM(latency_us) FROM usage_minute \
+         WHERE minute >= ?1 AND minute < ?2"
+    );
+    // Minutes overlapping [from, to).
+    let mut args: Vec<rusqlite::types::Value> = vec![from.div_euclid(60).into(), (to + 59).div_euclid(60).into()];
+    for (value, col) in
+        [(&q.org, "org"), (&q.key, "key_id"), (&q.model, "model"), (&q.route, "route"), (&q.target, "target")]
+    {
+        if let Some(v) = value {
+            args.push(v.clone().into());
+            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+        }
+    }
+    sql.push_str(&format!(" GROUP BY p{cols} ORDER BY p{cols}"));
+    let mut st = c.prepare(&sql)?;
+    let n = groups.len();
+    let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+        let mut row = UsageRow::default();
+        if bucket_minutes.is_some() {
+            row.period = Some(format_time(r.get::<_, i64>(0)? * 60));
+        }
+        for (i, (name, _)) in groups.iter().enumerate() {
+            let v: String = r.get(1 + i)?;
+            match *name {
+                "org" => row.org = Some(v),
+                "key" => row.key = Some(v),
+                "model" => row.model = Some(v),
+                "route" => row.route = Some(v),
+                _ => row.target = Some(v),
+            }
+        }
+        let g = |i: usize| r.get::<_, i64>(1 + n + i);
+        row.requests = g(0)?;
+        row.errors = g(1)?;
+        row.cache_hits = g(2)?;
+        row.estimated_requests = g(3)?;
+        row.prompt_tokens = g(4)?;
+        row.completion_tokens = g(5)?;
+        row.total_tokens = g(6)?;
+        row.cost_nanos = g(7)?;
+        row.cost_usd = nanos_to_usd(row.cost_nanos);
+        row.avg_latency_ms = if row.requests > 0 { g(8)? as f64 / row.requests as f64 / 1000.0 } else { 0.0 };
+        Ok(row)
+    })?;
+    let data = rows.collect::<Result<Vec<_>, _>>()?;
+    Ok(UsageReport {
+        object: "usage_report",
+        from: format_time(from),
+        to: format_time(to),
+        granularity: granularity.to_string(),
+        group_by: groups.iter().map(|(n, _)| n.to_string()).collect(),
+        data,
+    })
+}
+
+/// The report as CSV: a header, then a line per row.
+pub fn report_csv(r: &UsageReport) -> String {
+    let mut out = String::new();
+    let mut head: Vec<&str> = Vec::new();
+    if r.granularity != "total" {
+        head.push("period");
+    }
+    head.extend(r.group_by.iter().map(String::as_str));
+    head.extend([
+        "requests",
+        "errors",
+        "cache_hits",
+        "estimated_requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost_usd",
+        "avg_latency_ms",
+    ]);
+    out.push_str(&head.join(","));
+    out.push('\n');
+    for row in &r.data {
+        let mut f: Vec<String> = Vec::new();
+        if let Some(p) = &row.period {
+            f.push(p.clone());
+        }
+        for g in &r.group_by {
+            let v = match g.as_str() {
+                "org" => &row.org,
+                "key" => &row.key,
+                "model" => &row.model,
+                "route" => &row.route,
+                _ => &row.target,
+            };
+            f.push(csv_field(v.as_deref().unwrap_or("")));
+        }
+        f.extend([
+            row.requests.to_string(),
+            row.errors.to_string(),
+            row.cache_hits.to_string(),
+            row.estimated_requests.to_string(),
+            row.prompt_tokens.to_string(),
+            row.completion_tokens.to_string(),
+            row.total_tokens.to_string(),
+            format!("{:.9}", row.cost_usd),
+            format!("{:.3}", row.avg_latency_ms),
+        ]);
+        out.push_str(&f.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// RFC 4180 quoting, and a leading `'` on values a spreadsheet would run as a formula.
+fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@']) { format!("'{v}") } else { v.to_string() };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TopKeysQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `cost` (default), `tokens` or `requests`.
+    pub by: Option<String>,
+    /// At most this many keys (default 10, at most 1000).
+    pub limit: Option<u32>,
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopKey {
+    pub key: String,
+    pub org: String,
+    pub requests: i64,
+    pub total_tokens: i64,
+    pub cost_usd: f64,
+    pub cost_nanos: i64,
+}
+
+pub fn top_keys(c: &Connection, q: &TopKeysQuery) -> ApiResult<Vec<TopKey>> {
+    let (from, to) = range(&q.from, &q.to)?;
+    let order = match q.by.as_deref().unwrap_or("cost") {
+        "cost" => "SUM(cost_nanos)",
+        "tokens" => "SUM(total_tokens)",
+        "requests" => "SUM(requests)",
+        _ => return Err(ApiError::invalid_field("by", "expected cost, tokens or requests")),
+    };
+    let limit = q.limit.unwrap_or(10).clamp(1, 1000);
+    let sql = format!(
+        "SELECT key_id, org, SUM(requests), SUM(total_tokens), SUM(cost_nanos) FROM usage_minute \
+         WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR org = ?3) \
+         GROUP BY key_id, org ORDER BY {order} DESC, key_id LIMIT ?4"
+    );
+    let mut st = c.prepare(&sql)?;
+    let rows = st.query_map(params![from.div_euclid(60), (to + 59).div_euclid(60), q.org, limit], |r| {
+        let cost_nanos: i64 = r.get(4)?;
+        Ok(TopKey {
+            key: r.get(0)?,
+            org: r.get(1)?,
+            requests: r.get(2)?,
+            total_tokens: r.get(3)?,
+            cost_usd: nanos_to_usd(cost_nanos),
+            cost_nanos,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RequestLogQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub org: Option<String>,
+    pub key: Option<String>,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub target: Option<String>,
+    pub status: Option<u16>,
+    /// `ok`, `error`, `client_closed` or `upstream_cut`.
+    pub outcome: Option<String>,
+    pub request_id: Option<String>,
+    /// Newest first; pass the last row's `ts_ms` as `before` for the next page.
+    pub before: Option<i64>,
+    /// Rows per page (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct LoggedRequest {
+    pub ts_ms: i64,
+    pub time: String,
+    pub request_id: String,
+    pub org: String,
+    pub key: String,
+    pub model: String,
+    pub route: String,
+    pub target: String,
+    pub upstream_model: String,
+    pub endpoint: String,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: String,
+    pub attempts: u32,
+    pub cache_hit: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub estimated: bool,
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+    pub ttft_ms: f64,
+    pub upstream_ms: f64,
+}
+
+pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedRequest>> {
+    let (from, to) = range(&q.from, &q.to)?;
+    if let Some(o) = &q.outcome {
+        if switchboard_shared::usage::Outcome::parse(o).is_none() {
+            return Err(ApiError::invalid_field("outcome", "expected ok, error, client_closed or upstream_cut"));
+        }
+    }
+    let mut sql = String::from(
+        "SELECT ts_ms, request_id, org, key_id, model, route, target, upstream_model, endpoint, stream, status, \
+         outcome, attempts, cache_hit, prompt_tokens, completion_tokens, total_tokens, estimated, cost_nanos, \
+         latency_us, ttft_us, upstream_us FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![(from * 1000).into(), (to * 1000).into()];
+    let mut filter = |col: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+    };
+    for (col, v) in [
+        ("org", &q.org),
+        ("key_id", &q.key),
+        ("model", &q.model),
+        ("route", &q.route),
+        ("target", &q.target),
+        ("outcome", &q.outcome),
+        ("request_id", &q.request_id),
+    ] {
+        if let Some(v) = v {
+            filter(col, v.clone().into());
+        }
+    }
+    if let Some(s) = q.status {
+        filter("status", (s as i64).into());
+    }
+    if let Some(b) = q.before {
+        args.push(b.into());
+        sql.push_str(&format!(" AND ts_ms < ?{}", args.len()));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    sql.push_str(&format!(" ORDER BY ts_ms DESC, uid LIMIT {limit}"));
+    let mut st = c.prepare(&sql)?;
+    let ms = |us: i64| us as f64 / 1000.0;
+    let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+        let ts_ms: i64 = r.get(0)?;
+        Ok(LoggedRequest {
+            ts_ms,
+            time: format_time(ts_ms.div_euclid(1000)),
+            request_id: r.get(1)?,
+            org: r.get(2)?,
+            key: r.get(3)?,
+            model: r.get(4)?,
+            route: r.get(5)?,
+            target: r.get(6)?,
+            upstream_model: r.get(7)?,
+            endpoint: r.get(8)?,
+            stream: r.get(9)?,
+            status: r.get(10)?,
+            outcome: r.get(11)?,
+            attempts: r.get(12)?,
+            cache_hit: r.get(13)?,
+            prompt_tokens: r.get(14)?,
+            completion_tokens: r.get(15)?,
+            total_tokens: r.get(16)?,
+            estimated: r.get(17)?,
+            cost_usd: nanos_to_usd(r.get(18)?),
+            latency_ms: ms(r.get(19)?),
+            ttft_ms: ms(r.get(20)?),
+            upstream_ms: ms(r.get(21)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Whether a record with this uid was accounted (tests, diagnostics).
+pub fn has_record(c: &Connection, uid: &str) -> ApiResult<bool> {
+    Ok(c.query_row("SELECT 1 FROM request_log WHERE uid = ?1", [uid], |_| Ok(())).optional()?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_and_format() {
+        assert_eq!(parse_time("from", "0").unwrap(), 0);
+        assert_eq!(parse_time("from", "2026-11-22").unwrap(), 1_795_305_600);
+        assert_eq!(parse_time("from", "2026-11-22T03:04:05Z").unwrap(), 1_795_305_600 + 3 * 3600 + 4 * 60 + 5);
+        assert_eq!(format_time(1_795_305_600 + 3 * 3600 + 4 * 60 + 5), "2026-11-22T03:04:05Z");
+        assert_eq!(format_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(parse_time("from", "2000-02-29").unwrap(), 951_782_400);
+        for bad in ["yesterday", "2026-13-01", "2026-11-22 03:04:05", "2026-1-22", "2026-11-22T03:04:05+01:00"] {
+            assert!(parse_time("from", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csv_quotes_and_defuses() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+    }
+}

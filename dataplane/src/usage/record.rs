@@ -1,0 +1,139 @@
+//! Phase "account", on the worker: what the proxy learned while serving a
+//! request (its [`Tally`]) becomes one [`UsageRecord`], counted in the
+//! worker's metrics and queued for the database.
+
+use crate::http::head::Endpoint;
+use crate::snapshot::{KeyEntry, Route};
+use crate::usage::scan::{token_counts, UsageScan};
+use crate::worker::WorkerCtx;
+use monoio::time::Instant;
+use std::time::Duration;
+use switchboard_shared::usage::{cost_nanos, Outcome, UsageRecord};
+
+/// What serving a request came to, filled in by the proxy.
+pub struct Tally {
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The route's target that answered, if any did.
+    pub target: Option<usize>,
+    /// The status the client got (0 until known).
+    pub status: u16,
+    pub outcome: Outcome,
+    /// When the first token (streams) or the response head reached the client.
+    pub first_byte: Option<Instant>,
+    /// Time spent waiting on upstreams, all attempts.
+    pub upstream: Duration,
+    /// Usage read from the relayed body.
+    pub reply: UsageScan,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            attempts: 0,
+            target: None,
+            status: 0,
+            outcome: Outcome::Ok,
+            first_byte: None,
+            upstream: Duration::ZERO,
+            reply: UsageScan::default(),
+        }
+    }
+}
+
+/// The request a record is about.
+pub struct Subject<'a> {
+    pub started: Instant,
+    pub started_unix_ms: u64,
+    pub request_id: &'a [u8],
+    pub key: &'a KeyEntry,
+    pub model: &'a str,
+    pub endpoint: &'a Endpoint,
+    pub stream: bool,
+    pub body: &'a [u8],
+}
+
+fn endpoint_name(e: &Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "chat.completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+        _ => "other",
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Build the record of a routed request, count it, and queue it.
+pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) {
+    let target = t.target.and_then(|i| route.targets.get(i));
+    let (prompt, completion, total, estimated) = if t.status / 100 == 2 && target.is_some() {
+        token_counts(&t.reply, s.body, s.stream)
+    } else {
+        (0, 0, 0, false)
+    };
+    let cost = target.and_then(|tg| tg.prices).map_or(0, |(p, c)| cost_nanos(prompt, completion, p, c));
+    let micros = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
+    let rec = UsageRecord {
+        uid: String::from_utf8_lossy(ctx.next_request_id().as_bytes()).into_owned(),
+        ts_ms: s.started_unix_ms,
+        request_id: String::from_utf8_lossy(s.request_id).into_owned(),
+        org: s.key.org.to_string(),
+        key_id: s.key.id.to_string(),
+        model: s.model.to_string(),
+        route: route.name.to_string(),
+        target: target.map(|tg| tg.upstream.name.to_string()).unwrap_or_default(),
+        upstream_model: target.map(|tg| tg.upstream_model.to_string()).unwrap_or_default(),
+        endpoint: endpoint_name(s.endpoint).to_string(),
+        stream: s.stream,
+        status: t.status,
+        outcome: t.outcome,
+        attempts: t.attempts,
+        cache_hit: false,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: total,
+        estimated,
+        cost_nanos: cost,
+        latency_us: micros(s.started.elapsed()),
+        ttft_us: t.first_byte.map_or(0, |f| micros(f.saturating_duration_since(s.started))),
+        upstream_us: micros(t.upstream),
+    };
+    ctx.metrics.request(&rec);
+    ctx.usage.borrow_mut().push(rec);
+}
+
+/// A request that never reached a route, for the access log only (when it is on).
+pub fn unrouted(ctx: &WorkerCtx, started: Instant, started_unix_ms: u64, request_id: &[u8], status: u16) {
+    if !ctx.access_log {
+        return;
+    }
+    let rec = UsageRecord {
+        uid: String::new(),
+        ts_ms: started_unix_ms,
+        request_id: String::from_utf8_lossy(request_id).into_owned(),
+        org: String::new(),
+        key_id: String::new(),
+        model: String::new(),
+        route: String::new(),
+        target: String::new(),
+        upstream_model: String::new(),
+        endpoint: String::new(),
+        stream: false,
+        status,
+        outcome: if status < 400 { Outcome::Ok } else { Outcome::Error },
+        attempts: 0,
+        cache_hit: false,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        total_tokens: 0,
+        estimated: false,
+        cost_nanos: 0,
+        latency_us: started.elapsed().as_micros() as u64,
+        ttft_us: 0,
+        upstream_us: 0,
+    };
+    ctx.usage.borrow_mut().push(rec);
+}

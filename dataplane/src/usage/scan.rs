@@ -1,0 +1,344 @@
+//! Token counts from bodies as they stream by, never buffered: the relay
+//! feeds every upstream payload to a [`UsageScan`], which keeps a few bytes of
+//! state between reads. It reads `usage.prompt_tokens` /
+//! `completion_tokens` / `total_tokens` (the last seen wins: a stream's usage
+//! chunk comes at its end), and measures the generated text (`content`,
+//! `text`, `arguments` values) for an estimate when the upstream gives no usage.
+//!
+//! [`UsageStrip`] takes the usage-only chunk out of a stream whose client did
+//! not ask for it (the gateway asked for it on the client's behalf).
+
+use memchr::{memchr, memchr2};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum Name {
+    #[default]
+    Other,
+    Prompt,
+    Completion,
+    Total,
+    /// Generated (or, in a request, given) text.
+    Text,
+}
+
+fn name_of(key: &[u8]) -> Name {
+    match key {
+        b"prompt_tokens" => Name::Prompt,
+        b"completion_tokens" => Name::Completion,
+        b"total_tokens" => Name::Total,
+        b"content" | b"text" | b"arguments" | b"prompt" | b"input" => Name::Text,
+        _ => Name::Other,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum St {
+    /// Between strings: skip to the next quote.
+    #[default]
+    Out,
+    /// Inside a string that may be a key.
+    Str,
+    StrEscape,
+    /// A string just closed: a `:` next makes it a key.
+    AfterStr(Name),
+    /// After `"known key":`, waiting for the value.
+    Value(Name),
+    Number(Name),
+    /// Inside a text value: count its bytes.
+    Text,
+    TextEscape,
+}
+
+const KEY_MAX: usize = 20;
+
+/// Streaming watcher of a JSON (or SSE-of-JSON) body. See the module docs.
+#[derive(Default, Debug)]
+pub struct UsageScan {
+    st: St,
+    key: [u8; KEY_MAX],
+    key_len: usize,
+    /// The current string is longer than any name we know, or escaped.
+    key_other: bool,
+    num: u64,
+    text_len: u64,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    /// Non-empty text values seen (a stream sends about one token per chunk).
+    pub text_fragments: u64,
+    /// Bytes of text seen.
+    pub text_bytes: u64,
+}
+
+impl UsageScan {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.st {
+                St::Out => match memchr(b'"', data) {
+                    None => return,
+                    Some(i) => {
+                        data = &data[i + 1..];
+                        self.key_len = 0;
+                        self.key_other = false;
+                        self.st = St::Str;
+                    }
+                },
+                St::Str => {
+                    let i = memchr2(b'"', b'\\', data);
+                    let part = &data[..i.unwrap_or(data.len())];
+                    if !self.key_other {
+                        if self.key_len + part.len() <= KEY_MAX {
+                            self.key[self.key_len..self.key_len + part.len()].copy_from_slice(part);
+                            self.key_len += part.len();
+                        } else {
+                            self.key_other = true;
+                        }
+                    }
+                    let Some(i) = i else { return };
+                    if data[i] == b'\\' {
+                        self.key_other = true;
+                        self.st = St::StrEscape;
+                    } else {
+                        let name = if self.key_other { Name::Other } else { name_of(&self.key[..self.key_len]) };
+                        self.st = St::AfterStr(name);
+                    }
+                    data = &data[i + 1..];
+                }
+                St::StrEscape => {
+                    data = &data[1..];
+                    self.st = St::Str;
+                }
+                St::AfterStr(name) => {
+                    let b = data[0];
+                    if b.is_ascii_whitespace() {
+                        data = &data[1..];
+                    } else if b == b':' {
+                        data = &data[1..];
+                        self.st = if name == Name::Other { St::Out } else { St::Value(name) };
+                    } else {
+                        // It was a value, not a key.
+                        self.st = St::Out;
+                    }
+                }
+                St::Value(name) => {
+                    let b = data[0];
+                    if b.is_ascii_whitespace() {
+                        data = &data[1..];
+                    } else if b.is_ascii_digit() && matches!(name, Name::Prompt | Name::Completion | Name::Total) {
+                        self.num = 0;
+                        self.st = St::Number(name);
+                    } else if b == b'"' && name == Name::Text {
+                        data = &data[1..];
+                        self.text_len = 0;
+                        self.st = St::Text;
+                    } else {
+                        self.st = St::Out;
+                    }
+                }
+                St::Number(name) => {
+                    let digits = data.iter().take_while(|b| b.is_ascii_digit()).count();
+                    for &d in &data[..digits] {
+                        self.num = self.num.saturating_mul(10).saturating_add((d - b'0') as u64);
+                    }
+                    data = &data[digits..];
+                    if !data.is_empty() {
+                        let slot = match name {
+                            Name::Prompt => &mut self.prompt_tokens,
+                            Name::Completion => &mut self.completion_tokens,
+                            _ => &mut self.total_tokens,
+                        };
+                        *slot = Some(self.num);
+                        self.st = St::Out;
+                    }
+                }
+                St::Text => {
+                    let i = memchr2(b'"', b'\\', data);
+                    let n = i.unwrap_or(data.len());
+                    self.text_len += n as u64;
+                    let Some(i) = i else { return };
+                    if data[i] == b'\\' {
+                        self.text_len += 1;
+                        self.st = St::TextEscape;
+                    } else {
+                        if self.text_len > 0 {
+                            self.text_fragments += 1;
+                            self.text_bytes += self.text_len;
+                        }
+                        self.st = St::Out;
+                    }
+                    data = &data[i + 1..];
+                }
+                St::TextEscape => {
+                    data = &data[1..];
+                    self.text_len += 1;
+                    self.st = St::Text;
+                }
+            }
+        }
+    }
+
+    /// Whether the upstream reported usage.
+    pub fn reported(&self) -> bool {
+        self.prompt_tokens.is_some() || self.completion_tokens.is_some() || self.total_tokens.is_some()
+    }
+}
+
+/// Estimated tokens for a piece of text: about four bytes a token, the usual
+/// rule for English with OpenAI's tokenizers.
+pub fn estimate_tokens(text_bytes: u64) -> u64 {
+    text_bytes.div_ceil(4)
+}
+
+/// Token counts for a request: the upstream's when it gave them, else an
+/// estimate (`estimated` = true): the prompt from the request's text fields,
+/// the completion from the chunks (streams) or text (whole bodies) relayed.
+pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u64, u64, u64, bool) {
+    if reply.reported() {
+        let prompt = reply.prompt_tokens.unwrap_or(0);
+        let completion =
+            reply.completion_tokens.unwrap_or_else(|| reply.total_tokens.map_or(0, |t| t.saturating_sub(prompt)));
+        let total = reply.total_tokens.unwrap_or(prompt + completion);
+        return (prompt, completion, total, false);
+    }
+    let mut req = UsageScan::default();
+    req.feed(request_body);
+    let prompt = estimate_tokens(req.text_bytes);
+    let completion = if stream { reply.text_fragments } else { estimate_tokens(reply.text_bytes) };
+    (prompt, completion, prompt + completion, true)
+}
+
+/// Removes usage-only events (`"choices":[]` with a `usage` object) from an
+/// SSE stream. Complete events pass at once; only a trailing partial event is
+/// held until its end (bounded: past 64 KiB it passes as is).
+#[derive(Default)]
+pub struct UsageStrip {
+    partial: Vec<u8>,
+}
+
+const STRIP_HOLD_MAX: usize = 64 * 1024;
+
+impl UsageStrip {
+    /// Append `payload` to `out`, minus usage-only events.
+    pub fn filter(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        if self.partial.is_empty() {
+            let used = Self::events(payload, out);
+            self.partial.extend_from_slice(&payload[used..]);
+        } else {
+            self.partial.extend_from_slice(payload);
+            let used = Self::events(&self.partial, out);
+            self.partial.drain(..used);
+        }
+        if self.partial.len() > STRIP_HOLD_MAX {
+            out.append(&mut self.partial);
+        }
+    }
+
+    /// The stream ended: whatever is held goes out.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.partial);
+    }
+
+    /// Copy the complete events of `data` to `out` (but usage-only ones);
+    /// return how many bytes were complete events.
+    fn events(data: &[u8], out: &mut Vec<u8>) -> usize {
+        let mut start = 0;
+        let mut from = 0;
+        while let Some(i) = memchr(b'\n', &data[from..]) {
+            let nl = from + i;
+            let end = match data.get(nl + 1) {
+                Some(b'\n') => nl + 2,
+                Some(b'\r') if data.get(nl + 2) == Some(&b'\n') => nl + 3,
+                Some(_) => {
+                    from = nl + 1;
+                    continue;
+                }
+                None => break,
+            };
+            let event = &data[start..end];
+            if !is_usage_only(event) {
+                out.extend_from_slice(event);
+            }
+            start = end;
+            from = end;
+        }
+        start
+    }
+}
+
+fn is_usage_only(event: &[u8]) -> bool {
+    let has = |n: &[u8]| memchr::memmem::find(event, n).is_some();
+    has(b"\"choices\":[]") && has(b"\"usage\":{")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_split(body: &[u8], step: usize) -> UsageScan {
+        let mut s = UsageScan::default();
+        for part in body.chunks(step) {
+            s.feed(part);
+        }
+        s
+    }
+
+    #[test]
+    fn reads_usage_across_any_split() {
+        let body = br#"{"id":"x","choices":[{"message":{"role":"assistant","content":"Hello \"prompt_tokens\": 99 there"}}],"usage":{"prompt_tokens":12,"completion_tokens": 345,"total_tokens":357,"prompt_tokens_details":{"cached_tokens":5}}}"#;
+        for step in [1, 2, 3, 7, 64, body.len()] {
+            let s = scan_split(body, step);
+            assert_eq!(s.prompt_tokens, Some(12), "step {step}");
+            assert_eq!(s.completion_tokens, Some(345));
+            assert_eq!(s.total_tokens, Some(357));
+            assert_eq!(s.text_fragments, 1);
+            assert_eq!(s.text_bytes, "Hello \\\"prompt_tokens\\\": 99 there".len() as u64);
+        }
+    }
+
+    #[test]
+    fn counts_stream_fragments_when_there_is_no_usage() {
+        let mut body = Vec::new();
+        body.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+        for _ in 0..5 {
+            body.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"content\":\"tok\"}}]}\n\n");
+        }
+        body.extend_from_slice(b"data: [DONE]\n\n");
+        for step in [1, 5, body.len()] {
+            let s = scan_split(&body, step);
+            assert!(!s.reported());
+            assert_eq!(s.text_fragments, 5);
+        }
+        let (p, c, t, est) = token_counts(&scan_split(&body, 9), br#"{"messages":[{"content":"12345678"}]}"#, true);
+        assert_eq!((p, c, t, est), (2, 5, 7, true));
+    }
+
+    #[test]
+    fn reported_usage_wins_and_fills_gaps() {
+        let mut s = UsageScan::default();
+        s.feed(br#"{"usage":{"prompt_tokens":7,"total_tokens":7}}"#);
+        assert_eq!(token_counts(&s, b"{}", false), (7, 0, 7, false));
+    }
+
+    #[test]
+    fn strips_only_usage_only_events() {
+        let token = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n".as_slice();
+        let usage = b"data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n".as_slice();
+        let done = b"data: [DONE]\n\n".as_slice();
+        let stream = [token, usage, done].concat();
+        let want = [token, done].concat();
+        for step in [1, 3, 10, stream.len()] {
+            let mut f = UsageStrip::default();
+            let mut out = Vec::new();
+            for part in stream.chunks(step) {
+                f.filter(part, &mut out);
+            }
+            f.finish(&mut out);
+            assert_eq!(out, want, "step {step}");
+        }
+        // CRLF framing too.
+        let crlf = b"data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let mut out = Vec::new();
+        UsageStrip::default().filter(crlf, &mut out);
+        assert_eq!(out, b"data: [DONE]\r\n\r\n");
+    }
+}

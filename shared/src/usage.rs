@@ -1,0 +1,127 @@
+//! Usage records: one per request that reached routing, made on the data
+//! plane and accounted by the admin (SQLite). The same JSON travels from a
+//! remote data plane to the admin in batches, and sits in the spill file.
+
+use serde::{Deserialize, Serialize};
+
+/// How a request ended, as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The whole response reached the client (whatever its status).
+    Ok,
+    /// The gateway answered with an error (no target, every attempt failed, ...).
+    Error,
+    /// The client went away before the response ended.
+    ClientClosed,
+    /// The upstream failed after the response started (cut short).
+    UpstreamCut,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::UpstreamCut => "upstream_cut",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Some(match s {
+            "ok" => Outcome::Ok,
+            "error" => Outcome::Error,
+            "client_closed" => Outcome::ClientClosed,
+            "upstream_cut" => Outcome::UpstreamCut,
+            _ => return None,
+        })
+    }
+}
+
+/// One request's usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Unique per record (the data plane's own id, even when the client sent
+    /// an `x-request-id`): accounting the same record twice is a no-op.
+    pub uid: String,
+    /// When the request started, Unix milliseconds.
+    pub ts_ms: u64,
+    /// The `x-request-id` the client saw.
+    pub request_id: String,
+    pub org: String,
+    pub key_id: String,
+    /// The model the client asked for.
+    pub model: String,
+    pub route: String,
+    /// The provider (or node) that served it; empty when none did.
+    pub target: String,
+    /// The model name sent to the target.
+    pub upstream_model: String,
+    /// `chat.completions`, `completions` or `embeddings`.
+    pub endpoint: String,
+    pub stream: bool,
+    /// The status the client got.
+    pub status: u16,
+    pub outcome: Outcome,
+    /// Upstream attempts made (0: none could be tried).
+    pub attempts: u32,
+    pub cache_hit: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// The token counts are the gateway's estimate (the upstream gave none).
+    pub estimated: bool,
+    /// Cost in nano-USD (1e-9 USD), from the target's price table.
+    pub cost_nanos: u64,
+    /// From the end of the request head to the end of the response.
+    pub latency_us: u64,
+    /// Time to the first token (streams) or to the response head; 0 when none.
+    pub ttft_us: u64,
+    /// Time spent waiting on upstreams (all attempts).
+    pub upstream_us: u64,
+}
+
+/// A batch of records, as a remote data plane posts it to the admin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageBatch {
+    pub records: Vec<UsageRecord>,
+}
+
+/// Nano-USD for a price per million tokens: 1 USD/Mtok is 1,000 nano-USD a token.
+pub fn cost_nanos(prompt_tokens: u64, completion_tokens: u64, prompt_per_mtok: f64, completion_per_mtok: f64) -> u64 {
+    let nanos =
+        prompt_tokens as f64 * prompt_per_mtok * 1_000.0 + completion_tokens as f64 * completion_per_mtok * 1_000.0;
+    if nanos.is_finite() && nanos > 0.0 {
+        nanos.round() as u64
+    } else {
+        0
+    }
+}
+
+/// Nano-USD as USD.
+pub fn nanos_to_usd(nanos: i64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_is_per_million_tokens() {
+        // 1,000 prompt tokens at $2.50/M + 500 completion tokens at $10/M = $0.0075.
+        assert_eq!(cost_nanos(1_000, 500, 2.5, 10.0), 7_500_000);
+        assert_eq!(cost_nanos(1, 0, 0.0375, 0.0), 38);
+        assert_eq!(cost_nanos(0, 0, 5.0, 5.0), 0);
+        assert_eq!(cost_nanos(10, 10, f64::NAN, 1.0), 0);
+        assert!((nanos_to_usd(7_500_000) - 0.0075).abs() < 1e-12);
+    }
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for o in [Outcome::Ok, Outcome::Error, Outcome::ClientClosed, Outcome::UpstreamCut] {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! Usage accounting end to end: requests through the gateway over loopback,
+//! records through the usage pipeline into a real SQLite file, read back with
+//! SQL and through the admin API, and checked against what the mock upstreams
+//! actually counted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use switchboard_loadtests::MockHandle;
+
+const KEY2: &str = "sk-test-second-key";
+
+/// Prices (USD per million tokens): upstream `a` serves `m1`, `b` serves `m2` as `m2-up`.
+const A_PRICES: (f64, f64) = (2.5, 10.0);
+const B_PRICES: (f64, f64) = (0.15, 0.6);
+
+fn config(a: &str, b: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+{extra}
+
+[[upstreams]]
+name = "a"
+base_url = "{a}"
+prices = [{{ model = "m1", prompt_per_mtok = {}, completion_per_mtok = {} }}]
+
+[[upstreams]]
+name = "b"
+base_url = "{b}"
+prices = [{{ model = "m2-up", prompt_per_mtok = {}, completion_per_mtok = {} }}]
+
+[[models]]
+name = "m1"
+targets = [{{ upstream = "a" }}]
+
+[[models]]
+name = "m2"
+targets = [{{ upstream = "b", model = "m2-up" }}]
+
+[[keys]]
+id = "k1"
+org = "acme"
+hash = "{}"
+
+[[keys]]
+id = "k2"
+org = "beta"
+hash = "{}"
+"#,
+        A_PRICES.0,
+        A_PRICES.1,
+        B_PRICES.0,
+        B_PRICES.1,
+        key_hash(KEY),
+        key_hash(KEY2)
+    )
+}
+
+/// Expected totals per (key, upstream model), from what the mocks received:
+/// the mock reports ceil(body bytes / 4) prompt tokens and `mock.tokens`
+/// completion tokens; the `user` field says which key sent it.
+fn expected(mocks: &[&MockHandle]) -> BTreeMap<(String, String), (u64, u64, u64)> {
+    let mut want: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for m in mocks {
+        for r in m.recorded() {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let key = v["user"].as_str().unwrap().split('/').next().unwrap().to_string();
+            let model = v["model"].as_str().unwrap().to_string();
+            let e = want.entry((key, model)).or_default();
+            e.0 += 1;
+            e.1 += r.body.len().div_ceil(4) as u64;
+            e.2 += v["mock"]["tokens"].as_u64().unwrap();
+        }
+    }
+    want
+}
+
+fn db(gw: &AdminGateway) -> rusqlite::Connection {
+    rusqlite::Connection::open(&gw.db_path).unwrap()
+}
+
+#[test]
+fn mixed_load_totals_match_exactly_per_key_model_and_target() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
+    let threads = 4;
+    let per_thread = 30;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let gw = &gw;
+            s.spawn(move || {
+                let key = if t % 2 == 0 { KEY } else { KEY2 };
+                let key_id = if t % 2 == 0 { "k1" } else { "k2" };
+                let mut c = Conn::open(gw.addr);
+                for i in 0..per_thread {
+                    let model = if i % 2 == 0 { "m1" } else { "m2" };
+                    let tokens = 1 + (i * 7 + t) % 9;
+                    let stream = match i % 3 {
+                        0 => "",
+                        1 => r#","stream":true"#,
+                        _ => r#","stream":true,"stream_options":{"include_usage":true}"#,
+                    };
+                    let body = format!(
+                        r#"{{"model":"{model}","user":"{key_id}/{t}/{i}","messages":[{{"role":"user","content":"{}"}}],"mock":{{"tokens":{tokens}}}{stream}}}"#,
+                        "x".repeat(i * 13)
+                    );
+                    c.send(&request("POST", "/v1/chat/completions", Some(key), &body, &[]));
+                    let r = c.response();
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    if i % 3 == 1 {
+                        assert!(
+                            !sse_data(&r.body).iter().any(|d| d.contains("\"usage\":{")),
+                            "a usage chunk the client did not ask for"
+                        );
+                    }
+                    if i % 3 == 2 {
+                        let usage = sse_data(&r.body).iter().filter(|d| d.contains("\"usage\":{")).count();
+                        assert_eq!(usage, 1, "the usage chunk the client asked for");
+                    }
+                }
+            });
+        }
+    });
+    let n = (threads * per_thread) as u64;
+    gw.wait_usage_written(n);
+    let want = expected(&[&a, &b]);
+    assert_eq!(want.values().map(|v| v.0).sum::<u64>(), n);
+
+    // The rollups, by key and upstream model (= target here), straight from SQLite.
+    let conn = db(&gw);
+    let mut st = conn
+        .prepare(
+            "SELECT key_id, target, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), \
+             SUM(cost_nanos), SUM(estimated), SUM(errors) FROM usage_minute GROUP BY key_id, target ORDER BY key_id, target",
+        )
+        .unwrap();
+    type Row = (String, String, i64, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = st
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let mut total_cost = 0.0;
+    for (key, target, requests, prompt, completion, total, cost_nanos, estimated, errors) in &rows {
+        let model = if target == "a" { "m1" } else { "m2-up" };
+        let (wn, wp, wc) = want[&(key.clone(), model.to_string())];
+        assert_eq!((*requests as u64, *prompt as u64, *completion as u64), (wn, wp, wc), "{key}/{target}");
+        assert_eq!(*total, prompt + completion);
+        assert_eq!((*estimated, *errors), (0, 0));
+        let (pp, cp) = if target == "a" { A_PRICES } else { B_PRICES };
+        let cost = wp as f64 * pp / 1e6 + wc as f64 * cp / 1e6;
+        // Exact to the nano-dollar per request (rounding), far inside a cent.
+        assert!((*cost_nanos as f64 / 1e9 - cost).abs() < 1e-9 * wn as f64, "{key}/{target}: {cost_nanos} vs {cost}");
+        total_cost += cost;
+    }
+    // The raw log agrees with the rollups.
+    let (log_rows, log_tokens): (i64, i64) = conn
+        .query_row("SELECT COUNT(*), SUM(total_tokens) FROM request_log", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(log_rows as u64, n);
+    assert_eq!(log_tokens, rows.iter().map(|r| r.5).sum::<i64>());
+
+    // The admin API reports the same, as JSON and as CSV.
+    let report = gw.call("GET", "/v1/admin/usage?group_by=key,model,target&granularity=total", None).json();
+    let data = report["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4);
+    for row in data {
+        let model = row["model"].as_str().unwrap();
+        let upstream_model = if model == "m1" { "m1" } else { "m2-up" };
+        let (wn, wp, wc) = want[&(row["key"].as_str().unwrap().to_string(), upstream_model.to_string())];
+        assert_eq!(row["requests"], wn);
+        assert_eq!(row["prompt_tokens"], wp);
+        assert_eq!(row["completion_tokens"], wc);
+    }
+    let api_cost: f64 = data.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
+    assert!((api_cost - total_cost).abs() < 0.005, "{api_cost} vs {total_cost}");
+    let csv = gw.call("GET", "/v1/admin/usage?group_by=org&granularity=day&format=csv", None);
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("period,org,requests,"), "{text}");
+    let csv_requests: u64 = lines[1..].iter().map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(csv_requests, n);
+    let top = gw.call("GET", "/v1/admin/usage/top-keys?by=cost", None).json();
+    let top = top["data"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    assert!(top[0]["cost_usd"].as_f64().unwrap() >= top[1]["cost_usd"].as_f64().unwrap());
+    let log = gw.call("GET", "/v1/admin/requests?key=k2&model=m2&limit=5", None).json();
+    let log = log["data"].as_array().unwrap();
+    assert_eq!(log.len(), 5);
+    assert!(log.iter().all(|r| r["key"] == "k2" && r["target"] == "b" && r["upstream_model"] == "m2-up"));
+    assert!(log.windows(2).all(|w| w[0]["ts_ms"].as_i64() >= w[1]["ts_ms"].as_i64()), "newest first");
+}
+
+#[test]
+fn the_gateway_asks_for_usage_and_strips_it_only_when_the_client_did_not() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
+    let plain = gw.chat(KEY, r#"{"model":"m1","stream":true,"stream_options":{"x_other":1},"mock":{"tokens":3}}"#);
+    let asked =
+        gw.chat(KEY, r#"{"model":"m1","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3}}"#);
+    for r in [&plain, &asked] {
+        assert_eq!(r.status, 200);
+        assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+    }
+    assert!(!sse_data(&plain.body).iter().any(|d| d.contains("\"usage\"")), "{}", plain.text());
+    assert_eq!(sse_data(&asked.body).iter().filter(|d| d.contains("\"usage\":{")).count(), 1);
+    // Both reached the upstream asking for usage; other options kept.
+    let rec = a.recorded();
+    let sent: Vec<serde_json::Value> = rec.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    assert_eq!(sent[0]["stream_options"], serde_json::json!({"include_usage": true, "x_other": 1}));
+    assert_eq!(sent[1]["stream_options"], serde_json::json!({"include_usage": true}));
+    gw.wait_usage_written(2);
+    let conn = db(&gw);
+    let rows: Vec<(i64, i64, bool)> = conn
+        .prepare("SELECT prompt_tokens, completion_tokens, estimated FROM request_log ORDER BY ts_ms")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (i, (p, c, est)) in rows.iter().enumerate() {
+        assert_eq!(*p as usize, rec[i].body.len().div_ceil(4));
+        assert_eq!((*c, *est), (3, false));
+    }
+}
+
+#[test]
+fn an_upstream_without_usage_is_estimated_and_flagged() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
+    let words = "hello world ".repeat(20);
+    for stream in [false, true] {
+        let body = format!(
+            r#"{{"model":"m1","stream":{stream},"messages":[{{"role":"user","content":"{words}"}}],"mock":{{"tokens":6,"no_usage":true}}}}"#
+        );
+        assert_eq!(gw.chat(KEY, &body).status, 200);
+    }
+    gw.wait_usage_written(2);
+    let conn = db(&gw);
+    let rows: Vec<(bool, i64, i64, bool)> = conn
+        .prepare("SELECT stream, prompt_tokens, completion_tokens, estimated FROM request_log ORDER BY stream")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // The prompt estimate counts the text fields (here the 240 bytes of content).
+    let prompt = words.len().div_ceil(4) as i64;
+    // Non-stream: the reply text ("tok " x 6 by default token text) / 4; stream: one token per chunk.
+    assert!(!rows[0].0);
+    assert_eq!(rows[0].1, prompt);
+    assert!(rows[0].2 > 0);
+    assert!(rows[0].3, "flagged as estimated");
+    assert_eq!(rows[1], (true, prompt, 6, true));
+    let est: i64 = conn.query_row("SELECT SUM(estimated) FROM usage_minute", [], |r| r.get(0)).unwrap();
+    assert_eq!(est, 2);
+}
+
+#[test]
+fn failures_are_accounted_with_their_status_and_no_tokens() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
+    assert_eq!(gw.chat(KEY, r#"{"model":"m1","mock":{"status":400}}"#).status, 400);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m1","mock":{"status":503}}"#).status, 503);
+    // Not routed: no usage record (unknown model, bad key).
+    assert_eq!(gw.chat(KEY, r#"{"model":"nope"}"#).status, 404);
+    assert_eq!(gw.chat("sk-wrong", r#"{"model":"m1"}"#).status, 401);
+    gw.wait_usage_written(2);
+    std::thread::sleep(Duration::from_millis(300));
+    let conn = db(&gw);
+    let rows: Vec<(u16, String, i64, i64)> = conn
+        .prepare("SELECT status, outcome, total_tokens, cost_nanos FROM request_log ORDER BY status")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, vec![(400, "ok".into(), 0, 0), (503, "ok".into(), 0, 0)]);
+    let errors: i64 = conn.query_row("SELECT SUM(errors) FROM usage_minute", [], |r| r.get(0)).unwrap();
+    assert_eq!(errors, 2);
+}
+
+#[test]
+fn a_stalled_database_does_not_stop_the_data_path_and_loses_nothing() {
+    let (a, b) = (mock(), mock());
+    let dir = tempfile::tempdir().unwrap();
+    // A small in-memory bound, so the stall reaches the spill file.
+    let extra = "[usage]\npending_records = 256\nflush_interval_ms = 20\nbatch_records = 64\n";
+    let gw = AdminGateway::start_in(dir, &config(&a.base_url(), &b.base_url(), extra));
+    assert_eq!(gw.chat(KEY, r#"{"model":"m1"}"#).status, 200);
+    gw.wait_usage_written(1);
+
+    // Another connection takes the database's write lock and keeps it.
+    let locker = db(&gw);
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let n = 800;
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let gw = &gw;
+            s.spawn(move || {
+                let mut c = Conn::open(gw.addr);
+                for i in 0..n / 4 {
+                    let body = format!(r#"{{"model":"m2","user":"{t}-{i}","mock":{{"tokens":2}}}}"#);
+                    c.send(&request("POST", "/v1/chat/completions", Some(KEY), &body, &[]));
+                    assert_eq!(c.response().status, 200);
+                }
+            });
+        }
+    });
+    // Every request was served while the database was locked.
+    let stats = gw.usage.as_ref().unwrap().stats.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || stats.spilled.load(Ordering::Relaxed) > 0),
+        "the stall did not reach the spill file"
+    );
+    assert_eq!(stats.written.load(Ordering::Relaxed), 1, "nothing written while locked");
+    let metrics = gw.metrics().render();
+    assert!(metrics.contains("switchboard_usage_records_lost_total 0\n"), "{metrics}");
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    gw.wait_usage_written(1 + n as u64);
+    let conn = db(&gw);
+    let (rows, requests): (i64, i64) = conn
+        .query_row("SELECT (SELECT COUNT(*) FROM request_log), (SELECT SUM(requests) FROM usage_minute)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((rows, requests), (1 + n as i64, 1 + n as i64), "every record accounted exactly once");
+    assert_eq!(stats.lost.load(Ordering::Relaxed), 0);
+    assert!(stats.replayed.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
+    let (a, b) = (mock(), mock());
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("usage.spill");
+    let rec = |uid: &str| switchboard_shared::usage::UsageRecord {
+        uid: uid.into(),
+        ts_ms: 1_795_305_600_000,
+        request_id: format!("req-{uid}"),
+        org: "acme".into(),
+        key_id: "k1".into(),
+        model: "m1".into(),
+        route: "m1".into(),
+        target: "a".into(),
+        upstream_model: "m1".into(),
+        endpoint: "chat.completions".into(),
+        stream: false,
+        status: 200,
+        outcome: switchboard_shared::usage::Outcome::Ok,
+        attempts: 1,
+        cache_hit: false,
+        prompt_tokens: 10,
+        completion_tokens: 20,
+        total_tokens: 30,
+        estimated: false,
+        cost_nanos: 225_000,
+        latency_us: 1_000,
+        ttft_us: 500,
+        upstream_us: 800,
+    };
+    let mut text = String::new();
+    for uid in ["s1", "s2", "s1"] {
+        text.push_str(&serde_json::to_string(&rec(uid)).unwrap());
+        text.push('\n');
+    }
+    // A line cut short by a crash mid-write.
+    text.push_str("{\"uid\":\"s3\",\"ts_");
+    std::fs::write(&spill, text).unwrap();
+    let gw = AdminGateway::start_in(dir, &config(&a.base_url(), &b.base_url(), ""));
+    gw.wait_usage_written(3);
+    let conn = db(&gw);
+    let (rows, tokens): (i64, i64) = conn
+        .query_row("SELECT COUNT(*), SUM(total_tokens) FROM request_log", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((rows, tokens), (2, 60), "the duplicate line counts once");
+    let minute_tokens: i64 = conn.query_row("SELECT SUM(total_tokens) FROM usage_minute", [], |r| r.get(0)).unwrap();
+    assert_eq!(minute_tokens, 60);
+    assert!(!spill.exists() && !gw.dir.path().join("usage.spill.replay").exists(), "the spill file is gone");
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_and_no_secret() {
+    let (a, b) = (mock(), mock());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let extra = format!("[usage]\naccess_log = \"{}\"\n", log.display());
+    let gw = AdminGateway::start_in(dir, &config(&a.base_url(), &b.base_url(), &extra));
+    let r = gw.chat(KEY, r#"{"model":"m1","stream":true}"#);
+    assert_eq!(r.status, 200);
+    let rid = r.header("x-request-id").unwrap().to_string();
+    assert_eq!(gw.chat("sk-not-a-key", r#"{"model":"m1"}"#).status, 401);
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    assert!(eventually(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.len() == 2
+    }));
+    let ok = lines.iter().find(|l| l["status"] == 200).unwrap();
+    assert_eq!(ok["request_id"], rid.as_str());
+    assert_eq!(
+        (ok["key_id"].as_str(), ok["route"].as_str(), ok["target"].as_str()),
+        (Some("k1"), Some("m1"), Some("a"))
+    );
+    assert!(ok["latency_ms"].as_f64().unwrap() >= ok["ttft_ms"].as_f64().unwrap());
+    assert!(lines.iter().any(|l| l["status"] == 401));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(KEY) && !text.contains("sk-not-a-key") && !text.contains(PROVIDER_KEY));
+}
+
+#[test]
+fn metrics_are_served_and_agree_with_the_database() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
+    for i in 0..10 {
+        let stream = if i % 2 == 0 { "true" } else { "false" };
+        assert_eq!(gw.chat(KEY, &format!(r#"{{"model":"m1","stream":{stream},"mock":{{"tokens":4}}}}"#)).status, 200);
+    }
+    assert_eq!(gw.chat(KEY, r#"{"model":"m2","mock":{"status":500}}"#).status, 500);
+    gw.wait_usage_written(11);
+    let mut c = Conn::open(gw.addr);
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value(r#"switchboard_requests_total{model="m1",route="m1",target="a",status="200"}"#), 10.0);
+    assert_eq!(value(r#"switchboard_requests_total{model="m2",route="m2",target="b",status="500"}"#), 1.0);
+    let conn = db(&gw);
+    let (prompt, completion): (i64, i64) = conn
+        .query_row("SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM usage_minute WHERE target = 'a'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(value(r#"switchboard_tokens_total{model="m1",route="m1",target="a",kind="prompt"}"#), prompt as f64);
+    assert_eq!(
+        value(r#"switchboard_tokens_total{model="m1",route="m1",target="a",kind="completion"}"#),
+        completion as f64
+    );
+    assert_eq!(value("switchboard_request_duration_seconds_count"), 11.0);
+    assert_eq!(value("switchboard_time_to_first_token_seconds_count"), 11.0);
+    assert_eq!(value("switchboard_usage_records_written_total"), 11.0);
+    assert_eq!(value("switchboard_usage_records_lost_total"), 0.0);
+    assert!(value(r#"switchboard_request_duration_seconds{quantile="0.99"}"#) > 0.0);
+    assert_eq!(value(r#"switchboard_responses_total{status="200"}"#), 10.0);
+}
+
+#[test]
+fn sigterm_under_load_accounts_every_served_request() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+shutdown_grace_ms = 10000
+
+[admin]
+listen = "127.0.0.1:0"
+database = "switchboard.db"
+
+[[upstreams]]
+name = "up"
+base_url = "{}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "up" }}]
+
+[[keys]]
+id = "k"
+hash = "{}"
+"#,
+            up.base_url(),
+            key_hash(KEY)
+        ),
+    )
+    .unwrap();
+    let mut gw = Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], &[]);
+    let addr = gw.address("data plane listening on ");
+    let served = std::sync::atomic::AtomicU64::new(0);
+    let started = std::sync::atomic::AtomicU64::new(0);
+    let code = std::thread::scope(|s| {
+        for t in 0..4 {
+            let (served, started) = (&served, &started);
+            s.spawn(move || {
+                let mut c = Conn::open(addr);
+                c.set_timeout(Duration::from_secs(20));
+                for i in 0..100_000 {
+                    // Streams still running when SIGTERM comes must finish.
+                    let body = if (i + t) % 2 == 0 {
+                        r#"{"model":"m","stream":true,"mock":{"tokens":5,"interval_ms":4}}"#
+                    } else {
+                        r#"{"model":"m","mock":{"tokens":3}}"#
+                    };
+                    if !c.try_send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[])) {
+                        return;
+                    }
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.response()));
+                    match r {
+                        Ok(r) if r.status == 200 => {
+                            if body.contains("stream") {
+                                assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+                            }
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        }
+        assert!(eventually(Duration::from_secs(20), || served.load(Ordering::SeqCst) >= 200));
+        gw.stop()
+    });
+    assert_eq!(code, 0, "exit 0 after draining");
+    let n = served.load(Ordering::SeqCst);
+    assert!(n >= 200);
+    let conn = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
+    let (rows, ok, requests): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM request_log), (SELECT COUNT(*) FROM request_log WHERE outcome = 'ok'), \
+             (SELECT SUM(requests) FROM usage_minute)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(ok as u64, n, "every response the clients got is accounted ({rows} rows)");
+    assert_eq!(rows, requests);
+    assert!(rows as u64 <= started.load(Ordering::SeqCst));
+    assert!(!dir.path().join("switchboard.db.usage-spill").exists());
+}
