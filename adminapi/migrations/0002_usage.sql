@@ -25,9 +25,9 @@ CREATE TABLE request_log (
     latency_us        INTEGER NOT NULL,
     ttft_us           INTEGER NOT NULL,
     upstream_us       INTEGER NOT NULL
-);
+) WITHOUT ROWID;
+-- Newest first, and retention. (Filters by key, model, ... scan within the time range.)
 CREATE INDEX request_log_ts ON request_log (ts_ms);
-CREATE INDEX request_log_key_ts ON request_log (key_id, ts_ms);
 
 -- Per-minute rollups (kept): what usage reports and quotas read.
 CREATE TABLE usage_minute (

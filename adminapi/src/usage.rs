@@ -112,6 +112,11 @@ impl SqliteSink {
         let conn = crate::db::open(database).map_err(|e| format!("cannot open `{}`: {e}", database.display()))?;
         Ok(SqliteSink { conn, retention_days })
     }
+
+    /// A sink on a connection the caller opened (and migrated, `db::open`).
+    pub fn from_connection(conn: Connection, retention_days: u64) -> SqliteSink {
+        SqliteSink { conn, retention_days }
+    }
 }
 
 impl UsageSink for SqliteSink {
@@ -127,7 +132,7 @@ impl UsageSink for SqliteSink {
         // In slices, so the write lock is never held long.
         loop {
             let deleted = self.conn.execute(
-                "DELETE FROM request_log WHERE rowid IN (SELECT rowid FROM request_log WHERE ts_ms < ?1 LIMIT 5000)",
+                "DELETE FROM request_log WHERE uid IN (SELECT uid FROM request_log WHERE ts_ms < ?1 LIMIT 5000)",
                 [cutoff],
             );
             match deleted {

@@ -118,5 +118,93 @@ fn sse_relay_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, head_parse, body_scan, key_lookup, route_pick, sse_relay_decode);
+fn usage(c: &mut Criterion) {
+    use switchboard_dataplane::usage::scan::{UsageScan, UsageStrip};
+    let event = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}
+
+"#;
+    let mut stream = Vec::new();
+    for _ in 0..100 {
+        stream.extend_from_slice(event);
+    }
+    stream.extend_from_slice(
+        br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":100,"total_tokens":112}}
+
+data: [DONE]
+
+"#,
+    );
+    let whole = format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":12,"completion_tokens":200,"total_tokens":212}}}}"#,
+        "word ".repeat(200)
+    );
+    let mut g = c.benchmark_group("usage");
+    g.throughput(Throughput::Bytes(stream.len() as u64));
+    g.bench_function("scan_100_sse_events_in_4k_reads", |b| {
+        b.iter(|| {
+            let mut s = UsageScan::default();
+            for part in black_box(&stream).chunks(4096) {
+                s.feed(part);
+            }
+            s.total_tokens
+        })
+    });
+    g.bench_function("strip_usage_chunk_100_sse_events_one_read_each", |b| {
+        let mut out = Vec::with_capacity(stream.len());
+        b.iter(|| {
+            out.clear();
+            let mut f = UsageStrip::default();
+            for ev in black_box(&stream).split_inclusive(|&b| b == b'\n') {
+                f.filter(ev, &mut out);
+            }
+            f.finish(&mut out);
+            out.len()
+        })
+    });
+    g.throughput(Throughput::Bytes(whole.len() as u64));
+    g.bench_function("scan_1k_chat_completion", |b| {
+        b.iter(|| {
+            let mut s = UsageScan::default();
+            s.feed(black_box(whole.as_bytes()));
+            s.total_tokens
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    let rec = switchboard_shared::usage::UsageRecord {
+        uid: "0123456789abcdef0123456789abcdef".into(),
+        ts_ms: 1_795_305_600_000,
+        request_id: "fedcba9876543210fedcba9876543210".into(),
+        org: "acme".into(),
+        key_id: "key_3f9a0c1d2e4b".into(),
+        model: "gpt-4o-mini".into(),
+        route: "gpt-4o-mini".into(),
+        target: "openai".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        endpoint: "chat.completions".into(),
+        stream: true,
+        status: 200,
+        outcome: switchboard_shared::usage::Outcome::Ok,
+        attempts: 1,
+        cache_hit: false,
+        prompt_tokens: 12,
+        completion_tokens: 100,
+        total_tokens: 112,
+        estimated: false,
+        cost_nanos: 61_800,
+        latency_us: 812_000,
+        ttft_us: 190_000,
+        upstream_us: 811_500,
+    };
+    let metrics = switchboard_dataplane::metrics::Metrics::new(1, None);
+    g.bench_function("record_build_and_count_in_metrics", |b| {
+        b.iter(|| {
+            let r = black_box(&rec).clone();
+            metrics.slots[0].request(&r);
+            r
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, head_parse, body_scan, key_lookup, route_pick, sse_relay_decode, usage);
 criterion_main!(benches);

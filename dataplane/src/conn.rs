@@ -413,8 +413,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         Outcome::Error(e) => e.status,
         Outcome::Proxied { .. } | Outcome::Aborted => proxied_status,
     };
-    ctx.metrics.response(status);
     if !routed {
+        ctx.metrics.response(status);
         unrouted(ctx, started, started_unix_ms, rid.as_bytes(), status);
     }
     match outcome {

@@ -75,16 +75,17 @@ pub struct WorkerSlot {
 }
 
 impl WorkerSlot {
-    /// Count a response (any request, routed or not).
+    /// Count the response to a request that never reached a route.
     pub fn response(&self, status: u16) {
         if let Ok(mut m) = self.m.lock() {
             *m.responses.entry(status).or_default() += 1;
         }
     }
 
-    /// Count a routed request.
+    /// Count a routed request (and its response).
     pub fn request(&self, r: &UsageRecord) {
         let Ok(mut m) = self.m.lock() else { return };
+        *m.responses.entry(r.status).or_default() += 1;
         let mut h = FxHasher::default();
         (r.model.as_str(), r.route.as_str(), r.target.as_str(), r.status).hash(&mut h);
         let bucket = m.series.entry(h.finish()).or_default();

@@ -396,9 +396,14 @@ fn write_loop(shared: Arc<Shared>, mut sink: Box<dyn UsageSink>, batch_max: usiz
     let mut last_error_log: Option<Instant> = None;
     // Records left by a previous run first.
     let mut replay_due = true;
+    // After a failed replay, wait before the next try.
+    let mut replay_after = Instant::now();
     loop {
-        if replay_due {
+        if replay_due && Instant::now() >= replay_after {
             replay_due = !replay(&shared, sink.as_mut(), batch_max);
+            if replay_due {
+                replay_after = Instant::now() + Duration::from_secs(5);
+            }
         }
         if last_maintain.is_none_or(|t| t.elapsed() >= maintain_every) {
             sink.maintain();
@@ -468,7 +473,8 @@ fn take_all(shared: &Shared, mut first: Vec<UsageRecord>) -> Vec<UsageRecord> {
 }
 
 fn has_spill(shared: &Shared) -> bool {
-    shared.spill.lock().map(|s| s.path.exists() || s.replay_path().exists()).unwrap_or(false)
+    let regular = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    shared.spill.lock().map(|s| regular(&s.path) || regular(&s.replay_path())).unwrap_or(false)
 }
 
 /// Replay the spill file into the sink. Returns true when nothing is left.
@@ -481,6 +487,11 @@ fn replay(shared: &Shared, sink: &mut dyn UsageSink, batch_max: usize) -> bool {
         if !rp.exists() {
             if !s.path.exists() {
                 return true;
+            }
+            // Only a regular file is ever moved or read back (never a device or a pipe).
+            if !std::fs::metadata(&s.path).is_ok_and(|m| m.is_file()) {
+                tracing::error!(path = %s.path.display(), "the usage spill file is not a regular file; not replaying it");
+                return false;
             }
             if let Err(e) = std::fs::rename(&s.path, &rp) {
                 tracing::error!(error = %e, "cannot take the usage spill file aside for replay");
