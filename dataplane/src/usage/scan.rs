@@ -78,6 +78,25 @@ impl UsageScan {
                     None => return,
                     Some(i) => {
                         data = &data[i + 1..];
+                        // Fast path: the whole string, unescaped, is in this read.
+                        if let Some(end) = memchr2(b'"', b'\\', data) {
+                            if data[end] == b'"' {
+                                let name = if end <= KEY_MAX { name_of(&data[..end]) } else { Name::Other };
+                                data = &data[end + 1..];
+                                match data.first() {
+                                    // A key: to its value if we want it.
+                                    Some(b':') => {
+                                        data = &data[1..];
+                                        self.st = if name == Name::Other { St::Out } else { St::Value(name) };
+                                    }
+                                    // A value: keep scanning.
+                                    Some(b) if !b.is_ascii_whitespace() => {}
+                                    // The read ended, or whitespace: decide on the next byte.
+                                    _ => self.st = St::AfterStr(name),
+                                }
+                                continue;
+                            }
+                        }
                         self.key_len = 0;
                         self.key_other = false;
                         self.st = St::Str;
