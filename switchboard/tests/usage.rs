@@ -474,6 +474,36 @@ fn metrics_are_served_and_agree_with_the_database() {
     assert_eq!(value(r#"switchboard_responses_total{status="200"}"#), 10.0);
 }
 
+/// Counts of a client loop: requests sent, and complete 200 responses.
+#[derive(Default)]
+struct Tally {
+    started: std::sync::atomic::AtomicU64,
+    served: std::sync::atomic::AtomicU64,
+}
+
+/// One client on a keep-alive connection, sending `body(i)` until the
+/// gateway goes away (a send fails, or a response is cut or not 200).
+fn client_until_gone(addr: std::net::SocketAddr, tally: &Tally, body: impl Fn(usize) -> &'static str) {
+    let mut c = Conn::open(addr);
+    c.set_timeout(Duration::from_secs(20));
+    for i in 0..100_000 {
+        let body = body(i);
+        if !c.try_send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[])) {
+            return;
+        }
+        tally.started.fetch_add(1, Ordering::SeqCst);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.response())) {
+            Ok(r) if r.status == 200 => {
+                if body.contains("stream") {
+                    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+                }
+                tally.served.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => return,
+        }
+    }
+}
+
 #[test]
 fn sigterm_under_load_accounts_every_served_request() {
     let up = mock();
@@ -511,43 +541,27 @@ hash = "{}"
     .unwrap();
     let mut gw = Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], &[]);
     let addr = gw.address("data plane listening on ");
-    let served = std::sync::atomic::AtomicU64::new(0);
-    let started = std::sync::atomic::AtomicU64::new(0);
+    let tally = Tally::default();
     let code = std::thread::scope(|s| {
         for t in 0..4 {
-            let (served, started) = (&served, &started);
+            let tally = &tally;
+            // Streams still running when SIGTERM comes must finish.
             s.spawn(move || {
-                let mut c = Conn::open(addr);
-                c.set_timeout(Duration::from_secs(20));
-                for i in 0..100_000 {
-                    // Streams still running when SIGTERM comes must finish.
-                    let body = if (i + t) % 2 == 0 {
+                client_until_gone(addr, tally, move |i| {
+                    if (i + t) % 2 == 0 {
                         r#"{"model":"m","stream":true,"mock":{"tokens":5,"interval_ms":4}}"#
                     } else {
                         r#"{"model":"m","mock":{"tokens":3}}"#
-                    };
-                    if !c.try_send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[])) {
-                        return;
                     }
-                    started.fetch_add(1, Ordering::SeqCst);
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.response()));
-                    match r {
-                        Ok(r) if r.status == 200 => {
-                            if body.contains("stream") {
-                                assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
-                            }
-                            served.fetch_add(1, Ordering::SeqCst);
-                        }
-                        _ => return,
-                    }
-                }
+                })
             });
         }
-        assert!(eventually(Duration::from_secs(20), || served.load(Ordering::SeqCst) >= 200));
+        assert!(eventually(Duration::from_secs(20), || tally.served.load(Ordering::SeqCst) >= 200));
         gw.stop()
     });
     assert_eq!(code, 0, "exit 0 after draining");
-    let n = served.load(Ordering::SeqCst);
+    let n = tally.served.load(Ordering::SeqCst);
+    let started = &tally.started;
     assert!(n >= 200);
     let conn = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
     let (rows, ok, requests): (i64, i64, i64) = conn
@@ -631,31 +645,16 @@ fn kill_9_under_load_then_restart_leaves_consistent_totals() {
     .unwrap();
     let mut gw = Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], &[]);
     let addr = gw.address("data plane listening on ");
-    let served = std::sync::atomic::AtomicU64::new(0);
+    let tally = Tally::default();
     std::thread::scope(|s| {
         for _ in 0..4 {
-            let served = &served;
-            s.spawn(move || {
-                let mut c = Conn::open(addr);
-                c.set_timeout(Duration::from_secs(5));
-                for _ in 0..100_000 {
-                    let body = r#"{"model":"m","mock":{"tokens":2}}"#;
-                    if !c.try_send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[])) {
-                        return;
-                    }
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.response())) {
-                        Ok(r) if r.status == 200 => {
-                            served.fetch_add(1, Ordering::SeqCst);
-                        }
-                        _ => return,
-                    }
-                }
-            });
+            let tally = &tally;
+            s.spawn(move || client_until_gone(addr, tally, |_| r#"{"model":"m","mock":{"tokens":2}}"#));
         }
-        assert!(eventually(Duration::from_secs(20), || served.load(Ordering::SeqCst) >= 500));
+        assert!(eventually(Duration::from_secs(20), || tally.served.load(Ordering::SeqCst) >= 500));
         gw.kill9();
     });
-    let served = served.load(Ordering::SeqCst);
+    let served = tally.served.load(Ordering::SeqCst);
     // The database opens cleanly, and the raw log and the rollups agree (one transaction per batch).
     let db = dir.path().join("switchboard.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
