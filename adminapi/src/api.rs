@@ -153,7 +153,8 @@ impl utoipa::Modify for BearerAuth {
         list_routes, create_route, get_route, update_route, delete_route,
         list_tokens, create_token, revoke_token,
         list_audit, watch_snapshot, list_targets,
-        usage_report, usage_top_keys, request_log, ingest_usage
+        usage_report, usage_top_keys, request_log, ingest_usage,
+        get_key_limits, put_key_limits, get_org_limits, put_org_limits
     ),
     modifiers(&BearerAuth)
 )]
@@ -178,6 +179,8 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/audit", get(list_audit))
         .route("/v1/admin/targets", get(list_targets))
         .route("/v1/admin/snapshot", get(watch_snapshot))
+        .route("/v1/admin/keys/{id}/limits", get(get_key_limits).put(put_key_limits))
+        .route("/v1/admin/orgs/{id}/limits", get(get_org_limits).put(put_org_limits))
         .route("/v1/admin/usage", get(usage_report))
         .route("/v1/admin/usage/top-keys", get(usage_top_keys))
         .route("/v1/admin/requests", get(request_log))
@@ -499,6 +502,192 @@ async fn list_targets(State(s): State<SharedState>, _a: Admin) -> ApiResult<Resp
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = Page<AuditEntry>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
 async fn list_audit(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Response> {
     Ok(Json(read!(s, |c| store::list_audit(c, &q))?).into_response())
+}
+
+// ---- limits and quotas
+
+/// A rate limit's state now (in this process's data plane).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RateStatus {
+    /// Per minute.
+    pub limit: u64,
+    pub remaining: u64,
+    /// Milliseconds until the limit is back to full.
+    pub reset_ms: u64,
+}
+
+/// A quota's state in its current period.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QuotaReport {
+    /// `day` or `month` (UTC).
+    pub period: String,
+    pub period_start: String,
+    pub resets_at: String,
+    pub max_usd: Option<f64>,
+    /// Accounted spend this period (all data planes), USD.
+    pub used_usd: f64,
+    /// Held by requests in flight (this process), USD.
+    pub held_usd: f64,
+    pub remaining_usd: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub used_tokens: u64,
+    pub held_tokens: u64,
+    pub remaining_tokens: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelLimitReport {
+    pub model: String,
+    pub requests: Option<RateStatus>,
+    pub tokens: Option<RateStatus>,
+}
+
+/// Limits, what is used and what remains.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LimitsReport {
+    pub object: &'static str,
+    /// `key `ID`` or `org `NAME``.
+    pub scope: String,
+    /// The configured limits (the body `PUT` takes).
+    #[schema(value_type = Object)]
+    pub limits: serde_json::Value,
+    pub requests: Option<RateStatus>,
+    pub tokens: Option<RateStatus>,
+    pub quotas: Vec<QuotaReport>,
+    /// Org only: limits per model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelLimitReport>,
+}
+
+fn rate_status(s: &SharedState, scope: &str, unit: switchboard_dataplane::policy::Unit) -> Option<RateStatus> {
+    s.policy().find_bucket(scope, unit).map(|b| RateStatus {
+        limit: b.limit(),
+        remaining: b.remaining(),
+        reset_ms: b.reset_ns() / 1_000_000,
+    })
+}
+
+fn quota_reports(
+    s: &SharedState,
+    c: &store::Db<'_>,
+    scope: &str,
+    column: &str,
+    value: &str,
+    quotas: &[switchboard_shared::QuotaSpec],
+) -> ApiResult<Vec<QuotaReport>> {
+    let mut out = Vec::new();
+    for q in quotas {
+        let st = s.policy().quota(scope, q.period, q.max_usd, q.max_tokens).status();
+        let (nanos, tokens) = store::spent_since(c, column, value, st.period_start as i64)?;
+        let used_usd = nanos as f64 / 1e9;
+        let held_usd = st.held_nanos as f64 / 1e9;
+        out.push(QuotaReport {
+            period: q.period.name().to_string(),
+            period_start: crate::usage::format_time(st.period_start as i64),
+            resets_at: crate::usage::format_time(st.resets_at as i64),
+            max_usd: q.max_usd,
+            used_usd,
+            held_usd,
+            remaining_usd: q.max_usd.map(|m| (m - used_usd - held_usd).max(0.0)),
+            max_tokens: q.max_tokens,
+            used_tokens: tokens,
+            held_tokens: st.held_tokens,
+            remaining_tokens: q.max_tokens.map(|m| m.saturating_sub(tokens + st.held_tokens)),
+        });
+    }
+    Ok(out)
+}
+
+/// A key's rate limits and quotas: configured, used, remaining.
+#[utoipa::path(get, path = "/v1/admin/keys/{id}/limits", tag = "keys", responses((status = 200, body = LimitsReport), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn get_key_limits(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
+    let st = s.clone();
+    let report = blocking(move || {
+        st.read(|c| {
+            let key = store::find_key(c, &id)?;
+            let limits = store::key_limits(c, &key.id)?;
+            let scope = switchboard_dataplane::policy::key_scope(&key.id);
+            use switchboard_dataplane::policy::Unit;
+            Ok(LimitsReport {
+                object: "limits",
+                requests: limits.rpm.and(rate_status(&st, &scope, Unit::Requests)),
+                tokens: limits.tpm.and(rate_status(&st, &scope, Unit::Tokens)),
+                quotas: quota_reports(&st, c, &scope, "key_id", &key.id, &limits.quotas)?,
+                limits: serde_json::to_value(&limits).unwrap_or_default(),
+                models: Vec::new(),
+                scope,
+            })
+        })
+    })
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+/// Replace a key's rate limits and quotas (`{"rpm","tpm","quotas":[{"period","max_usd","max_tokens"}]}`); applies to the next request.
+#[utoipa::path(put, path = "/v1/admin/keys/{id}/limits", tag = "keys", request_body(content = Object, description = "rpm, tpm, quotas"), responses((status = 200, body = LimitsReport), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("admin_token" = [])))]
+async fn put_key_limits(
+    State(s): State<SharedState>,
+    a: Admin,
+    Path(id): Path<String>,
+    ApiJson(limits): ApiJson<switchboard_shared::KeyLimits>,
+) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    let key_id = id.clone();
+    write!(s, true, |c| {
+        let key = store::find_key(c, &key_id)?;
+        store::set_key_limits(c, &actor, &key.id, &limits)
+    })?;
+    get_key_limits(State(s), a, Path(id)).await
+}
+
+/// An org's rate limits (overall and per model) and quotas: configured, used, remaining.
+#[utoipa::path(get, path = "/v1/admin/orgs/{id}/limits", tag = "orgs", responses((status = 200, body = LimitsReport), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn get_org_limits(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
+    let st = s.clone();
+    let report = blocking(move || {
+        st.read(|c| {
+            let (org, limits) = store::org_limits(c, &id)?;
+            use switchboard_dataplane::policy::{org_model_scope, org_scope, Unit};
+            let scope = org_scope(&org.name);
+            let models = limits
+                .models
+                .iter()
+                .map(|m| {
+                    let ms = org_model_scope(&org.name, &m.model);
+                    ModelLimitReport {
+                        model: m.model.clone(),
+                        requests: m.rpm.and(rate_status(&st, &ms, Unit::Requests)),
+                        tokens: m.tpm.and(rate_status(&st, &ms, Unit::Tokens)),
+                    }
+                })
+                .collect();
+            Ok(LimitsReport {
+                object: "limits",
+                requests: limits.rpm.and(rate_status(&st, &scope, Unit::Requests)),
+                tokens: limits.tpm.and(rate_status(&st, &scope, Unit::Tokens)),
+                quotas: quota_reports(&st, c, &scope, "org", &org.name, &limits.quotas)?,
+                limits: serde_json::to_value(&limits).unwrap_or_default(),
+                models,
+                scope,
+            })
+        })
+    })
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+/// Replace an org's rate limits and quotas (`{"rpm","tpm","quotas","models":[{"model","rpm","tpm"}]}`); applies to the next request.
+#[utoipa::path(put, path = "/v1/admin/orgs/{id}/limits", tag = "orgs", request_body(content = Object, description = "rpm, tpm, quotas, models"), responses((status = 200, body = LimitsReport), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("admin_token" = [])))]
+async fn put_org_limits(
+    State(s): State<SharedState>,
+    a: Admin,
+    Path(id): Path<String>,
+    ApiJson(limits): ApiJson<switchboard_shared::OrgLimits>,
+) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    let org_id = id.clone();
+    write!(s, true, |c| store::set_org_limits(c, &actor, &org_id, &limits))?;
+    get_org_limits(State(s), a, Path(id)).await
 }
 
 // ---- usage

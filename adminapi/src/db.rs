@@ -7,8 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_usage.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_usage.sql"),
+    include_str!("../migrations/0003_limits.sql"),
+];
 
 /// How long a write waits for a lock held by another connection before the
 /// request fails with 503.

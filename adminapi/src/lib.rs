@@ -139,6 +139,7 @@ impl State {
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
         let state = Arc::new(State { db: Mutex::new(conn), sealer, prep, store, watch: tx });
         state.republish()?;
+        state.seed_quotas().map_err(|e| e.message)?;
         Ok(state)
     }
 
@@ -195,14 +196,55 @@ impl State {
             None
         };
         tx.commit()?;
+        // Publishing reads the database again (quotas): let go of it first.
+        drop(conn);
         if let Some((version, spec, snapshot)) = prepared {
             if let Some(store) = &self.store {
                 store.publish(snapshot);
             }
             self.watch.send_replace(Published { version, spec: Arc::new(spec) });
             tracing::info!(version, "routing snapshot published");
+            if let Err(e) = self.seed_quotas() {
+                tracing::warn!(error = %e.message, "cannot read accounted usage back for quotas");
+            }
         }
         Ok(out)
+    }
+
+    /// Give every quota not counted yet (at start, or just configured) the
+    /// usage already accounted in its period, so a restart or a new cap
+    /// starts from the real totals.
+    fn seed_quotas(&self) -> ApiResult<()> {
+        use switchboard_dataplane::policy::{key_scope, org_scope};
+        let spec = self.watch.borrow().spec.clone();
+        let now = switchboard_dataplane::policy::now_unix_ms() as i64 / 1000;
+        let scopes = spec
+            .keys
+            .iter()
+            .flat_map(|k| k.quotas.iter().map(move |q| ("key_id", k.id.clone(), key_scope(&k.id), q.period)))
+            .chain(
+                spec.orgs
+                    .iter()
+                    .flat_map(|o| o.quotas.iter().map(move |q| ("org", o.name.clone(), org_scope(&o.name), q.period))),
+            );
+        for (column, value, scope, period) in scopes {
+            let q = self.prep.policy.quota_state(&scope, period);
+            if q.is_seeded() {
+                continue;
+            }
+            let start = match period {
+                switchboard_shared::Period::Day => switchboard_shared::time::day_start(now),
+                switchboard_shared::Period::Month => switchboard_shared::time::month_start(now),
+            };
+            let (nanos, tokens) = self.read(|c| store::spent_since(c, column, &value, start))?;
+            q.seed(start.max(0) as u64, nanos, tokens);
+        }
+        Ok(())
+    }
+
+    /// The rate-limit and quota state shared with the in-process data plane.
+    pub fn policy(&self) -> &switchboard_dataplane::policy::PolicyRegistry {
+        &self.prep.policy
     }
 
     /// Account usage records (from a remote data plane) in one transaction;

@@ -791,11 +791,12 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
         })
         .collect();
     let mut st = c.prepare(
-        "SELECT k.id, k.hash, o.name, k.models, k.enabled, k.expires_at FROM api_keys k JOIN orgs o ON o.id = k.org_id \
-         ORDER BY k.rowid",
+        "SELECT k.id, k.hash, o.name, k.models, k.enabled, k.expires_at, k.limits FROM api_keys k \
+         JOIN orgs o ON o.id = k.org_id ORDER BY k.rowid",
     )?;
     let keys = st
         .query_map([], |r| {
+            let limits: switchboard_shared::KeyLimits = json_col(r, 6)?;
             Ok(KeySpec {
                 id: r.get(0)?,
                 hash: r.get(1)?,
@@ -803,10 +804,26 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                 models: json_col(r, 3)?,
                 enabled: r.get(4)?,
                 expires_at: r.get::<_, Option<i64>>(5)?.map(|t| t.max(0) as u64),
+                rpm: limits.rpm,
+                tpm: limits.tpm,
+                quotas: limits.quotas,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(RoutingSpec { keys, upstreams, models })
+    let mut st = c.prepare("SELECT name, limits FROM orgs WHERE limits != '{}' ORDER BY rowid")?;
+    let orgs = st
+        .query_map([], |r| {
+            let l: switchboard_shared::OrgLimits = json_col(r, 1)?;
+            Ok(switchboard_shared::OrgSpec {
+                name: r.get(0)?,
+                rpm: l.rpm,
+                tpm: l.tpm,
+                quotas: l.quotas,
+                models: l.models,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RoutingSpec { orgs, keys, upstreams, models })
 }
 
 // ---------------------------------------------------------------- seed
@@ -945,6 +962,72 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
             }
         }
     }
+    for k in &spec.keys {
+        let limits = switchboard_shared::KeyLimits { rpm: k.rpm, tpm: k.tpm, quotas: k.quotas.clone() };
+        set_key_limits(c, actor, &k.id, &limits)?;
+    }
+    for o in &spec.orgs {
+        let org = match find_org(c, &o.name) {
+            Ok(org) => org,
+            Err(_) => create_org_with_id(c, actor, &new_id("org"), &o.name)?,
+        };
+        let limits = switchboard_shared::OrgLimits {
+            rpm: o.rpm,
+            tpm: o.tpm,
+            quotas: o.quotas.clone(),
+            models: o.models.clone(),
+        };
+        set_org_limits(c, actor, &org.id, &limits)?;
+    }
     let after = last_audit_id(c)?;
     Ok((after - before) as usize)
+}
+
+// ---------------------------------------------------------------- limits
+
+pub fn key_limits(c: &Db<'_>, id: &str) -> ApiResult<switchboard_shared::KeyLimits> {
+    let text: Option<String> =
+        c.query_row("SELECT limits FROM api_keys WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    let text = text.ok_or_else(|| ApiError::not_found("key", id))?;
+    serde_json::from_str(&text).map_err(|_| ApiError::internal("stored limits are unreadable"))
+}
+
+pub fn org_limits(c: &Db<'_>, id: &str) -> ApiResult<(Org, switchboard_shared::OrgLimits)> {
+    let org = find_org(c, id)?;
+    let text: String = c.query_row("SELECT limits FROM orgs WHERE id = ?1", [&org.id], |r| r.get(0))?;
+    let limits = serde_json::from_str(&text).map_err(|_| ApiError::internal("stored limits are unreadable"))?;
+    Ok((org, limits))
+}
+
+/// Replace a key's limits (audited when they change).
+pub fn set_key_limits(c: &Db<'_>, actor: &str, id: &str, limits: &switchboard_shared::KeyLimits) -> ApiResult<()> {
+    let before = key_limits(c, id)?;
+    if &before == limits {
+        return Ok(());
+    }
+    let text = serde_json::to_string(limits).map_err(|_| ApiError::internal("cannot store limits"))?;
+    c.execute("UPDATE api_keys SET limits = ?2, updated_at = ?3 WHERE id = ?1", params![id, text, now_secs()])?;
+    audit(c, actor, "update", "key", id, json!({"limits": {"from": before, "to": limits}}))
+}
+
+/// Replace an org's limits (audited when they change).
+pub fn set_org_limits(c: &Db<'_>, actor: &str, id: &str, limits: &switchboard_shared::OrgLimits) -> ApiResult<()> {
+    let (org, before) = org_limits(c, id)?;
+    if &before == limits {
+        return Ok(());
+    }
+    let text = serde_json::to_string(limits).map_err(|_| ApiError::internal("cannot store limits"))?;
+    c.execute("UPDATE orgs SET limits = ?2, updated_at = ?3 WHERE id = ?1", params![org.id, text, now_secs()])?;
+    audit(c, actor, "update", "org", &org.id, json!({"limits": {"from": before, "to": limits}}))
+}
+
+/// Accounted spend (nano-USD) and tokens of a key (`key_id`) or an org
+/// (`org` name) since `since` (Unix seconds).
+pub fn spent_since(c: &Db<'_>, column: &str, value: &str, since: i64) -> ApiResult<(u64, u64)> {
+    let col = if column == "org" { "org" } else { "key_id" };
+    let sql = format!(
+        "SELECT COALESCE(SUM(cost_nanos), 0), COALESCE(SUM(total_tokens), 0) FROM usage_minute WHERE {col} = ?1 AND minute >= ?2"
+    );
+    let (n, t): (i64, i64) = c.query_row(&sql, params![value, since.div_euclid(60)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((n.max(0) as u64, t.max(0) as u64))
 }

@@ -13,10 +13,12 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_request, Endpoint, HeadError, Method, RequestHead};
 use crate::http::io::{read_append, write_all, IoFail};
+use crate::policy::{self, Ask};
 use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
 use crate::request::{include_usage_edit, scan};
 use crate::route;
 use crate::usage::record::{account, unix_ms, unrouted, Subject, Tally};
+use crate::usage::scan::estimate_prompt;
 use crate::worker::{InFlightGuard, RequestId, WorkerCtx};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
@@ -225,11 +227,20 @@ async fn respond<S: AsyncWriteRent>(
 
 /// Render a complete JSON response (with its length) into `out`.
 pub fn render_json(out: &mut Vec<u8>, status: u16, body: &[u8], rid: &RequestId, keep_alive: bool) {
-    render(out, status, "application/json", body, rid, keep_alive)
+    render(out, status, "application/json", body, rid, keep_alive, b"")
 }
 
 /// Render a complete response (with its length) into `out`.
-pub fn render(out: &mut Vec<u8>, status: u16, content_type: &str, body: &[u8], rid: &RequestId, keep_alive: bool) {
+/// `extra` is whole header lines (`name: value\r\n`).
+pub fn render(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    rid: &RequestId,
+    keep_alive: bool,
+    extra: &[u8],
+) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_dec(out, status as u64);
@@ -244,7 +255,9 @@ pub fn render(out: &mut Vec<u8>, status: u16, content_type: &str, body: &[u8], r
     if !keep_alive {
         out.extend_from_slice(b"\r\nconnection: close");
     }
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }
 
@@ -255,8 +268,12 @@ async fn respond_error<S: AsyncWriteRent>(
     err: &GatewayError,
     rid: &RequestId,
     keep_alive: bool,
+    extra: &[u8],
 ) -> bool {
-    respond(ctx, io, out, err.status, &err.to_json(), rid, keep_alive && !err.close).await
+    render(out, err.status, "application/json", &err.to_json(), rid, keep_alive && !err.close, extra);
+    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
+    out.clear();
+    ok
 }
 
 /// What a request came to.
@@ -273,6 +290,87 @@ enum Outcome {
     Aborted,
 }
 
+/// A routed request, parsed and authenticated.
+struct Call<'a> {
+    head: &'a RequestHead,
+    key: &'a crate::snapshot::KeyEntry,
+    route: &'a crate::snapshot::Route,
+    fields: &'a crate::request::BodyFields<'a>,
+    body: &'a [u8],
+    rid: &'a RequestId,
+    keep_alive: bool,
+    started: Instant,
+    started_unix_ms: u64,
+}
+
+/// Phases admit, select / connect / relay (in `proxy`) and account. Returns
+/// the outcome, the status the client got, and header lines for an error
+/// response.
+async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    bufs: &mut Buffers,
+    c: &Call<'_>,
+) -> (Outcome, u16, Vec<u8>) {
+    let subject = Subject {
+        started: c.started,
+        started_unix_ms: c.started_unix_ms,
+        request_id: c.rid.as_bytes(),
+        key: c.key,
+        model: &c.fields.model,
+        endpoint: &c.head.endpoint,
+        stream: c.fields.stream,
+        body: c.body,
+    };
+    let admission = if c.key.policy.is_empty() {
+        None
+    } else {
+        let ask = || Ask { prompt_estimate: estimate_prompt(c.body), max_tokens: c.fields.max_tokens };
+        match policy::admit(&c.key.policy, c.route, ask, ctx.cfg.completion_reserve_tokens) {
+            Ok(a) => Some(a),
+            Err((e, headers)) => {
+                ctx.metrics.refused(e.kind);
+                let tally = Tally { status: e.status, outcome: UsageOutcome::Error, ..Tally::default() };
+                account(ctx, &subject, c.route, &tally);
+                return (Outcome::Error(e), tally.status, headers);
+            }
+        }
+    };
+    let headers = admission.as_ref().map_or(&[][..], |a| &a.headers[..]);
+    // Streams always ask the upstream for usage; the relay strips it if the
+    // client did not ask.
+    let asks_usage = matches!(c.head.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+        && c.fields.stream
+        && c.fields.include_usage != Some(true);
+    let req = ProxyRequest {
+        endpoint: &c.head.endpoint,
+        body: c.body,
+        fields: c.fields,
+        request_id: c.rid.as_bytes(),
+        client_http10: c.head.http10,
+        client_keep_alive: c.keep_alive,
+        strategy: c.head.strategy,
+        usage_edit: if asks_usage { include_usage_edit(c.body, c.fields) } else { None },
+        extra_headers: headers,
+    };
+    let mut tally = Tally::default();
+    let outcome = match proxy(ctx, io, bufs, &req, c.route, &mut tally).await {
+        ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },
+        ProxyOutcome::Failed(e) | ProxyOutcome::Retry(e) => {
+            tally.status = e.status;
+            tally.outcome = UsageOutcome::Error;
+            tally.target = None;
+            Outcome::Error(e)
+        }
+        ProxyOutcome::Aborted => Outcome::Aborted,
+    };
+    let (tokens, nanos) = account(ctx, &subject, c.route, &tally);
+    if let Some(a) = &admission {
+        policy::settle(a, tokens, nanos);
+    }
+    (outcome, tally.status, headers.to_vec())
+}
+
 /// Handle one request, and say what becomes of the connection.
 async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     ctx: &WorkerCtx,
@@ -285,7 +383,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         HeadRead::Closed => return Next::Close,
         HeadRead::Fail(err) => {
             let rid = ctx.next_request_id();
-            respond_error(ctx, io, &mut bufs.out, &err, &rid, false).await;
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, false, b"").await;
             return Next::Linger;
         }
     };
@@ -301,7 +399,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                 HeadError::Expectation => GatewayError::expectation_failed(),
             };
             let rid = ctx.next_request_id();
-            respond_error(ctx, io, &mut bufs.out, &err, &rid, false).await;
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, false, b"").await;
             return Next::Linger;
         }
     };
@@ -317,6 +415,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     let mut routed = false;
     // The status of a proxied response.
     let mut proxied_status = 0;
+    // Header lines for an error response (rate-limit headers).
+    let mut error_headers: Vec<u8> = Vec::new();
 
     let outcome = match &head.endpoint {
         Endpoint::Healthz if head.method == Method::Get => {
@@ -353,46 +453,21 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                             Ok(fields) => match route::resolve(&snapshot, key, &fields.model) {
                                 Err(e) => Outcome::Error(e),
                                 Ok(route) => {
-                                    // Streams always ask the upstream for usage; the
-                                    // relay strips it if the client did not ask.
-                                    let asks_usage =
-                                        matches!(head.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
-                                            && fields.stream
-                                            && fields.include_usage != Some(true);
-                                    let req = ProxyRequest {
-                                        endpoint: &head.endpoint,
-                                        body,
+                                    let call = Call {
+                                        head: &head,
+                                        key,
+                                        route,
                                         fields: &fields,
-                                        request_id: rid.as_bytes(),
-                                        client_http10: head.http10,
-                                        client_keep_alive: keep_alive,
-                                        strategy: head.strategy,
-                                        usage_edit: if asks_usage { include_usage_edit(body, &fields) } else { None },
-                                    };
-                                    let mut tally = Tally::default();
-                                    let outcome = match proxy(ctx, io, bufs, &req, route, &mut tally).await {
-                                        ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },
-                                        ProxyOutcome::Failed(e) | ProxyOutcome::Retry(e) => {
-                                            tally.status = e.status;
-                                            tally.outcome = UsageOutcome::Error;
-                                            tally.target = None;
-                                            Outcome::Error(e)
-                                        }
-                                        ProxyOutcome::Aborted => Outcome::Aborted,
-                                    };
-                                    let subject = Subject {
+                                        body,
+                                        rid: &rid,
+                                        keep_alive,
                                         started,
                                         started_unix_ms,
-                                        request_id: rid.as_bytes(),
-                                        key,
-                                        model: &fields.model,
-                                        endpoint: &head.endpoint,
-                                        stream: fields.stream,
-                                        body,
                                     };
-                                    account(ctx, &subject, route, &tally);
+                                    let (outcome, status, headers) = admit_proxy_account(ctx, io, bufs, &call).await;
                                     routed = true;
-                                    proxied_status = tally.status;
+                                    proxied_status = status;
+                                    error_headers = headers;
                                     outcome
                                 }
                             },
@@ -422,13 +497,13 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
             next(respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive)
         }
         Outcome::Text(status, body) => {
-            render(&mut bufs.out, status, "text/plain; version=0.0.4; charset=utf-8", &body, &rid, keep_alive);
+            render(&mut bufs.out, status, "text/plain; version=0.0.4; charset=utf-8", &body, &rid, keep_alive, b"");
             let ok = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
             bufs.out.clear();
             next(ok && keep_alive)
         }
         Outcome::Error(err) => {
-            let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive).await;
+            let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive, &error_headers).await;
             match next(written && keep_alive && !err.close) {
                 Next::Close if written => Next::Linger,
                 n => n,

@@ -165,6 +165,16 @@ impl GatewayError {
         .closing()
     }
 
+    /// A rate limit refused the request (the message names it).
+    pub fn rate_limited(message: String) -> Self {
+        Self::new(429, "rate_limit_error", Some("rate_limit_exceeded"), message)
+    }
+
+    /// A spend or token cap is reached (OpenAI's `insufficient_quota`).
+    pub fn quota_exceeded(message: String) -> Self {
+        Self::new(429, "insufficient_quota", Some("insufficient_quota"), message)
+    }
+
     pub fn overloaded() -> Self {
         Self::new(503, SERVER, Some("overloaded"), "The gateway is at its connection limit; retry shortly.").closing()
     }

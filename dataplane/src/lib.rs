@@ -9,6 +9,7 @@
 //! | parse        | [`http::head`], [`conn`] (body), [`request`] (fields) |
 //! | authenticate | [`auth`]                       |
 //! | route        | [`route`]                      |
+//! | admit        | [`policy`] (rate limits, quotas) |
 //! | select       | [`select`]                     |
 //! | connect / fail over | [`proxy`], [`upstream`] |
 //! | relay        | [`proxy`] (`relay`), [`usage::scan`] (token counts) |
@@ -27,6 +28,7 @@ pub mod fmt;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod probe;
 pub mod proxy;
 pub mod reload;

@@ -72,9 +72,18 @@ pub struct WorkerSlot {
     m: Mutex<WorkerMetrics>,
     pub inflight: AtomicU64,
     pub connections: AtomicU64,
+    /// Requests refused by a rate limit, and by a quota.
+    pub rate_limited: AtomicU64,
+    pub quota_refused: AtomicU64,
 }
 
 impl WorkerSlot {
+    /// Count a request the policy refused (`kind`: the error's type).
+    pub fn refused(&self, kind: &str) {
+        let c = if kind == "insufficient_quota" { &self.quota_refused } else { &self.rate_limited };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Count the response to a request that never reached a route.
     pub fn response(&self, status: u16) {
         if let Ok(mut m) = self.m.lock() {
@@ -152,10 +161,12 @@ impl Metrics {
         let mut responses: FxHashMap<u16, u64> = FxHashMap::default();
         let mut latency = Latency::default();
         let mut pools: FxHashMap<Box<str>, u64> = FxHashMap::default();
-        let (mut inflight, mut connections) = (0, 0);
+        let (mut inflight, mut connections, mut limited, mut quota) = (0, 0, 0, 0);
         for slot in &self.slots {
             inflight += slot.inflight.load(Ordering::Relaxed);
             connections += slot.connections.load(Ordering::Relaxed);
+            limited += slot.rate_limited.load(Ordering::Relaxed);
+            quota += slot.quota_refused.load(Ordering::Relaxed);
             let Ok(m) = slot.m.lock() else { continue };
             for s in m.series.values().flatten() {
                 let e =
@@ -265,6 +276,10 @@ impl Metrics {
             "Request time not spent waiting on an upstream.",
             &latency.overhead,
         );
+        help(&mut o, "switchboard_rate_limited_total", "counter", "Requests refused by a rate limit (429).");
+        let _ = writeln!(o, "switchboard_rate_limited_total {limited}");
+        help(&mut o, "switchboard_quota_refused_total", "counter", "Requests refused by a spend or token cap (429).");
+        let _ = writeln!(o, "switchboard_quota_refused_total {quota}");
         help(&mut o, "switchboard_requests_in_flight", "gauge", "Requests being handled.");
         let _ = writeln!(o, "switchboard_requests_in_flight {inflight}");
         help(&mut o, "switchboard_client_connections", "gauge", "Open client connections.");

@@ -41,6 +41,8 @@ pub struct ProxyRequest<'a> {
     /// A stream the client did not ask usage for: the gateway asks for it
     /// with this body edit, and takes the usage chunk out of the reply.
     pub usage_edit: Option<(usize, usize, Vec<u8>)>,
+    /// Header lines for the client's response (`x-ratelimit-*`).
+    pub extra_headers: &'a [u8],
 }
 
 pub enum ProxyOutcome {
@@ -407,6 +409,7 @@ async fn relay<S: AsyncWriteRent>(
     out.extend_from_slice(b"\r\nx-switchboard-attempts: ");
     push_dec(out, served.attempts as u64);
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.extra_headers);
     match framing {
         BodyFraming::None => out.extend_from_slice(b"content-length: 0\r\n"),
         BodyFraming::Length(n) => {

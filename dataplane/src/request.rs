@@ -24,6 +24,8 @@ pub struct BodyFields<'a> {
     pub include_usage: Option<bool>,
     /// Byte range of the `stream_options` value, when present.
     pub stream_options_span: Option<(usize, usize)>,
+    /// `max_completion_tokens` or `max_tokens`, when given as a number.
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Default)]
@@ -31,12 +33,16 @@ struct Raw<'a> {
     model: Option<&'a RawValue>,
     stream: Option<&'a RawValue>,
     stream_options: Option<&'a RawValue>,
+    max_tokens: Option<&'a RawValue>,
+    max_completion_tokens: Option<&'a RawValue>,
 }
 
 enum Field {
     Model,
     Stream,
     StreamOptions,
+    MaxTokens,
+    MaxCompletionTokens,
     Other,
 }
 
@@ -53,6 +59,8 @@ impl<'de> Deserialize<'de> for Field {
                     "model" => Field::Model,
                     "stream" => Field::Stream,
                     "stream_options" => Field::StreamOptions,
+                    "max_tokens" => Field::MaxTokens,
+                    "max_completion_tokens" => Field::MaxCompletionTokens,
                     _ => Field::Other,
                 })
             }
@@ -76,6 +84,8 @@ impl<'de> Deserialize<'de> for Raw<'de> {
                         Field::Model => (&mut raw.model, "model"),
                         Field::Stream => (&mut raw.stream, "stream"),
                         Field::StreamOptions => (&mut raw.stream_options, "stream_options"),
+                        Field::MaxTokens => (&mut raw.max_tokens, "max_tokens"),
+                        Field::MaxCompletionTokens => (&mut raw.max_completion_tokens, "max_completion_tokens"),
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -178,7 +188,10 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
         ),
         None => None,
     };
-    Ok(BodyFields { model, model_span, stream, include_usage, stream_options_span })
+    // Validated by the upstream; the gateway only reads it for token limits.
+    let number = |v: Option<&RawValue>| v.and_then(|v| v.get().parse::<u64>().ok());
+    let max_tokens = number(raw.max_completion_tokens).or(number(raw.max_tokens));
+    Ok(BodyFields { model, model_span, stream, include_usage, stream_options_span, max_tokens })
 }
 
 /// Where `part` (borrowed from `body`) lies in it.

@@ -62,6 +62,8 @@ pub struct KeyEntry {
     allowed: Option<Box<[bool]>>,
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<u64>,
+    /// Rate limits and quotas of the key and its org.
+    pub policy: crate::policy::KeyPolicy,
 }
 
 impl KeyEntry {
@@ -298,12 +300,46 @@ pub struct Prepare {
     pub hasher: KeyHasher,
     /// Upstream health, carried from snapshot to snapshot.
     pub health: Arc<HealthRegistry>,
+    /// Rate-limit and quota state, carried from snapshot to snapshot.
+    pub policy: Arc<crate::policy::PolicyRegistry>,
 }
 
 impl Prepare {
     pub fn new(dns: Arc<DnsCache>, hasher: KeyHasher) -> Prepare {
-        Prepare { dns, hasher, health: Arc::default() }
+        Prepare { dns, hasher, health: Arc::default(), policy: Arc::default() }
     }
+}
+
+/// The limits and quotas that apply to key `k`: its own and its org's.
+fn key_policy(
+    k: &switchboard_shared::KeySpec,
+    spec: &RoutingSpec,
+    reg: &crate::policy::PolicyRegistry,
+) -> crate::policy::KeyPolicy {
+    use crate::policy::{key_scope, org_model_scope, org_scope, Unit};
+    let mut p = crate::policy::KeyPolicy::default();
+    let mut add = |scope: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[switchboard_shared::QuotaSpec]| {
+        if let Some(n) = rpm {
+            p.requests.push(reg.bucket(scope, Unit::Requests, n));
+        }
+        if let Some(n) = tpm {
+            p.tokens.push(reg.bucket(scope, Unit::Tokens, n));
+        }
+        for q in quotas {
+            p.quotas.push(reg.quota(scope, q.period, q.max_usd, q.max_tokens));
+        }
+    };
+    add(&key_scope(&k.id), k.rpm, k.tpm, &k.quotas);
+    if let Some(o) = spec.orgs.iter().find(|o| o.name == k.org) {
+        add(&org_scope(&o.name), o.rpm, o.tpm, &o.quotas);
+        for m in &o.models {
+            let ms = org_model_scope(&o.name, &m.model);
+            let r = m.rpm.map(|n| reg.bucket(&ms, Unit::Requests, n));
+            let t = m.tpm.map(|n| reg.bucket(&ms, Unit::Tokens, n));
+            p.per_model.insert(m.model.as_str().into(), (r, t));
+        }
+    }
+    p
 }
 
 /// Prepare a snapshot from a validated spec. Blocking: runs on the reload
@@ -462,7 +498,13 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         };
         keys.insert(
             KeyEntryKey(hash),
-            KeyEntry { id: k.id.as_str().into(), org: k.org.as_str().into(), allowed, expires_at: k.expires_at },
+            KeyEntry {
+                id: k.id.as_str().into(),
+                org: k.org.as_str().into(),
+                allowed,
+                expires_at: k.expires_at,
+                policy: key_policy(k, spec, &prep.policy),
+            },
         );
     }
     let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

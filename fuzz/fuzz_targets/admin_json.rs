@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<ProviderUpdate>(data);
     let _ = serde_json::from_slice::<RouteUpdate>(data);
     let _ = serde_json::from_slice::<AdminTokenCreate>(data);
+    let _ = serde_json::from_slice::<switchboard_shared::KeyLimits>(data);
+    let _ = serde_json::from_slice::<switchboard_shared::OrgLimits>(data);
+    let _ = serde_json::from_slice::<switchboard_shared::usage::UsageBatch>(data);
     if let Ok(p) = serde_json::from_slice::<ProviderCreate>(data) {
         let _ = p.into_parts();
     }

@@ -53,6 +53,8 @@ pub struct Config {
     #[serde(default)]
     pub usage: UsageSettings,
     #[serde(default)]
+    pub orgs: Vec<OrgSpec>,
+    #[serde(default)]
     pub keys: Vec<KeySpec>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamSpec>,
@@ -123,7 +125,12 @@ impl Config {
 
     /// The routing part, which can change at run time.
     pub fn routing(&self) -> RoutingSpec {
-        RoutingSpec { keys: self.keys.clone(), upstreams: self.upstreams.clone(), models: self.models.clone() }
+        RoutingSpec {
+            orgs: self.orgs.clone(),
+            keys: self.keys.clone(),
+            upstreams: self.upstreams.clone(),
+            models: self.models.clone(),
+        }
     }
 }
 
@@ -247,6 +254,9 @@ pub struct ServerConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Serve Prometheus metrics at `GET /metrics` on this listener.
     pub metrics: bool,
+    /// Completion tokens reserved against token limits and quotas for a
+    /// request that does not say `max_tokens` (reconciled when it ends).
+    pub completion_reserve_tokens: u64,
 }
 
 impl Default for ServerConfig {
@@ -271,6 +281,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             metrics: true,
+            completion_reserve_tokens: 1024,
         }
     }
 }
@@ -321,6 +332,9 @@ impl ServerConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingSpec {
+    /// Orgs with limits (an org a key names needs no entry here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orgs: Vec<OrgSpec>,
     #[serde(default)]
     pub keys: Vec<KeySpec>,
     #[serde(default)]
@@ -348,6 +362,128 @@ pub struct KeySpec {
     /// Unix seconds after which the key is refused; none = never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Requests per minute this key may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Spend and token caps per day or calendar month (UTC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaSpec>,
+}
+
+/// Limits of an org: over all its keys, and per model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaSpec>,
+    /// Limits of the org's traffic to one model (route name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelLimitSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimitSpec {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+/// A key's limits as the admin API stores and takes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaSpec>,
+}
+
+/// An org's limits as the admin API stores and takes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelLimitSpec>,
+}
+
+impl OrgLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == OrgLimits::default()
+    }
+}
+
+/// A cap on spend or tokens (or both) per period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    pub period: Period,
+    /// USD, from the targets' price tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_usd: Option<f64>,
+    /// Prompt + completion tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+}
+
+/// A quota's period, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+        }
+    }
+}
+
+/// The most requests or tokens per minute a limit may name.
+pub const MAX_PER_MINUTE: u64 = 1_000_000_000;
+
+fn check_limits(p: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[QuotaSpec]) -> Result<(), ConfigError> {
+    for (name, v) in [("rpm", rpm), ("tpm", tpm)] {
+        if v.is_some_and(|v| v == 0 || v > MAX_PER_MINUTE) {
+            return Err(ConfigError::at(format!("{p}.{name}"), format!("must be 1 to {MAX_PER_MINUTE}")));
+        }
+    }
+    let mut periods = HashSet::new();
+    for (j, q) in quotas.iter().enumerate() {
+        let qp = format!("{p}.quotas[{j}]");
+        if q.max_usd.is_none() && q.max_tokens.is_none() {
+            return Err(ConfigError::at(qp, "set max_usd, max_tokens or both"));
+        }
+        if q.max_usd.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(ConfigError::at(format!("{qp}.max_usd"), "must be a finite amount, not negative"));
+        }
+        if !periods.insert(q.period) {
+            return Err(ConfigError::at(format!("{qp}.period"), "one quota per period"));
+        }
+    }
+    Ok(())
 }
 
 fn default_org() -> String {
@@ -705,6 +841,29 @@ impl RoutingSpec {
                 if m != "*" && !model_names.contains(m.as_str()) {
                     return Err(ConfigError::at(format!("{p}.models[{j}]"), format!("unknown model `{m}`")));
                 }
+            }
+            check_limits(&p, k.rpm, k.tpm, &k.quotas)?;
+        }
+        let mut org_names = HashSet::new();
+        for (i, o) in self.orgs.iter().enumerate() {
+            let p = format!("orgs[{i}]");
+            if o.name.is_empty() {
+                return Err(ConfigError::at(format!("{p}.name"), "must not be empty"));
+            }
+            if !org_names.insert(o.name.as_str()) {
+                return Err(ConfigError::at(format!("{p}.name"), format!("duplicate org `{}`", o.name)));
+            }
+            check_limits(&p, o.rpm, o.tpm, &o.quotas)?;
+            let mut seen = HashSet::new();
+            for (j, m) in o.models.iter().enumerate() {
+                let mp = format!("{p}.models[{j}]");
+                if !model_names.contains(m.model.as_str()) {
+                    return Err(ConfigError::at(format!("{mp}.model"), format!("unknown model `{}`", m.model)));
+                }
+                if !seen.insert(m.model.as_str()) {
+                    return Err(ConfigError::at(format!("{mp}.model"), "listed twice"));
+                }
+                check_limits(&mp, m.rpm, m.tpm, &[])?;
             }
         }
         Ok(())

@@ -10,11 +10,13 @@
 pub mod config;
 pub mod keyhash;
 pub mod secret;
+pub mod time;
 pub mod url;
 pub mod usage;
 
 pub use config::{
-    Config, ConfigError, KeySpec, ModelSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
+    Config, ConfigError, KeyLimits, KeySpec, ModelSpec, OrgLimits, OrgSpec, Period, QuotaSpec, RoutingSpec,
+    ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
 };
 pub use keyhash::{KeyHash, KeyHasher};
 pub use secret::Secret;

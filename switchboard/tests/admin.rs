@@ -352,6 +352,10 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("get", "/v1/admin/usage/top-keys"),
         ("get", "/v1/admin/requests"),
         ("post", "/v1/admin/usage/ingest"),
+        ("get", "/v1/admin/keys/{id}/limits"),
+        ("put", "/v1/admin/keys/{id}/limits"),
+        ("get", "/v1/admin/orgs/{id}/limits"),
+        ("put", "/v1/admin/orgs/{id}/limits"),
     ];
     let documented: Vec<(String, String)> = paths
         .iter()
@@ -364,7 +368,7 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         // And the router really serves it (not the fallback, not 405).
         let path = p.replace("{id}", "nonexistent");
         let path = if p.ends_with("snapshot") { format!("{path}?wait_ms=1") } else { path };
-        let body = if m == "post" || m == "patch" { Some(json!({})) } else { None };
+        let body = if m == "post" || m == "patch" || m == "put" { Some(json!({})) } else { None };
         let r = gw.call(&m.to_uppercase(), &path, body.as_ref());
         assert_ne!(r.status, 405, "{m} {p}");
         if r.status == 404 {

@@ -62,12 +62,14 @@ fn endpoint_name(e: &Endpoint) -> &'static str {
     }
 }
 
+/// Unix milliseconds (the policy clock, so usage and quota periods agree).
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::policy::now_unix_ms()
 }
 
-/// Build the record of a routed request, count it, and queue it.
-pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) {
+/// Build the record of a routed request, count it, and queue it. Returns
+/// the tokens and cost (nano-USD) accounted.
+pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u64, u64) {
     let target = t.target.and_then(|i| route.targets.get(i));
     let (prompt, completion, total, estimated) = if t.status / 100 == 2 && target.is_some() {
         token_counts(&t.reply, s.body, s.stream)
@@ -102,7 +104,9 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) {
         upstream_us: micros(t.upstream),
     };
     ctx.metrics.request(&rec);
+    let spent = (rec.total_tokens, rec.cost_nanos);
     ctx.usage.borrow_mut().push(rec);
+    spent
 }
 
 /// A request that never reached a route, for the access log only (when it is on).

@@ -208,6 +208,13 @@ pub fn estimate_tokens(text_bytes: u64) -> u64 {
     text_bytes.div_ceil(4)
 }
 
+/// Estimated prompt tokens of a request body (its text fields).
+pub fn estimate_prompt(body: &[u8]) -> u64 {
+    let mut req = UsageScan::default();
+    req.feed(body);
+    estimate_tokens(req.text_bytes)
+}
+
 /// Token counts for a request: the upstream's when it gave them, else an
 /// estimate (`estimated` = true): the prompt from the request's text fields,
 /// the completion from the chunks (streams) or text (whole bodies) relayed.
@@ -219,9 +226,7 @@ pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u6
         let total = reply.total_tokens.unwrap_or(prompt + completion);
         return (prompt, completion, total, false);
     }
-    let mut req = UsageScan::default();
-    req.feed(request_body);
-    let prompt = estimate_tokens(req.text_bytes);
+    let prompt = estimate_prompt(request_body);
     let completion = if stream { reply.text_fragments } else { estimate_tokens(reply.text_bytes) };
     (prompt, completion, prompt + completion, true)
 }
