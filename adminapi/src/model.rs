@@ -311,6 +311,10 @@ pub struct RouteSpec {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     pub failover_on: Option<Vec<switchboard_shared::config::Trigger>>,
+    /// The response cache: `{"mode": "off|deterministic|always", "ttl_ms": 300000}`.
+    #[serde(default, skip_serializing_if = "switchboard_shared::config::CacheSpec::is_off")]
+    #[schema(value_type = Option<Object>)]
+    pub cache: switchboard_shared::config::CacheSpec,
 }
 
 fn priority() -> String {
@@ -332,6 +336,9 @@ pub struct RouteCreate {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     pub failover_on: Option<Vec<switchboard_shared::config::Trigger>>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub cache: switchboard_shared::config::CacheSpec,
 }
 
 impl RouteCreate {
@@ -342,6 +349,7 @@ impl RouteCreate {
             retry: self.retry,
             allow_strategy_header: self.allow_strategy_header,
             failover_on: self.failover_on,
+            cache: self.cache,
         };
         (self.name, spec)
     }
@@ -357,6 +365,8 @@ pub struct RouteUpdate {
     pub allow_strategy_header: Option<bool>,
     #[schema(value_type = Option<Vec<String>>)]
     pub failover_on: Option<Option<Vec<switchboard_shared::config::Trigger>>>,
+    #[schema(value_type = Option<Object>)]
+    pub cache: Option<switchboard_shared::config::CacheSpec>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]

@@ -572,6 +572,9 @@ pub fn update_route(c: &Db<'_>, actor: &str, id: &str, u: RouteUpdate) -> ApiRes
     if let Some(f) = u.failover_on {
         after.spec.failover_on = f;
     }
+    if let Some(cache) = u.cache {
+        after.spec.cache = cache;
+    }
     normalize_route(c, &mut after.spec)?;
     if after.name == before.name && after.spec == before.spec {
         return Ok(before);
@@ -787,6 +790,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                 deadline_ms: r.spec.retry.deadline_ms,
                 backoff_ms: r.spec.retry.backoff_ms,
             },
+            cache: r.spec.cache,
             name: r.name,
         })
         .collect();
@@ -899,6 +903,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
             retry,
             allow_strategy_header: m.allow_strategy_header,
             failover_on: Some(m.failover_on.clone()),
+            cache: m.cache,
         };
         match find_route(c, &m.name) {
             Ok(r) => {
@@ -908,6 +913,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                     retry: Some(rs.retry),
                     allow_strategy_header: Some(rs.allow_strategy_header),
                     failover_on: Some(rs.failover_on),
+                    cache: Some(rs.cache),
                     ..RouteUpdate::default()
                 };
                 update_route(c, actor, &r.id, u)?;

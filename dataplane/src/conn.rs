@@ -11,7 +11,7 @@ use crate::error::{reason, GatewayError};
 use crate::fmt::push_dec;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
-use crate::http::head::{parse_request, Endpoint, HeadError, Method, RequestHead};
+use crate::http::head::{parse_request, CacheControl, Endpoint, HeadError, Method, RequestHead};
 use crate::http::io::{read_append, write_all, IoFail};
 use crate::policy::{self, Ask};
 use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
@@ -24,6 +24,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use switchboard_shared::config::CacheMode;
 use switchboard_shared::usage::Outcome as UsageOutcome;
 
 /// Buffers a connection reuses from request to request.
@@ -336,7 +339,39 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
             }
         }
     };
-    let headers = admission.as_ref().map_or(&[][..], |a| &a.headers[..]);
+    let mut headers = admission.as_ref().map_or_else(Vec::new, |a| a.headers.clone());
+    // The response cache, on routes that have it.
+    let mut store_key = None;
+    if !c.route.cache.is_off() {
+        let cache = &ctx.cache;
+        let eligible = c.route.cache.mode == CacheMode::Always
+            || c.fields.temperature_zero
+            || matches!(c.head.endpoint, Endpoint::Embeddings);
+        let key = (eligible && c.head.cache_control != CacheControl::NoStore)
+            .then(|| crate::cache::key(&c.key.org, &c.route.name, endpoint_name(&c.head.endpoint), c.body))
+            .flatten();
+        let state = match key {
+            None => "bypass",
+            Some(k) => {
+                store_key = Some(k);
+                match c.head.cache_control {
+                    CacheControl::NoCache => "bypass",
+                    _ => match cache.get(&k) {
+                        Some(hit) => {
+                            cache.hits.fetch_add(1, Ordering::Relaxed);
+                            return serve_hit(ctx, io, bufs, c, &subject, &hit.body, headers, admission.as_ref()).await;
+                        }
+                        None => "miss",
+                    },
+                }
+            }
+        };
+        let counter = if state == "miss" { &cache.misses } else { &cache.bypasses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        headers.extend_from_slice(b"x-switchboard-cache: ");
+        headers.extend_from_slice(state.as_bytes());
+        headers.extend_from_slice(b"\r\n");
+    }
     // Streams always ask the upstream for usage; the relay strips it if the
     // client did not ask.
     let asks_usage = matches!(c.head.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
@@ -351,7 +386,9 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         client_keep_alive: c.keep_alive,
         strategy: c.head.strategy,
         usage_edit: if asks_usage { include_usage_edit(c.body, c.fields) } else { None },
-        extra_headers: headers,
+        extra_headers: &headers,
+        // Streams are replayed from stored answers, not stored.
+        capture: (store_key.is_some() && !c.fields.stream).then(|| ctx.cache.max_entry()),
     };
     let mut tally = Tally::default();
     let outcome = match proxy(ctx, io, bufs, &req, c.route, &mut tally).await {
@@ -364,11 +401,70 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         }
         ProxyOutcome::Aborted => Outcome::Aborted,
     };
+    if let (Some(k), Some(body), Outcome::Proxied { .. }) = (store_key, tally.captured.take(), &outcome) {
+        if tally.status == 200 {
+            ctx.cache.put(k, &body, Duration::from_millis(c.route.cache.ttl_ms));
+        }
+    }
     let (tokens, nanos) = account(ctx, &subject, c.route, &tally);
     if let Some(a) = &admission {
         policy::settle(a, tokens, nanos);
     }
-    (outcome, tally.status, headers.to_vec())
+    (outcome, tally.status, headers)
+}
+
+fn endpoint_name(e: &Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "chat.completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+        _ => "other",
+    }
+}
+
+/// Answer from the response cache: the stored body, or for a stream its SSE
+/// replay; accounted as a cache hit (tokens from the stored `usage`, no cost).
+#[allow(clippy::too_many_arguments)]
+async fn serve_hit<S: AsyncReadRent + AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    bufs: &mut Buffers,
+    c: &Call<'_>,
+    subject: &Subject<'_>,
+    stored: &[u8],
+    mut headers: Vec<u8>,
+    admission: Option<&policy::Admission<'_>>,
+) -> (Outcome, u16, Vec<u8>) {
+    headers.extend_from_slice(b"x-switchboard-cache: hit\r\nx-switchboard-route: ");
+    headers.extend_from_slice(c.route.name.as_bytes());
+    headers.extend_from_slice(b"\r\n");
+    let replay;
+    let (content_type, body): (&str, &[u8]) = if c.fields.stream {
+        match crate::cache::replay_as_sse(stored, c.fields.include_usage == Some(true)) {
+            Some(sse) => {
+                replay = sse;
+                headers.extend_from_slice(b"cache-control: no-cache\r\n");
+                ("text/event-stream", &replay)
+            }
+            None => ("application/json", stored),
+        }
+    } else {
+        ("application/json", stored)
+    };
+    render(&mut bufs.out, 200, content_type, body, c.rid, c.keep_alive, &headers);
+    let written = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
+    bufs.out.clear();
+    let mut tally = Tally { status: 200, cache_hit: true, first_byte: Some(Instant::now()), ..Tally::default() };
+    tally.reply.feed(stored);
+    if !written {
+        tally.outcome = UsageOutcome::ClientClosed;
+    }
+    let (tokens, _) = account(ctx, subject, c.route, &tally);
+    if let Some(a) = admission {
+        policy::settle(a, tokens, 0);
+    }
+    let outcome = if written { Outcome::Proxied { keep_alive: c.keep_alive } } else { Outcome::Aborted };
+    (outcome, 200, Vec::new())
 }
 
 /// Handle one request, and say what becomes of the connection.

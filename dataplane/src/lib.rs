@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod blocking;
+pub mod cache;
 pub mod conn;
 pub mod dns;
 pub mod error;

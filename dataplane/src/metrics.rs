@@ -143,6 +143,7 @@ impl WorkerSlot {
 pub struct Metrics {
     pub slots: Vec<Arc<WorkerSlot>>,
     pub usage: Option<Arc<UsageStats>>,
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
     pub snapshot_version: AtomicU64,
 }
 
@@ -151,6 +152,7 @@ impl Metrics {
         Metrics {
             slots: (0..workers).map(|_| Arc::new(WorkerSlot::default())).collect(),
             usage,
+            cache: None,
             snapshot_version: AtomicU64::new(0),
         }
     }
@@ -292,6 +294,37 @@ impl Metrics {
         }
         help(&mut o, "switchboard_snapshot_version", "gauge", "Version of the routing snapshot in use.");
         let _ = writeln!(o, "switchboard_snapshot_version {}", self.snapshot_version.load(Ordering::Relaxed));
+        if let Some(cache) = &self.cache {
+            let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let (hits, misses) = (c(&cache.hits), c(&cache.misses));
+            for (name, what, v) in [
+                ("hits", "Requests answered from the response cache.", hits),
+                ("misses", "Cacheable requests the cache could not answer.", misses),
+                (
+                    "bypasses",
+                    "Requests on cache-enabled routes that skipped the cache (Cache-Control, or not cacheable).",
+                    c(&cache.bypasses),
+                ),
+                ("evictions", "Entries evicted to stay within the byte bound.", c(&cache.evictions)),
+            ] {
+                let metric = format!("switchboard_cache_{name}_total");
+                help(&mut o, &metric, "counter", what);
+                let _ = writeln!(o, "{metric} {v}");
+            }
+            help(&mut o, "switchboard_cache_hit_ratio", "gauge", "Hits / (hits + misses) since start.");
+            let ratio = if hits + misses > 0 { hits as f64 / (hits + misses) as f64 } else { 0.0 };
+            let _ = writeln!(o, "switchboard_cache_hit_ratio {ratio}");
+            let (entries, bytes) = cache.size();
+            help(&mut o, "switchboard_cache_entries", "gauge", "Entries in the response cache.");
+            let _ = writeln!(o, "switchboard_cache_entries {entries}");
+            help(
+                &mut o,
+                "switchboard_cache_bytes",
+                "gauge",
+                "Bytes the response cache holds (counted against server.cache_max_bytes).",
+            );
+            let _ = writeln!(o, "switchboard_cache_bytes {bytes}");
+        }
         if let Some(u) = &self.usage {
             let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
             help(&mut o, "switchboard_usage_records_queued", "gauge", "Usage records on their way to the database.");

@@ -43,6 +43,8 @@ pub struct ProxyRequest<'a> {
     pub usage_edit: Option<(usize, usize, Vec<u8>)>,
     /// Header lines for the client's response (`x-ratelimit-*`).
     pub extra_headers: &'a [u8],
+    /// Keep a 200 body (up to this many bytes) for the response cache.
+    pub capture: Option<usize>,
 }
 
 pub enum ProxyOutcome {
@@ -447,6 +449,7 @@ async fn relay<S: AsyncWriteRent>(
         (req.usage_edit.is_some() && head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
             .then(UsageStrip::default);
     let mut filtered = Vec::new();
+    tally.captured = (req.capture.is_some() && head.status == 200 && !head.event_stream).then(Vec::new);
     let retry = |why: String| {
         ProxyOutcome::Retry(GatewayError::upstream(format!(
             "Upstream `{}` failed before the first token: {why}.",
@@ -493,6 +496,13 @@ async fn relay<S: AsyncWriteRent>(
         }
         if success {
             tally.reply.feed(&r[payload.clone()]);
+            if let (Some(max), Some(kept)) = (req.capture, tally.captured.as_mut()) {
+                if kept.len() + payload.len() <= max {
+                    kept.extend_from_slice(&r[payload.clone()]);
+                } else {
+                    tally.captured = None;
+                }
+            }
         }
         if let Some(g) = gate.as_mut() {
             match g.feed(&r[payload.clone()]) {

@@ -26,6 +26,8 @@ pub struct BodyFields<'a> {
     pub stream_options_span: Option<(usize, usize)>,
     /// `max_completion_tokens` or `max_tokens`, when given as a number.
     pub max_tokens: Option<u64>,
+    /// `temperature` is given and zero (a deterministic answer is asked for).
+    pub temperature_zero: bool,
 }
 
 #[derive(Default)]
@@ -35,6 +37,7 @@ struct Raw<'a> {
     stream_options: Option<&'a RawValue>,
     max_tokens: Option<&'a RawValue>,
     max_completion_tokens: Option<&'a RawValue>,
+    temperature: Option<&'a RawValue>,
 }
 
 enum Field {
@@ -43,6 +46,7 @@ enum Field {
     StreamOptions,
     MaxTokens,
     MaxCompletionTokens,
+    Temperature,
     Other,
 }
 
@@ -61,6 +65,7 @@ impl<'de> Deserialize<'de> for Field {
                     "stream_options" => Field::StreamOptions,
                     "max_tokens" => Field::MaxTokens,
                     "max_completion_tokens" => Field::MaxCompletionTokens,
+                    "temperature" => Field::Temperature,
                     _ => Field::Other,
                 })
             }
@@ -86,6 +91,7 @@ impl<'de> Deserialize<'de> for Raw<'de> {
                         Field::StreamOptions => (&mut raw.stream_options, "stream_options"),
                         Field::MaxTokens => (&mut raw.max_tokens, "max_tokens"),
                         Field::MaxCompletionTokens => (&mut raw.max_completion_tokens, "max_completion_tokens"),
+                        Field::Temperature => (&mut raw.temperature, "temperature"),
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -191,7 +197,8 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
     // Validated by the upstream; the gateway only reads it for token limits.
     let number = |v: Option<&RawValue>| v.and_then(|v| v.get().parse::<u64>().ok());
     let max_tokens = number(raw.max_completion_tokens).or(number(raw.max_tokens));
-    Ok(BodyFields { model, model_span, stream, include_usage, stream_options_span, max_tokens })
+    let temperature_zero = raw.temperature.and_then(|v| v.get().parse::<f64>().ok()) == Some(0.0);
+    Ok(BodyFields { model, model_span, stream, include_usage, stream_options_span, max_tokens, temperature_zero })
 }
 
 /// Where `part` (borrowed from `body`) lies in it.

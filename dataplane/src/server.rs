@@ -155,7 +155,10 @@ pub fn start_with(
     };
     let cfg = Arc::new(cfg);
     let draining = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(Metrics::new(workers, usage.as_ref().map(|u| u.stats.clone())));
+    let cache = Arc::new(crate::cache::ResponseCache::new(cfg.cache_max_bytes));
+    let mut metrics = Metrics::new(workers, usage.as_ref().map(|u| u.stats.clone()));
+    metrics.cache = Some(cache.clone());
+    let metrics = Arc::new(metrics);
     let flush_every = usage.as_ref().map_or(Duration::from_millis(100), |u| u.flush_interval());
     let access_log = usage.as_ref().is_some_and(|u| u.has_access_log());
     let listener_fds = listeners.iter().map(|l| l.as_raw_fd()).collect();
@@ -172,6 +175,7 @@ pub fn start_with(
             registry: metrics.clone(),
             usage: usage.as_ref().map_or_else(WorkerQueue::disabled, |u| u.worker_queue()),
             access_log,
+            cache: cache.clone(),
         };
         let t = std::thread::Builder::new().name(format!("sb-worker-{id}")).spawn(move || {
             let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));

@@ -206,6 +206,8 @@ impl Triggers {
 
 pub struct Route {
     pub name: Box<str>,
+    /// The response cache's settings for this route.
+    pub cache: switchboard_shared::config::CacheSpec,
     pub targets: Vec<Target>,
     pub strategy: Strategy,
     pub allow_strategy_header: bool,
@@ -470,6 +472,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         route_index.insert(m.name.as_str().into(), i);
         routes.push(Route {
             name: m.name.as_str().into(),
+            cache: m.cache,
             targets,
             strategy: m.strategy,
             allow_strategy_header: m.allow_strategy_header,

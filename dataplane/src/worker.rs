@@ -41,6 +41,8 @@ pub struct WorkerCtx {
     /// Whether the access log is on (requests that never reach a route are
     /// then recorded too, for it alone).
     pub access_log: bool,
+    /// The response cache, shared by every worker.
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 /// What a worker is given besides its config and snapshots.
@@ -50,11 +52,12 @@ pub struct WorkerParts {
     pub registry: Arc<Metrics>,
     pub usage: WorkerQueue,
     pub access_log: bool,
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 impl WorkerCtx {
     pub fn new(id: usize, cfg: Arc<ServerConfig>, snapshots: LocalSnapshot, parts: WorkerParts) -> WorkerCtx {
-        let WorkerParts { dns, draining, registry, usage, access_log } = parts;
+        let WorkerParts { dns, draining, registry, usage, access_log, cache } = parts;
         let metrics = registry.slots.get(id).cloned().unwrap_or_default();
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(id);
@@ -78,6 +81,7 @@ impl WorkerCtx {
             registry,
             usage: RefCell::new(usage),
             access_log,
+            cache,
         }
     }
 

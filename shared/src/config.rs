@@ -257,6 +257,8 @@ pub struct ServerConfig {
     /// Completion tokens reserved against token limits and quotas for a
     /// request that does not say `max_tokens` (reconciled when it ends).
     pub completion_reserve_tokens: u64,
+    /// Memory for the response cache, all routes together (0: no cache).
+    pub cache_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -282,6 +284,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             metrics: true,
             completion_reserve_tokens: 1024,
+            cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -598,6 +601,48 @@ pub struct ModelSpec {
     pub failover_on: Vec<Trigger>,
     #[serde(default)]
     pub retry: RetrySpec,
+    /// The response cache for this route (off by default).
+    #[serde(default, skip_serializing_if = "CacheSpec::is_off")]
+    pub cache: CacheSpec,
+}
+
+/// A route's response cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// How long an answer stays cached.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_ms: u64,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        CacheSpec { mode: CacheMode::Off, ttl_ms: default_cache_ttl() }
+    }
+}
+
+impl CacheSpec {
+    pub fn is_off(&self) -> bool {
+        self.mode == CacheMode::Off
+    }
+}
+
+fn default_cache_ttl() -> u64 {
+    300_000
+}
+
+/// Which requests of a route the cache answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    #[default]
+    Off,
+    /// Requests that ask for a deterministic answer (`temperature` 0), and embeddings.
+    Deterministic,
+    /// Every request.
+    Always,
 }
 
 /// How a route picks its first target.
@@ -801,6 +846,9 @@ impl RoutingSpec {
             }
             if m.retry.max_attempts == Some(0) || m.retry.max_attempts.is_some_and(|n| n > 32) {
                 return Err(ConfigError::at(format!("{p}.retry.max_attempts"), "must be 1 to 32"));
+            }
+            if !m.cache.is_off() && m.cache.ttl_ms == 0 {
+                return Err(ConfigError::at(format!("{p}.cache.ttl_ms"), "must be at least 1"));
             }
             if m.retry.per_attempt_timeout_ms == Some(0) || m.retry.deadline_ms == Some(0) {
                 return Err(ConfigError::at(format!("{p}.retry"), "timeouts must be at least 1 ms"));

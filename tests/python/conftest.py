@@ -82,6 +82,11 @@ targets = [{{ upstream = "mock" }}]
 name = "fast"
 targets = [{{ upstream = "mock", model = "gpt-4o-mini" }}]
 
+[[models]]
+name = "cached"
+targets = [{{ upstream = "mock", model = "gpt-4o-mini" }}]
+cache = {{ mode = "deterministic", ttl_ms = 60000 }}
+
 [[keys]]
 id = "sdk"
 hash = "{key_hash}"

@@ -49,7 +49,7 @@ def test_streaming_with_usage(client):
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["gpt-4o-mini", "fast"]
+    assert ids == ["gpt-4o-mini", "fast", "cached"]
     assert client.models.retrieve("fast").id == "fast"
 
 

@@ -93,8 +93,21 @@ pub struct RequestHead {
     pub request_id: Option<String>,
     /// `x-switchboard-strategy`: honoured only where the route allows it.
     pub strategy: Option<Strategy>,
+    /// `Cache-Control` as the response cache reads it.
+    pub cache_control: CacheControl,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
+}
+
+/// What a request's `Cache-Control` asks of the response cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheControl {
+    #[default]
+    Default,
+    /// `no-cache`: do not answer from the cache (but store the answer).
+    NoCache,
+    /// `no-store`: neither.
+    NoStore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +171,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     let mut credential = Credential::Missing;
     let mut request_id = None;
     let mut strategy = None;
+    let mut cache_control = CacheControl::Default;
     let mut host = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -222,6 +236,15 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
             22 if eq_ignore_case(name, b"x-switchboard-strategy") => {
                 strategy = std::str::from_utf8(trim(value)).ok().and_then(Strategy::parse);
             }
+            13 if eq_ignore_case(name, b"cache-control") => {
+                for d in value.split(|&b| b == b',').map(trim) {
+                    if eq_ignore_case(d, b"no-store") {
+                        cache_control = CacheControl::NoStore;
+                    } else if eq_ignore_case(d, b"no-cache") && cache_control == CacheControl::Default {
+                        cache_control = CacheControl::NoCache;
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -246,6 +269,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         credential,
         request_id,
         strategy,
+        cache_control,
         head_len,
     })
 }

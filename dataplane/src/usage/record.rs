@@ -25,6 +25,11 @@ pub struct Tally {
     pub upstream: Duration,
     /// Usage read from the relayed body.
     pub reply: UsageScan,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
+    /// The body relayed, kept for the response cache (non-streaming 200s on
+    /// cache-enabled routes, bounded).
+    pub captured: Option<Vec<u8>>,
 }
 
 impl Default for Tally {
@@ -37,6 +42,8 @@ impl Default for Tally {
             first_byte: None,
             upstream: Duration::ZERO,
             reply: UsageScan::default(),
+            cache_hit: false,
+            captured: None,
         }
     }
 }
@@ -71,7 +78,7 @@ pub fn unix_ms() -> u64 {
 /// the tokens and cost (nano-USD) accounted.
 pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u64, u64) {
     let target = t.target.and_then(|i| route.targets.get(i));
-    let (prompt, completion, total, estimated) = if t.status / 100 == 2 && target.is_some() {
+    let (prompt, completion, total, estimated) = if t.status / 100 == 2 && (target.is_some() || t.cache_hit) {
         token_counts(&t.reply, s.body, s.stream)
     } else {
         (0, 0, 0, false)
@@ -93,7 +100,7 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
         status: t.status,
         outcome: t.outcome,
         attempts: t.attempts,
-        cache_hit: false,
+        cache_hit: t.cache_hit,
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: total,
