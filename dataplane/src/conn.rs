@@ -348,7 +348,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
             || c.fields.temperature_zero
             || matches!(c.head.endpoint, Endpoint::Embeddings);
         let key = (eligible && c.head.cache_control != CacheControl::NoStore)
-            .then(|| crate::cache::key(&c.key.org, &c.route.name, endpoint_name(&c.head.endpoint), c.body))
+            .then(|| crate::cache::key(&c.key.org, &c.route.name, c.head.endpoint.name(), c.body))
             .flatten();
         let state = match key {
             None => "bypass",
@@ -411,15 +411,6 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         policy::settle(a, tokens, nanos);
     }
     (outcome, tally.status, headers)
-}
-
-fn endpoint_name(e: &Endpoint) -> &'static str {
-    match e {
-        Endpoint::ChatCompletions => "chat.completions",
-        Endpoint::Completions => "completions",
-        Endpoint::Embeddings => "embeddings",
-        _ => "other",
-    }
 }
 
 /// Answer from the response cache: the stored body, or for a stream its SSE

@@ -29,6 +29,16 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The name usage records and cache keys use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            _ => "other",
+        }
+    }
+
     fn from_path(path: &str) -> Endpoint {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         match path {

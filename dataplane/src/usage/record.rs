@@ -60,15 +60,6 @@ pub struct Subject<'a> {
     pub body: &'a [u8],
 }
 
-fn endpoint_name(e: &Endpoint) -> &'static str {
-    match e {
-        Endpoint::ChatCompletions => "chat.completions",
-        Endpoint::Completions => "completions",
-        Endpoint::Embeddings => "embeddings",
-        _ => "other",
-    }
-}
-
 /// Unix milliseconds (the policy clock, so usage and quota periods agree).
 pub fn unix_ms() -> u64 {
     crate::policy::now_unix_ms()
@@ -95,7 +86,7 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
         route: route.name.to_string(),
         target: target.map(|tg| tg.upstream.name.to_string()).unwrap_or_default(),
         upstream_model: target.map(|tg| tg.upstream_model.to_string()).unwrap_or_default(),
-        endpoint: endpoint_name(s.endpoint).to_string(),
+        endpoint: s.endpoint.name().to_string(),
         stream: s.stream,
         status: t.status,
         outcome: t.outcome,
