@@ -9,6 +9,8 @@
 #
 # MODE=admin runs both with the admin API and its SQLite database (usage
 # accounting on, where the build has it); MODE=file runs from a config file.
+# NEW_KEY_EXTRA adds lines to the new build's [[keys]] entry (e.g. limits the
+# old build does not know: NEW_KEY_EXTRA='rpm = 100000000').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +49,7 @@ MOCK_URL=$(grep -oE 'http://[0-9.:]+/v1' "$OUT/mock.log" | head -1)
 
 KEY=sk-ab-key
 HASH=$("$NEW_BIN/switchboard" hash-key "$KEY")
-start_gateway() { # name bin -> sets GW_PID GW_URL
+start_gateway() { # name bin [key extra] -> sets GW_PID GW_URL
     local dir="$OUT/$1"
     mkdir -p "$dir"
     local admin=""
@@ -76,6 +78,7 @@ targets = [{ upstream = "mock" }]
 [[keys]]
 id = "ab"
 hash = "$HASH"
+${3:-}
 TOML
     SWITCHBOARD_ADMIN_TOKEN=sba-ab-token "$2/switchboard" serve --config "$dir/switchboard.toml" > "$dir/gateway.log" 2>&1 &
     GW_PID=$!
@@ -84,7 +87,7 @@ TOML
     GW_URL="http://$(grep -oE 'data plane listening on [0-9.:]+' "$dir/gateway.log" | head -1 | awk '{print $5}')/v1"
 }
 start_gateway old "$OLD_BIN"; OLD_PID=$GW_PID; OLD_URL=$GW_URL
-start_gateway new "$NEW_BIN"; NEW_PID=$GW_PID; NEW_URL=$GW_URL
+start_gateway new "$NEW_BIN" "${NEW_KEY_EXTRA:-}"; NEW_PID=$GW_PID; NEW_URL=$GW_URL
 
 run() { # name url pid i
     "$NEW_BIN/switchboard-load" --quiet --url "$2" --key "$KEY" --connections "$CONNECTIONS" \
@@ -98,7 +101,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 {
-    echo "gateway CPU per request (us), $CONNECTIONS connections, stream ratio $STREAM_RATIO, ${DURATION}s runs alternated:"
+    echo "gateway CPU per request (us), $CONNECTIONS connections, stream ratio $STREAM_RATIO, ${DURATION}s runs alternated${NEW_KEY_EXTRA:+, new key with: $NEW_KEY_EXTRA}:"
     echo "new ($(git rev-parse --short HEAD)+worktree): ${new_runs[*]}  median $(median "${new_runs[@]}")"
     echo "old ($OLD_REV): ${old_runs[*]}  median $(median "${old_runs[@]}")"
 } | tee "$OUT/summary.txt"

@@ -325,7 +325,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         stream: c.fields.stream,
         body: c.body,
     };
-    let admission = if c.key.policy.is_empty() {
+    let mut admission = if c.key.policy.is_empty() {
         None
     } else {
         let ask = || Ask { prompt_estimate: estimate_prompt(c.body), max_tokens: c.fields.max_tokens };
@@ -339,7 +339,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
             }
         }
     };
-    let mut headers = admission.as_ref().map_or_else(Vec::new, |a| a.headers.clone());
+    let mut headers = admission.as_mut().map(|a| std::mem::take(&mut a.headers)).unwrap_or_default();
     // The response cache, on routes that have it.
     let mut store_key = None;
     if !c.route.cache.is_off() {
@@ -388,7 +388,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         usage_edit: if asks_usage { include_usage_edit(c.body, c.fields) } else { None },
         extra_headers: &headers,
         // Streams are replayed from stored answers, not stored.
-        capture: (store_key.is_some() && !c.fields.stream).then(|| ctx.cache.max_entry()),
+        capture: store_key.filter(|_| !c.fields.stream).map(|k| (k, Duration::from_millis(c.route.cache.ttl_ms))),
     };
     let mut tally = Tally::default();
     let outcome = match proxy(ctx, io, bufs, &req, c.route, &mut tally).await {
@@ -401,11 +401,6 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         }
         ProxyOutcome::Aborted => Outcome::Aborted,
     };
-    if let (Some(k), Some(body), Outcome::Proxied { .. }) = (store_key, tally.captured.take(), &outcome) {
-        if tally.status == 200 {
-            ctx.cache.put(k, &body, Duration::from_millis(c.route.cache.ttl_ms));
-        }
-    }
     let (tokens, nanos) = account(ctx, &subject, c.route, &tally);
     if let Some(a) = &admission {
         policy::settle(a, tokens, nanos);

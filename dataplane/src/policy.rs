@@ -119,7 +119,10 @@ impl Bucket {
 
     /// Units that would pass now.
     pub fn remaining(&self) -> u64 {
-        let now = mono_ns();
+        self.remaining_at(mono_ns())
+    }
+
+    fn remaining_at(&self, now: u64) -> u64 {
         let tat = self.tat.load(Ordering::Acquire).max(now);
         ((now + WINDOW_NS).saturating_sub(tat) / self.interval()).min(self.limit())
     }
@@ -335,9 +338,34 @@ impl KeyPolicy {
     }
 }
 
+/// The limits of one kind that apply to a request: the key's, the org's,
+/// the org's on this model (no allocation).
+#[derive(Clone, Copy, Default)]
+struct Applicable<'a> {
+    list: [Option<&'a Bucket>; 3],
+}
+
+impl<'a> Applicable<'a> {
+    fn new(own: &'a [Arc<Bucket>], model: Option<&'a Bucket>) -> Self {
+        let mut list = [None; 3];
+        for (slot, b) in list.iter_mut().zip(own.iter().map(|b| &**b).chain(model)) {
+            *slot = Some(b);
+        }
+        Applicable { list }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a Bucket> + '_ {
+        self.list.iter().flatten().copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list[0].is_none()
+    }
+}
+
 /// What admitting a request took, to reconcile when it ends.
 pub struct Admission<'a> {
-    tokens: Vec<&'a Bucket>,
+    tokens: Applicable<'a>,
     quotas: &'a [Arc<QuotaState>],
     reserved_tokens: u64,
     held_nanos: u64,
@@ -365,11 +393,10 @@ pub fn admit<'a>(
     for q in &policy.quotas {
         q.check(now_s).map_err(|e| (e, Vec::new()))?;
     }
-    let model = policy.per_model.get(&*route.name);
-    let requests: Vec<&Bucket> =
-        policy.requests.iter().map(|b| &**b).chain(model.and_then(|m| m.0.as_deref())).collect();
-    let tokens: Vec<&Bucket> = policy.tokens.iter().map(|b| &**b).chain(model.and_then(|m| m.1.as_deref())).collect();
-    let refuse = |b: &Bucket, wait: u64, requests: &[&Bucket], tokens: &[&Bucket]| {
+    let model = if policy.per_model.is_empty() { None } else { policy.per_model.get(&*route.name) };
+    let requests = Applicable::new(&policy.requests, model.and_then(|m| m.0.as_deref()));
+    let tokens = Applicable::new(&policy.tokens, model.and_then(|m| m.1.as_deref()));
+    let refuse = |b: &Bucket, wait: u64, requests: &Applicable<'_>, tokens: &Applicable<'_>| {
         let secs = wait.div_ceil(1_000_000_000).max(1);
         let e = GatewayError::rate_limited(format!(
             "Rate limit reached for {} on {}: limit {}. Retry in {secs} s.",
@@ -377,7 +404,7 @@ pub fn admit<'a>(
             b.scope,
             b.limit()
         ));
-        let mut h = headers(requests, tokens);
+        let mut h = headers(requests, tokens, mono_ns());
         h.extend_from_slice(b"retry-after: ");
         push_dec(&mut h, secs);
         h.extend_from_slice(b"\r\n");
@@ -385,7 +412,7 @@ pub fn admit<'a>(
     };
     for (i, b) in requests.iter().enumerate() {
         if let Err(wait) = b.take(1, now) {
-            for taken in &requests[..i] {
+            for taken in requests.iter().take(i) {
                 taken.give_back(1);
             }
             return Err(refuse(b, wait, &requests, &tokens));
@@ -398,10 +425,10 @@ pub fn admit<'a>(
         reserved = a.prompt_estimate + a.max_tokens.unwrap_or(default_reserve);
         for (i, b) in tokens.iter().enumerate() {
             if let Err(wait) = b.take(reserved, now) {
-                for taken in &tokens[..i] {
+                for taken in tokens.iter().take(i) {
                     taken.give_back(reserved);
                 }
-                for taken in &requests {
+                for taken in requests.iter() {
                     taken.give_back(1);
                 }
                 return Err(refuse(b, wait, &requests, &tokens));
@@ -415,14 +442,14 @@ pub fn admit<'a>(
             q.held_nanos.fetch_add(held_nanos, Ordering::AcqRel);
         }
     }
-    let headers = headers(&requests, &tokens);
+    let headers = headers(&requests, &tokens, now);
     Ok(Admission { tokens, quotas: &policy.quotas, reserved_tokens: reserved, held_nanos, headers })
 }
 
 /// The request ended: charge what it really used.
 pub fn settle(a: &Admission<'_>, tokens: u64, nanos: u64) {
     let now = mono_ns();
-    for b in &a.tokens {
+    for b in a.tokens.iter() {
         if tokens > a.reserved_tokens {
             b.charge(tokens - a.reserved_tokens, now);
         } else {
@@ -443,10 +470,12 @@ pub fn settle(a: &Admission<'_>, tokens: u64, nanos: u64) {
 }
 
 /// OpenAI's rate-limit headers for the tightest request and token limits.
-fn headers(requests: &[&Bucket], tokens: &[&Bucket]) -> Vec<u8> {
-    let mut h = Vec::new();
+fn headers(requests: &Applicable<'_>, tokens: &Applicable<'_>, now: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(192);
     for (unit, list) in [("requests", requests), ("tokens", tokens)] {
-        let Some(b) = list.iter().min_by_key(|b| b.remaining()) else { continue };
+        let Some((b, remaining)) = list.iter().map(|b| (b, b.remaining_at(now))).min_by_key(|x| x.1) else {
+            continue;
+        };
         h.extend_from_slice(b"x-ratelimit-limit-");
         h.extend_from_slice(unit.as_bytes());
         h.extend_from_slice(b": ");
@@ -454,28 +483,31 @@ fn headers(requests: &[&Bucket], tokens: &[&Bucket]) -> Vec<u8> {
         h.extend_from_slice(b"\r\nx-ratelimit-remaining-");
         h.extend_from_slice(unit.as_bytes());
         h.extend_from_slice(b": ");
-        push_dec(&mut h, b.remaining());
+        push_dec(&mut h, remaining);
         h.extend_from_slice(b"\r\nx-ratelimit-reset-");
         h.extend_from_slice(unit.as_bytes());
         h.extend_from_slice(b": ");
-        h.extend_from_slice(duration(b.reset_ns()).as_bytes());
+        push_duration(&mut h, b.tat.load(Ordering::Acquire).saturating_sub(now));
         h.extend_from_slice(b"\r\n");
     }
     h
 }
 
 /// OpenAI's reset format: `1s`, `6m0s`, `120ms`.
-fn duration(ns: u64) -> String {
+fn push_duration(h: &mut Vec<u8>, ns: u64) {
     let ms = ns / 1_000_000;
     if ms < 1000 {
-        return format!("{ms}ms");
+        push_dec(h, ms);
+        h.extend_from_slice(b"ms");
+        return;
     }
     let s = ms.div_ceil(1000);
-    if s < 60 {
-        format!("{s}s")
-    } else {
-        format!("{}m{}s", s / 60, s % 60)
+    if s >= 60 {
+        push_dec(h, s / 60);
+        h.push(b'm');
     }
+    push_dec(h, s % 60);
+    h.push(b's');
 }
 
 #[cfg(test)]
@@ -523,8 +555,14 @@ mod tests {
 
     #[test]
     fn reset_durations_read_like_openai() {
-        assert_eq!(duration(120_000_000), "120ms");
-        assert_eq!(duration(1_000_000_000), "1s");
-        assert_eq!(duration(360_000_000_000), "6m0s");
+        let d = |ns| {
+            let mut v = Vec::new();
+            push_duration(&mut v, ns);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(d(120_000_000), "120ms");
+        assert_eq!(d(1_000_000_000), "1s");
+        assert_eq!(d(59_000_000_001), "59s");
+        assert_eq!(d(360_000_000_000), "6m0s");
     }
 }

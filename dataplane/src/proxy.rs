@@ -43,8 +43,10 @@ pub struct ProxyRequest<'a> {
     pub usage_edit: Option<(usize, usize, Vec<u8>)>,
     /// Header lines for the client's response (`x-ratelimit-*`).
     pub extra_headers: &'a [u8],
-    /// Keep a 200 body (up to this many bytes) for the response cache.
-    pub capture: Option<usize>,
+    /// Store a 200 body in the response cache under this key, for this long
+    /// (if it is not over the cache's entry size). Stored before the body's
+    /// last bytes go out, so a client that has the answer finds it cached.
+    pub capture: Option<(crate::cache::Key, Duration)>,
 }
 
 pub enum ProxyOutcome {
@@ -496,8 +498,8 @@ async fn relay<S: AsyncWriteRent>(
         }
         if success {
             tally.reply.feed(&r[payload.clone()]);
-            if let (Some(max), Some(kept)) = (req.capture, tally.captured.as_mut()) {
-                if kept.len() + payload.len() <= max {
+            if let (Some(_), Some(kept)) = (req.capture, tally.captured.as_mut()) {
+                if kept.len() + payload.len() <= ctx.cache.max_entry() {
                     kept.extend_from_slice(&r[payload.clone()]);
                 } else {
                     tally.captured = None;
@@ -536,6 +538,11 @@ async fn relay<S: AsyncWriteRent>(
             }
         } else {
             out.extend_from_slice(payload);
+        }
+        if done {
+            if let (Some((key, ttl)), Some(body)) = (req.capture, tally.captured.take()) {
+                ctx.cache.put(key, &body, ttl);
+            }
         }
         if gate.is_none() && !out.is_empty() {
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {

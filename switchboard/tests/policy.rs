@@ -94,12 +94,18 @@ fn token_limits_reserve_up_front_and_reconcile_with_usage() {
     let gw = Gateway::start(&config(&up.base_url(), "tpm = 1000", ""));
     // Reserves prompt estimate + 100; uses (mock) about 10 prompt + 5 completion tokens.
     let small = r#"{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"mock":{"tokens":5}}"#;
-    let a = gw.chat(small);
+    // One connection: its worker reconciles a request before it reads the next.
+    let mut c = gw.conn();
+    let mut send = |body: &str| {
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+        c.response()
+    };
+    let a = send(small);
     assert_eq!(a.status, 200);
     let after_a = header_u64(&a, "x-ratelimit-remaining-tokens");
     assert!((850..=900).contains(&after_a), "{after_a}: 1000 minus the ~101 reserved");
     assert_eq!(header_u64(&a, "x-ratelimit-limit-tokens"), 1000);
-    let b = gw.chat(small);
+    let b = send(small);
     let after_b = header_u64(&b, "x-ratelimit-remaining-tokens");
     // A's unused reservation came back: B's header is ~A's minus A's real use, not minus 101.
     assert!(after_b + 40 > after_a, "reconciled: {after_a} then {after_b}");
@@ -165,9 +171,15 @@ fn a_token_quota_is_refused_with_insufficient_quota_and_resets_at_the_period_bou
     let up = mock();
     let gw = AdminGateway::start(&admin_config(&up.base_url(), "quotas = [{ period = \"day\", max_tokens = 60 }]"));
     let body = r#"{"model":"m","mock":{"tokens":20}}"#; // ~8 prompt + 20 completion tokens
+                                                        // One connection: its worker settles a request before it reads the next.
+    let mut c = Conn::open(gw.addr);
+    let mut send = |body: &str| {
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+        c.response()
+    };
     let mut served = 0;
     let refused = loop {
-        let r = gw.chat(KEY, body);
+        let r = send(body);
         if r.status != 200 {
             break r;
         }
@@ -189,7 +201,7 @@ fn a_token_quota_is_refused_with_insufficient_quota_and_resets_at_the_period_bou
     let now_ms = switchboard_dataplane::policy::now_unix_ms() as i64;
     let next_day_ms = (now_ms / 86_400_000 + 1) * 86_400_000 + 1_000;
     switchboard_dataplane::policy::set_clock_offset_ms(next_day_ms - now_ms);
-    let r = gw.chat(KEY, body);
+    let r = send(body);
     switchboard_dataplane::policy::set_clock_offset_ms(0);
     assert_eq!(r.status, 200, "{}", r.text());
 }
@@ -201,8 +213,14 @@ fn a_spend_cap_is_enforced_and_survives_a_restart() {
     let cfg = admin_config(&up.base_url(), "quotas = [{ period = \"month\", max_usd = 0.07 }]");
     let gw = AdminGateway::start(&cfg);
     let body = r#"{"model":"m","mock":{"tokens":20}}"#;
-    assert_eq!(gw.chat(KEY, body).status, 200);
-    assert_eq!(gw.chat(KEY, body).status, 200);
+    let send = |gw: &AdminGateway, c: &mut Option<Conn>| {
+        let c = c.get_or_insert_with(|| Conn::open(gw.addr));
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+        c.response()
+    };
+    let mut c = None;
+    assert_eq!(send(&gw, &mut c).status, 200);
+    assert_eq!(send(&gw, &mut c).status, 200);
     gw.wait_usage_written(2);
     let before = gw.call("GET", "/v1/admin/keys/k1/limits", None).json();
     let used = before["quotas"][0]["used_usd"].as_f64().unwrap();
@@ -212,8 +230,9 @@ fn a_spend_cap_is_enforced_and_survives_a_restart() {
     let gw = AdminGateway::start_in(dir, &cfg);
     let after = gw.call("GET", "/v1/admin/keys/k1/limits", None).json();
     assert_eq!(after["quotas"][0]["used_usd"], before["quotas"][0]["used_usd"]);
-    assert_eq!(gw.chat(KEY, body).status, 200, "0.056 < 0.07: one more");
-    let r = gw.chat(KEY, body);
+    let mut c = None;
+    assert_eq!(send(&gw, &mut c).status, 200, "0.056 < 0.07: one more");
+    let r = send(&gw, &mut c);
     assert_eq!(r.status, 429, "0.084 >= 0.07 after the restart too");
     assert!(r.error()["message"].as_str().unwrap().contains("spend cap of $0.07 per month"));
     gw.wait_usage_written(2);
@@ -242,8 +261,10 @@ fn a_quota_counts_what_requests_in_flight_hold() {
         }
     });
     assert_eq!(admitted.load(Ordering::SeqCst), 2, "0 + 300 < 500 admits two; 600 >= 500 refuses the rest");
-    // Once they ended, only what they used counts: room again.
-    assert_eq!(gw.chat(KEY, r#"{"model":"m","max_tokens":10}"#).status, 200);
+    // Once they ended (and were reconciled, just after their last byte), only
+    // what they used counts: room again.
+    assert!(eventually(std::time::Duration::from_secs(5), || gw.chat(KEY, r#"{"model":"m","max_tokens":10}"#).status
+        == 200));
 }
 
 #[test]
