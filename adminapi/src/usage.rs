@@ -100,8 +100,55 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
     Ok(fresh)
 }
 
-/// The embedded sink: its own connection to the admin's database (WAL lets
-/// it write beside the admin API's reads; writes queue on the busy timeout).
+/// The embedded sink: writes through the admin service's own connection and
+/// its mutex, so usage batches and admin changes take turns in order instead
+/// of polling SQLite's lock (a busy usage writer would otherwise starve admin
+/// writes into `503 storage_unavailable`).
+pub struct StateSink {
+    state: crate::SharedState,
+    retention_days: u64,
+}
+
+impl StateSink {
+    pub fn new(state: crate::SharedState, retention_days: u64) -> StateSink {
+        StateSink { state, retention_days }
+    }
+}
+
+impl UsageSink for StateSink {
+    fn write(&mut self, batch: &[UsageRecord]) -> Result<(), String> {
+        self.state.ingest(batch).map(|_| ()).map_err(|e| e.message.to_string())
+    }
+
+    fn maintain(&mut self) {
+        if self.retention_days == 0 {
+            return;
+        }
+        let cutoff = crate::db::now_millis() - (self.retention_days as i64) * 86_400_000;
+        // In slices, so admin changes are never held up long.
+        loop {
+            match self.state.read(|c| Ok(delete_expired(c, cutoff)?)) {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "request log retention"),
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "request log retention failed; will retry");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Delete up to 5,000 request-log rows older than `cutoff` (Unix ms).
+fn delete_expired(c: &Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    c.execute(
+        "DELETE FROM request_log WHERE uid IN (SELECT uid FROM request_log WHERE ts_ms < ?1 LIMIT 5000)",
+        [cutoff],
+    )
+}
+
+/// A sink with its own connection (a tool or a test writing beside a
+/// running admin; `switchboard serve` uses [`StateSink`]).
 pub struct SqliteSink {
     conn: Connection,
     retention_days: u64,
@@ -131,11 +178,7 @@ impl UsageSink for SqliteSink {
         let cutoff = crate::db::now_millis() - (self.retention_days as i64) * 86_400_000;
         // In slices, so the write lock is never held long.
         loop {
-            let deleted = self.conn.execute(
-                "DELETE FROM request_log WHERE uid IN (SELECT uid FROM request_log WHERE ts_ms < ?1 LIMIT 5000)",
-                [cutoff],
-            );
-            match deleted {
+            match delete_expired(&self.conn, cutoff) {
                 Ok(n) if n > 0 => {
                     tracing::debug!(rows = n, "request log retention");
                 }

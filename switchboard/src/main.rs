@@ -344,10 +344,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 max_body_bytes: admin.max_body_bytes,
                 tls,
             };
-            let sink = match switchboard_adminapi::usage::SqliteSink::open(&database, cfg.usage.retention_days) {
-                Ok(s) => s,
-                Err(e) => return fail(EX_CANTCREAT, e),
-            };
+            let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
             let mut spill = database.clone().into_os_string();
             spill.push(".usage-spill");
             usage_sink = Some((Box::new(sink), PathBuf::from(spill)));

@@ -184,7 +184,7 @@ impl AdminGateway {
             tls: None,
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
-        let sink = switchboard_adminapi::usage::SqliteSink::open(&db_path, cfg.usage.retention_days).unwrap();
+        let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
         let spill = cfg.usage.spill_file.clone().unwrap_or_else(|| dir.path().join("usage.spill"));
         let access_log =
             cfg.usage.access_log.as_ref().map(|p| switchboard_dataplane::usage::access::AccessLog::open(p).unwrap());
