@@ -232,10 +232,7 @@ impl State {
             if q.is_seeded() {
                 continue;
             }
-            let start = match period {
-                switchboard_shared::Period::Day => switchboard_shared::time::day_start(now),
-                switchboard_shared::Period::Month => switchboard_shared::time::month_start(now),
-            };
+            let (start, _) = period.bounds(now);
             let (nanos, tokens) = self.read(|c| store::spent_since(c, column, &value, start))?;
             q.seed(start.max(0) as u64, nanos, tokens);
         }

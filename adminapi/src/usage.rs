@@ -6,7 +6,6 @@ use crate::error::{ApiError, ApiResult};
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use switchboard_dataplane::usage::pipeline::UsageSink;
 use switchboard_shared::usage::{nanos_to_usd, UsageRecord};
 use utoipa::{IntoParams, ToSchema};
@@ -121,21 +120,10 @@ impl UsageSink for StateSink {
     }
 
     fn maintain(&mut self) {
-        if self.retention_days == 0 {
-            return;
-        }
-        let cutoff = crate::db::now_millis() - (self.retention_days as i64) * 86_400_000;
-        // In slices, so admin changes are never held up long.
-        loop {
-            match self.state.read(|c| Ok(delete_expired(c, cutoff)?)) {
-                Ok(n) if n > 0 => tracing::debug!(rows = n, "request log retention"),
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e.message, "request log retention failed; will retry");
-                    return;
-                }
-            }
-        }
+        let state = &self.state;
+        expire(self.retention_days, |cutoff| {
+            state.read(|c| Ok(delete_expired(c, cutoff)?)).map_err(|e| e.message.to_string())
+        });
     }
 }
 
@@ -147,6 +135,25 @@ fn delete_expired(c: &Connection, cutoff: i64) -> rusqlite::Result<usize> {
     )
 }
 
+/// Raw-log retention: `delete` slice by slice (so the database is never held
+/// long) until nothing older than `retention_days` is left. 0 keeps all.
+fn expire(retention_days: u64, mut delete: impl FnMut(i64) -> Result<usize, String>) {
+    if retention_days == 0 {
+        return;
+    }
+    let cutoff = crate::db::now_millis() - (retention_days as i64) * 86_400_000;
+    loop {
+        match delete(cutoff) {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "request log retention"),
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "request log retention failed; will retry");
+                return;
+            }
+        }
+    }
+}
+
 /// A sink with its own connection (a tool or a test writing beside a
 /// running admin; `switchboard serve` uses [`StateSink`]).
 pub struct SqliteSink {
@@ -155,11 +162,6 @@ pub struct SqliteSink {
 }
 
 impl SqliteSink {
-    pub fn open(database: &Path, retention_days: u64) -> Result<SqliteSink, String> {
-        let conn = crate::db::open(database).map_err(|e| format!("cannot open `{}`: {e}", database.display()))?;
-        Ok(SqliteSink { conn, retention_days })
-    }
-
     /// A sink on a connection the caller opened (and migrated, `db::open`).
     pub fn from_connection(conn: Connection, retention_days: u64) -> SqliteSink {
         SqliteSink { conn, retention_days }
@@ -172,23 +174,8 @@ impl UsageSink for SqliteSink {
     }
 
     fn maintain(&mut self) {
-        if self.retention_days == 0 {
-            return;
-        }
-        let cutoff = crate::db::now_millis() - (self.retention_days as i64) * 86_400_000;
-        // In slices, so the write lock is never held long.
-        loop {
-            match delete_expired(&self.conn, cutoff) {
-                Ok(n) if n > 0 => {
-                    tracing::debug!(rows = n, "request log retention");
-                }
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "request log retention failed; will retry");
-                    return;
-                }
-            }
-        }
+        let conn = &self.conn;
+        expire(self.retention_days, |cutoff| delete_expired(conn, cutoff).map_err(|e| e.to_string()));
     }
 }
 

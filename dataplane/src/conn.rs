@@ -222,7 +222,23 @@ async fn respond<S: AsyncWriteRent>(
     rid: &RequestId,
     keep_alive: bool,
 ) -> bool {
-    render_json(out, status, body, rid, keep_alive);
+    send_whole(ctx, io, out, status, "application/json", body, rid, keep_alive, b"").await
+}
+
+/// Render a complete response and write it; false if the client is gone.
+#[allow(clippy::too_many_arguments)]
+async fn send_whole<S: AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    rid: &RequestId,
+    keep_alive: bool,
+    extra: &[u8],
+) -> bool {
+    render(out, status, content_type, body, rid, keep_alive, extra);
     let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
     out.clear();
     ok
@@ -273,10 +289,8 @@ async fn respond_error<S: AsyncWriteRent>(
     keep_alive: bool,
     extra: &[u8],
 ) -> bool {
-    render(out, err.status, "application/json", &err.to_json(), rid, keep_alive && !err.close, extra);
-    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
-    out.clear();
-    ok
+    let keep_alive = keep_alive && !err.close;
+    send_whole(ctx, io, out, err.status, "application/json", &err.to_json(), rid, keep_alive, extra).await
 }
 
 /// What a request came to.
@@ -437,9 +451,7 @@ async fn serve_hit<S: AsyncReadRent + AsyncWriteRent>(
     } else {
         ("application/json", stored)
     };
-    render(&mut bufs.out, 200, content_type, body, c.rid, c.keep_alive, &headers);
-    let written = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
-    bufs.out.clear();
+    let written = send_whole(ctx, io, &mut bufs.out, 200, content_type, body, c.rid, c.keep_alive, &headers).await;
     let mut tally = Tally { status: 200, cache_hit: true, first_byte: Some(Instant::now()), ..Tally::default() };
     tally.reply.feed(stored);
     if !written {
@@ -579,10 +591,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
             next(respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive)
         }
         Outcome::Text(status, body) => {
-            render(&mut bufs.out, status, "text/plain; version=0.0.4; charset=utf-8", &body, &rid, keep_alive, b"");
-            let ok = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
-            bufs.out.clear();
-            next(ok && keep_alive)
+            let ct = "text/plain; version=0.0.4; charset=utf-8";
+            next(send_whole(ctx, io, &mut bufs.out, status, ct, &body, &rid, keep_alive, b"").await && keep_alive)
         }
         Outcome::Error(err) => {
             let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive, &error_headers).await;

@@ -209,7 +209,8 @@ impl Metrics {
             "Requests that reached a route, by model, route, target and status.",
         );
         for s in &rows {
-            let _ = writeln!(o, "switchboard_requests_total{{{}}} {}", labels(s, true), s.requests);
+            let l = target_labels(&s.model, &s.route, &s.target);
+            let _ = writeln!(o, "switchboard_requests_total{{{l},status=\"{}\"}} {}", s.status, s.requests);
         }
         help(
             &mut o,
@@ -228,14 +229,15 @@ impl Metrics {
         }
         let mut targets: Vec<_> = by_target.into_iter().collect();
         targets.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((model, route, target), (p, c, _, _)) in &targets {
-            let l = format!("model=\"{}\",route=\"{}\",target=\"{}\"", esc(model), esc(route), esc(target));
+        // Each target's label set, rendered once for the three families below.
+        let targets: Vec<(String, (u64, u64, u64, u64))> =
+            targets.into_iter().map(|((model, route, target), v)| (target_labels(model, route, target), v)).collect();
+        for (l, (p, c, _, _)) in &targets {
             let _ = writeln!(o, "switchboard_tokens_total{{{l},kind=\"prompt\"}} {p}");
             let _ = writeln!(o, "switchboard_tokens_total{{{l},kind=\"completion\"}} {c}");
         }
         help(&mut o, "switchboard_cost_usd_total", "counter", "Cost from the targets' price tables, in USD.");
-        for ((model, route, target), (_, _, nanos, _)) in &targets {
-            let l = format!("model=\"{}\",route=\"{}\",target=\"{}\"", esc(model), esc(route), esc(target));
+        for (l, (_, _, nanos, _)) in &targets {
             let _ = writeln!(o, "switchboard_cost_usd_total{{{l}}} {}", *nanos as f64 / 1e9);
         }
         help(
@@ -244,8 +246,7 @@ impl Metrics {
             "counter",
             "Requests whose token counts were estimated (the upstream gave no usage).",
         );
-        for ((model, route, target), (_, _, _, est)) in &targets {
-            let l = format!("model=\"{}\",route=\"{}\",target=\"{}\"", esc(model), esc(route), esc(target));
+        for (l, (_, _, _, est)) in &targets {
             let _ = writeln!(o, "switchboard_estimated_requests_total{{{l}}} {est}");
         }
         help(&mut o, "switchboard_responses_total", "counter", "Every response written, routed or not, by status.");
@@ -350,12 +351,9 @@ fn help(o: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(o, "# HELP {name} {text}\n# TYPE {name} {kind}");
 }
 
-fn labels(s: &Series, status: bool) -> String {
-    let mut l = format!("model=\"{}\",route=\"{}\",target=\"{}\"", esc(&s.model), esc(&s.route), esc(&s.target));
-    if status {
-        let _ = write!(l, ",status=\"{}\"", s.status);
-    }
-    l
+/// The `model`, `route` and `target` labels, escaped.
+fn target_labels(model: &str, route: &str, target: &str) -> String {
+    format!("model=\"{}\",route=\"{}\",target=\"{}\"", esc(model), esc(route), esc(target))
 }
 
 fn summary(o: &mut String, name: &str, text: &str, h: &Histogram<u64>) {

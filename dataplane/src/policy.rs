@@ -150,14 +150,7 @@ pub struct QuotaState {
 }
 
 fn period_bounds(period: Period, now_s: u64) -> (u64, u64) {
-    let now = now_s as i64;
-    let (a, b) = match period {
-        Period::Day => {
-            let d = switchboard_shared::time::day_start(now);
-            (d, d + 86_400)
-        }
-        Period::Month => (switchboard_shared::time::month_start(now), switchboard_shared::time::next_month_start(now)),
-    };
+    let (a, b) = period.bounds(now_s as i64);
     (a.max(0) as u64, b.max(0) as u64)
 }
 

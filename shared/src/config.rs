@@ -462,6 +462,17 @@ impl Period {
             Period::Month => "month",
         }
     }
+
+    /// The UTC period holding `now` (Unix seconds): its start and its end.
+    pub fn bounds(self, now: i64) -> (i64, i64) {
+        match self {
+            Period::Day => {
+                let d = crate::time::day_start(now);
+                (d, d + 86_400)
+            }
+            Period::Month => (crate::time::month_start(now), crate::time::next_month_start(now)),
+        }
+    }
 }
 
 /// The most requests or tokens per minute a limit may name.

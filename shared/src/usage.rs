@@ -5,10 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 /// How a request ended, as the client saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The whole response reached the client (whatever its status).
+    #[default]
     Ok,
     /// The gateway answered with an error (no target, every attempt failed, ...).
     Error,
@@ -40,7 +41,7 @@ impl Outcome {
 }
 
 /// One request's usage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// Unique per record (the data plane's own id, even when the client sent
     /// an `x-request-id`): accounting the same record twice is a no-op.

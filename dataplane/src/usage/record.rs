@@ -112,30 +112,14 @@ pub fn unrouted(ctx: &WorkerCtx, started: Instant, started_unix_ms: u64, request
     if !ctx.access_log {
         return;
     }
+    // Only what the access log shows; the rest stays empty.
     let rec = UsageRecord {
-        uid: String::new(),
         ts_ms: started_unix_ms,
         request_id: String::from_utf8_lossy(request_id).into_owned(),
-        org: String::new(),
-        key_id: String::new(),
-        model: String::new(),
-        route: String::new(),
-        target: String::new(),
-        upstream_model: String::new(),
-        endpoint: String::new(),
-        stream: false,
         status,
         outcome: if status < 400 { Outcome::Ok } else { Outcome::Error },
-        attempts: 0,
-        cache_hit: false,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        total_tokens: 0,
-        estimated: false,
-        cost_nanos: 0,
         latency_us: started.elapsed().as_micros() as u64,
-        ttft_us: 0,
-        upstream_us: 0,
+        ..UsageRecord::default()
     };
     ctx.usage.borrow_mut().push(rec);
 }
