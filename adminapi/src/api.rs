@@ -154,7 +154,9 @@ impl utoipa::Modify for BearerAuth {
         list_tokens, create_token, revoke_token,
         list_audit, watch_snapshot, list_targets,
         usage_report, usage_top_keys, request_log, ingest_usage,
-        get_key_limits, put_key_limits, get_org_limits, put_org_limits
+        get_key_limits, put_key_limits, get_org_limits, put_org_limits,
+        create_enrollment_token, list_enrollment_tokens, revoke_enrollment_token,
+        list_nodes, get_node, update_node, delete_node
     ),
     modifiers(&BearerAuth)
 )]
@@ -184,6 +186,12 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/usage", get(usage_report))
         .route("/v1/admin/usage/top-keys", get(usage_top_keys))
         .route("/v1/admin/requests", get(request_log))
+        .route("/v1/admin/enrollment-tokens", get(list_enrollment_tokens).post(create_enrollment_token))
+        .route("/v1/admin/enrollment-tokens/{id}/revoke", post(revoke_enrollment_token))
+        .route("/v1/admin/nodes", get(list_nodes))
+        .route("/v1/admin/nodes/{id}", get(get_node).patch(update_node).delete(delete_node))
+        .route("/v1/nodes/enroll", post(node_enroll))
+        .route("/v1/nodes/heartbeat", post(node_heartbeat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown_url", "No such admin endpoint.") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
@@ -827,4 +835,97 @@ mod tests {
         let state = crate::State::open(&dir.path().join("t.db"), prep, None).unwrap();
         let _ = super::app(state, 1024);
     }
+}
+
+// ---- BYOI nodes
+
+#[utoipa::path(post, path = "/v1/admin/enrollment-tokens", tag = "nodes", request_body = crate::nodes::EnrollmentTokenCreate, responses((status = 201, body = crate::nodes::EnrollmentTokenWithSecret), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn create_enrollment_token(
+    State(s): State<SharedState>,
+    a: Admin,
+    ApiJson(b): ApiJson<crate::nodes::EnrollmentTokenCreate>,
+) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    let st = s.clone();
+    Ok(created(write!(s, false, |c| crate::nodes::create_token(c, st.hasher(), &actor, &b))?))
+}
+
+#[utoipa::path(get, path = "/v1/admin/enrollment-tokens", tag = "nodes", responses((status = 200, body = Vec<crate::nodes::EnrollmentToken>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn list_enrollment_tokens(State(s): State<SharedState>, _a: Admin) -> ApiResult<Response> {
+    let data = read!(s, |c| crate::nodes::list_tokens(c))?;
+    Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/admin/enrollment-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path, description = "token id")), responses((status = 200, body = crate::nodes::EnrollmentToken), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn revoke_enrollment_token(
+    State(s): State<SharedState>,
+    a: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    Ok(Json(write!(s, false, |c| crate::nodes::revoke_token(c, &actor, &id))?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/admin/nodes", tag = "nodes", responses((status = 200, body = Vec<crate::nodes::NodeView>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn list_nodes(State(s): State<SharedState>, _a: Admin) -> ApiResult<Response> {
+    let st = s.clone();
+    let data = read!(s, |c| crate::nodes::list_nodes(c, &st.live))?;
+    Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/admin/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = crate::nodes::NodeView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn get_node(State(s): State<SharedState>, _a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
+    let st = s.clone();
+    Ok(Json(read!(s, |c| crate::nodes::get_node(c, &st.live, &id))?).into_response())
+}
+
+#[utoipa::path(patch, path = "/v1/admin/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "id or name")), request_body = crate::nodes::NodeUpdate, responses((status = 200, body = crate::nodes::NodeView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn update_node(
+    State(s): State<SharedState>,
+    a: Admin,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<crate::nodes::NodeUpdate>,
+) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    let st = s.clone();
+    Ok(Json(write!(s, true, |c| crate::nodes::update_node(c, &st.live, &actor, &id, &b))?).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/admin/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn delete_node(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    let st = s.clone();
+    let gone = write!(s, true, |c| crate::nodes::delete_node(c, &st.live, &actor, &id))?;
+    Ok(deleted(&gone))
+}
+
+/// A node agent exchanges its enrollment token for an identity (no admin token).
+async fn node_enroll(
+    State(s): State<SharedState>,
+    ApiJson(b): ApiJson<switchboard_shared::node::EnrollRequest>,
+) -> ApiResult<Response> {
+    let st = s.clone();
+    let out = blocking(move || st.enroll(&b)).await?;
+    Ok(created(out))
+}
+
+/// A node's heartbeat, with its credential as bearer token.
+async fn node_heartbeat(
+    State(s): State<SharedState>,
+    headers: axum::http::HeaderMap,
+    ApiJson(b): ApiJson<switchboard_shared::node::Heartbeat>,
+) -> ApiResult<Response> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let credential = match header.split_at_checked(7) {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer ") && !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_node_credential",
+                "A node credential is required: Authorization: Bearer <node id>.<secret>.",
+            ))
+        }
+    };
+    let st = s.clone();
+    Ok(Json(blocking(move || st.node_heartbeat(&credential, b)).await?).into_response())
 }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_usage.sql"),
     include_str!("../migrations/0003_limits.sql"),
+    include_str!("../migrations/0004_nodes.sql"),
 ];
 
 /// How long a write waits for a lock held by another connection before the

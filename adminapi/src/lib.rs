@@ -12,6 +12,7 @@ pub mod crypt;
 pub mod db;
 pub mod error;
 pub mod model;
+pub mod nodes;
 pub mod store;
 pub mod usage;
 
@@ -41,6 +42,19 @@ pub struct State {
     /// The in-process data plane's store, when there is one.
     store: Option<Arc<SnapshotStore>>,
     watch: watch::Sender<Published>,
+    /// Nodes' last heartbeats.
+    pub live: nodes::Live,
+    /// How often nodes send heartbeats (told to them in every reply).
+    heartbeat_ms: std::sync::atomic::AtomicU64,
+}
+
+/// When a change publishes a snapshot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    Never,
+    /// When it wrote an audit entry.
+    IfChanged,
+    Always,
 }
 
 pub type SharedState = Arc<State>;
@@ -53,6 +67,8 @@ pub struct AdminConfig {
     pub max_body_bytes: usize,
     /// Serve HTTPS with this (reloadable) certificate.
     pub tls: Option<Arc<switchboard_dataplane::tls::ServerTls>>,
+    /// How often nodes send heartbeats; one that misses 2.5 intervals is offline.
+    pub node_heartbeat_ms: u64,
 }
 
 /// Accepted TLS connections, handshaken off the accept loop (a slow client
@@ -137,7 +153,15 @@ impl State {
         }
         let spec = store::routing_spec(&dbv).map_err(|e| e.message)?;
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
-        let state = Arc::new(State { db: Mutex::new(conn), sealer, prep, store, watch: tx });
+        let state = Arc::new(State {
+            db: Mutex::new(conn),
+            sealer,
+            prep,
+            store,
+            watch: tx,
+            live: nodes::Live::default(),
+            heartbeat_ms: std::sync::atomic::AtomicU64::new(DEFAULT_HEARTBEAT_MS),
+        });
         state.republish()?;
         state.seed_quotas().map_err(|e| e.message)?;
         Ok(state)
@@ -181,14 +205,24 @@ impl State {
     /// snapshot before commit and published after; a change that leaves an
     /// unservable spec is rolled back. A no-op publishes nothing.
     pub fn write<T>(&self, routing: bool, f: impl FnOnce(&store::Db<'_>) -> ApiResult<T>) -> ApiResult<T> {
+        self.write_with(if routing { Publish::IfChanged } else { Publish::Never }, f)
+    }
+
+    fn write_with<T>(&self, publish: Publish, f: impl FnOnce(&store::Db<'_>) -> ApiResult<T>) -> ApiResult<T> {
         let mut conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
         let tx = conn.transaction()?;
         let db = store::Db { conn: &tx, sealer: &self.sealer };
         let audit_before = store::last_audit_id(&db)?;
         let out = f(&db)?;
-        let prepared = if routing && store::last_audit_id(&db)? != audit_before {
+        let due = match publish {
+            Publish::Never => false,
+            Publish::IfChanged => store::last_audit_id(&db)? != audit_before,
+            Publish::Always => true,
+        };
+        let prepared = if due {
             let version = store::bump_snapshot_version(&db)?;
-            let spec = store::routing_spec(&db)?;
+            let mut spec = store::routing_spec(&db)?;
+            spec.nodes = nodes::spec_nodes(&db, &self.live)?;
             let snapshot = compile(&spec, version, &self.prep)
                 .map_err(|e| ApiError::invalid_field(&e.path, format!("the change cannot be served: {e}")))?;
             Some((version, spec, snapshot))
@@ -209,6 +243,53 @@ impl State {
             }
         }
         Ok(out)
+    }
+
+    /// How often nodes heartbeat.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_heartbeat_ms(&self, ms: u64) {
+        self.heartbeat_ms.store(ms.max(100), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Exchange an enrollment token for a node identity.
+    pub fn enroll(
+        &self,
+        req: &switchboard_shared::node::EnrollRequest,
+    ) -> ApiResult<switchboard_shared::node::EnrollResponse> {
+        let hb = self.heartbeat_ms();
+        self.write(false, |c| nodes::enroll(c, &self.prep.hasher, req, hb))
+    }
+
+    /// Take a node's heartbeat; publish a snapshot when what gateways route
+    /// on changed.
+    pub fn node_heartbeat(
+        &self,
+        credential: &str,
+        beat: switchboard_shared::node::Heartbeat,
+    ) -> ApiResult<switchboard_shared::node::HeartbeatReply> {
+        let (id, changed, status, routable) =
+            self.write(false, |c| nodes::heartbeat(c, &self.prep.hasher, &self.live, credential, beat))?;
+        if changed {
+            tracing::info!(node = %id, status, routable, "node advertisement changed; publishing");
+            self.publish_nodes()?;
+        }
+        Ok(switchboard_shared::node::HeartbeatReply { status, routable, heartbeat_ms: self.heartbeat_ms() })
+    }
+
+    /// Take nodes whose heartbeats stopped out of the snapshot.
+    pub fn expire_nodes(&self) -> ApiResult<()> {
+        if self.live.expire(self.heartbeat_ms()) {
+            self.publish_nodes()?;
+        }
+        Ok(())
+    }
+
+    /// Publish a snapshot with the nodes as they are now.
+    fn publish_nodes(&self) -> ApiResult<()> {
+        self.write_with(Publish::Always, |_| Ok(()))
     }
 
     /// Give every quota not counted yet (at start, or just configured) the
@@ -280,6 +361,9 @@ impl State {
     }
 }
 
+/// How often nodes heartbeat unless configured.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
+
 /// A running admin service.
 pub struct AdminHandle {
     pub addr: SocketAddr,
@@ -314,6 +398,8 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    state.set_heartbeat_ms(cfg.node_heartbeat_ms);
+    let sweeper = state.clone();
     let app = api::app(state, cfg.max_body_bytes);
     let tls = cfg.tls.clone();
     let thread = std::thread::Builder::new().name("sb-admin".into()).spawn(move || {
@@ -332,6 +418,18 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
                     return;
                 }
             };
+            // Nodes whose heartbeats stop leave the snapshot.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(sweeper.heartbeat_ms() / 4)).await;
+                    let st = sweeper.clone();
+                    match tokio::task::spawn_blocking(move || st.expire_nodes()).await {
+                        Ok(Err(e)) => tracing::warn!(error = %e.message, "cannot publish node changes"),
+                        Err(e) => tracing::warn!(error = %e, "node sweeper failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            });
             let stop = async {
                 let _ = rx.await;
             };

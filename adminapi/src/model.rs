@@ -267,8 +267,18 @@ pub struct Provider {
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTarget {
-    /// Provider id or name.
+    /// Provider id or name (or set `nodes`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub provider: String,
+    /// A node pool: the enrolled nodes that advertise this model (the
+    /// requesting key's org's own, and shared ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    /// USD per million prompt tokens here (a node pool's price; 0 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_per_mtok: Option<f64>,
     /// The provider's model name; defaults to the route's name.
     #[serde(default)]
     pub model: Option<String>,

@@ -516,6 +516,24 @@ fn normalize_route(c: &Db<'_>, spec: &mut RouteSpec) -> ApiResult<()> {
         return Err(ApiError::invalid_field("targets", "a route needs at least one target"));
     }
     for (i, t) in spec.targets.iter_mut().enumerate() {
+        for (field, v) in [("prompt_per_mtok", t.prompt_per_mtok), ("completion_per_mtok", t.completion_per_mtok)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(ApiError::invalid_field(
+                    &format!("targets[{i}].{field}"),
+                    "must be finite and not negative",
+                ));
+            }
+        }
+        if let Some(pool) = &t.nodes {
+            if !t.provider.is_empty() || t.model.is_some() {
+                return Err(ApiError::invalid_field(
+                    &format!("targets[{i}]"),
+                    "a node pool target takes `nodes` (the advertised model), not `provider` or `model`",
+                ));
+            }
+            check_name(&format!("targets[{i}].nodes"), pool)?;
+            continue;
+        }
         let (id, ..) = find_provider_raw(c, &t.provider).map_err(|_| {
             ApiError::invalid_field(&format!("targets[{i}].provider"), format!("no provider `{}`", t.provider))
         })?;
@@ -776,7 +794,10 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                 .targets
                 .iter()
                 .map(|t| TargetSpec {
-                    upstream: name_of(&t.provider).unwrap_or_default(),
+                    upstream: if t.nodes.is_some() { String::new() } else { name_of(&t.provider).unwrap_or_default() },
+                    nodes: t.nodes.clone(),
+                    prompt_per_mtok: t.prompt_per_mtok,
+                    completion_per_mtok: t.completion_per_mtok,
                     model: t.model.clone(),
                     weight: t.weight,
                 })
@@ -827,7 +848,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(RoutingSpec { orgs, keys, upstreams, models })
+    Ok(RoutingSpec { orgs, keys, upstreams, models, nodes: Vec::new() })
 }
 
 // ---------------------------------------------------------------- seed
@@ -888,7 +909,14 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
         let targets = m
             .targets
             .iter()
-            .map(|t| RouteTarget { provider: t.upstream.clone(), model: t.model.clone(), weight: t.weight })
+            .map(|t| RouteTarget {
+                provider: t.upstream.clone(),
+                nodes: t.nodes.clone(),
+                prompt_per_mtok: t.prompt_per_mtok,
+                completion_per_mtok: t.completion_per_mtok,
+                model: t.model.clone(),
+                weight: t.weight,
+            })
             .collect();
         let strategy = serde_json::to_value(m.strategy).ok().and_then(|v| v.as_str().map(str::to_string));
         let retry = RetrySettings {

@@ -83,7 +83,7 @@ fn route_pick(c: &mut Criterion) {
         g.bench_function(format!("{strategy:?}_51_routes_2_targets"), |b| {
             b.iter(|| {
                 let r = route::resolve(&snap, key, black_box("gpt-4o-mini")).unwrap();
-                select::plan(r, strategy, 1).nth(0)
+                select::plan(r, strategy, 1, "default").nth(0)
             })
         });
     }

@@ -50,14 +50,21 @@ fn trim_capacity(v: &mut Vec<u8>) {
     }
 }
 
-/// Serve a client connection until it closes, errs, idles out or the worker drains.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(ctx: Rc<WorkerCtx>, mut io: S) {
+/// Serve a client connection until it closes, errs, idles out or the worker
+/// drains — or a node agent attaches it, and it joins the upstream pool.
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent + crate::upstream::IntoUpStream>(ctx: Rc<WorkerCtx>, mut io: S) {
     let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut bufs = Buffers::default();
     loop {
         let next = handle_one(&ctx, &mut io, &mut rbuf, &mut bufs).await;
         match next {
             Next::Close => return,
+            Next::Attach(pool_key) => {
+                // Kept until the node closes it (or the snapshot drops the node).
+                let day = Duration::from_secs(86_400);
+                ctx.pool.borrow_mut().put(&pool_key, io.into_upstream(), 1024, day);
+                return;
+            }
             Next::Linger => {
                 lingering_close(&mut io, rbuf).await;
                 return;
@@ -104,6 +111,8 @@ enum Next {
     Close,
     /// Close after an error response, draining input first.
     Linger,
+    /// A node agent attached: pool the connection under this key.
+    Attach(std::sync::Arc<str>),
 }
 
 enum HeadRead {
@@ -403,6 +412,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
         extra_headers: &headers,
         // Streams are replayed from stored answers, not stored.
         capture: store_key.filter(|_| !c.fields.stream).map(|k| (k, Duration::from_millis(c.route.cache.ttl_ms))),
+        org: &c.key.org,
     };
     let mut tally = Tally::default();
     let outcome = match proxy(ctx, io, bufs, &req, c.route, &mut tally).await {
@@ -520,6 +530,21 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         Endpoint::Metrics if head.method == Method::Get && ctx.cfg.metrics => {
             Outcome::Text(200, ctx.metrics_text(snapshot.version).into_bytes())
         }
+        Endpoint::NodeAttach if head.method == Method::Post && !body_pending && !ctx.draining() => {
+            match crate::node::authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
+                Err(e) => Outcome::Error(e),
+                Ok(node) => {
+                    let key = node.pool_key.clone();
+                    let workers = ctx.registry.slots.len();
+                    crate::node::switching_response(&mut bufs.out, ctx.id, workers, ctx.instance);
+                    let ok = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
+                    bufs.out.clear();
+                    tracing::debug!(node = %node.name, worker = ctx.id, "node connection attached");
+                    return if ok { Next::Attach(key) } else { Next::Close };
+                }
+            }
+        }
+        Endpoint::NodeAttach if ctx.draining() => Outcome::Error(GatewayError::shutting_down()),
         Endpoint::Unknown => Outcome::Error(GatewayError::unknown_url(
             match head.method {
                 Method::Get => "GET",

@@ -103,6 +103,11 @@ impl GatewayError {
         )
     }
 
+    /// A node agent's attach refused (unknown, revoked or wrong secret).
+    pub fn node_refused(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(401, INVALID, Some("invalid_node_credential"), message)
+    }
+
     pub fn invalid_key() -> Self {
         Self::new(401, INVALID, Some("invalid_api_key"), "Incorrect API key provided.")
     }
@@ -251,6 +256,7 @@ impl GatewayError {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",

@@ -29,6 +29,7 @@ pub mod fmt;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod probe;
 pub mod proxy;

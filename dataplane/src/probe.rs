@@ -23,6 +23,7 @@ pub fn probe(up: &Upstream, path: &str, dns: &DnsCache) -> Result<Duration, Stri
             .and_then(|a| a.first().copied())
             .as_ref()
             .ok_or_else(|| format!("`{host}` does not resolve"))?,
+        UpstreamAddr::Reverse => return Err("an outbound node is checked by its heartbeats, not probed".into()),
     };
     let mut req = Vec::with_capacity(256);
     req.extend_from_slice(b"GET ");

@@ -47,6 +47,8 @@ pub struct ProxyRequest<'a> {
     /// (if it is not over the cache's entry size). Stored before the body's
     /// last bytes go out, so a client that has the answer finds it cached.
     pub capture: Option<(crate::cache::Key, Duration)>,
+    /// The org of the request's key (nodes serve their own org only).
+    pub org: &'a str,
 }
 
 pub enum ProxyOutcome {
@@ -74,7 +76,7 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
         Some(s) if route.allow_strategy_header => s,
         _ => route.strategy,
     };
-    let plan = select::plan(route, strategy, now_ms());
+    let plan = select::plan(route, strategy, now_ms(), req.org);
     if plan.is_empty() {
         return ProxyOutcome::Failed(GatewayError::no_target(&route.name));
     }
@@ -292,8 +294,18 @@ async fn attempt(
         match exchange(ctx, &mut conn, up, bufs, wait).await {
             Ok(head) => return Ok((conn, head)),
             Err(Exchange::Stale) if reused => {
-                conn = connect(up, &ctx.dns).await?;
-                reused = false;
+                // A node's connections are all pooled: try its next one.
+                let next = match up.addr {
+                    crate::snapshot::UpstreamAddr::Reverse => ctx.pool.borrow_mut().take(&up.pool_key),
+                    _ => None,
+                };
+                match next {
+                    Some(c) => conn = c,
+                    None => {
+                        conn = connect(up, &ctx.dns).await?;
+                        reused = false;
+                    }
+                }
             }
             Err(Exchange::Stale) => {
                 return Err(GatewayError::upstream(format!(

@@ -7,12 +7,12 @@
 
 use crate::health::State;
 use crate::snapshot::Route;
-use switchboard_shared::config::{Strategy, MAX_TARGETS};
+use switchboard_shared::config::{Strategy, MAX_EXPANDED_TARGETS};
 
 /// Target indexes in the order to try them.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    order: [u8; MAX_TARGETS],
+    order: [u8; MAX_EXPANDED_TARGETS],
     len: usize,
 }
 
@@ -35,10 +35,12 @@ impl Plan {
     }
 }
 
-/// Order `route`'s targets for one request.
-pub fn plan(route: &Route, strategy: Strategy, now: u64) -> Plan {
-    let n = route.targets.len().min(MAX_TARGETS);
-    let mut order = [0u8; MAX_TARGETS];
+/// Order `route`'s targets for one request from a key of `org`. Nodes that
+/// do not serve `org` are left out; a node pool's nodes are tried least busy
+/// first (ties taken in turn), and nodes at capacity go to the back.
+pub fn plan(route: &Route, strategy: Strategy, now: u64, org: &str) -> Plan {
+    let mut n = route.targets.len().min(MAX_EXPANDED_TARGETS);
+    let mut order = [0u8; MAX_EXPANDED_TARGETS];
     for (i, slot) in order.iter_mut().enumerate().take(n) {
         *slot = i as u8;
     }
@@ -68,10 +70,27 @@ pub fn plan(route: &Route, strategy: Strategy, now: u64) -> Plan {
             order[..n].sort_by_key(|&i| key(i));
         }
     }
+    if route.has_nodes {
+        if strategy == Strategy::Priority {
+            let turn = route.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
+            let busy = |i: u8| ts[i as usize].upstream.health.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            order[..n].sort_by_key(|&i| (ts[i as usize].group, busy(i), (i as usize + turn) % n.max(1)));
+        }
+        let mut kept = 0;
+        for k in 0..n {
+            let i = order[k];
+            if ts[i as usize].serves(org) {
+                order[kept] = i;
+                kept += 1;
+            }
+        }
+        n = kept;
+    }
     // Healthy targets first, in that order; the rest as a last resort.
     let usable = |i: u8| {
-        let up = &ts[i as usize].upstream;
-        matches!(up.health.state(now), State::Closed | State::HalfOpen) && !up.all_keys_benched(now)
+        let t = &ts[i as usize];
+        let up = &t.upstream;
+        matches!(up.health.state(now), State::Closed | State::HalfOpen) && !up.all_keys_benched(now) && t.has_room()
     };
     order[..n].sort_by_key(|&i| !usable(i));
     Plan { order, len: n }

@@ -162,6 +162,12 @@ pub fn start_with(
     let flush_every = usage.as_ref().map_or(Duration::from_millis(100), |u| u.flush_interval());
     let access_log = usage.as_ref().is_some_and(|u| u.has_access_log());
     let listener_fds = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let instance = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    };
     let mut threads = Vec::with_capacity(workers);
     for (id, l) in listeners.into_iter().enumerate() {
         let cfg = cfg.clone();
@@ -176,6 +182,7 @@ pub fn start_with(
             usage: usage.as_ref().map_or_else(WorkerQueue::disabled, |u| u.worker_queue()),
             access_log,
             cache: cache.clone(),
+            instance,
         };
         let t = std::thread::Builder::new().name(format!("sb-worker-{id}")).spawn(move || {
             let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));
@@ -240,9 +247,13 @@ async fn worker_main(
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
+            let snapshot = sweeper.snapshot();
             let pools = {
                 let mut pool = sweeper.pool.borrow_mut();
                 pool.sweep();
+                // A node that left the snapshot (removed, disabled, offline) is cut off.
+                let prefix = switchboard_shared::config::NODE_TARGET_PREFIX;
+                pool.retain_keys(|k| k.strip_prefix(prefix).is_none_or(|id| snapshot.nodes.contains_key(id)));
                 pool.idle_by_pool()
             };
             sweeper.metrics.set_pools(pools);

@@ -84,6 +84,9 @@ pub enum UpstreamAddr {
         host: Box<str>,
         key: Box<str>,
     },
+    /// A node in outbound mode: only the connections it opened to the gateway
+    /// (in the worker's pool) reach it.
+    Reverse,
 }
 
 pub struct UpstreamTls {
@@ -175,6 +178,25 @@ pub struct Target {
     pub prices: Option<(f64, f64)>,
     /// The model name the upstream gets.
     pub upstream_model: Box<str>,
+    /// A node's target: the org it serves (`None`: every org — a provider, or
+    /// a node its admin shared).
+    pub org: Option<Arc<str>>,
+    /// Most requests in flight at once in this process (0: no limit).
+    pub capacity: u32,
+    /// The listed target this one comes from (a node pool expands to several).
+    pub group: u8,
+}
+
+impl Target {
+    /// Whether a key of `org` may be served by this target.
+    pub fn serves(&self, org: &str) -> bool {
+        self.org.as_deref().is_none_or(|o| o == org)
+    }
+
+    /// Whether it has room for another request.
+    pub fn has_room(&self) -> bool {
+        self.capacity == 0 || (self.upstream.health.in_flight.load(Ordering::Relaxed) as u64) < self.capacity as u64
+    }
 }
 
 /// Retry settings of a route.
@@ -217,6 +239,8 @@ pub struct Route {
     pub turn: AtomicU64,
     /// One period of the smooth weighted round-robin order (target indexes).
     pub weighted_order: Box<[u8]>,
+    /// Some targets are nodes (checked per request: org, capacity, pools).
+    pub has_nodes: bool,
 }
 
 /// One period of smooth weighted round-robin over `weights`: each index
@@ -249,6 +273,19 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Every upstream, once.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Enrolled nodes that are online, by id (for their attach credential).
+    pub nodes: FxHashMap<Box<str>, NodeEntry>,
+}
+
+/// A node as the attach handshake sees it.
+pub struct NodeEntry {
+    pub name: Arc<str>,
+    /// Hash of the node's secret.
+    pub secret_hash: KeyHash,
+    /// Its connections are pooled under this key.
+    pub pool_key: Arc<str>,
+    /// Whether it is reached over connections it opens (outbound mode).
+    pub outbound: bool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -272,6 +309,7 @@ impl Snapshot {
             route_index: FxHashMap::default(),
             routes: vec![],
             upstreams: vec![],
+            nodes: FxHashMap::default(),
         }
     }
 
@@ -344,106 +382,202 @@ fn key_policy(
     p
 }
 
+/// Build one upstream. `reverse`: a node reached over connections it opened
+/// to the gateway, pooled under this key (no address to dial).
+fn build_upstream(
+    p: &str,
+    u: &switchboard_shared::UpstreamSpec,
+    prep: &Prepare,
+    default_tls: &mut Option<Arc<rustls::ClientConfig>>,
+    reverse: Option<&str>,
+) -> Result<Upstream, ConfigError> {
+    let p = p.to_string();
+    let dns = &*prep.dns;
+    let url = BaseUrl::parse(&u.base_url).map_err(|e| err(format!("{p}.base_url"), e))?;
+    let tls = if url.tls {
+        let config = match (&u.ca_file, &*default_tls) {
+            (Some(path), _) => crate::tls::client_config(Some(path)).map_err(|e| err(format!("{p}.ca_file"), e))?,
+            (None, Some(c)) => c.clone(),
+            (None, None) => {
+                let c = crate::tls::client_config(None).map_err(|e| err(p.clone(), e))?;
+                *default_tls = Some(c.clone());
+                c
+            }
+        };
+        let server_name = ServerName::try_from(url.host.clone())
+            .map_err(|e| err(format!("{p}.base_url"), format!("not a valid TLS server name: {e}")))?;
+        Some(UpstreamTls { config, server_name })
+    } else {
+        None
+    };
+    let addr = match url.ip() {
+        _ if reverse.is_some() => UpstreamAddr::Reverse,
+        Some(ip) => UpstreamAddr::Ip(SocketAddr::new(ip, url.port)),
+        None => {
+            if let Err(e) = dns.resolve_blocking(&url.host, url.port) {
+                // Keep going: the refresher retries, and requests get a clear 502 meanwhile.
+                tracing::warn!(upstream = %u.name, error = %e, "upstream host does not resolve yet");
+            }
+            UpstreamAddr::Dns { host: url.host.clone().into(), key: cache_key(&url.host, url.port).into() }
+        }
+    };
+    let mut api_keys: Vec<String> = match (&u.api_key, &u.api_key_env) {
+        (Some(k), _) => vec![k.expose().to_string()],
+        (None, Some(var)) => vec![std::env::var(var)
+            .map_err(|_| err(format!("{p}.api_key_env"), format!("environment variable `{var}` is not set")))?],
+        (None, None) => vec![],
+    };
+    api_keys.extend(u.api_keys.iter().map(|k| k.expose().to_string()));
+    let mut keys = Vec::with_capacity(api_keys.len());
+    for key in api_keys {
+        if key.is_empty() || key.bytes().any(|b| b < b' ' || b == 0x7f) {
+            return Err(err(format!("{p}.api_key"), "is empty or has control characters"));
+        }
+        let line = format!("authorization: Bearer {key}\r\n").into_bytes().into_boxed_slice();
+        keys.push(ProviderKey { line, benched_until_ms: AtomicU64::new(0) });
+    }
+    let mut block = Vec::with_capacity(256);
+    block.extend_from_slice(b"host: ");
+    block.extend_from_slice(url.host_header().as_bytes());
+    block.extend_from_slice(b"\r\n");
+    for (name, value) in &u.headers {
+        block.extend_from_slice(name.as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(value.as_bytes());
+        block.extend_from_slice(b"\r\n");
+    }
+    block.extend_from_slice(b"content-type: application/json\r\naccept-encoding: identity\r\n");
+    let scheme = if url.tls { "https" } else { "http" };
+    let ca = u.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let upstream = Upstream {
+        name: u.name.as_str().into(),
+        health: prep.health.get(&u.name),
+        keys,
+        next_key: AtomicUsize::new(0),
+        eject_after_failures: u.eject_after_failures,
+        eject_for: Duration::from_millis(u.eject_ms),
+        probe: (u.probe_interval_ms > 0)
+            .then(|| (Duration::from_millis(u.probe_interval_ms), u.probe_path.as_str().into())),
+        pool_key: match reverse {
+            Some(key) => key.into(),
+            None => format!("{scheme}://{}:{}#{ca}", url.host, url.port).into(),
+        },
+        addr,
+        tls,
+        path_prefix: url.path_prefix.into(),
+        header_block: block.into(),
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
+        read_timeout: Duration::from_millis(u.read_timeout_ms),
+        pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
+        pool_max_idle: u.pool_max_idle,
+    };
+    Ok(upstream)
+}
+
+fn json_string(s: &str) -> Box<[u8]> {
+    serde_json::Value::String(s.to_string()).to_string().into_bytes().into_boxed_slice()
+}
+
 /// Prepare a snapshot from a validated spec. Blocking: runs on the reload
 /// thread (or at start), never on a worker.
 pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snapshot, ConfigError> {
-    let dns = &*prep.dns;
     spec.validate()?;
     let mut default_tls: Option<Arc<rustls::ClientConfig>> = None;
     // Each upstream, with its (prompt, completion) prices by model.
     type Prices<'a> = FxHashMap<&'a str, (f64, f64)>;
     let mut upstreams: FxHashMap<&str, (Arc<Upstream>, Prices<'_>)> = FxHashMap::default();
     for (i, u) in spec.upstreams.iter().enumerate() {
-        let p = format!("upstreams[{i}]");
-        let url = BaseUrl::parse(&u.base_url).map_err(|e| err(format!("{p}.base_url"), e))?;
-        let tls = if url.tls {
-            let config = match (&u.ca_file, &default_tls) {
-                (Some(path), _) => crate::tls::client_config(Some(path)).map_err(|e| err(format!("{p}.ca_file"), e))?,
-                (None, Some(c)) => c.clone(),
-                (None, None) => {
-                    let c = crate::tls::client_config(None).map_err(|e| err(p.clone(), e))?;
-                    default_tls = Some(c.clone());
-                    c
-                }
-            };
-            let server_name = ServerName::try_from(url.host.clone())
-                .map_err(|e| err(format!("{p}.base_url"), format!("not a valid TLS server name: {e}")))?;
-            Some(UpstreamTls { config, server_name })
-        } else {
-            None
-        };
-        let addr = match url.ip() {
-            Some(ip) => UpstreamAddr::Ip(SocketAddr::new(ip, url.port)),
-            None => {
-                if let Err(e) = dns.resolve_blocking(&url.host, url.port) {
-                    // Keep going: the refresher retries, and requests get a clear 502 meanwhile.
-                    tracing::warn!(upstream = %u.name, error = %e, "upstream host does not resolve yet");
-                }
-                UpstreamAddr::Dns { host: url.host.clone().into(), key: cache_key(&url.host, url.port).into() }
-            }
-        };
-        let mut api_keys: Vec<String> = match (&u.api_key, &u.api_key_env) {
-            (Some(k), _) => vec![k.expose().to_string()],
-            (None, Some(var)) => vec![std::env::var(var)
-                .map_err(|_| err(format!("{p}.api_key_env"), format!("environment variable `{var}` is not set")))?],
-            (None, None) => vec![],
-        };
-        api_keys.extend(u.api_keys.iter().map(|k| k.expose().to_string()));
-        let mut keys = Vec::with_capacity(api_keys.len());
-        for key in api_keys {
-            if key.is_empty() || key.bytes().any(|b| b < b' ' || b == 0x7f) {
-                return Err(err(format!("{p}.api_key"), "is empty or has control characters"));
-            }
-            let line = format!("authorization: Bearer {key}\r\n").into_bytes().into_boxed_slice();
-            keys.push(ProviderKey { line, benched_until_ms: AtomicU64::new(0) });
-        }
-        let mut block = Vec::with_capacity(256);
-        block.extend_from_slice(b"host: ");
-        block.extend_from_slice(url.host_header().as_bytes());
-        block.extend_from_slice(b"\r\n");
-        for (name, value) in &u.headers {
-            block.extend_from_slice(name.as_bytes());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_bytes());
-            block.extend_from_slice(b"\r\n");
-        }
-        block.extend_from_slice(b"content-type: application/json\r\naccept-encoding: identity\r\n");
-        let scheme = if url.tls { "https" } else { "http" };
-        let ca = u.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        let upstream = Upstream {
-            name: u.name.as_str().into(),
-            health: prep.health.get(&u.name),
-            keys,
-            next_key: AtomicUsize::new(0),
-            eject_after_failures: u.eject_after_failures,
-            eject_for: Duration::from_millis(u.eject_ms),
-            probe: (u.probe_interval_ms > 0)
-                .then(|| (Duration::from_millis(u.probe_interval_ms), u.probe_path.as_str().into())),
-            pool_key: format!("{scheme}://{}:{}#{ca}", url.host, url.port).into(),
-            addr,
-            tls,
-            path_prefix: url.path_prefix.into(),
-            header_block: block.into(),
-            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
-            first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
-            read_timeout: Duration::from_millis(u.read_timeout_ms),
-            pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
-            pool_max_idle: u.pool_max_idle,
-        };
+        let upstream = build_upstream(&format!("upstreams[{i}]"), u, prep, &mut default_tls, None)?;
         let prices: FxHashMap<&str, (f64, f64)> =
             u.prices.iter().map(|p| (p.model.as_str(), (p.prompt_per_mtok, p.completion_per_mtok))).collect();
         upstreams.insert(u.name.as_str(), (Arc::new(upstream), prices));
+    }
+    // Nodes: an upstream each, and the pools they advertise into.
+    let mut node_entries = FxHashMap::default();
+    let mut node_ups: Vec<(&switchboard_shared::config::NodeSpec, Arc<Upstream>)> = Vec::new();
+    for (i, n) in spec.nodes.iter().enumerate() {
+        let p = format!("nodes[{i}]");
+        let pool_key = format!("{}{}", switchboard_shared::config::NODE_TARGET_PREFIX, n.id);
+        let (base_url, reverse) = match &n.reach {
+            switchboard_shared::config::NodeReach::Direct { url } => {
+                (format!("{}/v1", url.trim_end_matches('/')), None)
+            }
+            switchboard_shared::config::NodeReach::Outbound => ("http://node/v1".to_string(), Some(pool_key.as_str())),
+        };
+        let u = switchboard_shared::UpstreamSpec {
+            name: format!("{}{}", switchboard_shared::config::NODE_TARGET_PREFIX, n.name),
+            base_url,
+            api_key: Some(n.gateway_token.clone()),
+            api_keys: vec![],
+            api_key_env: None,
+            ca_file: None,
+            headers: Default::default(),
+            connect_timeout_ms: 2_000,
+            first_byte_timeout_ms: 300_000,
+            read_timeout_ms: 300_000,
+            // Outbound connections are the node's to keep or close.
+            pool_idle_timeout_ms: if reverse.is_some() { 86_400_000 } else { 30_000 },
+            pool_max_idle: if reverse.is_some() { 1024 } else { 64 },
+            prices: vec![],
+            eject_after_failures: 3,
+            eject_ms: 5_000,
+            probe_interval_ms: 0,
+            probe_path: "/models".into(),
+        };
+        let up = Arc::new(build_upstream(&p, &u, prep, &mut default_tls, reverse)?);
+        let secret_hash = prep.hasher.parse(&n.secret_hash).map_err(|e| err(format!("{p}.secret_hash"), e))?;
+        node_entries.insert(
+            n.id.as_str().into(),
+            NodeEntry {
+                name: n.name.as_str().into(),
+                secret_hash,
+                pool_key: up.pool_key.clone(),
+                outbound: reverse.is_some(),
+            },
+        );
+        node_ups.push((n, up));
     }
     let mut routes = Vec::with_capacity(spec.models.len());
     let mut route_index = FxHashMap::default();
     for (i, m) in spec.models.iter().enumerate() {
         let mut targets = Vec::with_capacity(m.targets.len());
         for (j, t) in m.targets.iter().enumerate() {
+            let listed_price = match (t.prompt_per_mtok, t.completion_per_mtok) {
+                (None, None) => None,
+                (p, c) => Some((p.unwrap_or(0.0), c.unwrap_or(0.0))),
+            };
+            if let Some(pool) = &t.nodes {
+                // Least busy first within the pool (see `select`); stable order here.
+                for (n, up) in node_ups.iter().filter(|(n, _)| n.routable) {
+                    let Some(model) = n.models.iter().find(|x| &x.name == pool) else { continue };
+                    if targets.len() >= switchboard_shared::config::MAX_EXPANDED_TARGETS {
+                        tracing::warn!(route = %m.name, "node pool larger than a route can hold; extra nodes left out");
+                        break;
+                    }
+                    let prices = listed_price.unwrap_or((0.0, 0.0));
+                    targets.push(Target {
+                        upstream: up.clone(),
+                        model_json: (model.local != m.name).then(|| json_string(&model.local)),
+                        weight: t.weight,
+                        price: Some(prices.0 + prices.1),
+                        prices: Some(prices),
+                        upstream_model: model.local.as_str().into(),
+                        org: (!n.shared).then(|| n.org.as_str().into()),
+                        capacity: n.capacity,
+                        group: j as u8,
+                    });
+                }
+                continue;
+            }
+            if targets.len() >= switchboard_shared::config::MAX_EXPANDED_TARGETS {
+                return Err(err(format!("models[{i}].targets"), "too many targets once node pools are expanded"));
+            }
             let (upstream, prices) = upstreams
                 .get(t.upstream.as_str())
                 .ok_or_else(|| err(format!("models[{i}].targets[{j}].upstream"), "unknown upstream"))?;
             let upstream_model = t.model.as_deref().unwrap_or(&m.name);
-            let target_prices = prices.get(upstream_model).copied();
+            let target_prices = listed_price.or_else(|| prices.get(upstream_model).copied());
             let upstream = upstream.clone();
             let model_json = match &t.model {
                 Some(name) if name != &m.name => Some(
@@ -460,6 +594,9 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 price: target_prices.map(|(p, c)| p + c),
                 prices: target_prices,
                 upstream_model: upstream_model.into(),
+                org: None,
+                capacity: 0,
+                group: j as u8,
             });
         }
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
@@ -470,7 +607,9 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             backoff: Duration::from_millis(m.retry.backoff_ms.unwrap_or(50)),
         };
         route_index.insert(m.name.as_str().into(), i);
+        let has_nodes = m.targets.iter().any(|t| t.nodes.is_some());
         routes.push(Route {
+            has_nodes,
             name: m.name.as_str().into(),
             cache: m.cache,
             targets,
@@ -512,8 +651,18 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     }
     let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut all: Vec<Arc<Upstream>> = upstreams.into_values().map(|(u, _)| u).collect();
+    all.extend(node_ups.into_iter().map(|(_, u)| u));
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Snapshot { version, created_unix, hasher: prep.hasher.clone(), keys, route_index, routes, upstreams: all })
+    Ok(Snapshot {
+        version,
+        created_unix,
+        hasher: prep.hasher.clone(),
+        keys,
+        route_index,
+        routes,
+        upstreams: all,
+        nodes: node_entries,
+    })
 }
 
 /// The current snapshot, shared by all workers.

@@ -43,6 +43,8 @@ pub struct WorkerCtx {
     pub access_log: bool,
     /// The response cache, shared by every worker.
     pub cache: Arc<crate::cache::ResponseCache>,
+    /// This process's random id (node agents tell gateways apart by it).
+    pub instance: u64,
 }
 
 /// What a worker is given besides its config and snapshots.
@@ -53,11 +55,12 @@ pub struct WorkerParts {
     pub usage: WorkerQueue,
     pub access_log: bool,
     pub cache: Arc<crate::cache::ResponseCache>,
+    pub instance: u64,
 }
 
 impl WorkerCtx {
     pub fn new(id: usize, cfg: Arc<ServerConfig>, snapshots: LocalSnapshot, parts: WorkerParts) -> WorkerCtx {
-        let WorkerParts { dns, draining, registry, usage, access_log, cache } = parts;
+        let WorkerParts { dns, draining, registry, usage, access_log, cache, instance } = parts;
         let metrics = registry.slots.get(id).cloned().unwrap_or_default();
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(id);
@@ -82,6 +85,7 @@ impl WorkerCtx {
             usage: RefCell::new(usage),
             access_log,
             cache,
+            instance,
         }
     }
 

@@ -78,6 +78,9 @@ pub struct AdminSettings {
     pub tls_cert_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_file: Option<PathBuf>,
+    /// How often enrolled nodes send heartbeats; a node that misses 2.5
+    /// intervals is offline and leaves the snapshot.
+    pub node_heartbeat_ms: u64,
 }
 
 impl Default for AdminSettings {
@@ -88,6 +91,7 @@ impl Default for AdminSettings {
             max_body_bytes: 1024 * 1024,
             tls_cert_file: None,
             tls_key_file: None,
+            node_heartbeat_ms: 5_000,
         }
     }
 }
@@ -111,6 +115,9 @@ impl Config {
             if a.max_body_bytes < 1024 {
                 return Err(ConfigError::at("admin.max_body_bytes", "must be at least 1024"));
             }
+            if !(100..=3_600_000).contains(&a.node_heartbeat_ms) {
+                return Err(ConfigError::at("admin.node_heartbeat_ms", "must be 100 to 3600000"));
+            }
             if a.tls_cert_file.is_some() != a.tls_key_file.is_some() {
                 return Err(ConfigError::at(
                     "admin.tls_cert_file",
@@ -130,6 +137,7 @@ impl Config {
             keys: self.keys.clone(),
             upstreams: self.upstreams.clone(),
             models: self.models.clone(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -344,7 +352,61 @@ pub struct RoutingSpec {
     pub upstreams: Vec<UpstreamSpec>,
     #[serde(default)]
     pub models: Vec<ModelSpec>,
+    /// Enrolled nodes that are online (published by the admin service from
+    /// their heartbeats; never written in a config file by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeSpec>,
 }
+
+/// An enrolled node (BYOI) as the data plane routes to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// The node's id (`node_...`), which its attach credential names.
+    pub id: String,
+    /// Unique name; the node's target is called `node:<name>`.
+    pub name: String,
+    /// The org whose keys it serves.
+    pub org: String,
+    /// Serve every org's keys, not only its own.
+    #[serde(default)]
+    pub shared: bool,
+    /// Models it serves: public name -> the local server's name.
+    pub models: Vec<NodeModel>,
+    /// Most requests at once (this gateway process sends no more).
+    pub capacity: u32,
+    /// How the gateway reaches it.
+    pub reach: NodeReach,
+    /// Whether it takes new requests (online, healthy, inside its availability
+    /// window, not draining). A node that is not routable may still attach.
+    pub routable: bool,
+    /// The credential the gateway presents to the node agent.
+    pub gateway_token: Secret,
+    /// Hash of the node's own secret (its attach credential), like a key hash.
+    pub secret_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeModel {
+    /// The name routes and clients use.
+    pub name: String,
+    /// The local server's name for it.
+    pub local: String,
+}
+
+/// How the gateway reaches a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum NodeReach {
+    /// The gateway dials the agent at this base URL (`http://10.0.0.7:7070`).
+    Direct { url: String },
+    /// The agent keeps connections open to the gateway; requests go down them.
+    Outbound,
+}
+
+/// The prefix of a node's target (upstream) name.
+pub const NODE_TARGET_PREFIX: &str = "node:";
 
 /// A client API key, configured by its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -496,6 +558,20 @@ fn check_limits(p: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[QuotaSpec
         if !periods.insert(q.period) {
             return Err(ConfigError::at(format!("{qp}.period"), "one quota per period"));
         }
+    }
+    Ok(())
+}
+
+/// A model name a node may advertise: 1 to 256 printable characters, not `*`.
+pub fn check_node_model(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 256 {
+        return Err(format!("model name `{name}` must be 1 to 256 characters"));
+    }
+    if name == "*" {
+        return Err("`*` is reserved".to_string());
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(format!("model name `{}` has control characters", name.escape_debug()));
     }
     Ok(())
 }
@@ -742,8 +818,20 @@ pub struct RetrySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
-    /// Name of an `[[upstreams]]` entry.
+    /// Name of an `[[upstreams]]` entry (or set `nodes`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub upstream: String,
+    /// A node pool instead of an upstream: the nodes that advertise this model
+    /// (the requesting key's org's own, and shared ones), tried in the
+    /// target's place, least busy first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    /// USD per million prompt tokens at this target (overrides the
+    /// upstream's price table; a node pool's price, 0 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_per_mtok: Option<f64>,
     /// The model name the upstream knows; defaults to the public name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -771,6 +859,9 @@ pub struct PriceSpec {
 /// The most targets a route may list.
 pub const MAX_TARGETS: usize = 16;
 
+/// The most targets a route may have once its node pools are expanded.
+pub const MAX_EXPANDED_TARGETS: usize = 64;
+
 /// Header names the gateway sets itself and an upstream's `headers` may not override.
 const RESERVED_HEADERS: [&str; 7] =
     ["host", "content-length", "transfer-encoding", "connection", "authorization", "x-request-id", "accept-encoding"];
@@ -786,6 +877,9 @@ impl RoutingSpec {
             let p = format!("upstreams[{i}]");
             if u.name.is_empty() {
                 return Err(ConfigError::at(format!("{p}.name"), "must not be empty"));
+            }
+            if u.name.starts_with(NODE_TARGET_PREFIX) {
+                return Err(ConfigError::at(format!("{p}.name"), "names starting with `node:` are for nodes"));
             }
             if !upstream_names.insert(u.name.as_str()) {
                 return Err(ConfigError::at(format!("{p}.name"), format!("duplicate upstream name `{}`", u.name)));
@@ -868,11 +962,44 @@ impl RoutingSpec {
                 return Err(ConfigError::at(format!("{p}.targets"), "weights must add up to at most 10000"));
             }
             for (j, t) in m.targets.iter().enumerate() {
-                if !upstream_names.contains(t.upstream.as_str()) {
-                    return Err(ConfigError::at(
-                        format!("{p}.targets[{j}].upstream"),
-                        format!("unknown upstream `{}`", t.upstream),
-                    ));
+                match &t.nodes {
+                    Some(pool) => {
+                        if !t.upstream.is_empty() {
+                            return Err(ConfigError::at(
+                                format!("{p}.targets[{j}]"),
+                                "set either upstream or nodes, not both",
+                            ));
+                        }
+                        if pool.is_empty() || pool.len() > 256 {
+                            return Err(ConfigError::at(
+                                format!("{p}.targets[{j}].nodes"),
+                                "must be 1 to 256 characters",
+                            ));
+                        }
+                        if t.model.is_some() {
+                            return Err(ConfigError::at(
+                                format!("{p}.targets[{j}].model"),
+                                "a node pool takes each node's own name for the model",
+                            ));
+                        }
+                    }
+                    None if !upstream_names.contains(t.upstream.as_str()) => {
+                        return Err(ConfigError::at(
+                            format!("{p}.targets[{j}].upstream"),
+                            format!("unknown upstream `{}`", t.upstream),
+                        ));
+                    }
+                    None => {}
+                }
+                for (field, v) in
+                    [("prompt_per_mtok", t.prompt_per_mtok), ("completion_per_mtok", t.completion_per_mtok)]
+                {
+                    if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                        return Err(ConfigError::at(
+                            format!("{p}.targets[{j}].{field}"),
+                            "must be finite and not negative",
+                        ));
+                    }
                 }
                 if t.model.as_deref() == Some("") {
                     return Err(ConfigError::at(format!("{p}.targets[{j}].model"), "must not be empty"));
@@ -902,6 +1029,26 @@ impl RoutingSpec {
                 }
             }
             check_limits(&p, k.rpm, k.tpm, &k.quotas)?;
+        }
+        let mut node_names = HashSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let p = format!("nodes[{i}]");
+            if n.id.is_empty() || !node_names.insert(n.name.as_str()) {
+                return Err(ConfigError::at(format!("{p}.name"), format!("duplicate or empty node `{}`", n.name)));
+            }
+            crate::keyhash::parse_any(&n.secret_hash).map_err(|e| ConfigError::at(format!("{p}.secret_hash"), e))?;
+            if let NodeReach::Direct { url } = &n.reach {
+                BaseUrl::parse(url).map_err(|e| ConfigError::at(format!("{p}.reach.url"), e))?;
+            }
+            let mut seen = HashSet::new();
+            for (j, m) in n.models.iter().enumerate() {
+                if let Err(e) = check_node_model(&m.name).and_then(|_| check_node_model(&m.local)) {
+                    return Err(ConfigError::at(format!("{p}.models[{j}]"), e));
+                }
+                if !seen.insert(m.name.as_str()) {
+                    return Err(ConfigError::at(format!("{p}.models[{j}]"), format!("`{}` is listed twice", m.name)));
+                }
+            }
         }
         let mut org_names = HashSet::new();
         for (i, o) in self.orgs.iter().enumerate() {

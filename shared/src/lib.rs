@@ -9,14 +9,15 @@
 
 pub mod config;
 pub mod keyhash;
+pub mod node;
 pub mod secret;
 pub mod time;
 pub mod url;
 pub mod usage;
 
 pub use config::{
-    Config, ConfigError, KeyLimits, KeySpec, ModelSpec, OrgLimits, OrgSpec, Period, QuotaSpec, RoutingSpec,
-    ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
+    Config, ConfigError, KeyLimits, KeySpec, ModelSpec, NodeModel, NodeReach, NodeSpec, OrgLimits, OrgSpec, Period,
+    QuotaSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
 };
 pub use keyhash::{KeyHash, KeyHasher};
 pub use secret::Secret;

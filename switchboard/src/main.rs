@@ -1,6 +1,8 @@
 //! `switchboard`: the gateway binary. Thin on purpose: parse arguments, load
 //! the config (exit 78 on a bad one), start, and stop cleanly on a signal.
 
+mod node;
+
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{IsTerminal, Read};
@@ -61,6 +63,10 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         startup_timeout: u64,
     },
+    /// Run a node agent (bring your own infrastructure): enroll this machine,
+    /// advertise its local OpenAI-compatible server's models, and serve
+    /// gateway requests with it. SIGTERM drains and exits.
+    Node(Box<node::NodeArgs>),
     /// Check a config file and exit (0 = valid).
     Check {
         #[arg(long, short)]
@@ -108,6 +114,10 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(EX_CONFIG, e),
             }
+        }
+        Command::Node(args) => {
+            init_logging();
+            node::run(*args)
         }
         Command::Check { config } => {
             init_logging();
@@ -343,6 +353,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 database: database.clone(),
                 max_body_bytes: admin.max_body_bytes,
                 tls,
+                node_heartbeat_ms: admin.node_heartbeat_ms,
             };
             let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
             let mut spill = database.clone().into_os_string();

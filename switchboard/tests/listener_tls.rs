@@ -142,6 +142,7 @@ fn the_admin_api_serves_https() {
         database: dir.path().join("a.db"),
         max_body_bytes: 4096,
         tls: Some(tls),
+        node_heartbeat_ms: 5_000,
     };
     let admin = switchboard_adminapi::start(&cfg, state).unwrap();
     let mut s = connect(admin.addr, &pki.ca_pem).expect("TLS handshake with the admin API");

@@ -25,6 +25,8 @@ pub enum Endpoint {
     Model(String),
     Healthz,
     Metrics,
+    /// A node agent opening a connection for the gateway to send requests down.
+    NodeAttach,
     Unknown,
 }
 
@@ -48,6 +50,7 @@ impl Endpoint {
             "/v1/models" => Endpoint::Models,
             "/healthz" => Endpoint::Healthz,
             "/metrics" => Endpoint::Metrics,
+            "/v1/nodes/attach" => Endpoint::NodeAttach,
             _ => match path.strip_prefix("/v1/models/") {
                 Some(id) if !id.is_empty() && id.len() <= 256 => Endpoint::Model(id.to_string()),
                 _ => Endpoint::Unknown,

@@ -16,6 +16,26 @@ use switchboard_shared::config::Trigger;
 pub enum UpStream {
     Plain(TcpStream),
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+    /// A node's connection to the gateway's TLS listener, turned around.
+    Attached(Box<monoio_rustls::ServerTlsStream<TcpStream>>),
+}
+
+/// A client connection that can be turned into an upstream one (a node
+/// agent's attach: the gateway then sends requests down it).
+pub trait IntoUpStream {
+    fn into_upstream(self) -> UpStream;
+}
+
+impl IntoUpStream for TcpStream {
+    fn into_upstream(self) -> UpStream {
+        UpStream::Plain(self)
+    }
+}
+
+impl IntoUpStream for monoio_rustls::ServerTlsStream<TcpStream> {
+    fn into_upstream(self) -> UpStream {
+        UpStream::Attached(Box::new(self))
+    }
 }
 
 impl AsyncReadRent for UpStream {
@@ -23,6 +43,7 @@ impl AsyncReadRent for UpStream {
         match self {
             UpStream::Plain(s) => s.read(buf).await,
             UpStream::Tls(s) => s.read(buf).await,
+            UpStream::Attached(s) => s.read(buf).await,
         }
     }
 
@@ -30,6 +51,7 @@ impl AsyncReadRent for UpStream {
         match self {
             UpStream::Plain(s) => s.readv(buf).await,
             UpStream::Tls(s) => s.readv(buf).await,
+            UpStream::Attached(s) => s.readv(buf).await,
         }
     }
 }
@@ -39,6 +61,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Plain(s) => s.write(buf).await,
             UpStream::Tls(s) => s.write(buf).await,
+            UpStream::Attached(s) => s.write(buf).await,
         }
     }
 
@@ -46,6 +69,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Plain(s) => s.writev(buf).await,
             UpStream::Tls(s) => s.writev(buf).await,
+            UpStream::Attached(s) => s.writev(buf).await,
         }
     }
 
@@ -53,6 +77,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Plain(s) => s.flush().await,
             UpStream::Tls(s) => s.flush().await,
+            UpStream::Attached(s) => s.flush().await,
         }
     }
 
@@ -60,6 +85,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Plain(s) => s.shutdown().await,
             UpStream::Tls(s) => s.shutdown().await,
+            UpStream::Attached(s) => s.shutdown().await,
         }
     }
 }
@@ -71,6 +97,11 @@ fn addresses(up: &Upstream, dns: &DnsCache) -> Result<Arc<[SocketAddr]>, Gateway
             GatewayError::upstream(format!("Upstream `{}`: host `{host}` could not be resolved.", up.name))
                 .because(Trigger::Connect)
         }),
+        UpstreamAddr::Reverse => Err(GatewayError::upstream(format!(
+            "Node `{}` has no idle connection open to this gateway worker.",
+            up.name
+        ))
+        .because(Trigger::Connect)),
     }
 }
 

@@ -4,5 +4,5 @@
 pub mod conn;
 pub mod pool;
 
-pub use conn::{connect, UpStream};
+pub use conn::{connect, IntoUpStream, UpStream};
 pub use pool::Pool;

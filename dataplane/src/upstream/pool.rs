@@ -56,6 +56,12 @@ impl Pool {
         });
     }
 
+    /// Close every idle connection of the keys `keep` rejects (nodes that left
+    /// the snapshot: their attached connections are cut).
+    pub fn retain_keys(&mut self, keep: impl Fn(&str) -> bool) {
+        self.idle.retain(|k, _| keep(k));
+    }
+
     /// Close every idle connection (worker shutdown).
     pub fn clear(&mut self) {
         self.idle.clear();

@@ -182,6 +182,7 @@ impl AdminGateway {
             database: db_path.clone(),
             max_body_bytes: 64 * 1024,
             tls: None,
+            node_heartbeat_ms: cfg.admin.as_ref().map_or(5_000, |a| a.node_heartbeat_ms),
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
         let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
@@ -533,6 +534,33 @@ impl Proc {
                 Ok(l) => self.seen.push(l),
                 Err(_) => panic!("no `{marker}` in the log:\n{}", self.seen.join("\n")),
             }
+        }
+    }
+
+    /// The first log line containing `marker` (waits up to 30 s).
+    pub fn wait_line(&mut self, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(marker)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no `{marker}` in the log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Wait for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(std::time::Instant::now() < deadline, "the process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

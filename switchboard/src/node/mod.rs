@@ -1,0 +1,518 @@
+//! `switchboard node`: the agent that makes a machine running an
+//! OpenAI-compatible server (llama.cpp, vLLM, Ollama) a gateway target.
+//!
+//! 1. Identity: the first start exchanges an enrollment token for a node id
+//!    and secret (`--identity` file, mode 0600); later starts reuse it.
+//! 2. Heartbeats: every interval the agent lists the local server's models
+//!    (`GET /v1/models`, renamed with `--rename`), works out whether it is
+//!    available (always, or inside `--idle-hours` / under `--max-load`), and
+//!    tells the admin API, which publishes the node to gateways.
+//! 3. Serving: requests from gateways (checked against the gateway token)
+//!    are forwarded to the local server and the answers streamed back —
+//!    through a port gateways dial (direct mode, `--listen`), or down
+//!    connections the agent keeps open to a gateway (outbound mode,
+//!    `--connect`), so no inbound port is needed.
+//! 4. SIGTERM drains: the admin is told first (gateways stop sending), requests
+//!    in flight finish, then the agent exits.
+
+mod net;
+mod serve;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_shared::config::{NodeModel, NodeReach};
+use switchboard_shared::node::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatReply};
+use switchboard_shared::url::BaseUrl;
+use switchboard_shared::{KeyHash, Secret};
+
+/// sysexits: permission denied (the identity was refused: do not restart).
+pub const EX_NOPERM: u8 = 77;
+const EX_CONFIG: u8 = 78;
+const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Base URL of the admin API (enrollment and heartbeats), e.g. https://gw.example.com:8081
+    #[arg(long)]
+    pub admin: String,
+    /// An enrollment token (first start only; the identity file is used after).
+    #[arg(long, env = "SWITCHBOARD_ENROLL_TOKEN", hide_env_values = true)]
+    pub enroll: Option<String>,
+    /// The local OpenAI-compatible server, e.g. http://127.0.0.1:8080 (llama.cpp), :8000 (vLLM), :11434 (Ollama).
+    #[arg(long)]
+    pub local: String,
+    /// A key the local server wants (vLLM --api-key), sent as Bearer.
+    #[arg(long, env = "SWITCHBOARD_LOCAL_KEY", hide_env_values = true)]
+    pub local_key: Option<String>,
+    /// Where the node identity is kept (created with mode 0600).
+    #[arg(long, default_value = "switchboard-node.json")]
+    pub identity: PathBuf,
+    /// The node's name at enrollment (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Direct mode: accept gateway connections on this address...
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// ...and advertise this URL for gateways to dial (default: http://<listen address>).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Outbound mode: keep connections open to this gateway (its client port), e.g. https://gw.example.com
+    #[arg(long)]
+    pub connect: Option<String>,
+    /// Outbound mode: connections kept per gateway worker.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Most requests at once.
+    #[arg(long, default_value_t = 4)]
+    pub capacity: u32,
+    /// Advertise a local model under another name: LOCAL=PUBLIC (repeatable).
+    #[arg(long = "rename", value_name = "LOCAL=PUBLIC")]
+    pub renames: Vec<String>,
+    /// Idle-time mode: serve only between these local hours, e.g. 19:00-07:00.
+    #[arg(long)]
+    pub idle_hours: Option<String>,
+    /// Idle-time mode: serve only while the 1-minute load average per CPU is below this.
+    #[arg(long)]
+    pub max_load: Option<f64>,
+    /// Extra PEM CA certificates to trust for https admin and gateway URLs.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// On SIGTERM, how long requests in flight may take to finish, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout: u64,
+}
+
+/// What the identity file holds.
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    node_id: String,
+    name: String,
+    org: String,
+    admin: String,
+    credential: Secret,
+    /// SHA-256 of the gateway token (only checked, never sent).
+    gateway_token_hash: String,
+}
+
+/// An hours window in local time (may wrap midnight).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    start_min: u32,
+    end_min: u32,
+}
+
+impl Window {
+    pub fn parse(s: &str) -> Result<Window, String> {
+        let hm = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or_else(|| format!("`{s}`: expected HH:MM-HH:MM"))?;
+        match (hm(a), hm(b)) {
+            (Some(start_min), Some(end_min)) if start_min != end_min => Ok(Window { start_min, end_min }),
+            _ => Err(format!("`{s}`: expected HH:MM-HH:MM with two different times")),
+        }
+    }
+
+    pub fn contains(&self, minute_of_day: u32) -> bool {
+        if self.start_min < self.end_min {
+            (self.start_min..self.end_min).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start_min || minute_of_day < self.end_min
+        }
+    }
+}
+
+/// Minutes since local midnight.
+fn local_minute_of_day() -> u32 {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as libc::time_t;
+    // SAFETY: localtime_r writes into the struct we pass; both pointers are valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&now, &mut tm).is_null() };
+    if ok {
+        (tm.tm_hour * 60 + tm.tm_min) as u32
+    } else {
+        ((now / 60) % 1440) as u32
+    }
+}
+
+/// One-minute load average per CPU.
+fn load_per_cpu() -> f64 {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: f64 = text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    load / cpus
+}
+
+/// The agent's shared state.
+pub struct Agent {
+    args: NodeArgs,
+    local: BaseUrl,
+    admin: BaseUrl,
+    tls: Arc<rustls::ClientConfig>,
+    identity: Identity,
+    gateway_hash: KeyHash,
+    renames: Vec<(String, String)>,
+    window: Option<Window>,
+    in_flight: AtomicU32,
+    /// Inside its availability window (as of the last heartbeat).
+    available: AtomicBool,
+    draining: AtomicBool,
+    client:
+        hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, hyper::body::Incoming>,
+}
+
+pub fn run(args: NodeArgs) -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(EX_UNAVAILABLE, format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(main_loop(args))
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> std::process::ExitCode {
+    tracing::error!("{message}");
+    eprintln!("switchboard node: {message}");
+    std::process::ExitCode::from(code)
+}
+
+async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
+    let local = match BaseUrl::parse(args.local.trim_end_matches('/').trim_end_matches("/v1")) {
+        Ok(u) if !u.tls => u,
+        Ok(_) => return fail(EX_CONFIG, "--local: the local server is reached over plain http on this machine"),
+        Err(e) => return fail(EX_CONFIG, format!("--local: {e}")),
+    };
+    let admin = match BaseUrl::parse(&args.admin) {
+        Ok(u) => u,
+        Err(e) => return fail(EX_CONFIG, format!("--admin: {e}")),
+    };
+    if args.listen.is_some() == args.connect.is_some() {
+        return fail(
+            EX_CONFIG,
+            "choose one way for gateways to reach this node: --listen (direct) or --connect (outbound)",
+        );
+    }
+    if args.capacity == 0 || args.capacity > 4096 || args.connections == 0 || args.connections > 256 {
+        return fail(EX_CONFIG, "--capacity must be 1 to 4096 and --connections 1 to 256");
+    }
+    let window = match args.idle_hours.as_deref().map(Window::parse).transpose() {
+        Ok(w) => w,
+        Err(e) => return fail(EX_CONFIG, format!("--idle-hours {e}")),
+    };
+    if args.max_load.is_some_and(|l| !l.is_finite() || l <= 0.0) {
+        return fail(EX_CONFIG, "--max-load must be a positive number");
+    }
+    let mut renames = Vec::new();
+    for r in &args.renames {
+        match r.split_once('=') {
+            Some((l, p)) if !l.is_empty() && !p.is_empty() => renames.push((l.to_string(), p.to_string())),
+            _ => return fail(EX_CONFIG, format!("--rename `{r}`: expected LOCAL=PUBLIC")),
+        }
+    }
+    let tls = match switchboard_dataplane::tls::client_config(args.ca_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return fail(EX_CONFIG, format!("--ca-file: {e}")),
+    };
+    let identity = match load_or_enroll(&args, &admin, &tls).await {
+        Ok(i) => i,
+        Err((code, e)) => return fail(code, e),
+    };
+    let gateway_hash = match KeyHash::parse(&identity.gateway_token_hash) {
+        Ok(h) => h,
+        Err(e) => return fail(EX_CONFIG, format!("{}: {e}", args.identity.display())),
+    };
+    tracing::info!(node = %identity.name, id = %identity.node_id, org = %identity.org, "node identity loaded");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http();
+    let agent = Arc::new(Agent {
+        local,
+        admin,
+        tls,
+        identity,
+        gateway_hash,
+        renames,
+        window,
+        in_flight: AtomicU32::new(0),
+        available: AtomicBool::new(true),
+        draining: AtomicBool::new(false),
+        client,
+        args,
+    });
+    // Serving first, so gateways find it ready once the admin publishes it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reach = match (&agent.args.listen, &agent.args.connect) {
+        (Some(listen), _) => match serve::direct(agent.clone(), listen, stop_rx.clone()).await {
+            Ok(addr) => {
+                let url = agent.args.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
+                if let Err(e) = BaseUrl::parse(&url) {
+                    return fail(EX_CONFIG, format!("--advertise: {e}"));
+                }
+                tracing::info!("node listening on {addr}");
+                NodeReach::Direct { url }
+            }
+            Err(e) => return fail(EX_CONFIG, format!("--listen {listen}: {e}")),
+        },
+        (None, Some(connect)) => match BaseUrl::parse(connect) {
+            Ok(gw) => {
+                tokio::spawn(serve::outbound(agent.clone(), gw, stop_rx.clone()));
+                NodeReach::Outbound
+            }
+            Err(e) => return fail(EX_CONFIG, format!("--connect: {e}")),
+        },
+        (None, None) => return fail(EX_CONFIG, "--listen or --connect is required"),
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_UNAVAILABLE, format!("cannot install signal handlers: {e}")),
+    };
+    let mut every = Duration::from_millis(switchboard_adminapi::DEFAULT_HEARTBEAT_MS);
+    loop {
+        match heartbeat(&agent, &reach).await {
+            Beat::Ok(reply) => every = Duration::from_millis(reply.heartbeat_ms.clamp(100, 3_600_000)),
+            Beat::Refused(message) => {
+                let _ = stop_tx.send(true);
+                return fail(EX_NOPERM, format!("the admin refused this node: {message}"));
+            }
+            Beat::Failed(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    // Drain: tell the admin first, so gateways stop sending new requests.
+    tracing::info!("draining: no new requests; waiting for the ones in flight");
+    agent.draining.store(true, Ordering::SeqCst);
+    if let Beat::Failed(e) = heartbeat(&agent, &reach).await {
+        tracing::warn!(error = %e, "could not tell the admin about the drain");
+    }
+    // Gateways following the admin remotely see the change within moments.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(agent.args.drain_timeout);
+    while agent.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tracing::info!(left = agent.in_flight.load(Ordering::SeqCst), "node stopped");
+    std::process::ExitCode::SUCCESS
+}
+
+async fn load_or_enroll(
+    args: &NodeArgs,
+    admin: &BaseUrl,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Identity, (u8, String)> {
+    let path = &args.identity;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let id: Identity = serde_json::from_str(&text)
+            .map_err(|e| (EX_CONFIG, format!("{}: not a node identity: {e}", path.display())))?;
+        if args.enroll.is_some() {
+            tracing::info!(node = %id.name, "already enrolled; --enroll is ignored (remove the identity file to enroll again)");
+        }
+        return Ok(id);
+    }
+    let Some(token) = &args.enroll else {
+        return Err((EX_CONFIG, format!("no identity at {} yet: pass --enroll TOKEN (from an admin)", path.display())));
+    };
+    let name = args.name.clone().unwrap_or_else(hostname);
+    let req = EnrollRequest { token: Secret::new(token.clone()), name, version: env!("CARGO_PKG_VERSION").to_string() };
+    let body = serde_json::to_vec(&req).map_err(|e| (EX_CONFIG, e.to_string()))?;
+    let (status, answer) =
+        net::call(admin, tls, hyper::Method::POST, "/v1/nodes/enroll", None, Some(body), Duration::from_secs(15))
+            .await
+            .map_err(|e| (EX_UNAVAILABLE, format!("cannot reach the admin API at {}: {e}", args.admin)))?;
+    if status != 201 {
+        let code = if status == 401 || status == 403 { EX_NOPERM } else { EX_CONFIG };
+        return Err((code, format!("enrollment refused ({status}): {}", net::error_message(&answer))));
+    }
+    let e: EnrollResponse =
+        serde_json::from_slice(&answer).map_err(|e| (EX_UNAVAILABLE, format!("unexpected enrollment answer: {e}")))?;
+    let id = Identity {
+        node_id: e.node_id,
+        name: e.name,
+        org: e.org,
+        admin: args.admin.clone(),
+        credential: e.credential,
+        gateway_token_hash: KeyHash::of(e.gateway_token.expose().as_bytes()).to_string(),
+    };
+    save_identity(path, &id).map_err(|e| (EX_CONFIG, format!("cannot write {}: {e}", path.display())))?;
+    tracing::info!(node = %id.name, file = %path.display(), "enrolled");
+    Ok(id)
+}
+
+/// Write the identity readable by this user only (written aside, then renamed).
+fn save_identity(path: &Path, id: &Identity) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = serde_json::to_vec_pretty(id).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+    if name.is_empty() {
+        "node".to_string()
+    } else {
+        name
+    }
+}
+
+enum Beat {
+    Ok(HeartbeatReply),
+    /// The identity was refused (revoked, removed): stop.
+    Refused(String),
+    Failed(String),
+}
+
+/// The local server's models, renamed; or why it cannot be reached.
+async fn discover(agent: &Agent) -> Result<Vec<NodeModel>, String> {
+    let bearer = agent.args.local_key.as_deref();
+    let (status, body) =
+        net::call(&agent.local, &agent.tls, hyper::Method::GET, "/v1/models", bearer, None, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("the local server at {} does not answer: {e}", agent.args.local))?;
+    if status != 200 {
+        return Err(format!("the local server's /v1/models answered {status}"));
+    }
+    #[derive(Deserialize)]
+    struct List {
+        data: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    let list: List =
+        serde_json::from_slice(&body).map_err(|e| format!("the local server's /v1/models is not a model list: {e}"))?;
+    Ok(list
+        .data
+        .into_iter()
+        .map(|m| {
+            let name = agent.renames.iter().find(|(l, _)| *l == m.id).map_or_else(|| m.id.clone(), |(_, p)| p.clone());
+            NodeModel { name, local: m.id }
+        })
+        .collect())
+}
+
+/// Whether the node may take work now, and why not.
+fn availability(agent: &Agent) -> (bool, String, String) {
+    let mut mode = Vec::new();
+    let mut why = String::new();
+    let mut ok = true;
+    if let Some(w) = agent.window {
+        mode.push(format!("hours {}", agent.args.idle_hours.as_deref().unwrap_or("")));
+        if !w.contains(local_minute_of_day()) {
+            ok = false;
+            why = "outside its idle-time hours".to_string();
+        }
+    }
+    if let Some(max) = agent.args.max_load {
+        mode.push(format!("load below {max}"));
+        let load = load_per_cpu();
+        if load >= max {
+            ok = false;
+            why = format!("machine load {load:.2} per CPU is over {max}");
+        }
+    }
+    let mode = if mode.is_empty() { "always-on".to_string() } else { format!("idle-time ({})", mode.join(", ")) };
+    (ok, mode, why)
+}
+
+async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
+    let (models, healthy, mut message) = match discover(agent).await {
+        Ok(m) => (m, true, String::new()),
+        Err(e) => {
+            tracing::warn!(error = %e, "local server unhealthy");
+            (Vec::new(), false, e)
+        }
+    };
+    let (available, mode, why) = availability(agent);
+    agent.available.store(available, Ordering::SeqCst);
+    if message.is_empty() {
+        message = why;
+    }
+    let beat = Heartbeat {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        models,
+        capacity: agent.args.capacity,
+        reach: reach.clone(),
+        mode,
+        available,
+        healthy,
+        message,
+        draining: agent.draining.load(Ordering::SeqCst),
+        in_flight: agent.in_flight.load(Ordering::SeqCst),
+        load: load_per_cpu(),
+    };
+    let body = match serde_json::to_vec(&beat) {
+        Ok(b) => b,
+        Err(e) => return Beat::Failed(e.to_string()),
+    };
+    let credential = agent.identity.credential.expose();
+    let sent = net::call(
+        &agent.admin,
+        &agent.tls,
+        hyper::Method::POST,
+        "/v1/nodes/heartbeat",
+        Some(credential),
+        Some(body),
+        Duration::from_secs(10),
+    )
+    .await;
+    match sent {
+        Err(e) => Beat::Failed(format!("cannot reach the admin API: {e}")),
+        Ok((200, body)) => match serde_json::from_slice::<HeartbeatReply>(&body) {
+            Ok(r) => {
+                tracing::debug!(status = %r.status, routable = r.routable, "heartbeat");
+                Beat::Ok(r)
+            }
+            Err(e) => Beat::Failed(format!("unexpected heartbeat answer: {e}")),
+        },
+        Ok((status @ (401 | 403), body)) => {
+            let code = net::error_code(&body);
+            let message = net::error_message(&body);
+            if matches!(code.as_str(), "node_revoked" | "node_unknown" | "invalid_node_credential") {
+                Beat::Refused(message)
+            } else {
+                Beat::Failed(format!("{status}: {message}"))
+            }
+        }
+        Ok((status, body)) => {
+            let message = net::error_message(&body);
+            tracing::error!(status, error = %message, "the admin rejected the heartbeat");
+            Beat::Failed(format!("{status}: {message}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_and_wrap_midnight() {
+        let w = Window::parse("19:00-07:30").unwrap();
+        assert!(w.contains(23 * 60) && w.contains(0) && w.contains(7 * 60 + 29));
+        assert!(!w.contains(7 * 60 + 30) && !w.contains(12 * 60));
+        let d = Window::parse("09:00-17:00").unwrap();
+        assert!(d.contains(9 * 60) && !d.contains(17 * 60) && !d.contains(8 * 60));
+        for bad in ["9-17", "25:00-01:00", "10:00-10:00", "10:00", "aa:bb-cc:dd"] {
+            assert!(Window::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

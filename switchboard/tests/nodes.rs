@@ -1,0 +1,512 @@
+//! BYOI nodes over real sockets: the admin API and data plane in this process,
+//! the node agent as a real `switchboard node` process, and mock upstreams as
+//! the node's local server and as the fallback provider.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_loadtests::MockConfig;
+
+const HEARTBEAT_MS: u64 = 200;
+const OTHER_KEY: &str = "sk-test-other-org-key";
+
+/// A gateway whose route `llama` prefers the org's nodes and fails over to
+/// the provider; keys of org `acme` (KEY) and `other` (OTHER_KEY).
+fn gateway(provider: &str) -> AdminGateway {
+    AdminGateway::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[admin]
+node_heartbeat_ms = {HEARTBEAT_MS}
+
+[[upstreams]]
+name = "provider"
+base_url = "{provider}"
+prices = [{{ model = "llama", prompt_per_mtok = 1.0, completion_per_mtok = 2.0 }}]
+
+[[models]]
+name = "llama"
+targets = [{{ nodes = "llama", prompt_per_mtok = 0.0 }}, {{ upstream = "provider" }}]
+
+[[keys]]
+id = "acme-key"
+hash = "{}"
+org = "acme"
+
+[[keys]]
+id = "other-key"
+hash = "{}"
+org = "other"
+"#,
+        key_hash(KEY),
+        key_hash(OTHER_KEY)
+    ))
+}
+
+fn local_server() -> switchboard_loadtests::MockHandle {
+    mock_with(MockConfig {
+        record: true,
+        models: vec!["mock-model".into(), "embedder".into()],
+        ..MockConfig::default()
+    })
+}
+
+fn chats(m: &switchboard_loadtests::MockHandle) -> usize {
+    m.recorded().iter().filter(|r| r.path.ends_with("/chat/completions")).count()
+}
+
+fn enrollment_token(gw: &AdminGateway, body: serde_json::Value) -> String {
+    let r = gw.call("POST", "/v1/admin/enrollment-tokens", Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["secret"].as_str().unwrap().to_string()
+}
+
+fn node(gw: &AdminGateway, name: &str) -> serde_json::Value {
+    let r = gw.call("GET", &format!("/v1/admin/nodes/{name}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn wait_status(gw: &AdminGateway, name: &str, status: &str) -> serde_json::Value {
+    let mut last = json!(null);
+    let ok = eventually(Duration::from_secs(15), || {
+        // 404 until the agent has enrolled.
+        let r = gw.call("GET", &format!("/v1/admin/nodes/{name}"), None);
+        last = if r.status == 200 { r.json() } else { json!({"http": r.status}) };
+        last["status"] == status
+    });
+    assert!(ok, "node {name} never became {status}: {last}");
+    last
+}
+
+enum Mode {
+    Direct,
+    Outbound,
+}
+
+fn spawn_agent(
+    gw: &AdminGateway,
+    dir: &std::path::Path,
+    local: &switchboard_loadtests::MockHandle,
+    mode: &Mode,
+    token: Option<&str>,
+    extra: &[&str],
+) -> Proc {
+    let admin = format!("http://{}", gw.admin);
+    let local = format!("http://{}", local.addr);
+    let identity = dir.join("node.json");
+    let gateway = format!("http://{}", gw.addr);
+    let mut args = vec![
+        "node",
+        "--admin",
+        &admin,
+        "--local",
+        &local,
+        "--identity",
+        identity.to_str().unwrap(),
+        "--name",
+        "ws1",
+        "--rename",
+        "mock-model=llama",
+        "--capacity",
+        "8",
+    ];
+    if let Some(t) = token {
+        args.extend(["--enroll", t]);
+    }
+    match mode {
+        Mode::Direct => args.extend(["--listen", "127.0.0.1:0"]),
+        Mode::Outbound => args.extend(["--connect", &gateway, "--connections", "2"]),
+    }
+    args.extend(extra);
+    Proc::spawn(&args, &[("SWITCHBOARD_LOG", "info")])
+}
+
+fn target(r: &Response) -> String {
+    r.header("x-switchboard-target").unwrap_or("").to_string()
+}
+
+fn stream_body() -> &'static str {
+    r#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+}
+
+const PLAIN: &str = r#"{"model":"llama","messages":[{"role":"user","content":"hi"}]}"#;
+
+/// Requests in a loop from two threads until stopped: (sent, failed, by node).
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..2)
+            .map(|i| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        let body = if i == 0 { PLAIN } else { stream_body() };
+                        let mut c = Conn::open(addr);
+                        c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+                        let r = c.response();
+                        let ok = r.status == 200
+                            && (i == 0 || sse_data(&r.body).last().is_some_and(|d| d == "[DONE]"))
+                            && !String::from_utf8_lossy(&r.body).contains("\"error\"");
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if !ok {
+                            eprintln!("failed request: {} {}", r.status, r.text());
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failed, threads }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.sent.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+}
+
+/// Enroll, advertise, serve plain and streaming requests of its own org only,
+/// stop (SIGTERM under load: no failed request), restart, kill -9.
+fn full_cycle(mode: Mode) {
+    let provider = mock();
+    let local = local_server();
+    let gw = gateway(&provider.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let token = enrollment_token(&gw, json!({"org": "acme", "expires_in_s": 600}));
+    let mut agent = spawn_agent(&gw, dir.path(), &local, &mode, Some(&token), &[]);
+    if let Mode::Direct = mode {
+        agent.address("node listening on ");
+    }
+    let n = wait_status(&gw, "ws1", "online");
+    assert_eq!(n["routable"], true, "{n}");
+    assert_eq!(n["org"], "acme");
+    assert_eq!(n["capacity"], 8);
+    let models: Vec<(String, String)> = n["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["local"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(models.contains(&("llama".into(), "mock-model".into())), "{models:?}");
+    assert!(models.contains(&("embedder".into(), "embedder".into())), "{models:?}");
+
+    // The identity: readable by its user only, no gateway token in the clear.
+    let id_path = dir.path().join("node.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&id_path).unwrap().permissions().mode() & 0o777, 0o600);
+    let id_text = std::fs::read_to_string(&id_path).unwrap();
+    let secret =
+        serde_json::from_str::<serde_json::Value>(&id_text).unwrap()["credential"].as_str().unwrap().to_string();
+    // ...and the admin keeps only a hash of the node secret.
+    let db = rusqlite::Connection::open(&gw.db_path).unwrap();
+    let (hash, sealed): (String, String) =
+        db.query_row("SELECT secret_hash, gateway_token FROM nodes", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let plain_secret = secret.split_once('.').unwrap().1;
+    assert!(!hash.contains(plain_secret) && hash.starts_with("sha256:"), "{hash}");
+    assert!(!sealed.starts_with("sbg-"), "the gateway token is sealed at rest");
+
+    // Outbound mode: every gateway worker holds its connections.
+    if let Mode::Outbound = mode {
+        // (2 per worker, 2 workers; the pools are counted once a second.)
+        let m = gw.metrics();
+        let idle = || {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("switchboard_upstream_idle_connections{pool=\"node:"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(eventually(Duration::from_secs(10), || idle() >= 4), "attached connections: {}", idle());
+    }
+
+    // Plain and streaming requests reach the node; the local server gets its own model name, no gateway token.
+    let before = chats(&local);
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(target(&r), "node:ws1");
+    let r = gw.chat(KEY, stream_body());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(target(&r), "node:ws1");
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    assert!(data.len() > 3, "streamed chunk by chunk: {data:?}");
+    assert_eq!(chats(&local), before + 2);
+    let seen = local.recorded();
+    let last = seen.iter().rev().find(|r| r.path.ends_with("/chat/completions")).unwrap();
+    assert!(String::from_utf8_lossy(&last.body).contains("\"mock-model\""), "renamed back for the local server");
+    assert_eq!(last.header("authorization"), None, "the gateway token stops at the agent");
+
+    // Another org's key never reaches this node: the provider serves it.
+    let r = gw.chat(OTHER_KEY, PLAIN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(target(&r), "provider");
+
+    // Node traffic is accounted like any target, at the pool's price (0).
+    gw.wait_usage_written(3);
+    let u = gw.call("GET", "/v1/admin/usage?group_by=target&granularity=total", None);
+    assert_eq!(u.status, 200, "{}", u.text());
+    let rows = u.json()["data"].as_array().unwrap().clone();
+    let node_row = rows.iter().find(|r| r["target"] == "node:ws1").expect("node usage");
+    assert!(node_row["requests"].as_u64().unwrap() >= 2, "{node_row}");
+    assert_eq!(node_row["cost_usd"].as_f64().unwrap(), 0.0, "{node_row}");
+
+    // SIGTERM under load: the node drains, traffic moves to the provider, nothing fails.
+    let provider_before = chats(&provider);
+    let load = Load::start(gw.addr);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.stop(), 0, "the agent drains and exits 0");
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, failed) = load.finish();
+    assert!(sent > 20, "{sent} requests");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    assert!(chats(&provider) > provider_before, "the provider took over");
+    let status = node(&gw, "ws1")["status"].clone();
+    assert!(status == "draining" || status == "offline", "{status}");
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+
+    // Restart with the stored identity (no token): traffic returns.
+    let mut agent = spawn_agent(&gw, dir.path(), &local, &mode, None, &[]);
+    if let Mode::Direct = mode {
+        agent.address("node listening on ");
+    }
+    wait_status(&gw, "ws1", "online");
+    assert!(
+        eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"),
+        "traffic returns to the node"
+    );
+
+    // kill -9: the node leaves the snapshot within three heartbeat intervals,
+    // and requests meanwhile fail over.
+    agent.kill9();
+    let killed = Instant::now();
+    for _ in 0..10 {
+        let r = gw.chat(KEY, PLAIN);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    wait_status(&gw, "ws1", "offline");
+    assert!(killed.elapsed() < Duration::from_millis(3 * HEARTBEAT_MS + 1_500), "{:?}", killed.elapsed());
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+}
+
+#[test]
+fn direct_mode_enrolls_serves_fails_over_and_returns() {
+    full_cycle(Mode::Direct);
+}
+
+#[test]
+fn outbound_mode_enrolls_serves_fails_over_and_returns() {
+    full_cycle(Mode::Outbound);
+}
+
+/// Minutes since local midnight, as the agent sees it.
+fn local_minute() -> u32 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as libc::time_t;
+    // SAFETY: localtime_r with valid pointers.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&now, &mut tm) };
+    (tm.tm_hour * 60 + tm.tm_min) as u32
+}
+
+fn hhmm(min: u32) -> String {
+    let m = min % 1440;
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+#[test]
+fn idle_time_mode_takes_work_only_inside_its_window() {
+    let provider = mock();
+    let local = local_server();
+    let gw = gateway(&provider.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let now = local_minute();
+    let closed = format!("{}-{}", hhmm(now + 120), hhmm(now + 180));
+    let agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &["--idle-hours", &closed]);
+    let n = wait_status(&gw, "ws1", "unavailable");
+    assert_eq!(n["routable"], false);
+    assert!(n["mode"].as_str().unwrap().contains("idle-time"), "{n}");
+    assert!(n["message"].as_str().unwrap().contains("idle-time hours"), "{n}");
+    let before = chats(&local);
+    for _ in 0..5 {
+        let r = gw.chat(KEY, PLAIN);
+        assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+    }
+    assert_eq!(chats(&local), before, "outside its window the node takes no work");
+    assert_eq!(agent.stop(), 0);
+
+    let open = format!("{}-{}", hhmm(now + 1440 - 60), hhmm(now + 60));
+    let _agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, None, &["--idle-hours", &open]);
+    wait_status(&gw, "ws1", "online");
+    assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
+}
+
+#[test]
+fn a_revoked_node_is_cut_off_and_told_why() {
+    let provider = mock();
+    let local = local_server();
+    let gw = gateway(&provider.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let mut agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &[]);
+    wait_status(&gw, "ws1", "online");
+    assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
+
+    let r =
+        gw.call("PATCH", "/v1/admin/nodes/ws1", Some(&json!({"enabled": false, "reason": "laptop reported stolen"})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "disabled");
+    // At once: the next requests go to the provider.
+    let before = chats(&local);
+    for _ in 0..5 {
+        let r = gw.chat(KEY, PLAIN);
+        assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+    }
+    assert_eq!(chats(&local), before);
+    // The agent's next heartbeat is refused with the reason; it stops (77: do not restart).
+    let line = agent.wait_line("the admin refused this node");
+    assert!(line.contains("laptop reported stolen"), "{line}");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), 77);
+    // Its credential no longer attaches to the gateway.
+    let secret = std::fs::read_to_string(dir.path().join("node.json")).unwrap();
+    let cred = serde_json::from_str::<serde_json::Value>(&secret).unwrap()["credential"].as_str().unwrap().to_string();
+    let mut c = Conn::open(gw.addr);
+    c.send(
+        format!(
+            "POST /v1/nodes/attach HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {cred}\r\ncontent-length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error()["code"], "invalid_node_credential");
+    // The change is audited.
+    let audit = gw.call("GET", "/v1/admin/audit?resource=node", None).text();
+    assert!(audit.contains("laptop reported stolen"), "{audit}");
+}
+
+fn enroll_raw(gw: &AdminGateway, token: &str, name: &str) -> Response {
+    let body = json!({"token": token, "name": name, "version": "test"}).to_string();
+    let mut c = Conn::open(gw.admin);
+    c.send(&request("POST", "/v1/nodes/enroll", None, &body, &[]));
+    c.response()
+}
+
+#[test]
+fn bad_enrollments_and_advertisements_are_refused_clearly() {
+    let provider = mock();
+    let gw = gateway(&provider.base_url());
+    // Unknown token.
+    let r = enroll_raw(&gw, "sbe-not-a-token", "n1");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error()["code"], "invalid_enrollment_token");
+    assert!(r.error()["message"].as_str().unwrap().contains("Unknown"), "{}", r.text());
+    // Single use: the second enrollment is refused.
+    let once = enrollment_token(&gw, json!({"org": "acme"}));
+    assert_eq!(enroll_raw(&gw, &once, "n1").status, 201);
+    let r = enroll_raw(&gw, &once, "n2");
+    assert_eq!(r.status, 401);
+    assert!(r.error()["message"].as_str().unwrap().contains("already used"), "{}", r.text());
+    // Multi-use works for several nodes; a taken name is a conflict.
+    let multi = enrollment_token(&gw, json!({"org": "acme", "max_uses": 0}));
+    assert_eq!(enroll_raw(&gw, &multi, "n3").status, 201);
+    assert_eq!(enroll_raw(&gw, &multi, "n4").status, 201);
+    assert_eq!(enroll_raw(&gw, &multi, "n3").status, 409);
+    // Expired.
+    let short = enrollment_token(&gw, json!({"org": "acme", "expires_in_s": 1}));
+    std::thread::sleep(Duration::from_millis(2_100));
+    let r = enroll_raw(&gw, &short, "n5");
+    assert_eq!(r.status, 401);
+    assert!(r.error()["message"].as_str().unwrap().contains("expired"), "{}", r.text());
+    // Revoked.
+    let rev = gw.call("POST", "/v1/admin/enrollment-tokens", Some(&json!({"org": "acme"})));
+    let (rev_id, rev_secret) =
+        (rev.json()["id"].as_str().unwrap().to_string(), rev.json()["secret"].as_str().unwrap().to_string());
+    assert_eq!(gw.call("POST", &format!("/v1/admin/enrollment-tokens/{rev_id}/revoke"), None).status, 200);
+    let r = enroll_raw(&gw, &rev_secret, "n6");
+    assert_eq!(r.status, 401);
+    assert!(r.error()["message"].as_str().unwrap().contains("revoked"), "{}", r.text());
+    // An unknown org for a token.
+    let r = gw.call("POST", "/v1/admin/enrollment-tokens", Some(&json!({"org": "nope"})));
+    assert_eq!(r.status, 422, "{}", r.text());
+
+    // A heartbeat whose renames make two models one name: rejected, naming it.
+    let multi2 = enrollment_token(&gw, json!({"org": "acme"}));
+    let e = enroll_raw(&gw, &multi2, "clash").json();
+    let cred = e["credential"].as_str().unwrap();
+    let beat = json!({
+        "version": "test", "capacity": 2, "reach": "outbound", "mode": "always-on", "available": true,
+        "healthy": true, "draining": false, "in_flight": 0, "load": 0.1,
+        "models": [{"name": "llama", "local": "a"}, {"name": "llama", "local": "b"}]
+    });
+    let mut c = Conn::open(gw.admin);
+    c.send(&request("POST", "/v1/nodes/heartbeat", Some(cred), &beat.to_string(), &[]));
+    let r = c.response();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.error()["code"], "model_name_clash");
+    assert_eq!(node(&gw, "clash")["status"], "offline");
+    // A wrong secret.
+    let mut c = Conn::open(gw.admin);
+    let wrong = format!("{}.sbn-wrong", cred.split_once('.').unwrap().0);
+    c.send(&request("POST", "/v1/nodes/heartbeat", Some(&wrong), &beat.to_string(), &[]));
+    assert_eq!(c.response().status, 401);
+}
+
+#[test]
+fn a_node_whose_local_server_is_down_reports_unhealthy() {
+    let provider = mock();
+    let gw = gateway(&provider.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let admin = format!("http://{}", gw.admin);
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let gateway = format!("http://{}", gw.addr);
+    let identity = dir.path().join("node.json");
+    let _agent = Proc::spawn(
+        &[
+            "node",
+            "--admin",
+            &admin,
+            "--enroll",
+            &token,
+            "--local",
+            &dead,
+            "--identity",
+            identity.to_str().unwrap(),
+            "--name",
+            "ws1",
+            "--connect",
+            &gateway,
+        ],
+        &[],
+    );
+    let n = wait_status(&gw, "ws1", "unhealthy");
+    assert_eq!(n["routable"], false);
+    assert!(n["message"].as_str().unwrap().contains("does not answer"), "{n}");
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+}
