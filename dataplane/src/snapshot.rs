@@ -822,4 +822,71 @@ models = ["m2"]
         // The request that started on version 1 still holds it.
         assert_eq!(first.version, 1);
     }
+
+    fn node(
+        id: &str,
+        org: &str,
+        shared: bool,
+        routable: bool,
+        reach: switchboard_shared::NodeReach,
+    ) -> switchboard_shared::NodeSpec {
+        switchboard_shared::NodeSpec {
+            id: id.into(),
+            name: id.into(),
+            org: org.into(),
+            shared,
+            models: vec![switchboard_shared::NodeModel { name: "m1".into(), local: "local-m1".into() }],
+            capacity: 2,
+            reach,
+            routable,
+            gateway_token: Secret::new("sbg-gateway-token-0123456789"),
+            secret_hash: KeyHash::of(format!("secret-{id}").as_bytes()).to_string(),
+        }
+    }
+
+    #[test]
+    fn node_pools_expand_to_routable_nodes_and_serve_their_org() {
+        use switchboard_shared::NodeReach;
+        let prep = Prepare::default();
+        let mut s = spec("");
+        s.models[0].targets.insert(
+            0,
+            switchboard_shared::TargetSpec {
+                upstream: String::new(),
+                nodes: Some("m1".into()),
+                prompt_per_mtok: None,
+                completion_per_mtok: None,
+                model: None,
+                weight: 1,
+            },
+        );
+        s.nodes = vec![
+            node("n-a", "acme", false, true, NodeReach::Direct { url: "http://127.0.0.1:7070".into() }),
+            node("n-down", "acme", false, false, NodeReach::Outbound),
+            node("n-shared", "beta", true, true, NodeReach::Outbound),
+        ];
+        let snap = compile(&s, 1, &prep).unwrap();
+        let (_, route) = snap.route("m1").unwrap();
+        let names: Vec<&str> = route.targets.iter().map(|t| &*t.upstream.name).collect();
+        assert_eq!(names, ["node:n-a", "node:n-shared", "a"], "a node that is not routable is left out");
+        let t = &route.targets[0];
+        assert_eq!(t.model_json.as_deref(), Some(&br#""local-m1""#[..]));
+        assert_eq!(t.prices, Some((0.0, 0.0)), "a pool costs 0 unless priced");
+        assert_eq!(&*t.upstream.keys[0].line, b"authorization: Bearer sbg-gateway-token-0123456789\r\n");
+        assert!(matches!(route.targets[1].upstream.addr, UpstreamAddr::Reverse));
+        // Every online node can attach, routable or not.
+        assert_eq!(snap.nodes.len(), 3);
+        assert!(snap.nodes["n-down"].outbound && !snap.nodes["n-a"].outbound);
+        assert_eq!(snap.nodes["n-a"].secret_hash, KeyHash::of(b"secret-n-a"));
+        // Org acme: its own node, the shared one, the provider; another org: no acme node.
+        let order = |org: &str| -> Vec<String> {
+            let plan = crate::select::plan(route, Strategy::Priority, 1, org);
+            plan.as_slice().iter().map(|&i| route.targets[i as usize].upstream.name.to_string()).collect()
+        };
+        assert_eq!(order("acme"), ["node:n-a", "node:n-shared", "a"]);
+        assert_eq!(order("other"), ["node:n-shared", "a"]);
+        // A node at capacity goes behind the others.
+        route.targets[0].upstream.health.in_flight.store(2, Ordering::Relaxed);
+        assert_eq!(order("acme"), ["node:n-shared", "a", "node:n-a"]);
+    }
 }

@@ -1152,6 +1152,24 @@ models = ["fast"]
     }
 
     #[test]
+    fn node_pool_targets_are_checked() {
+        let pool = sample().replace(
+            "{ upstream = \"mock\" }]",
+            "{ nodes = \"llama\", prompt_per_mtok = 0.0 }, { upstream = \"mock\" }]",
+        );
+        let cfg = Config::parse(&pool).unwrap();
+        assert_eq!(cfg.models[0].targets[0].nodes.as_deref(), Some("llama"));
+        let both = sample().replace("{ upstream = \"mock\" }]", "{ upstream = \"mock\", nodes = \"llama\" }]");
+        assert_eq!(Config::parse(&both).unwrap_err().path, "models[0].targets[0]");
+        let renamed = sample().replace("{ upstream = \"mock\" }]", "{ nodes = \"llama\", model = \"x\" }]");
+        assert_eq!(Config::parse(&renamed).unwrap_err().path, "models[0].targets[0].model");
+        let price = sample().replace("{ upstream = \"mock\" }]", "{ nodes = \"llama\", prompt_per_mtok = -1.0 }]");
+        assert_eq!(Config::parse(&price).unwrap_err().path, "models[0].targets[0].prompt_per_mtok");
+        let reserved = sample().replace("name = \"mock\"", "name = \"node:mock\"");
+        assert_eq!(Config::parse(&reserved).unwrap_err().path, "upstreams[0].name");
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let cfg = Config::parse(&sample()).unwrap();
         let dbg = format!("{cfg:?}");

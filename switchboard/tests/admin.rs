@@ -356,6 +356,13 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("put", "/v1/admin/keys/{id}/limits"),
         ("get", "/v1/admin/orgs/{id}/limits"),
         ("put", "/v1/admin/orgs/{id}/limits"),
+        ("get", "/v1/admin/enrollment-tokens"),
+        ("post", "/v1/admin/enrollment-tokens"),
+        ("post", "/v1/admin/enrollment-tokens/{id}/revoke"),
+        ("get", "/v1/admin/nodes"),
+        ("get", "/v1/admin/nodes/{id}"),
+        ("patch", "/v1/admin/nodes/{id}"),
+        ("delete", "/v1/admin/nodes/{id}"),
     ];
     let documented: Vec<(String, String)> = paths
         .iter()
