@@ -510,3 +510,128 @@ fn a_node_whose_local_server_is_down_reports_unhealthy() {
     let r = gw.chat(KEY, PLAIN);
     assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
 }
+
+fn admin_call(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> Response {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut c = Conn::open(addr);
+    c.send(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.response()
+}
+
+/// Split mode with real processes: `serve` (admin + a data plane) and a
+/// `dataplane` following it; one outbound agent attached to both, with a
+/// server hash key (node secrets hashed with it, checked by the remote data
+/// plane from the snapshot).
+#[test]
+fn an_outbound_node_serves_every_data_plane_process() {
+    const HASH_KEY: &str = "nodes-test-server-hash-key-0123456789";
+    let provider = mock();
+    let local = local_server();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_cfg = dir.path().join("admin.toml");
+    let hasher = switchboard_shared::KeyHasher::keyed(HASH_KEY.as_bytes()).unwrap();
+    std::fs::write(
+        &admin_cfg,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[admin]
+listen = "127.0.0.1:0"
+database = "switchboard.db"
+node_heartbeat_ms = {HEARTBEAT_MS}
+
+[[upstreams]]
+name = "provider"
+base_url = "{}"
+
+[[models]]
+name = "llama"
+targets = [{{ nodes = "llama" }}, {{ upstream = "provider" }}]
+
+[[keys]]
+id = "acme-key"
+hash = "{}"
+org = "acme"
+"#,
+            provider.base_url(),
+            hasher.hash_str(KEY.as_bytes())
+        ),
+    )
+    .unwrap();
+    let dp_cfg = dir.path().join("dataplane.toml");
+    std::fs::write(
+        &dp_cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[usage]\nspill_file = \"{}\"\n",
+            dir.path().join("dp.spill").display()
+        ),
+    )
+    .unwrap();
+    let mut admin =
+        Proc::spawn(&["serve", "--config", admin_cfg.to_str().unwrap()], &[("SWITCHBOARD_HASH_KEY", HASH_KEY)]);
+    let admin_addr = admin.address("admin API listening on ");
+    let gw1 = admin.address("data plane listening on ");
+    let mut dp = Proc::spawn(
+        &["dataplane", "--admin", &format!("http://{admin_addr}"), "--config", dp_cfg.to_str().unwrap()],
+        &[],
+    );
+    let gw2 = dp.address("data plane listening on ");
+
+    let t = admin_call(admin_addr, "POST", "/v1/admin/enrollment-tokens", Some(json!({"org": "acme"})));
+    assert_eq!(t.status, 201, "{}", t.text());
+    let token = t.json()["secret"].as_str().unwrap().to_string();
+    let (admin_url, local_url) = (format!("http://{admin_addr}"), format!("http://{}", local.addr));
+    let (c1, c2) = (format!("http://{gw1}"), format!("http://{gw2}"));
+    let identity = dir.path().join("node.json");
+    let agent = Proc::spawn(
+        &[
+            "node",
+            "--admin",
+            &admin_url,
+            "--enroll",
+            &token,
+            "--local",
+            &local_url,
+            "--identity",
+            identity.to_str().unwrap(),
+            "--name",
+            "ws1",
+            "--rename",
+            "mock-model=llama",
+            "--connect",
+            &c1,
+            "--connect",
+            &c2,
+            "--connections",
+            "1",
+        ],
+        &[],
+    );
+    let online = eventually(Duration::from_secs(15), || {
+        let r = admin_call(admin_addr, "GET", "/v1/admin/nodes/ws1", None);
+        r.status == 200 && r.json()["routable"] == true
+    });
+    assert!(online, "the node never came online");
+    for gw in [gw1, gw2] {
+        let served = eventually(Duration::from_secs(10), || {
+            let mut c = Conn::open(gw);
+            c.send(&request("POST", "/v1/chat/completions", Some(KEY), PLAIN, &[]));
+            let r = c.response();
+            assert_eq!(r.status, 200, "{}", r.text());
+            target(&r) == "node:ws1"
+        });
+        assert!(served, "data plane {gw} never reached the node");
+    }
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(dp.stop(), 0);
+    assert_eq!(admin.stop(), 0);
+}

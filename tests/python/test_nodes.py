@@ -39,11 +39,14 @@ def test_a_node_serves_sdk_requests_plain_and_streaming(admin_gateway, tmp_path)
             {"name": "local-llm", "targets": [{"nodes": "local-llm"}, {"provider": "mock", "model": "gpt-4o-mini"}]},
         )
         token = admin_call(admin, "POST", "/v1/admin/enrollment-tokens", {"org": "sdk-org"})["secret"]
+        local_url = local.match.group(1)
+        if not local_url.startswith("http"):
+            local_url = "http://" + local_url
         gateway = base.removesuffix("/v1")
         agent = Proc(
             [
                 str(BIN / "switchboard"), "node", "--admin", admin, "--enroll", token,
-                "--local", f"http://{local.match.group(1)}", "--identity", str(tmp_path / "node.json"),
+                "--local", local_url, "--identity", str(tmp_path / "node.json"),
                 "--name", "sdk-node", "--connect", gateway, "--rename", "mock-model=local-llm",
             ],
             "stderr",

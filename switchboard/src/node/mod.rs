@@ -59,9 +59,10 @@ pub struct NodeArgs {
     /// ...and advertise this URL for gateways to dial (default: http://<listen address>).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Outbound mode: keep connections open to this gateway (its client port), e.g. https://gw.example.com
+    /// Outbound mode: keep connections open to this gateway (its client
+    /// port), e.g. https://gw.example.com; repeat for each data-plane process.
     #[arg(long)]
-    pub connect: Option<String>,
+    pub connect: Vec<String>,
     /// Outbound mode: connections kept per gateway worker.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -191,7 +192,7 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
         Ok(u) => u,
         Err(e) => return fail(EX_CONFIG, format!("--admin: {e}")),
     };
-    if args.listen.is_some() == args.connect.is_some() {
+    if args.listen.is_some() == !args.connect.is_empty() {
         return fail(
             EX_CONFIG,
             "choose one way for gateways to reach this node: --listen (direct) or --connect (outbound)",
@@ -246,7 +247,7 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
     });
     // Serving first, so gateways find it ready once the admin publishes it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let reach = match (&agent.args.listen, &agent.args.connect) {
+    let reach = match (&agent.args.listen, agent.args.connect.as_slice()) {
         (Some(listen), _) => match serve::direct(agent.clone(), listen, stop_rx.clone()).await {
             Ok(addr) => {
                 let url = agent.args.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
@@ -258,14 +259,17 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
             }
             Err(e) => return fail(EX_CONFIG, format!("--listen {listen}: {e}")),
         },
-        (None, Some(connect)) => match BaseUrl::parse(connect) {
-            Ok(gw) => {
-                tokio::spawn(serve::outbound(agent.clone(), gw, stop_rx.clone()));
-                NodeReach::Outbound
+        (None, gateways) => {
+            for connect in gateways {
+                match BaseUrl::parse(connect) {
+                    Ok(gw) => {
+                        tokio::spawn(serve::outbound(agent.clone(), gw, stop_rx.clone()));
+                    }
+                    Err(e) => return fail(EX_CONFIG, format!("--connect {connect}: {e}")),
+                }
             }
-            Err(e) => return fail(EX_CONFIG, format!("--connect: {e}")),
-        },
-        (None, None) => return fail(EX_CONFIG, "--listen or --connect is required"),
+            NodeReach::Outbound
+        }
     };
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -112,7 +112,11 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Result<Reply, std:
     };
     match agent.client.request(out).await {
         Ok(resp) => {
-            let (parts, body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
+            // The connection to the gateway is this agent's, not the local server's to close.
+            for h in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
+                parts.headers.remove(h);
+            }
             let body = Tracked { body, agent: agent.clone() }.boxed();
             Ok(Response::from_parts(parts, body))
         }
@@ -240,7 +244,7 @@ pub async fn outbound(agent: Arc<Agent>, gateway: BaseUrl, mut stop: watch::Rece
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => {
-                tracing::warn!(error = %e, gateway = %agent.args.connect.as_deref().unwrap_or(""), "cannot attach to the gateway; retrying");
+                tracing::warn!(error = %e, gateway = %gateway.host_header(), "cannot attach to the gateway; retrying");
                 sleep_or_stop(&mut stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
