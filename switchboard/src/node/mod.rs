@@ -192,7 +192,7 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
         Ok(u) => u,
         Err(e) => return fail(EX_CONFIG, format!("--admin: {e}")),
     };
-    if args.listen.is_some() == !args.connect.is_empty() {
+    if args.listen.is_some() != args.connect.is_empty() {
         return fail(
             EX_CONFIG,
             "choose one way for gateways to reach this node: --listen (direct) or --connect (outbound)",
