@@ -504,7 +504,8 @@ pub fn heartbeat(
     Ok((row.id, changed, status, routable))
 }
 
-fn check_heartbeat(b: &Heartbeat) -> ApiResult<()> {
+/// Check a heartbeat's content (models, capacity, reach, sizes).
+pub fn check_heartbeat(b: &Heartbeat) -> ApiResult<()> {
     if b.models.len() > MAX_MODELS {
         return Err(ApiError::invalid_field("models", format!("at most {MAX_MODELS} models")));
     }

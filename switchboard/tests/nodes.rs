@@ -124,7 +124,12 @@ fn spawn_agent(
     }
     match mode {
         Mode::Direct => args.extend(["--listen", "127.0.0.1:0"]),
-        Mode::Outbound => args.extend(["--connect", &gateway, "--connections", "2"]),
+        Mode::Outbound => {
+            args.extend(["--connect", &gateway]);
+            if !extra.contains(&"--connections") {
+                args.extend(["--connections", "2"]);
+            }
+        }
     }
     args.extend(extra);
     Proc::spawn(&args, &[("SWITCHBOARD_LOG", "info")])
@@ -634,4 +639,44 @@ org = "acme"
     assert_eq!(agent.stop(), 0);
     assert_eq!(dp.stop(), 0);
     assert_eq!(admin.stop(), 0);
+}
+
+/// More requests at once than a worker has attached connections: the extra
+/// ones go to the next target, and the node is not ejected for it.
+#[test]
+fn a_busy_outbound_pool_overflows_to_the_next_target_without_ejecting_the_node() {
+    let provider = mock();
+    let local = local_server();
+    let gw = gateway(&provider.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let _agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &["--connections", "1"]);
+    wait_status(&gw, "ws1", "online");
+    assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
+    // 8 slow requests at once on 2 workers holding 1 connection each.
+    let slow = r#"{"model":"llama","messages":[{"role":"user","content":"hi"}],"mock":{"delay_ms":400}}"#;
+    let addr = gw.addr;
+    let targets: Vec<String> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                c.send(&request("POST", "/v1/chat/completions", Some(KEY), slow, &[]));
+                let r = c.response();
+                assert_eq!(r.status, 200, "{}", r.text());
+                target(&r)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let on_node = targets.iter().filter(|t| *t == "node:ws1").count();
+    assert!((1..=2).contains(&on_node), "{targets:?}");
+    assert_eq!(targets.iter().filter(|t| *t == "provider").count(), 8 - on_node, "{targets:?}");
+    // The node is still healthy: the next request goes to it.
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "node:ws1".to_string()));
+    let health = gw.call("GET", "/v1/admin/targets", None).json();
+    let node = health["data"].as_array().unwrap().iter().find(|t| t["name"] == "node:ws1").cloned().unwrap();
+    assert_eq!((node["state"].as_str(), node["failures"].as_u64()), (Some("closed"), Some(0)), "{node}");
 }

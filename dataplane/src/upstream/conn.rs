@@ -97,11 +97,17 @@ fn addresses(up: &Upstream, dns: &DnsCache) -> Result<Arc<[SocketAddr]>, Gateway
             GatewayError::upstream(format!("Upstream `{}`: host `{host}` could not be resolved.", up.name))
                 .because(Trigger::Connect)
         }),
-        UpstreamAddr::Reverse => Err(GatewayError::upstream(format!(
-            "Node `{}` has no idle connection open to this gateway worker.",
-            up.name
-        ))
-        .because(Trigger::Connect)),
+        UpstreamAddr::Reverse => {
+            // All its attached connections are busy (or none yet): not the
+            // node's failure, so its health is left alone; the next target serves.
+            let mut e = GatewayError::upstream(format!(
+                "Node `{}` has no idle connection open to this gateway worker.",
+                up.name
+            ))
+            .because(Trigger::Connect);
+            e.source = crate::error::Source::Gateway;
+            Err(e)
+        }
     }
 }
 

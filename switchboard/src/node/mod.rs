@@ -63,9 +63,9 @@ pub struct NodeArgs {
     /// port), e.g. https://gw.example.com; repeat for each data-plane process.
     #[arg(long)]
     pub connect: Vec<String>,
-    /// Outbound mode: connections kept per gateway worker.
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    /// Outbound mode: connections kept per gateway worker (default: --capacity, at most 64).
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Most requests at once.
     #[arg(long, default_value_t = 4)]
     pub capacity: u32,
@@ -198,7 +198,7 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
             "choose one way for gateways to reach this node: --listen (direct) or --connect (outbound)",
         );
     }
-    if args.capacity == 0 || args.capacity > 4096 || args.connections == 0 || args.connections > 256 {
+    if args.capacity == 0 || args.capacity > 4096 || args.connections.is_some_and(|n| n == 0 || n > 256) {
         return fail(EX_CONFIG, "--capacity must be 1 to 4096 and --connections 1 to 256");
     }
     let window = match args.idle_hours.as_deref().map(Window::parse).transpose() {

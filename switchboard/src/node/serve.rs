@@ -178,7 +178,7 @@ pub async fn direct(
 /// takes a new connection is the kernel's pick, so the agent dials until each
 /// has its share). Dropped connections are replaced; refusals back off.
 pub async fn outbound(agent: Arc<Agent>, gateway: BaseUrl, mut stop: watch::Receiver<bool>) {
-    let per_worker = agent.args.connections;
+    let per_worker = agent.args.connections.unwrap_or((agent.args.capacity as usize).min(64));
     let counts: Arc<Mutex<HashMap<Slot, usize>>> = Arc::default();
     let changed = Arc::new(tokio::sync::Notify::new());
     let mut backoff = Duration::from_millis(200);
