@@ -250,6 +250,9 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
     let reach = match (&agent.args.listen, agent.args.connect.as_slice()) {
         (Some(listen), _) => match serve::direct(agent.clone(), listen, stop_rx.clone()).await {
             Ok(addr) => {
+                if addr.ip().is_unspecified() && agent.args.advertise.is_none() {
+                    return fail(EX_CONFIG, format!("--listen {addr} needs --advertise: the URL gateways dial"));
+                }
                 let url = agent.args.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
                 if let Err(e) = BaseUrl::parse(&url) {
                     return fail(EX_CONFIG, format!("--advertise: {e}"));

@@ -129,11 +129,21 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Result<Reply, std:
     }
 }
 
+/// How long a direct-mode client may take to send a request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serve HTTP/1.1 on one connection until it closes or `stop` is set (then
-/// the request in flight finishes first).
-async fn serve_conn(agent: Arc<Agent>, io: Box<dyn Stream>, mut stop: watch::Receiver<bool>) {
+/// the request in flight finishes first). A listener's connections (direct
+/// mode: anyone may connect) get a head timeout; attached ones wait for the
+/// gateway as long as it likes.
+async fn serve_conn(agent: Arc<Agent>, io: Box<dyn Stream>, mut stop: watch::Receiver<bool>, accepted: bool) {
     let svc = hyper::service::service_fn(move |req| handle(agent.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(true);
+    if accepted {
+        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    }
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -159,7 +169,7 @@ pub async fn direct(
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => {
                         let _ = tcp.set_nodelay(true);
-                        tokio::spawn(serve_conn(agent.clone(), Box::new(tcp), stop.clone()));
+                        tokio::spawn(serve_conn(agent.clone(), Box::new(tcp), stop.clone(), true));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -226,7 +236,7 @@ pub async fn outbound(agent: Arc<Agent>, gateway: BaseUrl, mut stop: watch::Rece
                 drop(map);
                 let (agent, counts, changed, stop) = (agent.clone(), counts.clone(), changed.clone(), stop.clone());
                 tokio::spawn(async move {
-                    serve_conn(agent, io, stop).await;
+                    serve_conn(agent, io, stop, false).await;
                     let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(n) = map.get_mut(&slot) {
                         *n = n.saturating_sub(1);
