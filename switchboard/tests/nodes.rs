@@ -202,9 +202,10 @@ fn full_cycle(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let token = enrollment_token(&gw, json!({"org": "acme", "expires_in_s": 600}));
     let mut agent = spawn_agent(&gw, dir.path(), &local, &mode, Some(&token), &[]);
-    if let Mode::Direct = mode {
-        agent.address("node listening on ");
-    }
+    let agent_addr = match mode {
+        Mode::Direct => Some(agent.address("node listening on ")),
+        Mode::Outbound => None,
+    };
     let n = wait_status(&gw, "ws1", "online");
     assert_eq!(n["routable"], true, "{n}");
     assert_eq!(n["org"], "acme");
@@ -264,10 +265,28 @@ fn full_cycle(mode: Mode) {
     assert!(String::from_utf8_lossy(&last.body).contains("\"mock-model\""), "renamed back for the local server");
     assert_eq!(last.header("authorization"), None, "the gateway token stops at the agent");
 
-    // Another org's key never reaches this node: the provider serves it.
+    // Another org's key never reaches this node: the provider serves it...
     let r = gw.chat(OTHER_KEY, PLAIN);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(target(&r), "provider");
+    // ...until an admin shares the node.
+    assert_eq!(gw.call("PATCH", "/v1/admin/nodes/ws1", Some(&json!({"shared": true}))).status, 200);
+    let r = gw.chat(OTHER_KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "node:ws1".to_string()));
+    assert_eq!(gw.call("PATCH", "/v1/admin/nodes/ws1", Some(&json!({"shared": false}))).status, 200);
+    let r = gw.chat(OTHER_KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+
+    // Direct mode: the agent's port answers only the gateway's token.
+    if let Some(addr) = agent_addr {
+        for token in [None, Some("sbg-not-the-gateway-token"), Some(KEY)] {
+            let mut c = Conn::open(addr);
+            c.send(&request("POST", "/v1/chat/completions", token, PLAIN, &[]));
+            let r = c.response();
+            assert_eq!(r.status, 401, "{}", r.text());
+            assert_eq!(r.error()["code"], "invalid_gateway_token");
+        }
+    }
 
     // Node traffic is accounted like any target, at the pool's price (0).
     gw.wait_usage_written(3);
@@ -479,6 +498,25 @@ fn bad_enrollments_and_advertisements_are_refused_clearly() {
     let wrong = format!("{}.sbn-wrong", cred.split_once('.').unwrap().0);
     c.send(&request("POST", "/v1/nodes/heartbeat", Some(&wrong), &beat.to_string(), &[]));
     assert_eq!(c.response().status, 401);
+    // A good heartbeat, then the node is removed: its identity stops working.
+    let good = json!({
+        "version": "test", "capacity": 2, "reach": "outbound", "mode": "always-on", "available": true,
+        "healthy": true, "draining": false, "in_flight": 0, "load": 0.1,
+        "models": [{"name": "llama", "local": "a"}]
+    });
+    let beat_with = |c: &str| {
+        let mut conn = Conn::open(gw.admin);
+        conn.send(&request("POST", "/v1/nodes/heartbeat", Some(c), &good.to_string(), &[]));
+        conn.response()
+    };
+    let r = beat_with(cred);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.json()["status"].as_str(), r.json()["routable"].as_bool()), (Some("online"), Some(true)));
+    assert_eq!(gw.call("DELETE", "/v1/admin/nodes/clash", None).status, 200);
+    let r = beat_with(cred);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.error()["code"], "node_unknown");
+    assert_eq!(gw.call("GET", "/v1/admin/nodes/clash", None).status, 404);
 }
 
 #[test]
