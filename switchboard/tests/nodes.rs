@@ -59,6 +59,24 @@ fn local_server() -> switchboard_loadtests::MockHandle {
     })
 }
 
+/// A provider, a local server, the gateway, a folder for the agent's
+/// identity, and an enrollment token for org `acme`.
+struct Setup {
+    provider: switchboard_loadtests::MockHandle,
+    local: switchboard_loadtests::MockHandle,
+    gw: AdminGateway,
+    dir: tempfile::TempDir,
+    token: String,
+}
+
+fn setup() -> Setup {
+    let provider = mock();
+    let local = local_server();
+    let gw = gateway(&provider.base_url());
+    let token = enrollment_token(&gw, json!({"org": "acme", "expires_in_s": 600}));
+    Setup { provider, local, gw, dir: tempfile::tempdir().unwrap(), token }
+}
+
 fn chats(m: &switchboard_loadtests::MockHandle) -> usize {
     m.recorded().iter().filter(|r| r.path.ends_with("/chat/completions")).count()
 }
@@ -196,11 +214,7 @@ impl Load {
 /// Enroll, advertise, serve plain and streaming requests of its own org only,
 /// stop (SIGTERM under load: no failed request), restart, kill -9.
 fn full_cycle(mode: Mode) {
-    let provider = mock();
-    let local = local_server();
-    let gw = gateway(&provider.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let token = enrollment_token(&gw, json!({"org": "acme", "expires_in_s": 600}));
+    let Setup { provider, local, gw, dir, token } = setup();
     let mut agent = spawn_agent(&gw, dir.path(), &local, &mode, Some(&token), &[]);
     let agent_addr = match mode {
         Mode::Direct => Some(agent.address("node listening on ")),
@@ -363,11 +377,7 @@ fn hhmm(min: u32) -> String {
 
 #[test]
 fn idle_time_mode_takes_work_only_inside_its_window() {
-    let provider = mock();
-    let local = local_server();
-    let gw = gateway(&provider.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let Setup { provider: _provider, local, gw, dir, token } = setup();
     let now = local_minute();
     let closed = format!("{}-{}", hhmm(now + 120), hhmm(now + 180));
     let agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &["--idle-hours", &closed]);
@@ -391,11 +401,7 @@ fn idle_time_mode_takes_work_only_inside_its_window() {
 
 #[test]
 fn a_revoked_node_is_cut_off_and_told_why() {
-    let provider = mock();
-    let local = local_server();
-    let gw = gateway(&provider.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let Setup { provider: _provider, local, gw, dir, token } = setup();
     let mut agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &[]);
     wait_status(&gw, "ws1", "online");
     assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
@@ -683,11 +689,7 @@ org = "acme"
 /// ones go to the next target, and the node is not ejected for it.
 #[test]
 fn a_busy_outbound_pool_overflows_to_the_next_target_without_ejecting_the_node() {
-    let provider = mock();
-    let local = local_server();
-    let gw = gateway(&provider.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let Setup { provider: _provider, local, gw, dir, token } = setup();
     let _agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &["--connections", "1"]);
     wait_status(&gw, "ws1", "online");
     assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
