@@ -81,17 +81,24 @@ impl FromRequestParts<SharedState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let token = match header.split_at_checked(7) {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer ") && !t.trim().is_empty() => t.trim().to_string(),
-            _ => return Err(ApiError::unauthorized()),
-        };
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let st = state.clone();
         let found = blocking(move || st.read(|c| store::authenticate_token(c, st.hasher(), &token))).await?;
         match found {
             Some((id, role)) => Ok(Admin { token_id: id, can_write: role == "admin" }),
             None => Err(ApiError::unauthorized()),
         }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    match header.split_at_checked(7) {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer ") && !t.trim().is_empty() => {
+            Some(t.trim().to_string())
+        }
+        _ => None,
     }
 }
 
@@ -915,17 +922,13 @@ async fn node_heartbeat(
     headers: axum::http::HeaderMap,
     ApiJson(b): ApiJson<switchboard_shared::node::Heartbeat>,
 ) -> ApiResult<Response> {
-    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let credential = match header.split_at_checked(7) {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer ") && !t.trim().is_empty() => t.trim().to_string(),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_node_credential",
-                "A node credential is required: Authorization: Bearer <node id>.<secret>.",
-            ))
-        }
-    };
+    let credential = bearer(&headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_node_credential",
+            "A node credential is required: Authorization: Bearer <node id>.<secret>.",
+        )
+    })?;
     let st = s.clone();
     Ok(Json(blocking(move || st.node_heartbeat(&credential, b)).await?).into_response())
 }

@@ -160,7 +160,7 @@ impl State {
             store,
             watch: tx,
             live: nodes::Live::default(),
-            heartbeat_ms: std::sync::atomic::AtomicU64::new(DEFAULT_HEARTBEAT_MS),
+            heartbeat_ms: std::sync::atomic::AtomicU64::new(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
         });
         state.republish()?;
         state.seed_quotas().map_err(|e| e.message)?;
@@ -360,9 +360,6 @@ impl State {
         })
     }
 }
-
-/// How often nodes heartbeat unless configured.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 
 /// A running admin service.
 pub struct AdminHandle {

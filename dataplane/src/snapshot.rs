@@ -542,6 +542,8 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     let mut route_index = FxHashMap::default();
     for (i, m) in spec.models.iter().enumerate() {
         let mut targets = Vec::with_capacity(m.targets.len());
+        // Whether any node made it into the route (an empty pool costs requests nothing).
+        let mut has_nodes = false;
         for (j, t) in m.targets.iter().enumerate() {
             let listed_price = match (t.prompt_per_mtok, t.completion_per_mtok) {
                 (None, None) => None,
@@ -556,6 +558,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                         break;
                     }
                     let prices = listed_price.unwrap_or((0.0, 0.0));
+                    has_nodes = true;
                     targets.push(Target {
                         upstream: up.clone(),
                         model_json: (model.local != m.name).then(|| json_string(&model.local)),
@@ -607,7 +610,6 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             backoff: Duration::from_millis(m.retry.backoff_ms.unwrap_or(50)),
         };
         route_index.insert(m.name.as_str().into(), i);
-        let has_nodes = m.targets.iter().any(|t| t.nodes.is_some());
         routes.push(Route {
             has_nodes,
             name: m.name.as_str().into(),

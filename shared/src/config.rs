@@ -83,6 +83,9 @@ pub struct AdminSettings {
     pub node_heartbeat_ms: u64,
 }
 
+/// How often nodes heartbeat unless `[admin] node_heartbeat_ms` says otherwise.
+pub const DEFAULT_NODE_HEARTBEAT_MS: u64 = 5_000;
+
 impl Default for AdminSettings {
     fn default() -> Self {
         AdminSettings {
@@ -91,7 +94,7 @@ impl Default for AdminSettings {
             max_body_bytes: 1024 * 1024,
             tls_cert_file: None,
             tls_key_file: None,
-            node_heartbeat_ms: 5_000,
+            node_heartbeat_ms: DEFAULT_NODE_HEARTBEAT_MS,
         }
     }
 }

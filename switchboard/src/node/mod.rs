@@ -278,7 +278,7 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EX_UNAVAILABLE, format!("cannot install signal handlers: {e}")),
     };
-    let mut every = Duration::from_millis(switchboard_adminapi::DEFAULT_HEARTBEAT_MS);
+    let mut every = Duration::from_millis(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS);
     loop {
         match heartbeat(&agent, &reach).await {
             Beat::Ok(reply) => every = Duration::from_millis(reply.heartbeat_ms.clamp(100, 3_600_000)),
@@ -338,7 +338,7 @@ async fn load_or_enroll(
             .map_err(|e| (EX_UNAVAILABLE, format!("cannot reach the admin API at {}: {e}", args.admin)))?;
     if status != 201 {
         let code = if status == 401 || status == 403 { EX_NOPERM } else { EX_CONFIG };
-        return Err((code, format!("enrollment refused ({status}): {}", net::error_message(&answer))));
+        return Err((code, format!("enrollment refused ({status}): {}", net::error_parts(&answer).1)));
     }
     let e: EnrollResponse =
         serde_json::from_slice(&answer).map_err(|e| (EX_UNAVAILABLE, format!("unexpected enrollment answer: {e}")))?;
@@ -491,8 +491,7 @@ async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
             Err(e) => Beat::Failed(format!("unexpected heartbeat answer: {e}")),
         },
         Ok((status @ (401 | 403), body)) => {
-            let code = net::error_code(&body);
-            let message = net::error_message(&body);
+            let (code, message) = net::error_parts(&body);
             if matches!(code.as_str(), "node_revoked" | "node_unknown" | "invalid_node_credential") {
                 Beat::Refused(message)
             } else {
@@ -500,7 +499,7 @@ async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
             }
         }
         Ok((status, body)) => {
-            let message = net::error_message(&body);
+            let (_, message) = net::error_parts(&body);
             tracing::error!(status, error = %message, "the admin rejected the heartbeat");
             Beat::Failed(format!("{status}: {message}"))
         }

@@ -88,20 +88,14 @@ pub async fn call(
     tokio::time::timeout(timeout, work).await.map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
 }
 
-/// The message of an OpenAI-style error body, or the body itself.
-pub fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
-}
-
-/// The error code of an OpenAI-style error body.
-pub fn error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-        .unwrap_or_default()
+/// The code and message of an OpenAI-style error body (the message is the
+/// body itself when it is not one).
+pub fn error_parts(body: &[u8]) -> (String, String) {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let field = |name: &str| v.as_ref().and_then(|v| v["error"][name].as_str()).map(str::to_string);
+    let message =
+        field("message").unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+    (field("code").unwrap_or_default(), message)
 }
 
 /// Which gateway process and worker took an attached connection.
@@ -160,7 +154,7 @@ pub async fn attach(
             let len: usize = header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0).min(64 * 1024);
             let mut body = vec![0u8; len];
             let _ = io.read_exact(&mut body).await;
-            return Ok(Attach::Refused(status, error_message(&body)));
+            return Ok(Attach::Refused(status, error_parts(&body).1));
         }
         let (worker, workers) = header("x-switchboard-worker")
             .and_then(|v| v.split_once('/').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?))))

@@ -182,7 +182,7 @@ impl AdminGateway {
             database: db_path.clone(),
             max_body_bytes: 64 * 1024,
             tls: None,
-            node_heartbeat_ms: cfg.admin.as_ref().map_or(5_000, |a| a.node_heartbeat_ms),
+            node_heartbeat_ms: cfg.admin.unwrap_or_default().node_heartbeat_ms,
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
         let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
