@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+BIN = Path(
+    os.environ.get("SWITCHBOARD_BIN_DIR")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug"
+)
 KEY = "sk-sdk-test-key"
 PROVIDER_KEY = "sk-provider-for-sdk-tests"
 
