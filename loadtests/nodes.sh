@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the node path costs, in one command: one gateway (admin API on), one
-# mock upstream used three ways — as a provider, and as the local server of a
-# node agent in outbound mode and of one in direct mode — and closed-loop runs
-# alternated between the three routes. Reports latency (p50, p99), requests/s,
+# mock upstream used four ways — as a provider, and as the local server of a
+# node agent in outbound mode, of one in direct mode (TLS, pinned) and of one
+# in direct mode with --plain-http — and closed-loop runs alternated between
+# the four routes. Reports latency (p50, p99), requests/s,
 # and CPU per request of the gateway and of the agents. Loopback only,
 # bounded in time.
 #
@@ -65,6 +66,10 @@ targets = [{ nodes = "outbound" }]
 name = "direct"
 targets = [{ nodes = "direct" }]
 
+[[models]]
+name = "direct-plain"
+targets = [{ nodes = "direct-plain" }]
+
 [[keys]]
 id = "bench"
 hash = "$HASH"
@@ -93,6 +98,7 @@ agent() { # name mode-args...
 }
 agent outbound --connect "http://$GW" --connections "$CONNECTIONS"; OUT_PID=$AGENT_PID
 agent direct --listen 127.0.0.1:0; DIR_PID=$AGENT_PID
+agent direct-plain --listen 127.0.0.1:0 --plain-http; PLAIN_PID=$AGENT_PID
 sleep 1.5  # attached connections are counted, and the warm-up is short
 
 run() { # model i agent-pid
@@ -117,13 +123,14 @@ for i in $(seq 1 "$RUNS"); do
     rows[provider]+="$(run provider "$i" "")"$'\n'
     rows[outbound]+="$(run outbound "$i" "$OUT_PID")"$'\n'
     rows[direct]+="$(run direct "$i" "$DIR_PID")"$'\n'
+    rows[direct-plain]+="$(run direct-plain "$i" "$PLAIN_PID")"$'\n'
 done
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 {
     echo "$CONNECTIONS connections, stream ratio $STREAM_RATIO, ${DURATION}s runs x$RUNS alternated; medians:"
-    printf '%-9s %9s %9s %9s %14s %12s %7s\n' route "req/s" "p50 us" "p99 us" "gateway us/req" "agent us/req" errors
-    for route in provider outbound direct; do
+    printf '%-12s %9s %9s %9s %14s %12s %7s\n' route "req/s" "p50 us" "p99 us" "gateway us/req" "agent us/req" errors
+    for route in provider outbound direct direct-plain; do
         col() { printf '%s' "${rows[$route]}" | awk -v c="$1" 'NF {print $c}' | median; }
-        printf '%-9s %9s %9s %9s %14s %12s %7s\n' "$route" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
+        printf '%-12s %9s %9s %9s %14s %12s %7s\n' "$route" "$(col 1)" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
     done
 } | tee "$OUT/summary.txt"

@@ -398,7 +398,8 @@ fn view(row: NodeRow, live: &Live) -> NodeView {
         models: beat.map(|b| b.models.clone()).unwrap_or_default(),
         capacity: beat.map_or(0, |b| b.capacity),
         reach: beat.map(|b| match &b.reach {
-            NodeReach::Direct { url } => format!("direct {url}"),
+            NodeReach::Direct { url, tls_pin: None } => format!("direct {url}"),
+            NodeReach::Direct { url, tls_pin: Some(pin) } => format!("direct {url} pinned {pin}"),
             NodeReach::Outbound => "outbound".to_string(),
         }),
         mode: beat.map(|b| b.mode.clone()),
@@ -526,9 +527,7 @@ pub fn check_heartbeat(b: &Heartbeat) -> ApiResult<()> {
     if b.capacity == 0 || b.capacity > MAX_CAPACITY {
         return Err(ApiError::invalid_field("capacity", format!("must be 1 to {MAX_CAPACITY}")));
     }
-    if let NodeReach::Direct { url } = &b.reach {
-        switchboard_shared::url::BaseUrl::parse(url).map_err(|e| ApiError::invalid_field("reach.url", e))?;
-    }
+    b.reach.check().map_err(|(field, e)| ApiError::invalid_field(&format!("reach.{field}"), e))?;
     if b.version.len() > 64 || b.mode.len() > 200 || b.message.len() > 1000 {
         return Err(ApiError::invalid_field("version", "version, mode or message too long"));
     }

@@ -382,23 +382,42 @@ fn key_policy(
     p
 }
 
-/// Build one upstream. `reverse`: a node reached over connections it opened
-/// to the gateway, pooled under this key (no address to dial).
+/// How a node is reached, for `build_upstream`.
+#[derive(Clone, Copy, Default)]
+enum NodeLink<'a> {
+    /// Not a node, or a node dialled with the usual trust.
+    #[default]
+    Dial,
+    /// A node dialled over TLS that trusts exactly this certificate.
+    Pinned(KeyHash),
+    /// Connections the node opened to the gateway, pooled under this key
+    /// (no address to dial).
+    Reverse(&'a str),
+}
+
+/// Build one upstream (a provider, or a node as `link` says).
 fn build_upstream(
     p: &str,
     u: &switchboard_shared::UpstreamSpec,
     prep: &Prepare,
     default_tls: &mut Option<Arc<rustls::ClientConfig>>,
-    reverse: Option<&str>,
+    link: NodeLink<'_>,
 ) -> Result<Upstream, ConfigError> {
     let p = p.to_string();
     let dns = &*prep.dns;
     let url = BaseUrl::parse(&u.base_url).map_err(|e| err(format!("{p}.base_url"), e))?;
+    let reverse = match link {
+        NodeLink::Reverse(key) => Some(key),
+        _ => None,
+    };
     let tls = if url.tls {
-        let config = match (&u.ca_file, &*default_tls) {
-            (Some(path), _) => crate::tls::client_config(Some(path)).map_err(|e| err(format!("{p}.ca_file"), e))?,
-            (None, Some(c)) => c.clone(),
-            (None, None) => {
+        let config = match (link, &u.ca_file, &*default_tls) {
+            (NodeLink::Pinned(pin), _, _) => {
+                crate::tls::pinned_client_config(pin).map_err(|e| err(format!("{p}.reach.tls_pin"), e))?
+            }
+            (_, Some(path), _) => crate::tls::client_config(Some(path)).map_err(|e| err(format!("{p}.ca_file"), e))?,
+            (_, None, Some(c)) => c.clone(),
+            (_, None, None) => {
                 let c = crate::tls::client_config(None).map_err(|e| err(p.clone(), e))?;
                 *default_tls = Some(c.clone());
                 c
@@ -448,7 +467,12 @@ fn build_upstream(
     }
     block.extend_from_slice(b"content-type: application/json\r\naccept-encoding: identity\r\n");
     let scheme = if url.tls { "https" } else { "http" };
-    let ca = u.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    // The pool key names the trust too: a new pin or CA never reuses a connection made under the old.
+    let trust = match (link, &u.ca_file) {
+        (NodeLink::Pinned(pin), _) => pin.to_string(),
+        (_, Some(ca)) => ca.display().to_string(),
+        (_, None) => String::new(),
+    };
     let upstream = Upstream {
         name: u.name.as_str().into(),
         health: prep.health.get(&u.name),
@@ -460,7 +484,7 @@ fn build_upstream(
             .then(|| (Duration::from_millis(u.probe_interval_ms), u.probe_path.as_str().into())),
         pool_key: match reverse {
             Some(key) => key.into(),
-            None => format!("{scheme}://{}:{}#{ca}", url.host, url.port).into(),
+            None => format!("{scheme}://{}:{}#{trust}", url.host, url.port).into(),
         },
         addr,
         tls,
@@ -488,7 +512,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     type Prices<'a> = FxHashMap<&'a str, (f64, f64)>;
     let mut upstreams: FxHashMap<&str, (Arc<Upstream>, Prices<'_>)> = FxHashMap::default();
     for (i, u) in spec.upstreams.iter().enumerate() {
-        let upstream = build_upstream(&format!("upstreams[{i}]"), u, prep, &mut default_tls, None)?;
+        let upstream = build_upstream(&format!("upstreams[{i}]"), u, prep, &mut default_tls, NodeLink::Dial)?;
         let prices: FxHashMap<&str, (f64, f64)> =
             u.prices.iter().map(|p| (p.model.as_str(), (p.prompt_per_mtok, p.completion_per_mtok))).collect();
         upstreams.insert(u.name.as_str(), (Arc::new(upstream), prices));
@@ -499,12 +523,21 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     for (i, n) in spec.nodes.iter().enumerate() {
         let p = format!("nodes[{i}]");
         let pool_key = format!("{}{}", switchboard_shared::config::NODE_TARGET_PREFIX, n.id);
-        let (base_url, reverse) = match &n.reach {
-            switchboard_shared::config::NodeReach::Direct { url } => {
-                (format!("{}/v1", url.trim_end_matches('/')), None)
+        let (base_url, link) = match &n.reach {
+            switchboard_shared::config::NodeReach::Direct { url, tls_pin } => {
+                let link = match tls_pin {
+                    Some(pin) => {
+                        NodeLink::Pinned(KeyHash::parse(pin).map_err(|e| err(format!("{p}.reach.tls_pin"), e))?)
+                    }
+                    None => NodeLink::Dial,
+                };
+                (format!("{}/v1", url.trim_end_matches('/')), link)
             }
-            switchboard_shared::config::NodeReach::Outbound => ("http://node/v1".to_string(), Some(pool_key.as_str())),
+            switchboard_shared::config::NodeReach::Outbound => {
+                ("http://node/v1".to_string(), NodeLink::Reverse(pool_key.as_str()))
+            }
         };
+        let reverse = matches!(link, NodeLink::Reverse(_));
         let u = switchboard_shared::UpstreamSpec {
             name: format!("{}{}", switchboard_shared::config::NODE_TARGET_PREFIX, n.name),
             base_url,
@@ -517,24 +550,19 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             first_byte_timeout_ms: 300_000,
             read_timeout_ms: 300_000,
             // Outbound connections are the node's to keep or close.
-            pool_idle_timeout_ms: if reverse.is_some() { 86_400_000 } else { 30_000 },
-            pool_max_idle: if reverse.is_some() { 1024 } else { 64 },
+            pool_idle_timeout_ms: if reverse { 86_400_000 } else { 30_000 },
+            pool_max_idle: if reverse { 1024 } else { 64 },
             prices: vec![],
             eject_after_failures: 3,
             eject_ms: 5_000,
             probe_interval_ms: 0,
             probe_path: "/models".into(),
         };
-        let up = Arc::new(build_upstream(&p, &u, prep, &mut default_tls, reverse)?);
+        let up = Arc::new(build_upstream(&p, &u, prep, &mut default_tls, link)?);
         let secret_hash = prep.hasher.parse(&n.secret_hash).map_err(|e| err(format!("{p}.secret_hash"), e))?;
         node_entries.insert(
             n.id.as_str().into(),
-            NodeEntry {
-                name: n.name.as_str().into(),
-                secret_hash,
-                pool_key: up.pool_key.clone(),
-                outbound: reverse.is_some(),
-            },
+            NodeEntry { name: n.name.as_str().into(), secret_hash, pool_key: up.pool_key.clone(), outbound: reverse },
         );
         node_ups.push((n, up));
     }
@@ -863,7 +891,7 @@ models = ["m2"]
             },
         );
         s.nodes = vec![
-            node("n-a", "acme", false, true, NodeReach::Direct { url: "http://127.0.0.1:7070".into() }),
+            node("n-a", "acme", false, true, NodeReach::Direct { url: "http://127.0.0.1:7070".into(), tls_pin: None }),
             node("n-down", "acme", false, false, NodeReach::Outbound),
             node("n-shared", "beta", true, true, NodeReach::Outbound),
         ];

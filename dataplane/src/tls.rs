@@ -1,18 +1,22 @@
 //! TLS with rustls (ring): the client configuration for upstreams (web PKI
-//! roots plus an optional CA file), and the listener's server configuration,
+//! roots plus an optional CA file, or one pinned certificate for a node
+//! agent), and the listener's server configuration,
 //! reloaded when its files change. ALPN `http/1.1` both ways.
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use switchboard_shared::KeyHash;
 
 /// Build a client config. Reads the CA file: call it off the workers.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
         use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
         let mut added = 0;
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))? {
             let cert = cert.map_err(|e| format!("bad PEM in `{}`: {e}", path.display()))?;
@@ -33,10 +37,71 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig
     Ok(Arc::new(cfg))
 }
 
+/// A client config that trusts one certificate: the one whose DER has this
+/// SHA-256 (a node agent's, self-signed). Names and dates are not checked —
+/// the pin says exactly which certificate — but the handshake signature is,
+/// so only the holder of that certificate's key gets through.
+pub fn pinned_client_config(pin: KeyHash) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Pinned { sha256: pin, algs: provider.signature_verification_algorithms });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+#[derive(Debug)]
+struct Pinned {
+    sha256: KeyHash,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if KeyHash::of(end_entity.as_ref()) == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
 /// Build a server config from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| format!("cannot read `{}`: {e}", cert_file.display()))?
         .collect::<Result<_, _>>()
@@ -46,6 +111,14 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::Se
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("bad private key in `{}`: {e}", key_file.display()))?;
+    server_config_from(certs, key)
+}
+
+/// Build a server config from a certificate chain (leaf first) and its key.
+pub fn server_config_from(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -111,5 +184,52 @@ impl ServerTls {
             }
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
+        let c = rcgen::generate_simple_self_signed(vec!["node.invalid".to_string()]).unwrap();
+        let der = c.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(c.key_pair.serialize_der().into());
+        let cfg = server_config_from(vec![der.clone()], key).unwrap();
+        (der, cfg)
+    }
+
+    /// A whole handshake in memory: the client's bytes to the server and back.
+    fn handshake(client: Arc<rustls::ClientConfig>, server: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets()?;
+            buf.clear();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn a_pinned_client_accepts_its_certificate_and_no_other() {
+        let (der, server) = self_signed();
+        let (_, impostor) = self_signed();
+        let pinned = pinned_client_config(KeyHash::of(der.as_ref())).unwrap();
+        handshake(pinned.clone(), server.clone()).expect("the pinned certificate is accepted");
+        let e = handshake(pinned, impostor).expect_err("another self-signed certificate is refused");
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
+        // The usual web-PKI client refuses the self-signed certificate: the pin is what lets it through.
+        let webpki = client_config(None).unwrap();
+        assert!(handshake(webpki, server).is_err());
     }
 }

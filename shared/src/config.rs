@@ -402,10 +402,33 @@ pub struct NodeModel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum NodeReach {
-    /// The gateway dials the agent at this base URL (`http://10.0.0.7:7070`).
-    Direct { url: String },
+    /// The gateway dials the agent at this base URL (`https://10.0.0.7:7070`).
+    Direct {
+        url: String,
+        /// `sha256:<hex>` of the certificate the agent serves on an `https`
+        /// URL: gateways accept that certificate and no other (the agent's is
+        /// self-signed unless it was given one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_pin: Option<String>,
+    },
     /// The agent keeps connections open to the gateway; requests go down them.
     Outbound,
+}
+
+impl NodeReach {
+    /// Check an advertised reach: a parsable URL, and a pin only with https.
+    /// On error: the field (under `reach`) and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let NodeReach::Direct { url, tls_pin } = self else { return Ok(()) };
+        let parsed = BaseUrl::parse(url).map_err(|e| ("url", e))?;
+        if let Some(pin) = tls_pin {
+            crate::KeyHash::parse(pin).map_err(|e| ("tls_pin", format!("not a certificate pin: {e}")))?;
+            if !parsed.tls {
+                return Err(("tls_pin", "a certificate pin needs an https URL".to_string()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The prefix of a node's target (upstream) name.
@@ -1040,9 +1063,7 @@ impl RoutingSpec {
                 return Err(ConfigError::at(format!("{p}.name"), format!("duplicate or empty node `{}`", n.name)));
             }
             crate::keyhash::parse_any(&n.secret_hash).map_err(|e| ConfigError::at(format!("{p}.secret_hash"), e))?;
-            if let NodeReach::Direct { url } = &n.reach {
-                BaseUrl::parse(url).map_err(|e| ConfigError::at(format!("{p}.reach.url"), e))?;
-            }
+            n.reach.check().map_err(|(field, e)| ConfigError::at(format!("{p}.reach.{field}"), e))?;
             let mut seen = HashSet::new();
             for (j, m) in n.models.iter().enumerate() {
                 if let Err(e) = check_node_model(&m.name).and_then(|_| check_node_model(&m.local)) {

@@ -291,15 +291,30 @@ fn full_cycle(mode: Mode) {
     let r = gw.chat(OTHER_KEY, PLAIN);
     assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
 
-    // Direct mode: the agent's port answers only the gateway's token.
+    // Direct mode: TLS with the certificate kept in the identity file, pinned
+    // by the gateway; the port answers only the gateway's token.
     if let Some(addr) = agent_addr {
+        let cert_pem = serde_json::from_str::<serde_json::Value>(&id_text).unwrap()["tls"]["cert_pem"]
+            .as_str()
+            .expect("the identity keeps the self-signed certificate")
+            .to_string();
+        let pin = pin_of(&cert_pem);
+        assert_eq!(n["reach"], format!("direct https://{addr} pinned {pin}"), "{n}");
         for token in [None, Some("sbg-not-the-gateway-token"), Some(KEY)] {
-            let mut c = Conn::open(addr);
-            c.send(&request("POST", "/v1/chat/completions", token, PLAIN, &[]));
-            let r = c.response();
+            let r = tls_call(addr, &pin, &request("POST", "/v1/chat/completions", token, PLAIN, &[])).unwrap();
             assert_eq!(r.status, 401, "{}", r.text());
             assert_eq!(r.error()["code"], "invalid_gateway_token");
         }
+        // Plain HTTP gets no answer from a TLS port.
+        let mut c = Conn::open(addr);
+        c.send(&request("POST", "/v1/chat/completions", None, PLAIN, &[]));
+        let mut buf = [0u8; 64];
+        let got = c.read_raw(&mut buf).unwrap_or(0);
+        assert!(!buf[..got].starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&buf[..got]));
+        // Another certificate than the pinned one is refused.
+        let other = rcgen::generate_simple_self_signed(vec!["x.invalid".to_string()]).unwrap();
+        let e = tls_call(addr, &pin_of(&other.cert.pem()), &request("GET", "/v1/models", None, "", &[])).unwrap_err();
+        assert!(e.contains("certificate"), "{e}");
     }
 
     // Node traffic is accounted like any target, at the pool's price (0).
@@ -351,9 +366,88 @@ fn full_cycle(mode: Mode) {
     assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
 }
 
+/// The pin of a PEM certificate: `sha256:<hex>` of its DER.
+fn pin_of(cert_pem: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    switchboard_shared::KeyHash::of(der.as_ref()).to_string()
+}
+
+/// One request over TLS to a direct-mode agent, trusting only the certificate
+/// `pin` names (as gateways do): the answer, or why the connection failed.
+fn tls_call(addr: std::net::SocketAddr, pin: &str, req: &[u8]) -> Result<Response, String> {
+    use std::io::{Read, Write};
+    let pin = switchboard_shared::KeyHash::parse(pin).unwrap();
+    let cfg = switchboard_dataplane::tls::pinned_client_config(pin).unwrap();
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(req).map_err(|e| e.to_string())?;
+    // Read until the head and a content-length body are in (the agent keeps the connection open).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok());
+            if len.is_some_and(|n| buf.len() >= end + 4 + n) {
+                let status = head[9..12].parse().unwrap();
+                let headers = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                return Ok(Response { status, headers, body: buf[end + 4..end + 4 + len.unwrap()].to_vec() });
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 #[test]
 fn direct_mode_enrolls_serves_fails_over_and_returns() {
     full_cycle(Mode::Direct);
+}
+
+/// `--plain-http`: direct mode without TLS, for a trusted network (the
+/// default is TLS); the port still answers only the gateway's token.
+#[test]
+fn direct_mode_serves_plain_http_when_asked() {
+    let Setup { provider: _provider, local, gw, dir, token } = setup();
+    let mut agent = spawn_agent(&gw, dir.path(), &local, &Mode::Direct, Some(&token), &["--plain-http"]);
+    let addr = agent.address("node listening on ");
+    let n = wait_status(&gw, "ws1", "online");
+    assert_eq!(n["reach"], format!("direct http://{addr}"), "{n}");
+    let id: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("node.json")).unwrap()).unwrap();
+    assert!(id.get("tls").is_none(), "no certificate made for plain HTTP: {id}");
+    assert!(
+        eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"),
+        "the gateway reaches the node over plain HTTP"
+    );
+    let r = gw.chat(KEY, stream_body());
+    assert_eq!((r.status, target(&r)), (200, "node:ws1".to_string()), "{}", r.text());
+    for token in [None, Some("sbg-not-the-gateway-token"), Some(KEY)] {
+        let mut c = Conn::open(addr);
+        c.send(&request("POST", "/v1/chat/completions", token, PLAIN, &[]));
+        let r = c.response();
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.error()["code"], "invalid_gateway_token");
+    }
+    // An advertised URL must say what the node serves: restarted with TLS (the default), http:// is refused.
+    assert_eq!(agent.stop(), 0);
+    let mut bad = spawn_agent(&gw, dir.path(), &local, &Mode::Direct, None, &["--advertise", "http://127.0.0.1:1"]);
+    assert_eq!(bad.wait_exit(Duration::from_secs(20)), 78, "a TLS node advertising http:// is a configuration error");
 }
 
 #[test]
@@ -499,6 +593,21 @@ fn bad_enrollments_and_advertisements_are_refused_clearly() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.error()["code"], "model_name_clash");
     assert_eq!(node(&gw, "clash")["status"], "offline");
+    // A certificate pin that is not one, or one on a plain-http URL.
+    for (reach, why) in [
+        (json!({"direct": {"url": "https://10.0.0.7:7070", "tls_pin": "sha256:abc"}}), "not a certificate pin"),
+        (json!({"direct": {"url": "http://10.0.0.7:7070", "tls_pin": format!("sha256:{}", "ab".repeat(32))}}), "https"),
+    ] {
+        let mut b = beat.clone();
+        b["reach"] = reach;
+        b["models"] = json!([{"name": "llama", "local": "a"}]);
+        let mut c = Conn::open(gw.admin);
+        c.send(&request("POST", "/v1/nodes/heartbeat", Some(cred), &b.to_string(), &[]));
+        let r = c.response();
+        assert_eq!(r.status, 422, "{}", r.text());
+        assert_eq!(r.error()["param"], "reach.tls_pin");
+        assert!(r.error()["message"].as_str().unwrap().contains(why), "{}", r.text());
+    }
     // A wrong secret.
     let mut c = Conn::open(gw.admin);
     let wrong = format!("{}.sbn-wrong", cred.split_once('.').unwrap().0);

@@ -9,7 +9,8 @@
 //!    tells the admin API, which publishes the node to gateways.
 //! 3. Serving: requests from gateways (checked against the gateway token)
 //!    are forwarded to the local server and the answers streamed back —
-//!    through a port gateways dial (direct mode, `--listen`), or down
+//!    through a port gateways dial (direct mode, `--listen`; TLS with a
+//!    certificate gateways pin, unless `--plain-http`), or down
 //!    connections the agent keeps open to a gateway (outbound mode,
 //!    `--connect`), so no inbound port is needed.
 //! 4. SIGTERM drains: the admin is told first (gateways stop sending), requests
@@ -56,9 +57,20 @@ pub struct NodeArgs {
     /// Direct mode: accept gateway connections on this address...
     #[arg(long)]
     pub listen: Option<String>,
-    /// ...and advertise this URL for gateways to dial (default: http://<listen address>).
+    /// ...and advertise this URL for gateways to dial (default: https://<listen address>).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Direct mode: serve this PEM certificate chain (with --tls-key) instead
+    /// of the self-signed one generated at first start. Gateways pin it either way.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Direct mode: the PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Direct mode: serve plain HTTP instead of TLS (a trusted network, or a
+    /// TLS proxy in front). The gateway token then crosses the network in the clear.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub plain_http: bool,
     /// Outbound mode: keep connections open to this gateway (its client
     /// port), e.g. https://gw.example.com; repeat for each data-plane process.
     #[arg(long)]
@@ -96,6 +108,56 @@ struct Identity {
     credential: Secret,
     /// SHA-256 of the gateway token (only checked, never sent).
     gateway_token_hash: String,
+    /// Direct mode's self-signed certificate, made at its first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<SelfSigned>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SelfSigned {
+    cert_pem: String,
+    key_pem: Secret,
+}
+
+/// Direct mode's TLS: what the listener serves, and its pin (`sha256:<hex>` of
+/// the leaf certificate) for gateways. A certificate given by the user, or the
+/// self-signed one kept in the identity file (made and saved on first use).
+fn direct_tls(args: &NodeArgs, identity: &mut Identity) -> Result<(Arc<rustls::ServerConfig>, String), (u8, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (certs, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|e| (EX_CONFIG, format!("--tls-cert {}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| (EX_CONFIG, format!("--tls-key {}: {e}", key.display())))?;
+            (certs, key)
+        }
+        _ => {
+            if identity.tls.is_none() {
+                let made = rcgen::generate_simple_self_signed(vec!["switchboard-node.invalid".to_string()])
+                    .map_err(|e| (EX_CONFIG, format!("cannot make a TLS certificate: {e}")))?;
+                identity.tls =
+                    Some(SelfSigned { cert_pem: made.cert.pem(), key_pem: Secret::new(made.key_pair.serialize_pem()) });
+                save_identity(&args.identity, identity)
+                    .map_err(|e| (EX_CONFIG, format!("cannot write {}: {e}", args.identity.display())))?;
+                tracing::info!("made a self-signed TLS certificate for direct mode");
+            }
+            let Some(tls) = &identity.tls else { return Err((EX_CONFIG, "no certificate".to_string())) };
+            let bad = |e: rustls::pki_types::pem::Error| {
+                (EX_CONFIG, format!("{}: bad TLS certificate: {e}", args.identity.display()))
+            };
+            let certs =
+                CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+            let key = PrivateKeyDer::from_pem_slice(tls.key_pem.expose().as_bytes()).map_err(bad)?;
+            (certs, key)
+        }
+    };
+    let Some(leaf) = certs.first() else { return Err((EX_CONFIG, "--tls-cert holds no certificate".to_string())) };
+    let pin = KeyHash::of(leaf.as_ref()).to_string();
+    let config = switchboard_dataplane::tls::server_config_from(certs, key).map_err(|e| (EX_CONFIG, e))?;
+    Ok((config, pin))
 }
 
 /// An hours window in local time (may wrap midnight).
@@ -219,9 +281,16 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
         Ok(t) => t,
         Err(e) => return fail(EX_CONFIG, format!("--ca-file: {e}")),
     };
-    let identity = match load_or_enroll(&args, &admin, &tls).await {
+    let mut identity = match load_or_enroll(&args, &admin, &tls).await {
         Ok(i) => i,
         Err((code, e)) => return fail(code, e),
+    };
+    let serve_tls = match args.listen.is_some() && !args.plain_http {
+        true => match direct_tls(&args, &mut identity) {
+            Ok(t) => Some(t),
+            Err((code, e)) => return fail(code, e),
+        },
+        false => None,
     };
     let gateway_hash = match KeyHash::parse(&identity.gateway_token_hash) {
         Ok(h) => h,
@@ -248,20 +317,30 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
     // Serving first, so gateways find it ready once the admin publishes it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reach = match (&agent.args.listen, agent.args.connect.as_slice()) {
-        (Some(listen), _) => match serve::direct(agent.clone(), listen, stop_rx.clone()).await {
-            Ok(addr) => {
-                if addr.ip().is_unspecified() && agent.args.advertise.is_none() {
-                    return fail(EX_CONFIG, format!("--listen {addr} needs --advertise: the URL gateways dial"));
+        (Some(listen), _) => {
+            match serve::direct(agent.clone(), listen, serve_tls.as_ref().map(|t| t.0.clone()), stop_rx.clone()).await {
+                Ok(addr) => {
+                    if addr.ip().is_unspecified() && agent.args.advertise.is_none() {
+                        return fail(EX_CONFIG, format!("--listen {addr} needs --advertise: the URL gateways dial"));
+                    }
+                    let scheme = if serve_tls.is_some() { "https" } else { "http" };
+                    let url = agent.args.advertise.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+                    match BaseUrl::parse(&url) {
+                        Ok(u) if u.tls == serve_tls.is_some() => {}
+                        Ok(_) => {
+                            return fail(
+                                EX_CONFIG,
+                                format!("--advertise {url}: this node serves {scheme} (TLS unless --plain-http)"),
+                            )
+                        }
+                        Err(e) => return fail(EX_CONFIG, format!("--advertise: {e}")),
+                    }
+                    tracing::info!(scheme, "node listening on {addr}");
+                    NodeReach::Direct { url, tls_pin: serve_tls.map(|t| t.1) }
                 }
-                let url = agent.args.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
-                if let Err(e) = BaseUrl::parse(&url) {
-                    return fail(EX_CONFIG, format!("--advertise: {e}"));
-                }
-                tracing::info!("node listening on {addr}");
-                NodeReach::Direct { url }
+                Err(e) => return fail(EX_CONFIG, format!("--listen {listen}: {e}")),
             }
-            Err(e) => return fail(EX_CONFIG, format!("--listen {listen}: {e}")),
-        },
+        }
         (None, gateways) => {
             for connect in gateways {
                 match BaseUrl::parse(connect) {
@@ -349,6 +428,7 @@ async fn load_or_enroll(
         admin: args.admin.clone(),
         credential: e.credential,
         gateway_token_hash: KeyHash::of(e.gateway_token.expose().as_bytes()).to_string(),
+        tls: None,
     };
     save_identity(path, &id).map_err(|e| (EX_CONFIG, format!("cannot write {}: {e}", path.display())))?;
     tracing::info!(node = %id.name, file = %path.display(), "enrolled");

@@ -154,22 +154,39 @@ async fn serve_conn(agent: Arc<Agent>, io: Box<dyn Stream>, mut stop: watch::Rec
     }
 }
 
-/// Direct mode: accept gateway connections on `listen`. Returns the bound address.
+/// How long a direct-mode client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Direct mode: accept gateway connections on `listen` (TLS when `tls` is
+/// given). Returns the bound address.
 pub async fn direct(
     agent: Arc<Agent>,
     listen: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let mut stop_accept = stop.clone();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => {
+                    Ok((tcp, peer)) => {
                         let _ = tcp.set_nodelay(true);
-                        tokio::spawn(serve_conn(agent.clone(), Box::new(tcp), stop.clone(), true));
+                        let (agent, stop) = (agent.clone(), stop.clone());
+                        let Some(acceptor) = acceptor.clone() else {
+                            tokio::spawn(serve_conn(agent, Box::new(tcp), stop, true));
+                            continue;
+                        };
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => serve_conn(agent, Box::new(tls), stop, true).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
