@@ -420,9 +420,10 @@ fn direct_mode_enrolls_serves_fails_over_and_returns() {
 }
 
 /// `--plain-http`: direct mode without TLS, for a trusted network (the
-/// default is TLS); the port still answers only the gateway's token.
+/// default is TLS); the port still answers only the gateway's token. Then the
+/// advertised scheme must match, and an operator's own certificate is pinned.
 #[test]
-fn direct_mode_serves_plain_http_when_asked() {
+fn direct_mode_serves_plain_http_or_an_operators_certificate_when_asked() {
     let Setup { provider: _provider, local, gw, dir, token } = setup();
     let mut agent = spawn_agent(&gw, dir.path(), &local, &Mode::Direct, Some(&token), &["--plain-http"]);
     let addr = agent.address("node listening on ");
@@ -448,6 +449,32 @@ fn direct_mode_serves_plain_http_when_asked() {
     assert_eq!(agent.stop(), 0);
     let mut bad = spawn_agent(&gw, dir.path(), &local, &Mode::Direct, None, &["--advertise", "http://127.0.0.1:1"]);
     assert_eq!(bad.wait_exit(Duration::from_secs(20)), 78, "a TLS node advertising http:// is a configuration error");
+
+    // A certificate of the operator's own (--tls-cert/--tls-key): pinned the same way.
+    let own = rcgen::generate_simple_self_signed(vec!["gpu-box.lab.example".to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("node.crt"), dir.path().join("node.key"));
+    std::fs::write(&cert_file, own.cert.pem()).unwrap();
+    std::fs::write(&key_file, own.key_pair.serialize_pem()).unwrap();
+    let mut agent = spawn_agent(
+        &gw,
+        dir.path(),
+        &local,
+        &Mode::Direct,
+        None,
+        &["--tls-cert", cert_file.to_str().unwrap(), "--tls-key", key_file.to_str().unwrap()],
+    );
+    let addr = agent.address("node listening on ");
+    let want = format!("direct https://{addr} pinned {}", pin_of(&own.cert.pem()));
+    assert!(eventually(Duration::from_secs(10), || node(&gw, "ws1")["reach"] == want.as_str()), "{want}");
+    let id: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("node.json")).unwrap()).unwrap();
+    // (The start refused above made one, before its --advertise was checked: kept, not served.)
+    let kept = pin_of(id["tls"]["cert_pem"].as_str().unwrap());
+    assert!(!want.ends_with(&kept), "the operator's certificate is served, not the kept one");
+    assert!(
+        eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"),
+        "the gateway reaches the node over TLS with the operator's certificate"
+    );
 }
 
 #[test]
