@@ -1,12 +1,14 @@
 """A BYOI node seen through the official OpenAI SDK: a real `switchboard node`
-agent in outbound mode in front of a mock local server, enrolled through the
-admin API, serving plain and streaming completions the SDK parses."""
+agent in front of a mock local server, in outbound mode and in direct mode
+(TLS, the certificate pinned by the gateway), enrolled through the admin API,
+serving plain and streaming completions the SDK parses."""
 
 import json
 import time
 import urllib.request
 
 import openai
+import pytest
 
 from conftest import ADMIN_TOKEN, BIN, KEY, Proc
 
@@ -23,8 +25,10 @@ def admin_call(admin, method, path, body=None):
         return json.loads(r.read())
 
 
-def test_a_node_serves_sdk_requests_plain_and_streaming(admin_gateway, tmp_path):
+@pytest.mark.parametrize("mode", ["outbound", "direct"])
+def test_a_node_serves_sdk_requests_plain_and_streaming(admin_gateway, tmp_path, mode):
     base, admin = admin_gateway
+    model, name = f"local-llm-{mode}", f"sdk-node-{mode}"
     local = Proc(
         [str(BIN / "mock-upstream"), "--listen", "127.0.0.1:0", "--token-text", "node "],
         "stdout",
@@ -36,47 +40,49 @@ def test_a_node_serves_sdk_requests_plain_and_streaming(admin_gateway, tmp_path)
             admin,
             "POST",
             "/v1/admin/routes",
-            {"name": "local-llm", "targets": [{"nodes": "local-llm"}, {"provider": "mock", "model": "gpt-4o-mini"}]},
+            {"name": model, "targets": [{"nodes": model}, {"provider": "mock", "model": "gpt-4o-mini"}]},
         )
         token = admin_call(admin, "POST", "/v1/admin/enrollment-tokens", {"org": "sdk-org"})["secret"]
         local_url = local.match.group(1)
         if not local_url.startswith("http"):
             local_url = "http://" + local_url
-        gateway = base.removesuffix("/v1")
+        reach = ["--connect", base.removesuffix("/v1")] if mode == "outbound" else ["--listen", "127.0.0.1:0"]
         agent = Proc(
             [
                 str(BIN / "switchboard"), "node", "--admin", admin, "--enroll", token,
                 "--local", local_url, "--identity", str(tmp_path / "node.json"),
-                "--name", "sdk-node", "--connect", gateway, "--rename", "mock-model=local-llm",
+                "--name", name, "--rename", f"mock-model={model}", *reach,
             ],
             "stderr",
             r"node identity loaded",
         )
         deadline = time.time() + 15
         while time.time() < deadline:
-            node = admin_call(admin, "GET", "/v1/admin/nodes/sdk-node")
+            node = admin_call(admin, "GET", f"/v1/admin/nodes/{name}")
             if node["routable"]:
                 break
             time.sleep(0.1)
         assert node["status"] == "online" and node["routable"], node
+        if mode == "direct":
+            assert node["reach"].startswith("direct https://127.0.0.1:") and " pinned sha256:" in node["reach"], node
 
         client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=20)
         deadline = time.time() + 10
         while True:
             raw = client.chat.completions.with_raw_response.create(
-                model="local-llm", messages=[{"role": "user", "content": "hi"}], extra_body={"mock": {"tokens": 3}}
+                model=model, messages=[{"role": "user", "content": "hi"}], extra_body={"mock": {"tokens": 3}}
             )
-            if raw.headers.get("x-switchboard-target") == "node:sdk-node" or time.time() > deadline:
+            if raw.headers.get("x-switchboard-target") == f"node:{name}" or time.time() > deadline:
                 break
             time.sleep(0.1)
-        assert raw.headers["x-switchboard-target"] == "node:sdk-node"
+        assert raw.headers["x-switchboard-target"] == f"node:{name}"
         reply = raw.parse()
         assert reply.choices[0].message.content == "node node node "
         assert reply.usage.completion_tokens == 3
 
         chunks = list(
             client.chat.completions.create(
-                model="local-llm",
+                model=model,
                 messages=[{"role": "user", "content": "hi"}],
                 stream=True,
                 stream_options={"include_usage": True},
