@@ -18,11 +18,17 @@ const OTHER_KEY: &str = "sk-test-other-org-key";
 /// A gateway whose route `llama` prefers the org's nodes and fails over to
 /// the provider; keys of org `acme` (KEY) and `other` (OTHER_KEY).
 fn gateway(provider: &str) -> AdminGateway {
+    gateway_with(provider, "")
+}
+
+/// `gateway`, with more lines for its `[server]` section.
+fn gateway_with(provider: &str, server: &str) -> AdminGateway {
     AdminGateway::start(&format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 workers = 2
+{server}
 
 [admin]
 node_heartbeat_ms = {HEARTBEAT_MS}
@@ -108,6 +114,8 @@ fn wait_status(gw: &AdminGateway, name: &str, status: &str) -> serde_json::Value
 enum Mode {
     Direct,
     Outbound,
+    /// Outbound to the gateway's TLS listener, by name (`https://localhost:PORT`).
+    OutboundTls,
 }
 
 fn spawn_agent(
@@ -121,7 +129,10 @@ fn spawn_agent(
     let admin = format!("http://{}", gw.admin);
     let local = format!("http://{}", local.addr);
     let identity = dir.join("node.json");
-    let gateway = format!("http://{}", gw.addr);
+    let gateway = match mode {
+        Mode::OutboundTls => format!("https://localhost:{}", gw.addr.port()),
+        _ => format!("http://{}", gw.addr),
+    };
     let mut args = vec![
         "node",
         "--admin",
@@ -142,7 +153,7 @@ fn spawn_agent(
     }
     match mode {
         Mode::Direct => args.extend(["--listen", "127.0.0.1:0"]),
-        Mode::Outbound => {
+        Mode::Outbound | Mode::OutboundTls => {
             args.extend(["--connect", &gateway]);
             if !extra.contains(&"--connections") {
                 args.extend(["--connections", "2"]);
@@ -151,6 +162,20 @@ fn spawn_agent(
     }
     args.extend(extra);
     Proc::spawn(&args, &[("SWITCHBOARD_LOG", "info")])
+}
+
+/// Wait until every gateway worker holds its attached connections (2 per
+/// worker, 2 workers; the pools are counted once a second).
+fn wait_attached(gw: &AdminGateway) {
+    let m = gw.metrics();
+    let idle = || {
+        m.render()
+            .lines()
+            .find(|l| l.starts_with("switchboard_upstream_idle_connections{pool=\"node:"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(eventually(Duration::from_secs(10), || idle() >= 4), "attached connections: {}", idle());
 }
 
 fn target(r: &Response) -> String {
@@ -218,7 +243,7 @@ fn full_cycle(mode: Mode) {
     let mut agent = spawn_agent(&gw, dir.path(), &local, &mode, Some(&token), &[]);
     let agent_addr = match mode {
         Mode::Direct => Some(agent.address("node listening on ")),
-        Mode::Outbound => None,
+        Mode::Outbound | Mode::OutboundTls => None,
     };
     let n = wait_status(&gw, "ws1", "online");
     assert_eq!(n["routable"], true, "{n}");
@@ -250,16 +275,7 @@ fn full_cycle(mode: Mode) {
 
     // Outbound mode: every gateway worker holds its connections.
     if let Mode::Outbound = mode {
-        // (2 per worker, 2 workers; the pools are counted once a second.)
-        let m = gw.metrics();
-        let idle = || {
-            m.render()
-                .lines()
-                .find(|l| l.starts_with("switchboard_upstream_idle_connections{pool=\"node:"))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        assert!(eventually(Duration::from_secs(10), || idle() >= 4), "attached connections: {}", idle());
+        wait_attached(&gw);
     }
 
     // Plain and streaming requests reach the node; the local server gets its own model name, no gateway token.
@@ -385,31 +401,41 @@ fn tls_call(addr: std::net::SocketAddr, pin: &str, req: &[u8]) -> Result<Respons
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     s.write_all(req).map_err(|e| e.to_string())?;
-    // Read until the head and a content-length body are in (the agent keeps the connection open).
+    // Read until the head and a content-length body are in (the agent keeps the
+    // connection open), or else to the close (`connection: close` requests).
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+        let parse = |buf: &[u8], end: usize, len: Option<usize>| {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status = head[9..12].parse().unwrap();
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            let body = buf[end + 4..len.map_or(buf.len(), |n| end + 4 + n)].to_vec();
+            Response { status, headers, body }
+        };
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-                .and_then(|v| v.parse::<usize>().ok());
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
             if len.is_some_and(|n| buf.len() >= end + 4 + n) {
-                let status = head[9..12].parse().unwrap();
-                let headers = head
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    .collect();
-                return Ok(Response { status, headers, body: buf[end + 4..end + 4 + len.unwrap()].to_vec() });
+                return Ok(parse(&buf, end, len));
             }
         }
         match s.read(&mut chunk) {
-            Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(e.to_string()),
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            // Closed: a whole answer read to its end, or a failure.
+            end => match head_end {
+                Some(h) => return Ok(parse(&buf, h, None)),
+                None => return Err(end.err().map_or(format!("closed after {} bytes", buf.len()), |e| e.to_string())),
+            },
         }
     }
 }
@@ -475,6 +501,44 @@ fn direct_mode_serves_plain_http_or_an_operators_certificate_when_asked() {
         eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"),
         "the gateway reaches the node over TLS with the operator's certificate"
     );
+}
+
+/// Outbound mode to a gateway whose client port is TLS (how nodes reach a
+/// gateway across the internet): the agent verifies the gateway by name
+/// against `--ca-file`, and requests come down the TLS connections it opened.
+#[test]
+fn an_outbound_node_attaches_over_the_gateways_tls() {
+    let provider = mock();
+    let local = local_server();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki();
+    let (cert, key, ca) = (dir.path().join("gw.crt"), dir.path().join("gw.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let gw = gateway_with(&provider.base_url(), &format!("tls_cert_file = {cert:?}\ntls_key_file = {key:?}"));
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let agent =
+        spawn_agent(&gw, dir.path(), &local, &Mode::OutboundTls, Some(&token), &["--ca-file", ca.to_str().unwrap()]);
+    wait_status(&gw, "ws1", "online");
+    wait_attached(&gw);
+    // Clients speak TLS to this gateway too (trusting its certificate).
+    let gw_pin = pin_of(&pki.cert_pem);
+    let call = |body: &str| {
+        let req = request("POST", "/v1/chat/completions", Some(KEY), body, &[("connection", "close")]);
+        tls_call(gw.addr, &gw_pin, &req).unwrap()
+    };
+    assert!(eventually(Duration::from_secs(10), || target(&call(PLAIN)) == "node:ws1"), "requests reach the node");
+    let before = chats(&local);
+    let r = call(stream_body());
+    assert_eq!((r.status, target(&r)), (200, "node:ws1".to_string()), "{}", r.text());
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    assert_eq!(chats(&local), before + 1, "the local server answered it");
+    // The agent refuses a gateway it cannot verify: restarted without --ca-file, it never attaches.
+    assert_eq!(agent.stop(), 0);
+    let mut unverified = spawn_agent(&gw, dir.path(), &local, &Mode::OutboundTls, None, &[]);
+    let line = unverified.wait_line("cannot attach to the gateway");
+    assert!(line.contains("certificate") || line.contains("TLS"), "{line}");
 }
 
 #[test]
