@@ -498,19 +498,31 @@ async fn discover(agent: &Agent) -> Result<Vec<NodeModel>, String> {
 
 /// Whether the node may take work now, and why not.
 fn availability(agent: &Agent) -> (bool, String, String) {
+    let hours = agent.window.map(|w| (w, agent.args.idle_hours.as_deref().unwrap_or("")));
+    decide(hours, agent.args.max_load, local_minute_of_day(), load_per_cpu)
+}
+
+/// The availability rule: inside the `--idle-hours` window (if any) at
+/// `minute` and under `--max-load` (if any) per CPU. (available, mode, why not)
+fn decide(
+    hours: Option<(Window, &str)>,
+    max_load: Option<f64>,
+    minute: u32,
+    load: impl FnOnce() -> f64,
+) -> (bool, String, String) {
     let mut mode = Vec::new();
     let mut why = String::new();
     let mut ok = true;
-    if let Some(w) = agent.window {
-        mode.push(format!("hours {}", agent.args.idle_hours.as_deref().unwrap_or("")));
-        if !w.contains(local_minute_of_day()) {
+    if let Some((w, text)) = hours {
+        mode.push(format!("hours {text}"));
+        if !w.contains(minute) {
             ok = false;
             why = "outside its idle-time hours".to_string();
         }
     }
-    if let Some(max) = agent.args.max_load {
+    if let Some(max) = max_load {
         mode.push(format!("load below {max}"));
-        let load = load_per_cpu();
+        let load = load();
         if load >= max {
             ok = false;
             why = format!("machine load {load:.2} per CPU is over {max}");
@@ -589,6 +601,27 @@ async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn availability_follows_hours_and_load() {
+        let never = || -> f64 { panic!("load is read only with --max-load") };
+        assert_eq!(decide(None, None, 0, never), (true, "always-on".into(), String::new()));
+        let night = Window::parse("19:00-07:00").unwrap();
+        let (ok, mode, why) = decide(Some((night, "19:00-07:00")), None, 12 * 60, never);
+        assert!(!ok && why.contains("hours"), "{why}");
+        assert_eq!(mode, "idle-time (hours 19:00-07:00)");
+        assert!(decide(Some((night, "19:00-07:00")), None, 23 * 60, never).0);
+        // Load: under the threshold serves, at or over it does not.
+        assert!(decide(None, Some(0.5), 0, || 0.2).0);
+        let (ok, mode, why) = decide(None, Some(0.5), 0, || 0.5);
+        assert!(!ok && why.contains("0.50 per CPU"), "{why}");
+        assert_eq!(mode, "idle-time (load below 0.5)");
+        // Both: each must hold.
+        let both = |minute, load| decide(Some((night, "19:00-07:00")), Some(0.5), minute, move || load).0;
+        assert!(both(23 * 60, 0.1));
+        assert!(!both(23 * 60, 0.9));
+        assert!(!both(12 * 60, 0.1));
+    }
 
     #[test]
     fn windows_parse_and_wrap_midnight() {
