@@ -151,7 +151,13 @@ impl State {
         if version == 0 {
             version = store::bump_snapshot_version(&dbv).map_err(|e| e.message)?;
         }
-        let spec = store::routing_spec(&dbv).map_err(|e| e.message)?;
+        let live = nodes::Live::default();
+        let restored = nodes::restore_live(&dbv, &live).map_err(|e| e.message)?;
+        if restored > 0 {
+            tracing::info!(nodes = restored, "nodes restored from their last advertisement until they heartbeat");
+        }
+        let mut spec = store::routing_spec(&dbv).map_err(|e| e.message)?;
+        spec.nodes = nodes::spec_nodes(&dbv, &live).map_err(|e| e.message)?;
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
         let state = Arc::new(State {
             db: Mutex::new(conn),
@@ -159,7 +165,7 @@ impl State {
             prep,
             store,
             watch: tx,
-            live: nodes::Live::default(),
+            live,
             heartbeat_ms: std::sync::atomic::AtomicU64::new(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
         });
         state.republish()?;

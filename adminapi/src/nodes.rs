@@ -537,6 +537,23 @@ pub fn check_heartbeat(b: &Heartbeat) -> ApiResult<()> {
     Ok(())
 }
 
+/// At start: take each enabled node's last advertisement (stored with every
+/// heartbeat that changed what gateways route on) as if it had just arrived,
+/// so an admin restart does not drop every node out of routing until its next
+/// heartbeat (and outbound agents' connections with it). A node that is
+/// really gone expires like any silent one, after 2.5 intervals; until then
+/// gateways fail over from it. Returns how many were restored.
+pub fn restore_live(c: &Db<'_>, live: &Live) -> ApiResult<usize> {
+    let mut restored = 0;
+    for row in all_nodes(c)? {
+        let advert = row.advert.as_deref().filter(|_| row.enabled);
+        let Some(beat) = advert.and_then(|a| serde_json::from_str::<Heartbeat>(a).ok()) else { continue };
+        live.record(&row.id, beat);
+        restored += 1;
+    }
+    Ok(restored)
+}
+
 /// The nodes gateways should know: enabled and online.
 pub fn spec_nodes(c: &Db<'_>, live: &Live) -> ApiResult<Vec<NodeSpec>> {
     let mut out = Vec::new();

@@ -23,7 +23,11 @@ fn gateway(provider: &str) -> AdminGateway {
 
 /// `gateway`, with more lines for its `[server]` section.
 fn gateway_with(provider: &str, server: &str) -> AdminGateway {
-    AdminGateway::start(&format!(
+    AdminGateway::start(&gateway_config(provider, server, HEARTBEAT_MS))
+}
+
+fn gateway_config(provider: &str, server: &str, heartbeat_ms: u64) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -31,7 +35,7 @@ workers = 2
 {server}
 
 [admin]
-node_heartbeat_ms = {HEARTBEAT_MS}
+node_heartbeat_ms = {heartbeat_ms}
 
 [[upstreams]]
 name = "provider"
@@ -54,7 +58,7 @@ org = "other"
 "#,
         key_hash(KEY),
         key_hash(OTHER_KEY)
-    ))
+    )
 }
 
 fn local_server() -> switchboard_loadtests::MockHandle {
@@ -539,6 +543,38 @@ fn an_outbound_node_attaches_over_the_gateways_tls() {
     let mut unverified = spawn_agent(&gw, dir.path(), &local, &Mode::OutboundTls, None, &[]);
     let line = unverified.wait_line("cannot attach to the gateway");
     assert!(line.contains("certificate") || line.contains("TLS"), "{line}");
+}
+
+/// An admin restart keeps the nodes it knew routable, as of their last
+/// advertisement, until they miss their heartbeats — instead of dropping
+/// every node out of routing until its next one.
+#[test]
+fn an_admin_restart_keeps_known_nodes_until_they_miss_heartbeats() {
+    let provider = mock();
+    let local = local_server();
+    let config = gateway_config(&provider.base_url(), "", 1_000);
+    let gw = AdminGateway::start(&config);
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let agent_dir = tempfile::tempdir().unwrap();
+    let mut agent = spawn_agent(&gw, agent_dir.path(), &local, &Mode::Direct, Some(&token), &[]);
+    agent.address("node listening on ");
+    wait_status(&gw, "ws1", "online");
+    assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
+
+    // Restart on the same database. The agent keeps heartbeating the old
+    // admin port, so nothing it sends reaches the new one.
+    let state = gw.stop();
+    let restarted = Instant::now();
+    let gw = AdminGateway::start_in(state, &config);
+    let n = node(&gw, "ws1");
+    assert_eq!((n["status"].as_str(), n["routable"].as_bool()), (Some("online"), Some(true)), "{n}");
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "node:ws1".to_string()), "routable from the first request");
+    // Silent for 2.5 intervals: offline, and the provider serves.
+    wait_status(&gw, "ws1", "offline");
+    assert!(restarted.elapsed() >= Duration::from_millis(2_000), "{:?}", restarted.elapsed());
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
 }
 
 #[test]
