@@ -101,6 +101,16 @@ impl ServerCertVerifier for Pinned {
 
 /// Build a server config from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (certs, key) = read_chain_and_key(cert_file, key_file)?;
+    server_config_from(certs, key)
+}
+
+/// Read a PEM certificate chain (at least one certificate, leaf first) and a
+/// PEM private key.
+pub fn read_chain_and_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     use rustls::pki_types::pem::PemObject;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| format!("cannot read `{}`: {e}", cert_file.display()))?
@@ -111,7 +121,7 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::Se
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("bad private key in `{}`: {e}", key_file.display()))?;
-    server_config_from(certs, key)
+    Ok((certs, key))
 }
 
 /// Build a server config from a certificate chain (leaf first) and its key.

@@ -37,30 +37,12 @@ fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> Result<Tls, String> {
     Ok(s)
 }
 
-/// One keep-alive request; returns status and body (Content-Length framing).
+/// One keep-alive request; returns status and body.
 fn call(s: &mut Tls, body: &str) -> (u16, String) {
     s.write_all(&request("POST", "/v1/chat/completions", Some(KEY), body, &[])).unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early");
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap();
-            while raw.len() < end + 4 + len {
-                let n = s.read(&mut buf).unwrap();
-                raw.extend_from_slice(&buf[..n]);
-            }
-            let status = head[9..12].parse().unwrap();
-            return (status, String::from_utf8_lossy(&raw[end + 4..end + 4 + len]).to_string());
-        }
-    }
+    // A response is all the server sends before the next request, so the buffer ends with it.
+    let r = read_response(&mut std::io::BufReader::new(s));
+    (r.status, r.text())
 }
 
 #[test]

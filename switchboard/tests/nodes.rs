@@ -396,7 +396,7 @@ fn pin_of(cert_pem: &str) -> String {
 /// One request over TLS to a direct-mode agent, trusting only the certificate
 /// `pin` names (as gateways do): the answer, or why the connection failed.
 fn tls_call(addr: std::net::SocketAddr, pin: &str, req: &[u8]) -> Result<Response, String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let pin = switchboard_shared::KeyHash::parse(pin).unwrap();
     let cfg = switchboard_dataplane::tls::pinned_client_config(pin).unwrap();
     let name = rustls::pki_types::ServerName::from(addr.ip());
@@ -404,44 +404,9 @@ fn tls_call(addr: std::net::SocketAddr, pin: &str, req: &[u8]) -> Result<Respons
     let tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
+    // The handshake runs on the first write: a refused certificate is an error here.
     s.write_all(req).map_err(|e| e.to_string())?;
-    // Read until the head and a content-length body are in (the agent keeps the
-    // connection open), or else to the close (`connection: close` requests).
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
-        let parse = |buf: &[u8], end: usize, len: Option<usize>| {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let status = head[9..12].parse().unwrap();
-            let headers = head
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect();
-            let body = buf[end + 4..len.map_or(buf.len(), |n| end + 4 + n)].to_vec();
-            Response { status, headers, body }
-        };
-        if let Some(end) = head_end {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if len.is_some_and(|n| buf.len() >= end + 4 + n) {
-                return Ok(parse(&buf, end, len));
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            // Closed: a whole answer read to its end, or a failure.
-            end => match head_end {
-                Some(h) => return Ok(parse(&buf, h, None)),
-                None => return Err(end.err().map_or(format!("closed after {} bytes", buf.len()), |e| e.to_string())),
-            },
-        }
-    }
+    Ok(read_response(&mut std::io::BufReader::new(s)))
 }
 
 #[test]

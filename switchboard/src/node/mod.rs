@@ -126,14 +126,8 @@ fn direct_tls(args: &NodeArgs, identity: &mut Identity) -> Result<(Arc<rustls::S
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (certs, key) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| (EX_CONFIG, format!("--tls-cert {}: {e}", cert.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| (EX_CONFIG, format!("--tls-key {}: {e}", key.display())))?;
-            (certs, key)
-        }
+        (Some(cert), Some(key)) => switchboard_dataplane::tls::read_chain_and_key(cert, key)
+            .map_err(|e| (EX_CONFIG, format!("--tls-cert/--tls-key: {e}")))?,
         _ => {
             if identity.tls.is_none() {
                 let made = rcgen::generate_simple_self_signed(vec!["switchboard-node.invalid".to_string()])
@@ -154,7 +148,10 @@ fn direct_tls(args: &NodeArgs, identity: &mut Identity) -> Result<(Arc<rustls::S
             (certs, key)
         }
     };
-    let Some(leaf) = certs.first() else { return Err((EX_CONFIG, "--tls-cert holds no certificate".to_string())) };
+    // (A given chain has a certificate, checked as it is read; a stored one may not.)
+    let Some(leaf) = certs.first() else {
+        return Err((EX_CONFIG, format!("{}: the TLS certificate is missing", args.identity.display())));
+    };
     let pin = KeyHash::of(leaf.as_ref()).to_string();
     let config = switchboard_dataplane::tls::server_config_from(certs, key).map_err(|e| (EX_CONFIG, e))?;
     Ok((config, pin))

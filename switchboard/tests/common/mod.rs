@@ -362,22 +362,7 @@ impl Conn {
 
     /// Read a status line and headers, skipping interim (1xx) responses unless asked.
     pub fn head(&mut self) -> (u16, Vec<(String, String)>) {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("status line");
-        assert!(line.starts_with("HTTP/1."), "not a status line: {line:?}");
-        let status: u16 = line[9..12].parse().unwrap();
-        let mut headers = Vec::new();
-        loop {
-            let mut l = String::new();
-            self.r.read_line(&mut l).expect("header line");
-            let l = l.trim_end_matches(['\r', '\n']);
-            if l.is_empty() {
-                break;
-            }
-            let (n, v) = l.split_once(':').expect("header has a colon");
-            headers.push((n.trim().to_string(), v.trim().to_string()));
-        }
-        (status, headers)
+        read_head(&mut self.r)
     }
 
     pub fn framing(headers: &[(String, String)], status: u16) -> Framing {
@@ -396,45 +381,11 @@ impl Conn {
 
     /// The next chunk of a chunked body; `None` after the last (0) chunk.
     pub fn chunk(&mut self) -> Option<Vec<u8>> {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("chunk size line");
-        let size = usize::from_str_radix(line.trim_end_matches(['\r', '\n']).split(';').next().unwrap(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
-        if size == 0 {
-            let mut end = String::new();
-            self.r.read_line(&mut end).expect("final CRLF");
-            assert_eq!(end, "\r\n");
-            return None;
-        }
-        let mut data = vec![0; size + 2];
-        self.r.read_exact(&mut data).expect("chunk data");
-        assert_eq!(&data[size..], b"\r\n");
-        data.truncate(size);
-        Some(data)
+        read_chunk(&mut self.r)
     }
 
     pub fn response(&mut self) -> Response {
-        let (status, headers) = self.head();
-        let body = match Self::framing(&headers, status) {
-            Framing::Length(n) => {
-                let mut b = vec![0; n];
-                self.r.read_exact(&mut b).expect("body");
-                b
-            }
-            Framing::Chunked => {
-                let mut b = Vec::new();
-                while let Some(c) = self.chunk() {
-                    b.extend_from_slice(&c);
-                }
-                b
-            }
-            Framing::Close => {
-                let mut b = Vec::new();
-                self.r.read_to_end(&mut b).expect("body to close");
-                b
-            }
-        };
-        Response { status, headers, body }
+        read_response(&mut self.r)
     }
 
     /// Raw bytes from the connection (after a head), for bodies cut short.
@@ -452,6 +403,70 @@ impl Conn {
             Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
         }
     }
+}
+
+/// Read a status line and headers from any buffered stream (plain or TLS).
+pub fn read_head(r: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    assert!(line.starts_with("HTTP/1."), "not a status line: {line:?}");
+    let status: u16 = line[9..12].parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).expect("header line");
+        let l = l.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':').expect("header has a colon");
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    (status, headers)
+}
+
+/// The next chunk of a chunked body; `None` after the last (0) chunk.
+pub fn read_chunk(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("chunk size line");
+    let size = usize::from_str_radix(line.trim_end_matches(['\r', '\n']).split(';').next().unwrap(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+    if size == 0 {
+        let mut end = String::new();
+        r.read_line(&mut end).expect("final CRLF");
+        assert_eq!(end, "\r\n");
+        return None;
+    }
+    let mut data = vec![0; size + 2];
+    r.read_exact(&mut data).expect("chunk data");
+    assert_eq!(&data[size..], b"\r\n");
+    data.truncate(size);
+    Some(data)
+}
+
+/// A whole response (head and body, by its framing) from any buffered stream.
+pub fn read_response(r: &mut impl BufRead) -> Response {
+    let (status, headers) = read_head(r);
+    let body = match Conn::framing(&headers, status) {
+        Framing::Length(n) => {
+            let mut b = vec![0; n];
+            r.read_exact(&mut b).expect("body");
+            b
+        }
+        Framing::Chunked => {
+            let mut b = Vec::new();
+            while let Some(c) = read_chunk(r) {
+                b.extend_from_slice(&c);
+            }
+            b
+        }
+        Framing::Close => {
+            let mut b = Vec::new();
+            r.read_to_end(&mut b).expect("body to close");
+            b
+        }
+    };
+    Response { status, headers, body }
 }
 
 /// Poll `f` until it is true or `limit` passes; returns whether it became true.
