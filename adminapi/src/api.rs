@@ -784,6 +784,11 @@ struct WatchQuery {
     /// How long to wait for a newer version (at most 60 s).
     #[serde(default = "default_wait")]
     wait_ms: u64,
+    /// The admin instance `after` was counted under (from the last answer).
+    /// Another instance (the admin restarted, perhaps on an older database)
+    /// is answered at once with its snapshot, whatever its version.
+    #[serde(default)]
+    instance: Option<String>,
 }
 
 fn default_wait() -> u64 {
@@ -793,6 +798,8 @@ fn default_wait() -> u64 {
 #[derive(Serialize)]
 struct SnapshotBody<'a> {
     version: u64,
+    /// This admin's instance id: versions compare only under the same one.
+    instance: &'a str,
     spec: &'a switchboard_shared::RoutingSpec,
     /// The server's key-hash key, so a remote data plane hashes bearer tokens
     /// as the stored hashes were made.
@@ -810,11 +817,12 @@ async fn watch_snapshot(
     a.writer()?;
     let mut rx = s.subscribe();
     let wait = Duration::from_millis(q.wait_ms.min(60_000));
+    let reset = q.instance.as_deref().is_some_and(|i| i != s.instance());
     let found = tokio::time::timeout(wait, async {
         loop {
             {
                 let p = rx.borrow_and_update();
-                if p.version > q.after {
+                if reset || p.version > q.after {
                     return Some(p.clone());
                 }
             }
@@ -827,7 +835,8 @@ async fn watch_snapshot(
     match found {
         Ok(Some(p)) => {
             let hash_key = s.hasher().secret().map(|k| k.expose());
-            Ok(Json(SnapshotBody { version: p.version, spec: &p.spec, hash_key }).into_response())
+            Ok(Json(SnapshotBody { version: p.version, instance: s.instance(), spec: &p.spec, hash_key })
+                .into_response())
         }
         _ => Ok(StatusCode::NO_CONTENT.into_response()),
     }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_usage.sql"),
     include_str!("../migrations/0003_limits.sql"),
     include_str!("../migrations/0004_nodes.sql"),
+    include_str!("../migrations/0005_clamped.sql"),
 ];
 
 /// How long a write waits for a lock held by another connection before the

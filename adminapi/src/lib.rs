@@ -46,6 +46,11 @@ pub struct State {
     pub live: nodes::Live,
     /// How often nodes send heartbeats (told to them in every reply).
     heartbeat_ms: std::sync::atomic::AtomicU64,
+    /// This admin's identity, new at every start: snapshot versions are
+    /// comparable only under the same instance (a restart on a restored or
+    /// recreated database may count from a lower version), so a data plane
+    /// that saw another instance takes the snapshot whatever its number.
+    instance: String,
 }
 
 /// When a change publishes a snapshot.
@@ -167,9 +172,14 @@ impl State {
             watch: tx,
             live,
             heartbeat_ms: std::sync::atomic::AtomicU64::new(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
+            instance: db::random_hex(8),
         });
         state.republish()?;
-        state.seed_quotas().map_err(|e| e.message)?;
+        // Start-up never depends on the usage tables: quotas that cannot be
+        // seeded start from zero, loudly.
+        if let Err(e) = state.seed_quotas() {
+            tracing::error!(error = %e.message, "cannot read accounted usage back for quotas; they count from zero");
+        }
         Ok(state)
     }
 
@@ -198,6 +208,11 @@ impl State {
 
     pub fn current(&self) -> Published {
         self.watch.borrow().clone()
+    }
+
+    /// This admin's instance id (see the field).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Run a read on the database.
@@ -229,8 +244,7 @@ impl State {
             let version = store::bump_snapshot_version(&db)?;
             let mut spec = store::routing_spec(&db)?;
             spec.nodes = nodes::spec_nodes(&db, &self.live)?;
-            let snapshot = compile(&spec, version, &self.prep)
-                .map_err(|e| ApiError::invalid_field(&e.path, format!("the change cannot be served: {e}")))?;
+            let snapshot = compile(&spec, version, &self.prep).map_err(|e| unservable(&spec, &e))?;
             Some((version, spec, snapshot))
         } else {
             None
@@ -332,10 +346,29 @@ impl State {
     }
 
     /// Account usage records (from a remote data plane) in one transaction;
-    /// returns how many were new.
+    /// returns how many were new. A node whose records had to be clamped is
+    /// flagged; at [`nodes::NONSENSE_REPORTS_LIMIT`] it leaves routing.
     pub fn ingest(&self, records: &[switchboard_shared::usage::UsageRecord]) -> ApiResult<usize> {
         let mut conn = self.db.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
-        Ok(usage::write_batch(&mut conn, records)?)
+        let written = usage::write_batch(&mut conn, records)?;
+        drop(conn);
+        let mut quarantined = false;
+        for target in &written.clamped_targets {
+            let Some(name) = target.strip_prefix(switchboard_shared::config::NODE_TARGET_PREFIX) else {
+                tracing::warn!(target_name = %target, "an upstream reported usage past the documented maxima; clamped");
+                continue;
+            };
+            let newly = self.live.flag(name);
+            tracing::warn!(node = %name, reports = self.live.flags(name), "a node reported usage past the documented maxima; clamped");
+            if newly {
+                tracing::error!(node = %name, "node taken out of routing: it keeps reporting nonsense usage (re-enable it to route to it again)");
+                quarantined = true;
+            }
+        }
+        if quarantined {
+            self.publish_nodes()?;
+        }
+        Ok(written.fresh)
     }
 
     /// Import a routing spec (the config file's) idempotently, in one
@@ -351,6 +384,15 @@ impl State {
     pub fn bootstrap_token(&self, env_token: Option<&str>) -> ApiResult<Option<String>> {
         self.write(false, |c| {
             if let Some(t) = env_token {
+                if let Some(id) = store::revoked_token_id(c, &self.prep.hasher, t)? {
+                    // Revoked on purpose: the environment does not bring it back.
+                    tracing::error!(
+                        token = %id,
+                        "SWITCHBOARD_ADMIN_TOKEN is an admin token that was revoked; it is refused. \
+                         Use another admin token, or set SWITCHBOARD_ADMIN_TOKEN to a new value to register that one"
+                    );
+                    return Ok(None);
+                }
                 if store::authenticate_token(c, &self.prep.hasher, t)?.is_none() {
                     let name = format!("from-env-{}", &db::random_hex(4));
                     store::insert_token(c, &self.prep.hasher, "bootstrap", &name, "admin", t)?;
@@ -364,6 +406,52 @@ impl State {
             store::insert_token(c, &self.prep.hasher, "bootstrap", "bootstrap", "admin", &secret)?;
             Ok(Some(secret))
         })
+    }
+}
+
+/// A spec the data plane could not serve, as a 422 naming the field the
+/// admin API knows (`connect_timeout_ms`) and the resource by name, not the
+/// spec's internal path (`upstreams[3].connect_timeout_ms`).
+fn unservable(spec: &RoutingSpec, e: &switchboard_shared::ConfigError) -> ApiError {
+    let (resource, index, field) = split_path(&e.path);
+    let name = index.and_then(|i| match resource {
+        "upstreams" => spec.upstreams.get(i).map(|u| ("provider", u.name.clone())),
+        "models" => spec.models.get(i).map(|m| ("route", m.name.clone())),
+        "keys" => spec.keys.get(i).map(|k| ("key", k.id.clone())),
+        "orgs" => spec.orgs.get(i).map(|o| ("org", o.name.clone())),
+        "nodes" => spec.nodes.get(i).map(|n| ("node", n.name.clone())),
+        _ => None,
+    });
+    let field = api_field(resource, field);
+    let shown: String = name.as_ref().map_or(String::new(), |n| n.1.chars().take(128).collect());
+    let message = match &name {
+        Some((kind, _)) => format!("The change cannot be served: {kind} `{shown}`: `{field}` {}.", e.message),
+        None => format!("The change cannot be served: {e}."),
+    };
+    ApiError::invalid_field(&field, message)
+}
+
+/// `upstreams[3].prices[0].model` -> ("upstreams", Some(3), "prices[0].model").
+fn split_path(path: &str) -> (&str, Option<usize>, &str) {
+    let Some(open) = path.find('[') else { return ("", None, path) };
+    let Some(close) = path[open..].find(']').map(|c| open + c) else { return ("", None, path) };
+    let index = path[open + 1..close].parse().ok();
+    let rest = path[close + 1..].strip_prefix('.').unwrap_or(&path[close + 1..]);
+    (&path[..open], index, rest)
+}
+
+/// A spec field under the name the admin API gives it.
+fn api_field(resource: &str, field: &str) -> String {
+    let renamed = match resource {
+        // A provider's price table is `models[i].name` in the API.
+        "upstreams" => field.replacen("prices[", "models[", 1).replace("].model", "].name"),
+        "models" => field.replace(".upstream", ".provider"),
+        _ => field.to_string(),
+    };
+    if renamed.is_empty() {
+        "spec".to_string()
+    } else {
+        renamed
     }
 }
 

@@ -25,6 +25,10 @@ use utoipa::ToSchema;
 
 /// Heartbeats missed (in intervals) before a node is offline.
 pub const OFFLINE_AFTER_INTERVALS: f64 = 2.5;
+/// Usage reports past the documented maxima (clamped records) after which a
+/// node is taken out of routing until an admin re-enables it: it is broken or
+/// hostile either way.
+pub const NONSENSE_REPORTS_LIMIT: u64 = 3;
 /// The most requests at once a node may advertise.
 pub const MAX_CAPACITY: u32 = 4096;
 /// The most models one node may advertise.
@@ -98,6 +102,10 @@ pub struct NodeView {
     pub status: String,
     /// Whether gateways route new requests to it.
     pub routable: bool,
+    /// Usage reports past the documented maxima (clamped) since the admin
+    /// started or the node was last re-enabled; at 3 the node is `flagged`
+    /// and out of routing.
+    pub usage_flags: u64,
     pub enabled: bool,
     pub shared: bool,
     pub disabled_reason: Option<String>,
@@ -152,6 +160,9 @@ impl LiveNode {
 #[derive(Default)]
 pub struct Live {
     nodes: Mutex<HashMap<String, LiveNode>>,
+    /// Clamped usage records by node name (in memory: an admin restart or
+    /// `PATCH {"enabled": true}` clears them).
+    flags: Mutex<HashMap<String, u64>>,
 }
 
 impl Live {
@@ -185,6 +196,33 @@ impl Live {
 
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
+    }
+
+    fn flag_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.flags.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count a usage report past the documented maxima from the node named
+    /// `name`; true when this one takes it out of routing.
+    pub fn flag(&self, name: &str) -> bool {
+        let mut map = self.flag_map();
+        let n = map.entry(name.to_string()).or_default();
+        *n = n.saturating_add(1);
+        *n == NONSENSE_REPORTS_LIMIT
+    }
+
+    /// Clamped usage reports counted against the node named `name`.
+    pub fn flags(&self, name: &str) -> u64 {
+        self.flag_map().get(name).copied().unwrap_or(0)
+    }
+
+    /// Whether the node named `name` reported nonsense too often to route to.
+    pub fn quarantined(&self, name: &str) -> bool {
+        self.flags(name) >= NONSENSE_REPORTS_LIMIT
+    }
+
+    fn clear_flags(&self, name: &str) -> bool {
+        self.flag_map().remove(name).is_some()
     }
 
     fn get(&self, id: &str) -> Option<LiveNode> {
@@ -384,14 +422,24 @@ fn view(row: NodeRow, live: &Live) -> NodeView {
     let now = live.get(&row.id);
     let stored: Option<Heartbeat> = row.advert.as_deref().and_then(|a| serde_json::from_str(a).ok());
     let beat = now.as_ref().map(|n| &n.beat).or(stored.as_ref());
+    let flags = live.flags(&row.name);
+    let quarantined = live.quarantined(&row.name);
     let status = match (&now, row.enabled) {
         (_, false) => "disabled",
         (None, true) => "offline",
+        (Some(_), true) if quarantined => "flagged",
         (Some(n), true) => n.status(),
     };
+    let flag_message = (flags > 0).then(|| {
+        format!(
+            "reported usage past the documented maxima {flags} time(s){}",
+            if quarantined { "; out of routing until re-enabled (PATCH {\"enabled\": true})" } else { "" }
+        )
+    });
     NodeView {
         status: status.to_string(),
-        routable: row.enabled && now.as_ref().is_some_and(LiveNode::routable),
+        routable: row.enabled && !quarantined && now.as_ref().is_some_and(LiveNode::routable),
+        usage_flags: flags,
         enabled: row.enabled,
         shared: row.shared,
         disabled_reason: row.disabled_reason,
@@ -406,7 +454,7 @@ fn view(row: NodeRow, live: &Live) -> NodeView {
         agent_version: beat.map(|b| b.version.clone()),
         in_flight: now.as_ref().map(|n| n.beat.in_flight),
         load: now.as_ref().map(|n| n.beat.load),
-        message: beat.map(|b| b.message.clone()).filter(|m| !m.is_empty()),
+        message: flag_message.or_else(|| beat.map(|b| b.message.clone()).filter(|m| !m.is_empty())),
         last_heartbeat_ms: now.as_ref().map(|n| n.seen_unix_ms),
         id: row.id,
         name: row.name,
@@ -439,6 +487,9 @@ pub fn update_node(c: &Db<'_>, live: &Live, actor: &str, id: &str, u: &NodeUpdat
             params![row.id, enabled, shared, reason, now_secs()],
         )?;
         audit(c, actor, "update", "node", &row.id, json!({"enabled": enabled, "shared": shared, "reason": reason}))?;
+    }
+    if u.enabled == Some(true) && live.clear_flags(&row.name) {
+        audit(c, actor, "update", "node", &row.id, json!({"usage_flags": "cleared"}))?;
     }
     get_node(c, live, &row.id)
 }
@@ -564,7 +615,7 @@ pub fn spec_nodes(c: &Db<'_>, live: &Live) -> ApiResult<Vec<NodeSpec>> {
         let Some(n) = live.get(&row.id) else { continue };
         let gateway_token = c.sealer.open(&row.gateway_token).map_err(ApiError::internal)?;
         out.push(NodeSpec {
-            routable: n.routable(),
+            routable: n.routable() && !live.quarantined(&row.name),
             id: row.id,
             name: row.name,
             org: row.org,

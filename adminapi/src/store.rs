@@ -357,11 +357,15 @@ fn provider_audit(name: &str, spec: &ProviderSpec) -> Value {
 
 fn check_provider(spec: &ProviderSpec) -> ApiResult<()> {
     switchboard_shared::url::BaseUrl::parse(&spec.base_url).map_err(|e| ApiError::invalid_field("base_url", e))?;
+    let mut seen = std::collections::HashSet::new();
     for (i, p) in spec.models.iter().enumerate() {
         check_name(&format!("models[{i}].name"), &p.name)?;
-        let valid = |v: f64| v.is_finite() && v >= 0.0;
-        if !valid(p.prompt_per_mtok) || !valid(p.completion_per_mtok) {
-            return Err(ApiError::invalid_field(&format!("models[{i}]"), "prices must be finite and not negative"));
+        for (field, v) in [("prompt_per_mtok", p.prompt_per_mtok), ("completion_per_mtok", p.completion_per_mtok)] {
+            switchboard_shared::limits::check_price(v)
+                .map_err(|m| ApiError::invalid_field(&format!("models[{i}].{field}"), format!("`{field}` {m}")))?;
+        }
+        if !seen.insert(p.name.as_str()) {
+            return Err(ApiError::invalid_field(&format!("models[{i}].name"), format!("`{}` is priced twice", p.name)));
         }
     }
     Ok(())
@@ -664,6 +668,22 @@ pub fn new_token_secret() -> String {
 }
 
 pub fn revoke_token(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<AdminToken> {
+    let admins_left: i64 = c.query_row(
+        "SELECT COUNT(*) FROM admin_tokens WHERE role = 'admin' AND revoked_at IS NULL AND id != ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    let is_live_admin: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE id = ?1 AND role = 'admin' AND revoked_at IS NULL)",
+        [id],
+        |r| r.get(0),
+    )?;
+    if is_live_admin && admins_left == 0 {
+        // Nothing could write again (every admin call would be 401).
+        return Err(ApiError::conflict(
+            "This is the last admin token; create another admin token before revoking it.",
+        ));
+    }
     let n = c.execute(
         "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, now_secs()],
@@ -676,6 +696,16 @@ pub fn revoke_token(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<AdminToken> 
         audit(c, actor, "revoke", "admin_token", id, json!({"name": t.name}))?;
     }
     Ok(t)
+}
+
+/// The id of a revoked token with this secret, if there is one.
+pub fn revoked_token_id(c: &Db<'_>, h: &KeyHasher, secret: &str) -> ApiResult<Option<String>> {
+    Ok(c.query_row(
+        "SELECT id FROM admin_tokens WHERE hash = ?1 AND revoked_at IS NOT NULL",
+        [h.hash_str(secret.as_bytes())],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 /// The token presented, if valid and not revoked: (id, role). The secret is
@@ -1060,7 +1090,8 @@ pub fn set_org_limits(c: &Db<'_>, actor: &str, id: &str, limits: &switchboard_sh
 pub fn spent_since(c: &Db<'_>, column: &str, value: &str, since: i64) -> ApiResult<(u64, u64)> {
     let col = if column == "org" { "org" } else { "key_id" };
     let sql = format!(
-        "SELECT COALESCE(SUM(cost_nanos), 0), COALESCE(SUM(total_tokens), 0) FROM usage_minute WHERE {col} = ?1 AND minute >= ?2"
+        "SELECT CAST(TOTAL(MAX(cost_nanos, 0)) AS INTEGER), CAST(TOTAL(MAX(total_tokens, 0)) AS INTEGER) \
+         FROM usage_minute WHERE {col} = ?1 AND minute >= ?2"
     );
     let (n, t): (i64, i64) = c.query_row(&sql, params![value, since.div_euclid(60)], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok((n.max(0) as u64, t.max(0) as u64))

@@ -13,23 +13,54 @@ use utoipa::{IntoParams, ToSchema};
 /// A rollup row's key: minute, org, key, model, route, target.
 type MinuteKey<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str);
 
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Records accounted for the first time.
+    pub fresh: usize,
+    /// The target of each fresh record whose counts were clamped (the
+    /// upstream or node that reported nonsense), once per record.
+    pub clamped_targets: Vec<String>,
+}
+
+/// A column's sum over rows, saturating at `i64::MAX` instead of failing
+/// (SQLite's `SUM` raises "integer overflow"), and never negative or a float
+/// (rows written before values were clamped may hold either).
+fn sat_sum(col: &str) -> String {
+    format!("CAST(TOTAL(MAX({col}, 0)) AS INTEGER)")
+}
+
+/// A rollup column plus this batch's amount, saturating at `i64::MAX`
+/// (SQLite would otherwise turn the sum into a float).
+fn sat_add(col: &str) -> String {
+    format!("{col} = CASE WHEN {col} > 9223372036854775807 - excluded.{col} THEN 9223372036854775807 ELSE {col} + excluded.{col} END")
+}
+
 /// Account a batch in one transaction. Records already accounted (same
-/// `uid`) are skipped, so a replayed or re-sent batch counts once.
-pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Result<usize> {
+/// `uid`) are skipped, so a replayed or re-sent batch counts once. Every
+/// record is clamped to the documented maxima first (it may come from a
+/// remote data plane), and sums saturate.
+pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Result<Written> {
     let tx = conn.transaction()?;
-    let mut fresh = 0;
+    let mut out = Written::default();
+    let batch: Vec<UsageRecord> = batch
+        .iter()
+        .filter(|r| !r.route.is_empty())
+        .map(|r| {
+            let mut r = r.clone();
+            r.sanitize();
+            r
+        })
+        .collect();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO request_log (uid, ts_ms, request_id, org, key_id, model, route, target, \
              upstream_model, endpoint, stream, status, outcome, attempts, cache_hit, prompt_tokens, \
-             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us, clamped) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
         )?;
         let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 9]> = FxHashMap::default();
-        for r in batch {
-            if r.route.is_empty() {
-                continue;
-            }
+        for r in &batch {
             let n = insert.execute(params![
                 r.uid,
                 r.ts_ms as i64,
@@ -54,11 +85,15 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 r.latency_us as i64,
                 r.ttft_us as i64,
                 r.upstream_us as i64,
+                r.clamped,
             ])?;
             if n == 0 {
                 continue;
             }
-            fresh += 1;
+            out.fresh += 1;
+            if r.clamped {
+                out.clamped_targets.push(r.target.clone());
+            }
             let minute = (r.ts_ms / 60_000) as i64;
             let e = rollup.entry((minute, &r.org, &r.key_id, &r.model, &r.route, &r.target)).or_default();
             let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
@@ -74,21 +109,30 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 r.latency_us as i64,
             ];
             for (a, b) in e.iter_mut().zip(add) {
-                *a += b;
+                *a = a.saturating_add(b);
             }
         }
-        let mut upsert = tx.prepare_cached(
+        let sums: Vec<String> = [
+            "requests",
+            "errors",
+            "cache_hits",
+            "estimated",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost_nanos",
+            "latency_us",
+        ]
+        .iter()
+        .map(|c| sat_add(c))
+        .collect();
+        let mut upsert = tx.prepare_cached(&format!(
             "INSERT INTO usage_minute (minute, org, key_id, model, route, target, requests, errors, cache_hits, \
              estimated, prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-             ON CONFLICT (minute, org, key_id, model, route, target) DO UPDATE SET \
-             requests = requests + excluded.requests, errors = errors + excluded.errors, \
-             cache_hits = cache_hits + excluded.cache_hits, estimated = estimated + excluded.estimated, \
-             prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
-             completion_tokens = completion_tokens + excluded.completion_tokens, \
-             total_tokens = total_tokens + excluded.total_tokens, cost_nanos = cost_nanos + excluded.cost_nanos, \
-             latency_us = latency_us + excluded.latency_us",
-        )?;
+             ON CONFLICT (minute, org, key_id, model, route, target) DO UPDATE SET {}",
+            sums.join(", ")
+        ))?;
         for ((minute, org, key, model, route, target), v) in rollup {
             upsert.execute(params![
                 minute, org, key, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
@@ -96,7 +140,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
         }
     }
     tx.commit()?;
-    Ok(fresh)
+    Ok(out)
 }
 
 /// The embedded sink: writes through the admin service's own connection and
@@ -320,9 +364,20 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
     };
     let cols: String = groups.iter().map(|(_, c)| format!(", {c}")).collect();
     let mut sql = format!(
-        "SELECT {period} AS p{cols}, SUM(requests), SUM(errors), SUM(cache_hits), SUM(estimated), SUM(prompt_tokens), \
-         SUM(completion_tokens), SUM(total_tokens), SUM(cost_nanos), SUM(latency_us) FROM usage_minute \
-         WHERE minute >= ?1 AND minute < ?2"
+        "SELECT {period} AS p{cols}, {} FROM usage_minute WHERE minute >= ?1 AND minute < ?2",
+        [
+            "requests",
+            "errors",
+            "cache_hits",
+            "estimated",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost_nanos",
+            "latency_us"
+        ]
+        .map(sat_sum)
+        .join(", ")
     );
     // Minutes overlapping [from, to).
     let mut args: Vec<rusqlite::types::Value> = vec![from.div_euclid(60).into(), (to + 59).div_euclid(60).into()];
@@ -465,16 +520,19 @@ pub struct TopKey {
 pub fn top_keys(c: &Connection, q: &TopKeysQuery) -> ApiResult<Vec<TopKey>> {
     let (from, to) = range(&q.from, &q.to)?;
     let order = match q.by.as_deref().unwrap_or("cost") {
-        "cost" => "SUM(cost_nanos)",
-        "tokens" => "SUM(total_tokens)",
-        "requests" => "SUM(requests)",
+        "cost" => sat_sum("cost_nanos"),
+        "tokens" => sat_sum("total_tokens"),
+        "requests" => sat_sum("requests"),
         _ => return Err(ApiError::invalid_field("by", "expected cost, tokens or requests")),
     };
     let limit = q.limit.unwrap_or(10).clamp(1, 1000);
     let sql = format!(
-        "SELECT key_id, org, SUM(requests), SUM(total_tokens), SUM(cost_nanos) FROM usage_minute \
+        "SELECT key_id, org, {}, {}, {} FROM usage_minute \
          WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR org = ?3) \
-         GROUP BY key_id, org ORDER BY {order} DESC, key_id LIMIT ?4"
+         GROUP BY key_id, org ORDER BY {order} DESC, key_id LIMIT ?4",
+        sat_sum("requests"),
+        sat_sum("total_tokens"),
+        sat_sum("cost_nanos")
     );
     let mut st = c.prepare(&sql)?;
     let rows = st.query_map(params![from.div_euclid(60), (to + 59).div_euclid(60), q.org, limit], |r| {
@@ -506,14 +564,21 @@ pub struct RequestLogQuery {
     /// `ok`, `error`, `client_closed` or `upstream_cut`.
     pub outcome: Option<String>,
     pub request_id: Option<String>,
-    /// Newest first; pass the last row's `ts_ms` as `before` for the next page.
+    /// Newest first; pass the last row's `ts_ms` as `before` and its `id` as
+    /// `before_id` for the next page (rows sharing that millisecond are
+    /// ordered by `id`, so none is skipped or repeated).
     pub before: Option<i64>,
+    /// With `before`: the last row's `id`.
+    pub before_id: Option<String>,
     /// Rows per page (default 100, at most 1000).
     pub limit: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct LoggedRequest {
+    /// The record's unique id (the page cursor, with `ts_ms`).
+    #[serde(default)]
+    pub id: String,
     pub ts_ms: i64,
     pub time: String,
     pub request_id: String,
@@ -537,6 +602,9 @@ pub struct LoggedRequest {
     pub latency_ms: f64,
     pub ttft_ms: f64,
     pub upstream_ms: f64,
+    /// Counts or times were past the documented maxima and were clamped.
+    #[serde(default)]
+    pub clamped: bool,
 }
 
 pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedRequest>> {
@@ -548,8 +616,10 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
     }
     let mut sql = String::from(
         "SELECT ts_ms, request_id, org, key_id, model, route, target, upstream_model, endpoint, stream, status, \
-         outcome, attempts, cache_hit, prompt_tokens, completion_tokens, total_tokens, estimated, cost_nanos, \
-         latency_us, ttft_us, upstream_us FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
+         outcome, attempts, cache_hit, MAX(CAST(prompt_tokens AS INTEGER), 0), \
+         MAX(CAST(completion_tokens AS INTEGER), 0), MAX(CAST(total_tokens AS INTEGER), 0), estimated, \
+         MAX(CAST(cost_nanos AS INTEGER), 0), MAX(CAST(latency_us AS INTEGER), 0), MAX(CAST(ttft_us AS INTEGER), 0), \
+         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![(from * 1000).into(), (to * 1000).into()];
     let mut filter = |col: &str, v: rusqlite::types::Value| {
@@ -572,9 +642,19 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
     if let Some(s) = q.status {
         filter("status", (s as i64).into());
     }
-    if let Some(b) = q.before {
-        args.push(b.into());
-        sql.push_str(&format!(" AND ts_ms < ?{}", args.len()));
+    match (q.before, &q.before_id) {
+        (Some(b), Some(id)) => {
+            args.push(b.into());
+            args.push(id.clone().into());
+            let (t, i) = (args.len() - 1, args.len());
+            sql.push_str(&format!(" AND (ts_ms < ?{t} OR (ts_ms = ?{t} AND uid > ?{i}))"));
+        }
+        (Some(b), None) => {
+            args.push(b.into());
+            sql.push_str(&format!(" AND ts_ms < ?{}", args.len()));
+        }
+        (None, Some(_)) => return Err(ApiError::invalid_field("before_id", "`before_id` needs `before`")),
+        (None, None) => {}
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     sql.push_str(&format!(" ORDER BY ts_ms DESC, uid LIMIT {limit}"));
@@ -583,6 +663,7 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
     let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
         let ts_ms: i64 = r.get(0)?;
         Ok(LoggedRequest {
+            id: r.get(23)?,
             ts_ms,
             time: format_time(ts_ms.div_euclid(1000)),
             request_id: r.get(1)?,
@@ -606,6 +687,7 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
             latency_ms: ms(r.get(19)?),
             ttft_ms: ms(r.get(20)?),
             upstream_ms: ms(r.get(21)?),
+            clamped: r.get(22)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

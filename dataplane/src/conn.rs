@@ -523,10 +523,15 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     let mut error_headers: Vec<u8> = Vec::new();
 
     let outcome = match &head.endpoint {
-        Endpoint::Healthz if head.method == Method::Get => {
-            let body = format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version);
-            Outcome::Json(200, body.into_bytes())
-        }
+        Endpoint::Healthz if head.method == Method::Get => match ctx.registry.workers_down() {
+            0 => Outcome::Json(200, format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version).into_bytes()),
+            // A worker died (see `supervise`): the process serves less than it should.
+            down => Outcome::Json(
+                503,
+                format!(r#"{{"status":"degraded","workers_down":{down},"snapshot_version":{}}}"#, snapshot.version)
+                    .into_bytes(),
+            ),
+        },
         Endpoint::Metrics if head.method == Method::Get && ctx.cfg.metrics => {
             Outcome::Text(200, ctx.metrics_text(snapshot.version).into_bytes())
         }

@@ -40,6 +40,7 @@ pub mod route;
 pub mod select;
 pub mod server;
 pub mod snapshot;
+pub mod supervise;
 pub mod sse;
 pub mod tls;
 pub mod upstream;

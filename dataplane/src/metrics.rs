@@ -75,6 +75,11 @@ pub struct WorkerSlot {
     /// Requests refused by a rate limit, and by a quota.
     pub rate_limited: AtomicU64,
     pub quota_refused: AtomicU64,
+    /// Panics caught on this worker (each closed one connection).
+    pub panics: AtomicU64,
+    /// The worker thread died (a panic outside any connection): it serves
+    /// nothing any more, `/healthz` answers 503 and the process stops.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerSlot {
@@ -115,9 +120,9 @@ impl WorkerSlot {
         };
         let s = &mut bucket[i];
         s.requests += 1;
-        s.prompt_tokens += r.prompt_tokens;
-        s.completion_tokens += r.completion_tokens;
-        s.cost_nanos += r.cost_nanos;
+        s.prompt_tokens = s.prompt_tokens.saturating_add(r.prompt_tokens);
+        s.completion_tokens = s.completion_tokens.saturating_add(r.completion_tokens);
+        s.cost_nanos = s.cost_nanos.saturating_add(r.cost_nanos);
         s.estimated += r.estimated as u64;
         let l = &mut m.latency;
         let clamp = |v: u64| v.clamp(1, MAX_US);
@@ -157,6 +162,11 @@ impl Metrics {
         }
     }
 
+    /// Workers that are not serving (their thread died).
+    pub fn workers_down(&self) -> usize {
+        self.slots.iter().filter(|s| s.down.load(Ordering::Relaxed)).count()
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut series: FxHashMap<SeriesKey, Series> = FxHashMap::default();
@@ -182,9 +192,9 @@ impl Metrics {
                         }
                     });
                 e.requests += s.requests;
-                e.prompt_tokens += s.prompt_tokens;
-                e.completion_tokens += s.completion_tokens;
-                e.cost_nanos += s.cost_nanos;
+                e.prompt_tokens = e.prompt_tokens.saturating_add(s.prompt_tokens);
+                e.completion_tokens = e.completion_tokens.saturating_add(s.completion_tokens);
+                e.cost_nanos = e.cost_nanos.saturating_add(s.cost_nanos);
                 e.estimated += s.estimated;
             }
             for (status, n) in &m.responses {
@@ -222,9 +232,9 @@ impl Metrics {
         let mut by_target: TargetTotals<'_> = FxHashMap::default();
         for s in &rows {
             let e = by_target.entry((&s.model, &s.route, &s.target)).or_default();
-            e.0 += s.prompt_tokens;
-            e.1 += s.completion_tokens;
-            e.2 += s.cost_nanos;
+            e.0 = e.0.saturating_add(s.prompt_tokens);
+            e.1 = e.1.saturating_add(s.completion_tokens);
+            e.2 = e.2.saturating_add(s.cost_nanos);
             e.3 += s.estimated;
         }
         let mut targets: Vec<_> = by_target.into_iter().collect();
@@ -283,6 +293,11 @@ impl Metrics {
         let _ = writeln!(o, "switchboard_rate_limited_total {limited}");
         help(&mut o, "switchboard_quota_refused_total", "counter", "Requests refused by a spend or token cap (429).");
         let _ = writeln!(o, "switchboard_quota_refused_total {quota}");
+        let panics: u64 = self.slots.iter().map(|s| s.panics.load(Ordering::Relaxed)).sum();
+        help(&mut o, "switchboard_worker_panics_total", "counter", "Panics caught on data-plane workers.");
+        let _ = writeln!(o, "switchboard_worker_panics_total {panics}");
+        help(&mut o, "switchboard_workers_down", "gauge", "Data-plane workers whose thread died (not serving).");
+        let _ = writeln!(o, "switchboard_workers_down {}", self.workers_down());
         help(&mut o, "switchboard_requests_in_flight", "gauge", "Requests being handled.");
         let _ = writeln!(o, "switchboard_requests_in_flight {inflight}");
         help(&mut o, "switchboard_client_connections", "gauge", "Open client connections.");
@@ -407,6 +422,7 @@ mod tests {
             latency_us,
             ttft_us: latency_us,
             upstream_us: latency_us / 2,
+            clamped: false,
         }
     }
 

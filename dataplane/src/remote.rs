@@ -23,6 +23,9 @@ pub struct RemoteAdmin {
 #[derive(serde::Deserialize)]
 struct SnapshotBody {
     version: u64,
+    /// The admin's instance id (absent from an older admin).
+    #[serde(default)]
+    instance: Option<String>,
     spec: RoutingSpec,
     /// The admin's key-hash key, when keys are hashed with one.
     #[serde(default)]
@@ -32,6 +35,8 @@ struct SnapshotBody {
 /// One version from the admin: what a snapshot is compiled from.
 pub struct Fetched {
     pub version: u64,
+    /// The admin instance the version was counted under.
+    pub instance: Option<String>,
     pub spec: RoutingSpec,
     pub hasher: KeyHasher,
 }
@@ -52,10 +57,14 @@ impl RemoteAdmin {
         Ok(RemoteAdmin { url, token, tls, wait: Duration::from_secs(30) })
     }
 
-    /// One long poll: the spec after `after`, or `None` when the wait ran out.
-    pub fn poll(&self, after: u64) -> Result<Option<Fetched>, String> {
-        let path =
+    /// One long poll: the spec after `after` (counted under the admin
+    /// `instance`, when known), or `None` when the wait ran out.
+    pub fn poll(&self, after: u64, instance: Option<&str>) -> Result<Option<Fetched>, String> {
+        let mut path =
             format!("{}/v1/admin/snapshot?after={after}&wait_ms={}", self.url.path_prefix, self.wait.as_millis());
+        if let Some(i) = instance.filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            path.push_str(&format!("&instance={i}"));
+        }
         let (status, body) = self.call("GET", &path, None, self.wait + Duration::from_secs(10))?;
         match status {
             200 => {
@@ -65,7 +74,7 @@ impl RemoteAdmin {
                     Some(k) => KeyHasher::keyed(k.expose().as_bytes())?,
                     None => KeyHasher::unkeyed(),
                 };
-                Ok(Some(Fetched { version: b.version, spec: b.spec, hasher }))
+                Ok(Some(Fetched { version: b.version, instance: b.instance, spec: b.spec, hasher }))
             }
             204 => Ok(None),
             s => Err(format!("the admin answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))),
@@ -119,20 +128,39 @@ impl RemoteAdmin {
 
     /// Follow the admin forever on a background thread, publishing every new
     /// version into `store`. Errors are logged and retried with backoff.
-    pub fn follow(self, mut version: u64, store: Arc<SnapshotStore>, dns: Arc<DnsCache>) -> std::io::Result<()> {
+    /// Versions compare only under one admin instance: when the admin
+    /// answers as another instance (it restarted, perhaps on a restored or
+    /// recreated database whose versions count from lower), its snapshot is
+    /// taken whatever its number, and the reset is logged.
+    pub fn follow(
+        self,
+        mut version: u64,
+        mut instance: Option<String>,
+        store: Arc<SnapshotStore>,
+        dns: Arc<DnsCache>,
+    ) -> std::io::Result<()> {
         std::thread::Builder::new().name("sb-follow".into()).spawn(move || {
             let mut backoff = Duration::from_millis(250);
             loop {
-                match self.poll(version).and_then(|r| match r {
+                match self.poll(version, instance.as_deref()).and_then(|r| match r {
                     Some(f) => {
                         store.publish(f.compile(&dns)?);
+                        if f.instance != instance {
+                            tracing::warn!(
+                                from_version = version,
+                                to_version = f.version,
+                                admin_instance = f.instance.as_deref().unwrap_or("unknown"),
+                                "the admin restarted (another instance); following its snapshot whatever its version"
+                            );
+                        }
                         tracing::info!(version = f.version, "routing snapshot from the admin published");
-                        Ok(f.version)
+                        Ok((f.version, f.instance))
                     }
-                    None => Ok(version),
+                    None => Ok((version, instance.clone())),
                 }) {
-                    Ok(v) => {
+                    Ok((v, i)) => {
                         version = v;
+                        instance = i;
                         backoff = Duration::from_millis(250);
                     }
                     Err(e) => {

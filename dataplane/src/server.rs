@@ -184,21 +184,25 @@ pub fn start_with(
             cache: cache.clone(),
             instance,
         };
+        // A panic out of the worker's runtime marks it down (see `supervise`).
+        let slot = metrics.slots[id].clone();
         let t = std::thread::Builder::new().name(format!("sb-worker-{id}")).spawn(move || {
-            let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));
-            let result = match driver {
-                DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .enable_timer()
-                    .build()
-                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
-                DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                    .enable_timer()
-                    .build()
-                    .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
-            };
-            if let Err(e) = result {
-                tracing::error!(worker = id, error = %e, "worker runtime failed to start");
-            }
+            crate::supervise::worker(id, &slot, move || {
+                let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));
+                let result = match driver {
+                    DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
+                    DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
+                };
+                if let Err(e) = result {
+                    tracing::error!(worker = id, error = %e, "worker runtime failed to start");
+                }
+            })
         })?;
         threads.push(t);
     }
@@ -286,7 +290,9 @@ async fn worker_main(
                 let tls = tls.as_ref().map(|t| t.current());
                 monoio::spawn(async move {
                     let _open = ConnGuard::new(&c, stream.as_raw_fd());
-                    match tls {
+                    // A panic closes this connection only (see `supervise`).
+                    let slot = c.metrics.clone();
+                    crate::supervise::connection(c.id, &slot, async { match tls {
                         None => conn::serve(c.clone(), stream).await,
                         Some(cfg) => {
                             // The handshake counts against the header timeout.
@@ -296,7 +302,8 @@ async fn worker_main(
                                 conn::serve(c.clone(), s).await;
                             }
                         }
-                    }
+                    } })
+                    .await;
                 });
             }
             Err(e) => {

@@ -6,6 +6,7 @@
 //! a silently ignored setting. [`Config::parse`] also validates cross-references
 //! and reports the path of the first bad value (`models[1].targets[0].upstream`).
 
+use crate::limits::{self, Range};
 use crate::secret::Secret;
 use crate::url::BaseUrl;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,12 @@ impl ConfigError {
     fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { path: path.into(), message: message.into() }
     }
+}
+
+/// `path` must be inside `range` (the one place ranges are checked, for the
+/// file and the admin API alike: see [`crate::limits`]).
+fn in_range(path: impl Into<String>, value: u64, range: Range) -> Result<(), ConfigError> {
+    range.check(value).map_err(|m| ConfigError::at(path, m))
 }
 
 impl fmt::Display for ConfigError {
@@ -115,12 +122,8 @@ impl Config {
         cfg.server.validate()?;
         if let Some(a) = &cfg.admin {
             a.listen_addr()?;
-            if a.max_body_bytes < 1024 {
-                return Err(ConfigError::at("admin.max_body_bytes", "must be at least 1024"));
-            }
-            if !(100..=3_600_000).contains(&a.node_heartbeat_ms) {
-                return Err(ConfigError::at("admin.node_heartbeat_ms", "must be 100 to 3600000"));
-            }
+            in_range("admin.max_body_bytes", a.max_body_bytes as u64, limits::ADMIN_MAX_BODY_BYTES)?;
+            in_range("admin.node_heartbeat_ms", a.node_heartbeat_ms, limits::NODE_HEARTBEAT_MS)?;
             if a.tls_cert_file.is_some() != a.tls_key_file.is_some() {
                 return Err(ConfigError::at(
                     "admin.tls_cert_file",
@@ -191,16 +194,15 @@ impl Default for UsageSettings {
 
 impl UsageSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, u64, u64, u64); 4] = [
-            ("usage.flush_interval_ms", self.flush_interval_ms, 1, 60_000),
-            ("usage.queue_records", self.queue_records as u64, 256, 1 << 24),
-            ("usage.pending_records", self.pending_records as u64, 256, 1 << 26),
-            ("usage.batch_records", self.batch_records as u64, 1, 1 << 20),
+        let checks = [
+            ("usage.flush_interval_ms", self.flush_interval_ms, limits::FLUSH_INTERVAL_MS),
+            ("usage.queue_records", self.queue_records as u64, limits::USAGE_QUEUE_RECORDS),
+            ("usage.pending_records", self.pending_records as u64, limits::USAGE_PENDING_RECORDS),
+            ("usage.batch_records", self.batch_records as u64, limits::USAGE_BATCH_RECORDS),
+            ("usage.retention_days", self.retention_days, limits::RETENTION_DAYS),
         ];
-        for (path, value, min, max) in checks {
-            if value < min || value > max {
-                return Err(ConfigError::at(path, format!("must be between {min} and {max}, got {value}")));
-            }
+        for (path, value, range) in checks {
+            in_range(path, value, range)?;
         }
         Ok(())
     }
@@ -309,34 +311,30 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        let checks: [(&str, u64, u64); 12] = [
-            ("server.max_header_bytes", self.max_header_bytes as u64, 1024),
-            ("server.max_headers", self.max_headers as u64, 8),
-            ("server.max_body_bytes", self.max_body_bytes as u64, 1024),
-            ("server.header_read_timeout_ms", self.header_read_timeout_ms, 1),
-            ("server.body_read_timeout_ms", self.body_read_timeout_ms, 1),
-            ("server.idle_timeout_ms", self.idle_timeout_ms, 1),
-            ("server.write_timeout_ms", self.write_timeout_ms, 1),
-            ("server.max_connections_per_worker", self.max_connections_per_worker as u64, 1),
-            ("server.max_upstream_header_bytes", self.max_upstream_header_bytes as u64, 1024),
-            ("server.shutdown_grace_ms", self.shutdown_grace_ms, 0),
-            ("server.dns_refresh_ms", self.dns_refresh_ms, 100),
-            ("server.workers", self.workers as u64, 0),
+        let checks = [
+            ("server.max_header_bytes", self.max_header_bytes as u64, limits::MAX_HEADER_BYTES),
+            ("server.max_headers", self.max_headers as u64, limits::MAX_HEADERS),
+            ("server.max_body_bytes", self.max_body_bytes as u64, limits::MAX_BODY_BYTES),
+            ("server.header_read_timeout_ms", self.header_read_timeout_ms, limits::TIMEOUT_MS),
+            ("server.body_read_timeout_ms", self.body_read_timeout_ms, limits::TIMEOUT_MS),
+            ("server.idle_timeout_ms", self.idle_timeout_ms, limits::TIMEOUT_MS),
+            ("server.write_timeout_ms", self.write_timeout_ms, limits::TIMEOUT_MS),
+            ("server.max_connections_per_worker", self.max_connections_per_worker as u64, limits::MAX_CONNECTIONS_PER_WORKER),
+            ("server.max_upstream_header_bytes", self.max_upstream_header_bytes as u64, limits::MAX_UPSTREAM_HEADER_BYTES),
+            ("server.shutdown_grace_ms", self.shutdown_grace_ms, limits::SHUTDOWN_GRACE_MS),
+            ("server.reload_poll_ms", self.reload_poll_ms, limits::RELOAD_POLL_MS),
+            ("server.dns_refresh_ms", self.dns_refresh_ms, limits::DNS_REFRESH_MS),
+            ("server.workers", self.workers as u64, limits::WORKERS),
+            ("server.completion_reserve_tokens", self.completion_reserve_tokens, limits::COMPLETION_RESERVE_TOKENS),
+            ("server.cache_max_bytes", self.cache_max_bytes, limits::CACHE_MAX_BYTES),
         ];
-        for (path, value, min) in checks {
-            if value < min {
-                return Err(ConfigError::at(path, format!("must be at least {min}, got {value}")));
-            }
+        for (path, value, range) in checks {
+            in_range(path, value, range)?;
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(ConfigError::at("server.tls_cert_file", "set both tls_cert_file and tls_key_file, or neither"));
         }
-        if self.workers > 1024 {
-            return Err(ConfigError::at("server.workers", "must be at most 1024"));
-        }
-        if self.max_headers > MAX_HEADERS_CAP {
-            return Err(ConfigError::at("server.max_headers", format!("must be at most {MAX_HEADERS_CAP}")));
-        }
+        debug_assert!(MAX_HEADERS_CAP as u64 == limits::MAX_HEADERS.max);
         Ok(())
     }
 }
@@ -568,8 +566,8 @@ pub const MAX_PER_MINUTE: u64 = 1_000_000_000;
 
 fn check_limits(p: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[QuotaSpec]) -> Result<(), ConfigError> {
     for (name, v) in [("rpm", rpm), ("tpm", tpm)] {
-        if v.is_some_and(|v| v == 0 || v > MAX_PER_MINUTE) {
-            return Err(ConfigError::at(format!("{p}.{name}"), format!("must be 1 to {MAX_PER_MINUTE}")));
+        if let Some(v) = v {
+            in_range(format!("{p}.{name}"), v, limits::PER_MINUTE)?;
         }
     }
     let mut periods = HashSet::new();
@@ -578,8 +576,14 @@ fn check_limits(p: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[QuotaSpec
         if q.max_usd.is_none() && q.max_tokens.is_none() {
             return Err(ConfigError::at(qp, "set max_usd, max_tokens or both"));
         }
-        if q.max_usd.is_some_and(|v| !v.is_finite() || v < 0.0) {
-            return Err(ConfigError::at(format!("{qp}.max_usd"), "must be a finite amount, not negative"));
+        if q.max_usd.is_some_and(|v| !v.is_finite() || !(0.0..=limits::MAX_QUOTA_USD).contains(&v)) {
+            return Err(ConfigError::at(
+                format!("{qp}.max_usd"),
+                format!("must be a finite amount from 0 to {} USD", limits::MAX_QUOTA_USD),
+            ));
+        }
+        if let Some(t) = q.max_tokens {
+            in_range(format!("{qp}.max_tokens"), t, limits::QUOTA_TOKENS)?;
         }
         if !periods.insert(q.period) {
             return Err(ConfigError::at(format!("{qp}.period"), "one quota per period"));
@@ -914,19 +918,23 @@ impl RoutingSpec {
             if u.api_key.is_some() && u.api_key_env.is_some() {
                 return Err(ConfigError::at(p, "set either api_key or api_key_env, not both"));
             }
-            if u.probe_interval_ms > 0 && u.probe_interval_ms < 100 {
+            in_range(format!("{p}.probe_interval_ms"), u.probe_interval_ms, limits::PROBE_INTERVAL_MS)?;
+            if u.probe_interval_ms > 0 && u.probe_interval_ms < limits::PROBE_INTERVAL_MIN_MS {
                 return Err(ConfigError::at(format!("{p}.probe_interval_ms"), "must be 0 (off) or at least 100"));
             }
             if !u.probe_path.starts_with('/') || u.probe_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
                 return Err(ConfigError::at(format!("{p}.probe_path"), "must start with / and have no spaces"));
             }
-            if u.eject_after_failures == 0 || u.eject_ms == 0 {
-                return Err(ConfigError::at(p, "eject_after_failures and eject_ms must be at least 1"));
-            }
+            in_range(format!("{p}.eject_after_failures"), u.eject_after_failures.into(), limits::EJECT_AFTER_FAILURES)?;
+            in_range(format!("{p}.eject_ms"), u.eject_ms, limits::EJECT_MS)?;
+            in_range(format!("{p}.pool_max_idle"), u.pool_max_idle as u64, limits::POOL_MAX_IDLE)?;
+            let mut priced = HashSet::new();
             for (j, price) in u.prices.iter().enumerate() {
-                let ok = |v: f64| v.is_finite() && v >= 0.0;
-                if !ok(price.prompt_per_mtok) || !ok(price.completion_per_mtok) {
-                    return Err(ConfigError::at(format!("{p}.prices[{j}]"), "prices must be finite and not negative"));
+                for (field, v) in [("prompt_per_mtok", price.prompt_per_mtok), ("completion_per_mtok", price.completion_per_mtok)] {
+                    limits::check_price(v).map_err(|m| ConfigError::at(format!("{p}.prices[{j}].{field}"), m))?;
+                }
+                if !priced.insert(price.model.as_str()) {
+                    return Err(ConfigError::at(format!("{p}.prices[{j}].model"), format!("`{}` is priced twice", price.model)));
                 }
             }
             for (name, value) in &u.headers {
@@ -946,15 +954,13 @@ impl RoutingSpec {
                     return Err(ConfigError::at(format!("{p}.headers.{name}"), "value has control characters"));
                 }
             }
-            for (field, v) in [
-                ("connect_timeout_ms", u.connect_timeout_ms),
-                ("first_byte_timeout_ms", u.first_byte_timeout_ms),
-                ("read_timeout_ms", u.read_timeout_ms),
-                ("pool_idle_timeout_ms", u.pool_idle_timeout_ms),
+            for (field, v, range) in [
+                ("connect_timeout_ms", u.connect_timeout_ms, limits::TIMEOUT_MS),
+                ("first_byte_timeout_ms", u.first_byte_timeout_ms, limits::TIMEOUT_MS),
+                ("read_timeout_ms", u.read_timeout_ms, limits::TIMEOUT_MS),
+                ("pool_idle_timeout_ms", u.pool_idle_timeout_ms, limits::POOL_IDLE_MS),
             ] {
-                if v == 0 {
-                    return Err(ConfigError::at(format!("{p}.{field}"), "must be at least 1"));
-                }
+                in_range(format!("{p}.{field}"), v, range)?;
             }
         }
         let mut model_names = HashSet::new();
@@ -975,14 +981,20 @@ impl RoutingSpec {
             if m.targets.len() > MAX_TARGETS {
                 return Err(ConfigError::at(format!("{p}.targets"), format!("at most {MAX_TARGETS} targets")));
             }
-            if m.retry.max_attempts == Some(0) || m.retry.max_attempts.is_some_and(|n| n > 32) {
-                return Err(ConfigError::at(format!("{p}.retry.max_attempts"), "must be 1 to 32"));
+            if let Some(n) = m.retry.max_attempts {
+                in_range(format!("{p}.retry.max_attempts"), n.into(), limits::MAX_ATTEMPTS)?;
             }
-            if !m.cache.is_off() && m.cache.ttl_ms == 0 {
-                return Err(ConfigError::at(format!("{p}.cache.ttl_ms"), "must be at least 1"));
+            if !m.cache.is_off() {
+                in_range(format!("{p}.cache.ttl_ms"), m.cache.ttl_ms, limits::CACHE_TTL_MS)?;
             }
-            if m.retry.per_attempt_timeout_ms == Some(0) || m.retry.deadline_ms == Some(0) {
-                return Err(ConfigError::at(format!("{p}.retry"), "timeouts must be at least 1 ms"));
+            for (field, v, range) in [
+                ("per_attempt_timeout_ms", m.retry.per_attempt_timeout_ms, limits::TIMEOUT_MS),
+                ("deadline_ms", m.retry.deadline_ms, limits::TIMEOUT_MS),
+                ("backoff_ms", m.retry.backoff_ms, limits::BACKOFF_MS),
+            ] {
+                if let Some(v) = v {
+                    in_range(format!("{p}.retry.{field}"), v, range)?;
+                }
             }
             if m.strategy == Strategy::Weighted && m.targets.iter().map(|t| t.weight as u64).sum::<u64>() > 10_000 {
                 return Err(ConfigError::at(format!("{p}.targets"), "weights must add up to at most 10000"));
@@ -1020,19 +1032,14 @@ impl RoutingSpec {
                 for (field, v) in
                     [("prompt_per_mtok", t.prompt_per_mtok), ("completion_per_mtok", t.completion_per_mtok)]
                 {
-                    if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                        return Err(ConfigError::at(
-                            format!("{p}.targets[{j}].{field}"),
-                            "must be finite and not negative",
-                        ));
+                    if let Some(v) = v {
+                        limits::check_price(v).map_err(|m| ConfigError::at(format!("{p}.targets[{j}].{field}"), m))?;
                     }
                 }
                 if t.model.as_deref() == Some("") {
                     return Err(ConfigError::at(format!("{p}.targets[{j}].model"), "must not be empty"));
                 }
-                if t.weight == 0 {
-                    return Err(ConfigError::at(format!("{p}.targets[{j}].weight"), "must be at least 1"));
-                }
+                in_range(format!("{p}.targets[{j}].weight"), t.weight.into(), limits::WEIGHT)?;
             }
         }
         let mut ids = HashSet::new();
@@ -1053,6 +1060,9 @@ impl RoutingSpec {
                 if m != "*" && !model_names.contains(m.as_str()) {
                     return Err(ConfigError::at(format!("{p}.models[{j}]"), format!("unknown model `{m}`")));
                 }
+            }
+            if let Some(t) = k.expires_at {
+                in_range(format!("{p}.expires_at"), t, limits::EXPIRES_AT_S)?;
             }
             check_limits(&p, k.rpm, k.tpm, &k.quotas)?;
         }

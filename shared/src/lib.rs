@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod keyhash;
+pub mod limits;
 pub mod node;
 pub mod secret;
 pub mod time;

@@ -81,6 +81,55 @@ pub struct UsageRecord {
     pub ttft_us: u64,
     /// Time spent waiting on upstreams (all attempts).
     pub upstream_us: u64,
+    /// A count or time past its documented maximum ([`crate::limits`]) was
+    /// clamped to it: the upstream or node reported nonsense.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clamped: bool,
+}
+
+impl UsageRecord {
+    /// Clamp every count, cost and time to its documented maximum
+    /// ([`crate::limits::MAX_TOKENS_PER_REQUEST`] and the rest), keep the
+    /// total at least the sum of its parts' clamped values and at most the
+    /// maximum, and mark the record when anything changed. Idempotent. Every
+    /// record passes here where it is made and where it is accounted, so no
+    /// value an upstream, a node or a remote data plane sends can overflow a
+    /// sum or turn a stored integer into a float.
+    pub fn sanitize(&mut self) -> bool {
+        use crate::limits::{MAX_COST_NANOS_PER_REQUEST, MAX_LATENCY_US, MAX_TOKENS_PER_REQUEST, MAX_TS_MS};
+        let before = (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cost_nanos,
+            self.latency_us,
+            self.ttft_us,
+            self.upstream_us,
+            self.ts_ms,
+        );
+        self.prompt_tokens = self.prompt_tokens.min(MAX_TOKENS_PER_REQUEST);
+        self.completion_tokens = self.completion_tokens.min(MAX_TOKENS_PER_REQUEST);
+        self.total_tokens = self.total_tokens.min(MAX_TOKENS_PER_REQUEST);
+        self.cost_nanos = self.cost_nanos.min(MAX_COST_NANOS_PER_REQUEST);
+        self.latency_us = self.latency_us.min(MAX_LATENCY_US);
+        self.ttft_us = self.ttft_us.min(MAX_LATENCY_US);
+        self.upstream_us = self.upstream_us.min(MAX_LATENCY_US);
+        self.ts_ms = self.ts_ms.min(MAX_TS_MS);
+        let after = (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cost_nanos,
+            self.latency_us,
+            self.ttft_us,
+            self.upstream_us,
+            self.ts_ms,
+        );
+        if after != before {
+            self.clamped = true;
+        }
+        self.clamped
+    }
 }
 
 /// A batch of records, as a remote data plane posts it to the admin.
@@ -94,7 +143,8 @@ pub fn cost_nanos(prompt_tokens: u64, completion_tokens: u64, prompt_per_mtok: f
     let nanos =
         prompt_tokens as f64 * prompt_per_mtok * 1_000.0 + completion_tokens as f64 * completion_per_mtok * 1_000.0;
     if nanos.is_finite() && nanos > 0.0 {
-        nanos.round() as u64
+        // Saturates (`as` does) at the cap, never wraps.
+        nanos.round().min(crate::limits::MAX_COST_NANOS_PER_REQUEST as f64) as u64
     } else {
         0
     }
@@ -117,6 +167,22 @@ mod tests {
         assert_eq!(cost_nanos(0, 0, 5.0, 5.0), 0);
         assert_eq!(cost_nanos(10, 10, f64::NAN, 1.0), 0);
         assert!((nanos_to_usd(7_500_000) - 0.0075).abs() < 1e-12);
+    }
+
+    #[test]
+    fn absurd_counts_are_clamped_and_marked() {
+        use crate::limits::*;
+        let mut r = UsageRecord { prompt_tokens: 5_000_000_000_000_000_000, total_tokens: u64::MAX, ..Default::default() };
+        assert!(r.sanitize());
+        assert!(r.clamped);
+        assert_eq!((r.prompt_tokens, r.total_tokens), (MAX_TOKENS_PER_REQUEST, MAX_TOKENS_PER_REQUEST));
+        assert!(r.sanitize(), "still marked the second time");
+        let mut fine = UsageRecord { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, ..Default::default() };
+        assert!(!fine.sanitize());
+        assert_eq!(cost_nanos(u64::MAX, u64::MAX, 1e308, 1e308), 0);
+        assert_eq!(cost_nanos(u64::MAX, 0, MAX_PRICE_PER_MTOK, 0.0), MAX_COST_NANOS_PER_REQUEST);
+        let json = serde_json::to_string(&fine).unwrap();
+        assert!(!json.contains("clamped"), "unmarked records keep their old shape");
     }
 
     #[test]

@@ -28,6 +28,8 @@ const EX_CONFIG: u8 = 78;
 const EX_CANTCREAT: u8 = 73;
 /// sysexits: a service we depend on is unavailable.
 const EX_UNAVAILABLE: u8 = 69;
+/// sysexits: internal software error (a data-plane worker died).
+const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "A fast OpenAI-compatible LLM gateway.")]
@@ -179,9 +181,9 @@ fn dataplane(
     let dns = DnsCache::new();
     // The first snapshot, before serving: retry until the admin answers.
     let deadline = std::time::Instant::now() + startup_timeout;
-    let (version, snapshot) = loop {
-        let attempt = remote.poll(0).and_then(|r| match r {
-            Some(f) => f.compile(&dns).map(|s| (f.version, s)),
+    let (version, instance, snapshot) = loop {
+        let attempt = remote.poll(0, None).and_then(|r| match r {
+            Some(f) => f.compile(&dns).map(|s| (f.version, f.instance, s)),
             None => Err("the admin has no snapshot yet".into()),
         });
         match attempt {
@@ -200,7 +202,7 @@ fn dataplane(
         Ok(u) => u,
         Err(e) => return fail(EX_CANTCREAT, e),
     };
-    if let Err(e) = remote.follow(version, store.clone(), dns.clone()) {
+    if let Err(e) = remote.follow(version, instance, store.clone(), dns.clone()) {
         return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
     }
     run(&cfg.server, store, dns, usage, || {
@@ -250,6 +252,8 @@ fn run(
         Ok(s) => s,
         Err(e) => return fail(EX_CANTCREAT, format!("cannot install signal handlers: {e}")),
     };
+    // A worker that dies stops the process (drain, then exit 70).
+    switchboard_dataplane::supervise::stop_process_on_worker_death();
     let server = match switchboard_dataplane::start_with(server_cfg.clone(), store, dns, usage.clone()) {
         Ok(s) => s,
         Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", server_cfg.listen)),
@@ -268,10 +272,16 @@ fn run(
             continue;
         }
         tracing::info!(grace_ms = server_cfg.shutdown_grace_ms, "shutting down: draining requests in flight");
+        let metrics = server.metrics.clone();
         server.shutdown();
         tracing::info!("data plane stopped");
         if let Some(u) = &usage {
             u.shutdown(USAGE_DRAIN);
+        }
+        let down = metrics.workers_down();
+        if down > 0 {
+            tracing::error!(workers_down = down, "exiting 70: data-plane workers died");
+            return ExitCode::from(EX_SOFTWARE);
         }
         return ExitCode::SUCCESS;
     }

@@ -377,6 +377,7 @@ fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
         latency_us: 1_000,
         ttft_us: 500,
         upstream_us: 800,
+        clamped: false,
     };
     let mut text = String::new();
     for uid in ["s1", "s2", "s1"] {

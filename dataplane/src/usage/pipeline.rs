@@ -355,6 +355,12 @@ fn collect(
                 if let Some(log) = access_log.as_mut() {
                     log.flush();
                 }
+                // Stopping, and a worker never closed its queue (its thread
+                // died holding it): stop without it rather than hang.
+                if drain_deadline(&shared).is_some_and(|d| Instant::now() >= d) {
+                    tracing::error!("usage pipeline: a worker's queue was never closed; stopping without it");
+                    break;
+                }
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }

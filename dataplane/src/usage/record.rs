@@ -76,7 +76,7 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
     };
     let cost = target.and_then(|tg| tg.prices).map_or(0, |(p, c)| cost_nanos(prompt, completion, p, c));
     let micros = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
-    let rec = UsageRecord {
+    let mut rec = UsageRecord {
         uid: String::from_utf8_lossy(ctx.next_request_id().as_bytes()).into_owned(),
         ts_ms: s.started_unix_ms,
         request_id: String::from_utf8_lossy(s.request_id).into_owned(),
@@ -100,7 +100,11 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
         latency_us: micros(s.started.elapsed()),
         ttft_us: t.first_byte.map_or(0, |f| micros(f.saturating_duration_since(s.started))),
         upstream_us: micros(t.upstream),
+        clamped: false,
     };
+    if rec.sanitize() {
+        tracing::warn!(upstream = %rec.target, route = %rec.route, "the target reported usage past the documented maxima; clamped");
+    }
     ctx.metrics.request(&rec);
     let spent = (rec.total_tokens, rec.cost_nanos);
     ctx.usage.borrow_mut().push(rec);
