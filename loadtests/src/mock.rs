@@ -73,6 +73,9 @@ pub struct Behaviour {
     pub skip_done: Option<bool>,
     /// Leave `usage` out of every reply (an upstream that does not report it).
     pub no_usage: Option<bool>,
+    /// Report this JSON as the `usage` of chat and text completions, verbatim
+    /// (an upstream or node that reports nonsense).
+    pub usage_json: Option<String>,
 }
 
 impl Behaviour {
@@ -90,6 +93,7 @@ impl Behaviour {
             error_after: self.error_after.or(base.error_after),
             skip_done: self.skip_done.or(base.skip_done),
             no_usage: self.no_usage.or(base.no_usage),
+            usage_json: self.usage_json.or_else(|| base.usage_json.clone()),
         }
     }
 }
@@ -573,6 +577,8 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     let text = serde_json::to_string(&ctx.cfg.token_text).unwrap_or_else(|_| "\"\"".into());
     let usage = if no_usage {
         "null".to_string()
+    } else if let Some(u) = &b.usage_json {
+        u.clone()
     } else {
         format!(
             r#"{{"prompt_tokens":{prompt_tokens},"completion_tokens":{tokens},"total_tokens":{}}}"#,

@@ -223,7 +223,7 @@ pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u6
         let prompt = reply.prompt_tokens.unwrap_or(0);
         let completion =
             reply.completion_tokens.unwrap_or_else(|| reply.total_tokens.map_or(0, |t| t.saturating_sub(prompt)));
-        let total = reply.total_tokens.unwrap_or(prompt + completion);
+        let total = reply.total_tokens.unwrap_or(prompt.saturating_add(completion));
         return (prompt, completion, total, false);
     }
     let prompt = estimate_prompt(request_body);

@@ -1,0 +1,378 @@
+//! Trust boundaries (issue 16), with the real binaries: one bad value from an
+//! admin, a node or a restored database must not take the gateway down or
+//! corrupt its books.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use switchboard_loadtests::{Behaviour, MockConfig};
+
+/// An admin API call with `token`.
+fn call(addr: SocketAddr, token: &str, method: &str, path: &str, body: Option<Value>) -> Response {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\n");
+    if !body.is_empty() || method == "POST" || method == "PATCH" || method == "PUT" {
+        s.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    s.push_str("\r\n");
+    s.push_str(&body);
+    let mut c = Conn::open(addr);
+    c.set_timeout(Duration::from_secs(20));
+    c.send(s.as_bytes());
+    c.response()
+}
+
+fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Response {
+    call(addr, ADMIN_TOKEN, method, path, body)
+}
+
+fn chat(addr: SocketAddr, key: &str, model: &str) -> Response {
+    let mut c = Conn::open(addr);
+    c.set_timeout(Duration::from_secs(20));
+    c.send(&request("POST", "/v1/chat/completions", Some(key), &format!(r#"{{"model":"{model}"}}"#), &[]));
+    c.response()
+}
+
+fn healthz(addr: SocketAddr) -> Response {
+    let mut c = Conn::open(addr);
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    c.response()
+}
+
+/// A `serve` config: admin API on `admin_listen`, database `database`, a
+/// provider `p` at `provider`, a route `m` to it, and key KEY.
+fn serve_config(dir: &Path, admin_listen: &str, database: &str, provider: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{database}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[admin]
+listen = "{admin_listen}"
+database = "{database}"
+node_heartbeat_ms = 200
+
+[[upstreams]]
+name = "p"
+base_url = "{provider}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "p" }}]
+
+[[keys]]
+id = "k"
+hash = "{}"
+org = "acme"
+{extra}
+"#,
+            key_hash(KEY)
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_serve(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
+    let mut p = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let admin = p.address("admin API listening on ");
+    let dp = p.address("data plane listening on ");
+    (p, admin, dp)
+}
+
+fn spawn_dataplane(admin: SocketAddr, dir: &Path) -> (Proc, SocketAddr) {
+    let cfg = dir.join("dataplane.toml");
+    let spill = dir.join("dp-usage.spill");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[usage]\nspill_file = \"{}\"\n", spill.display()),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(&["dataplane", "--admin", &format!("http://{admin}"), "--config", cfg.to_str().unwrap()], &[]);
+    let addr = p.address("data plane listening on ");
+    (p, addr)
+}
+
+/// Every worker of the data plane at `addr` serves `m` (several connections
+/// each, so the kernel spreads them over both workers), and `/healthz` is 200.
+fn every_worker_serves(addr: SocketAddr) {
+    for _ in 0..8 {
+        let r = chat(addr, KEY, "m");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let h = healthz(addr);
+    assert_eq!(h.status, 200, "{}", h.text());
+}
+
+#[test]
+fn a_huge_timeout_through_the_api_is_refused_and_no_data_plane_worker_is_lost() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "127.0.0.1:0", "a.db", &up.base_url(), "");
+    let (serve, admin_addr, local_dp) = spawn_serve(&cfg);
+    let (remote, remote_dp) = spawn_dataplane(admin_addr, dir.path());
+    every_worker_serves(local_dp);
+    every_worker_serves(remote_dp);
+
+    let huge = u64::MAX;
+    for field in ["connect_timeout_ms", "first_byte_timeout_ms", "read_timeout_ms", "eject_ms", "probe_interval_ms"] {
+        let r = admin(
+            admin_addr,
+            "POST",
+            "/v1/admin/providers",
+            Some(json!({"name": format!("huge-{field}"), "base_url": up.base_url(), field: huge})),
+        );
+        assert_eq!(r.status, 422, "{field}: {}", r.text());
+        assert_eq!(r.error()["param"], field, "{}", r.text());
+        assert!(r.error()["message"].as_str().unwrap().contains("3600000") || field.starts_with("eject") || field.starts_with("probe"), "{}", r.text());
+        let r = admin(admin_addr, "PATCH", "/v1/admin/providers/p", Some(json!({field: huge})));
+        assert_eq!(r.status, 422, "{field}: {}", r.text());
+    }
+    let r = admin(
+        admin_addr,
+        "POST",
+        "/v1/admin/routes",
+        Some(json!({"name": "slow", "targets": [{"provider": "p"}], "retry": {"deadline_ms": huge}})),
+    );
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("retry.deadline_ms")), "{}", r.text());
+    // In range: accepted, and every worker of both data planes still serves.
+    let r = admin(admin_addr, "PATCH", "/v1/admin/providers/p", Some(json!({"connect_timeout_ms": 3_600_000})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(300));
+    every_worker_serves(local_dp);
+    every_worker_serves(remote_dp);
+    assert_eq!(remote.stop(), 0);
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn a_node_reporting_absurd_usage_is_clamped_flagged_and_the_books_and_restart_survive() {
+    let provider = mock();
+    // The node's local server reports absurd usage (2^64-1 tokens).
+    let local = mock_with(MockConfig {
+        behaviour: Behaviour {
+            tokens: Some(4),
+            usage_json: Some(
+                r#"{"prompt_tokens":5000000000000000000,"completion_tokens":18446744073709551615,"total_tokens":18446744073709551615}"#
+                    .into(),
+            ),
+            ..Behaviour::default()
+        },
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nodes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[admin]
+listen = "127.0.0.1:0"
+database = "n.db"
+node_heartbeat_ms = 200
+
+[[upstreams]]
+name = "provider"
+base_url = "{}"
+
+[[models]]
+name = "llama"
+targets = [{{ nodes = "llama", prompt_per_mtok = 2.0 }}, {{ upstream = "provider" }}]
+
+[[keys]]
+id = "k"
+hash = "{}"
+org = "acme"
+"#,
+            provider.base_url(),
+            key_hash(KEY)
+        ),
+    )
+    .unwrap();
+    let (serve, admin_addr, dp) = spawn_serve(&cfg);
+    let r = admin(admin_addr, "POST", "/v1/admin/enrollment-tokens", Some(json!({"org": "acme"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["secret"].as_str().unwrap().to_string();
+    let identity = dir.path().join("node.json");
+    let mut agent = Proc::spawn(
+        &[
+            "node",
+            "--admin",
+            &format!("http://{admin_addr}"),
+            "--local",
+            &format!("http://{}", local.addr),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--name",
+            "ws1",
+            "--rename",
+            "mock-model=llama",
+            "--listen",
+            "127.0.0.1:0",
+            "--enroll",
+            &token,
+        ],
+        &[],
+    );
+    agent.address("node listening on ");
+    let node = || admin(admin_addr, "GET", "/v1/admin/nodes/ws1", None);
+    assert!(eventually(Duration::from_secs(15), || node().status == 200 && node().json()["status"] == "online"));
+
+    // The node serves until its nonsense has been counted three times; then it
+    // is out of routing and the provider serves.
+    let mut by_node = 0;
+    let flagged = eventually(Duration::from_secs(20), || {
+        let r = chat(dp, KEY, "llama");
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.header("x-switchboard-target") == Some("node:ws1") {
+            by_node += 1;
+        }
+        node().json()["status"] == "flagged"
+    });
+    let n = node().json();
+    assert!(flagged, "the node was never flagged: {n}");
+    assert_eq!(n["routable"], false, "{n}");
+    assert!(n["usage_flags"].as_u64().unwrap() >= 3, "{n}");
+    assert!(by_node >= 3);
+    assert!(eventually(Duration::from_secs(5), || chat(dp, KEY, "llama").header("x-switchboard-target") == Some("provider")));
+
+    // The books: clamped, marked, and every report answers.
+    let reports = |addr| {
+        for path in [
+            "/v1/admin/usage?from=0&granularity=total",
+            "/v1/admin/usage?from=0&group_by=org",
+            "/v1/admin/usage?from=0&granularity=minute&group_by=key,target",
+            "/v1/admin/usage/top-keys?from=0",
+            "/v1/admin/usage/top-keys?from=0&by=tokens",
+            "/v1/admin/requests?from=0",
+            "/v1/admin/keys/k/limits",
+        ] {
+            let r = admin(addr, "GET", path, None);
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+        let r = admin(addr, "PUT", "/v1/admin/orgs/acme/limits", Some(json!({"quotas": [{"period": "day", "max_tokens": 1000}]})));
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    reports(admin_addr);
+    let total = admin(admin_addr, "GET", "/v1/admin/usage?from=0&granularity=total&group_by=target", None).json();
+    let node_row = total["data"].as_array().unwrap().iter().find(|r| r["target"] == "node:ws1").cloned().unwrap();
+    let max = switchboard_shared::limits::MAX_TOKENS_PER_REQUEST as i64;
+    let requests = node_row["requests"].as_i64().unwrap();
+    assert_eq!(node_row["prompt_tokens"].as_i64(), Some(requests * max), "{node_row}");
+    assert!(node_row["cost_nanos"].as_i64().unwrap() > 0, "{node_row}");
+    let log = admin(admin_addr, "GET", "/v1/admin/requests?from=0&target=node:ws1", None).json();
+    assert!(log["data"].as_array().unwrap().iter().all(|r| r["clamped"] == true && r["prompt_tokens"].as_i64() == Some(max)), "{log}");
+
+    // Re-enabling clears the flags.
+    let r = admin(admin_addr, "PATCH", "/v1/admin/nodes/ws1", Some(json!({"enabled": true})));
+    assert_eq!((r.status, r.json()["usage_flags"].as_u64()), (200, Some(0)), "{}", r.text());
+
+    // A restart on the same database starts, and the reports still answer.
+    drop(agent);
+    assert_eq!(serve.stop(), 0);
+    let (serve, admin_addr, _) = spawn_serve(&cfg);
+    reports(admin_addr);
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn absurd_prices_are_refused() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "127.0.0.1:0", "p.db", &up.base_url(), "");
+    let (serve, admin_addr, _) = spawn_serve(&cfg);
+    for price in [json!(1e13), json!(1e308), json!(-1.0), json!(100_000.5)] {
+        let body = json!({"name": "pricey", "base_url": up.base_url(), "models": [{"name": "m", "prompt_per_mtok": price}]});
+        let r = admin(admin_addr, "POST", "/v1/admin/providers", Some(body));
+        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("models[0].prompt_per_mtok")), "{price}: {}", r.text());
+        let r = admin(
+            admin_addr,
+            "POST",
+            "/v1/admin/routes",
+            Some(json!({"name": "pool", "targets": [{"nodes": "llama", "completion_per_mtok": price}]})),
+        );
+        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("targets[0].completion_per_mtok")), "{price}: {}", r.text());
+    }
+    let twice = json!({"name": "twice", "base_url": up.base_url(), "models": [{"name": "m"}, {"name": "m"}]});
+    let r = admin(admin_addr, "POST", "/v1/admin/providers", Some(twice));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("models[1].name")), "{}", r.text());
+    let fine = json!({"name": "fine", "base_url": up.base_url(), "models": [{"name": "m", "prompt_per_mtok": 100_000.0}]});
+    assert_eq!(admin(admin_addr, "POST", "/v1/admin/providers", Some(fine)).status, 201);
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn revoking_the_bootstrap_token_does_not_brick_the_next_start_and_the_last_admin_token_stays() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "127.0.0.1:0", "t.db", &up.base_url(), "");
+    let (serve, admin_addr, _) = spawn_serve(&cfg);
+    let tokens = admin(admin_addr, "GET", "/v1/admin/tokens", None).json();
+    let env_id = tokens["data"][0]["id"].as_str().unwrap().to_string();
+    // The only admin token cannot be revoked: nothing could write again.
+    let r = admin(admin_addr, "POST", &format!("/v1/admin/tokens/{env_id}/revoke"), None);
+    assert_eq!((r.status, r.error()["code"].as_str()), (409, Some("conflict")), "{}", r.text());
+    let r = admin(admin_addr, "POST", "/v1/admin/tokens", Some(json!({"name": "second", "role": "admin"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let second = r.json()["token_secret"].as_str().unwrap().to_string();
+    let second_id = r.json()["id"].as_str().unwrap().to_string();
+    let r = call(admin_addr, &second, "POST", &format!("/v1/admin/tokens/{env_id}/revoke"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(admin_addr, &second, "POST", &format!("/v1/admin/tokens/{second_id}/revoke"), None);
+    assert_eq!(r.status, 409, "now the second is the last admin token: {}", r.text());
+    assert_eq!(serve.stop(), 0);
+
+    // Same environment (SWITCHBOARD_ADMIN_TOKEN = the revoked token): starts,
+    // says why the token is refused, and refuses it.
+    let (mut serve, admin_addr, dp) = spawn_serve(&cfg);
+    let line = serve.wait_line("SWITCHBOARD_ADMIN_TOKEN is an admin token that was revoked");
+    assert!(line.contains(&env_id), "{line}");
+    assert_eq!(admin(admin_addr, "GET", "/v1/admin/tokens", None).status, 401);
+    assert_eq!(call(admin_addr, &second, "GET", "/v1/admin/tokens", None).status, 200);
+    assert_eq!(chat(dp, KEY, "m").status, 200);
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn a_remote_data_plane_follows_an_admin_restarted_on_an_older_database() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "127.0.0.1:0", "new.db", &up.base_url(), "");
+    let (serve, admin_addr, _) = spawn_serve(&cfg);
+    let (mut remote, remote_dp) = spawn_dataplane(admin_addr, dir.path());
+    // Push the version well past where the other database will be.
+    for i in 0..10 {
+        let r = admin(admin_addr, "POST", "/v1/admin/orgs", Some(json!({"name": format!("org-{i}")})));
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = admin(admin_addr, "PATCH", "/v1/admin/routes/m", Some(json!({"allow_strategy_header": i % 2 == 0})));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(chat(remote_dp, KEY, "m").status, 200);
+    serve.kill9();
+
+    // The admin comes back on the same port with another (older) database.
+    let old = serve_config(dir.path(), &admin_addr.to_string(), "old.db", &up.base_url(), "");
+    let (serve, admin_addr, _) = spawn_serve(&old);
+    let r = admin(admin_addr, "POST", "/v1/admin/keys/k/revoke", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        eventually(Duration::from_secs(10), || chat(remote_dp, KEY, "m").status == 401),
+        "the remote data plane still accepts a key revoked on the admin"
+    );
+    remote.wait_line("the admin restarted");
+    assert_eq!(remote.stop(), 0);
+    assert_eq!(serve.stop(), 0);
+}
