@@ -28,14 +28,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::JsonDataError(e)) => {
                 let detail = e.body_text();
-                let field = detail.split('`').nth(1).unwrap_or("").to_string();
-                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail);
-                if !field.is_empty() {
+                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", shorten(&detail));
+                if let Some(field) = json_error_field(&detail) {
                     err = err.param(field);
                 }
                 Err(err)
             }
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(e.body_text())),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(shorten(&e.body_text()))),
             Err(JsonRejection::MissingJsonContentType(_)) => {
                 Err(ApiError::bad_request("Send the body as JSON with `Content-Type: application/json`."))
             }
@@ -45,6 +44,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
     }
+}
+
+/// The field a JSON data error is about: the path serde reports before the
+/// message (`targets[0].weight: invalid value ...`), or for a missing or
+/// unknown field at the top, its name. Never the value.
+fn json_error_field(detail: &str) -> Option<String> {
+    let rest = detail.split_once("target type: ").map_or(detail, |(_, r)| r);
+    let (path, message) = rest.split_once(": ")?;
+    let named = || {
+        let m = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("missing field `"))?;
+        m.split('`').next().map(str::to_string)
+    };
+    let field = if path == "." || path.is_empty() {
+        named()?
+    } else if message.starts_with("unknown field `") || message.starts_with("missing field `") {
+        format!("{path}.{}", named()?)
+    } else {
+        path.to_string()
+    };
+    Some(field.chars().take(128).collect())
+}
+
+/// A rejection's text, bounded: serde quotes the offending value, which may
+/// be megabytes.
+fn shorten(text: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    if text.chars().count() <= MAX_CHARS {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(MAX_CHARS).collect();
+    out.push_str("...");
+    out
 }
 
 /// Query string whose rejection is our error shape.
@@ -57,7 +88,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
-            .map_err(|e: QueryRejection| ApiError::bad_request(e.body_text()))
+            .map_err(|e: QueryRejection| ApiError::bad_request(shorten(&e.body_text())))
     }
 }
 

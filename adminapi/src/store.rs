@@ -15,6 +15,9 @@ use switchboard_shared::{KeyHasher, Secret};
 
 const NAME_MAX: usize = 256;
 
+/// The largest list `offset` (an `i64` in SQLite, with room for a page).
+pub const MAX_OFFSET: u64 = (i64::MAX as u64) - 2_000;
+
 /// The database as store functions see it: the connection (in the caller's
 /// transaction) and the sealer for provider secrets at rest.
 pub struct Db<'a> {
@@ -70,12 +73,16 @@ pub fn audit(c: &Db<'_>, actor: &str, action: &str, resource: &str, id: &str, ch
 fn page<T>(mut data: Vec<T>, q: &PageQuery) -> Page<T> {
     let more = data.len() as u64 > q.limit;
     data.truncate(q.limit as usize);
-    Page { object: "list", data, next_offset: more.then_some(q.offset + q.limit) }
+    Page { object: "list", data, next_offset: more.then_some(q.offset.saturating_add(q.limit)) }
 }
 
 fn limit(q: &PageQuery) -> ApiResult<(i64, i64)> {
     if q.limit == 0 || q.limit > 1000 {
         return Err(ApiError::invalid_field("limit", "`limit` must be 1 to 1000"));
+    }
+    // SQLite takes an i64; past it an offset would wrap to the first page.
+    if q.offset > MAX_OFFSET {
+        return Err(ApiError::invalid_field("offset", format!("`offset` must be 0 to {MAX_OFFSET}")));
     }
     Ok((q.limit as i64 + 1, q.offset as i64))
 }

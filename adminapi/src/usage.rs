@@ -226,7 +226,17 @@ impl UsageSink for SqliteSink {
 // ---- reports ----
 
 /// A time in a query: Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+/// Between 1970 and the end of year 9999 (so arithmetic on it cannot overflow).
 pub fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
+    let t = parse_time_any(field, v)?;
+    let range = switchboard_shared::limits::EXPIRES_AT_S;
+    if t < 0 || t as u64 > range.max {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must be between 0 and {} (Unix seconds)", range.max)));
+    }
+    Ok(t)
+}
+
+fn parse_time_any(field: &str, v: &str) -> ApiResult<i64> {
     if let Ok(n) = v.parse::<i64>() {
         return Ok(n);
     }
@@ -250,7 +260,15 @@ pub fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
         }
         (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
     }
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    // `2026-02-30` is an error, not March 2.
+    if !(1..=12).contains(&m) || !(1..=days_in_month).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return Err(bad());
     }
     Ok(switchboard_shared::time::days_from_civil(y, m, d) * 86_400 + hh * 3_600 + mm * 60 + ss)
@@ -710,7 +728,18 @@ mod tests {
         assert_eq!(format_time(1_795_305_600 + 3 * 3600 + 4 * 60 + 5), "2026-11-22T03:04:05Z");
         assert_eq!(format_time(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(parse_time("from", "2000-02-29").unwrap(), 951_782_400);
-        for bad in ["yesterday", "2026-13-01", "2026-11-22 03:04:05", "2026-1-22", "2026-11-22T03:04:05+01:00"] {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-11-22 03:04:05",
+            "2026-1-22",
+            "2026-11-22T03:04:05+01:00",
+            "2026-02-30",
+            "2027-02-29",
+            "2026-04-31",
+            "-1",
+            "9223372036854775807",
+        ] {
             assert!(parse_time("from", bad).is_err(), "{bad}");
         }
     }
