@@ -51,17 +51,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// unknown field at the top, its name. Never the value.
 fn json_error_field(detail: &str) -> Option<String> {
     let rest = detail.split_once("target type: ").map_or(detail, |(_, r)| r);
-    let (path, message) = rest.split_once(": ")?;
+    // A path has no spaces (`records[0].org`); "invalid type: ..." is no path.
+    let (path, message) = match rest.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') => (p, m),
+        _ => ("", rest),
+    };
     let named = || {
         let m = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("missing field `"))?;
         m.split('`').next().map(str::to_string)
     };
-    let field = if path == "." || path.is_empty() {
-        named()?
-    } else if message.starts_with("unknown field `") || message.starts_with("missing field `") {
-        format!("{path}.{}", named()?)
-    } else {
-        path.to_string()
+    let field = match named() {
+        // serde names an unknown field in its path, a missing one beside it.
+        Some(n) if path == "." || path.is_empty() => n,
+        Some(n) if path == n || path.ends_with(&format!(".{n}")) => path.to_string(),
+        Some(n) => format!("{path}.{n}"),
+        None if path.is_empty() => return None,
+        None => path.to_string(),
     };
     Some(field.chars().take(128).collect())
 }
@@ -679,11 +684,30 @@ async fn put_key_limits(
 ) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let key_id = id.clone();
+    let stored = limits.clone();
     write!(s, true, |c| {
         let key = store::find_key(c, &key_id)?;
         store::set_key_limits(c, &actor, &key.id, &limits)
     })?;
-    get_key_limits(State(s), a, Path(id)).await
+    committed(get_key_limits(State(s), a, Path(id)).await, &stored)
+}
+
+/// The answer to a change already committed: its read-back, or, when that
+/// fails on the server's side, 200 with what was stored (a 5xx must mean
+/// that nothing changed).
+fn committed<T: Serialize>(read_back: ApiResult<Response>, stored: &T) -> ApiResult<Response> {
+    match read_back {
+        Err(e) if e.status.is_server_error() => {
+            tracing::warn!(error = %e.message, "a committed change could not be read back");
+            let body = serde_json::json!({
+                "object": "limits",
+                "limits": stored,
+                "warning": "The change was saved; the usage figures could not be read.",
+            });
+            Ok(Json(body).into_response())
+        }
+        other => other,
+    }
 }
 
 /// An org's rate limits (overall and per model) and quotas: configured, used, remaining.
@@ -732,8 +756,9 @@ async fn put_org_limits(
 ) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     let org_id = id.clone();
+    let stored = limits.clone();
     write!(s, true, |c| store::set_org_limits(c, &actor, &org_id, &limits))?;
-    get_org_limits(State(s), a, Path(id)).await
+    committed(get_org_limits(State(s), a, Path(id)).await, &stored)
 }
 
 // ---- usage

@@ -376,3 +376,101 @@ fn a_remote_data_plane_follows_an_admin_restarted_on_an_older_database() {
     assert_eq!(remote.stop(), 0);
     assert_eq!(serve.stop(), 0);
 }
+
+fn in_process_config(provider: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[[upstreams]]
+name = "p"
+base_url = "{provider}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "p" }}]
+
+[[keys]]
+id = "k"
+hash = "{}"
+org = "acme"
+"#,
+        key_hash(KEY)
+    )
+}
+
+#[test]
+fn a_committed_limits_change_never_answers_5xx_even_over_rows_an_older_version_wrote_as_floats() {
+    let up = mock();
+    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    // What an older version left behind: sums that overflowed into floats, and
+    // a negative from 2^64-1 stored as an i64.
+    let db = rusqlite::Connection::open(&gw.db_path).unwrap();
+    let minute = switchboard_dataplane::policy::now_unix_ms() as i64 / 60_000;
+    db.execute(
+        "INSERT INTO usage_minute (minute, org, key_id, model, route, target, requests, errors, cache_hits, estimated, \
+         prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us) \
+         VALUES (?1, 'acme', 'k', 'm', 'm', 'p', 1, 0, 0, 0, 1.0e19, -1, 1.8e19, 9.9e30, 5)",
+        [minute],
+    )
+    .unwrap();
+    let audit_before = gw.call("GET", "/v1/admin/audit?limit=1000", None).json()["data"].as_array().unwrap().len();
+    let r = gw.call(
+        "PUT",
+        "/v1/admin/orgs/acme/limits",
+        Some(&json!({"quotas": [{"period": "day", "max_usd": 5.0, "max_tokens": 1000}]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let audit_after = gw.call("GET", "/v1/admin/audit?limit=1000", None).json()["data"].as_array().unwrap().len();
+    assert_eq!(audit_after, audit_before + 1, "committed once");
+    for path in ["/v1/admin/orgs/acme/limits", "/v1/admin/keys/k/limits", "/v1/admin/usage?granularity=total"] {
+        let r = gw.call("GET", path, None);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let total = gw.call("GET", "/v1/admin/usage?granularity=total", None).json();
+    assert_eq!(total["data"][0]["prompt_tokens"].as_i64(), Some(i64::MAX), "saturated, not wrapped: {total}");
+    assert_eq!(total["data"][0]["completion_tokens"].as_i64(), Some(0), "never negative: {total}");
+    // And the admin starts on it (quotas are seeded from these rows).
+    let dir = gw.stop();
+    let gw = AdminGateway::start_in(dir, &in_process_config(&up.base_url()));
+    assert_eq!(gw.call("GET", "/v1/admin/orgs/acme/limits", None).status, 200);
+}
+
+#[test]
+fn request_log_pages_with_a_stable_cursor_through_rows_of_one_millisecond() {
+    let up = mock();
+    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let ts = switchboard_dataplane::policy::now_unix_ms();
+    let records: Vec<Value> = (0..7)
+        .map(|i| {
+            json!({
+                "uid": format!("same-ms-{i}"), "ts_ms": ts, "request_id": format!("r{i}"), "org": "acme", "key_id": "k",
+                "model": "m", "route": "m", "target": "p", "upstream_model": "m", "endpoint": "chat.completions",
+                "stream": false, "status": 200, "outcome": "ok", "attempts": 1, "cache_hit": false, "prompt_tokens": 1,
+                "completion_tokens": 1, "total_tokens": 2, "estimated": false, "cost_nanos": 0, "latency_us": 1,
+                "ttft_us": 1, "upstream_us": 1
+            })
+        })
+        .collect();
+    let r = gw.call("POST", "/v1/admin/usage/ingest", Some(&json!({"records": records})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let page = gw.call("GET", &format!("/v1/admin/requests?from=0&limit=3{cursor}"), None);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let rows = page.json()["data"].as_array().unwrap().clone();
+        if rows.is_empty() {
+            break;
+        }
+        let last = rows.last().unwrap();
+        cursor = format!("&before={}&before_id={}", last["ts_ms"], last["id"].as_str().unwrap());
+        seen.extend(rows.iter().map(|r| r["request_id"].as_str().unwrap().to_string()));
+    }
+    seen.sort();
+    assert_eq!(seen, (0..7).map(|i| format!("r{i}")).collect::<Vec<_>>(), "every row exactly once");
+    let r = gw.call("GET", "/v1/admin/requests?from=0&before_id=x", None);
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("before_id")));
+}
