@@ -74,6 +74,94 @@ pub struct AdminConfig {
     pub tls: Option<Arc<switchboard_dataplane::tls::ServerTls>>,
     /// How often nodes send heartbeats; one that misses 2.5 intervals is offline.
     pub node_heartbeat_ms: u64,
+    /// Connection limits of the admin listener.
+    pub conns: ConnLimits,
+}
+
+/// The admin listener's connection limits: a head, or an idle keep-alive
+/// connection, gets `head_timeout_ms`; at most `max_connections` are open at
+/// once (and never more than a quarter of the process's open-files limit,
+/// so a flood of admin connections cannot starve the data plane of file
+/// descriptors); past it new connections are closed at once.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    pub head_timeout_ms: u64,
+    pub max_connections: usize,
+    /// How long a stopping admin lets requests in flight (a long poll) finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits { head_timeout_ms: 10_000, max_connections: 256, shutdown_grace_ms: 2_000 }
+    }
+}
+
+impl ConnLimits {
+    /// `max_connections`, within a quarter of the open-files soft limit.
+    fn cap(&self) -> usize {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit with a valid pointer to a local struct.
+        let soft =
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur as usize } else { 1024 };
+        self.max_connections.min(soft / 4).max(1)
+    }
+}
+
+/// Serve `app` on `listener` with the admin's connection limits, until
+/// `stop`; then let requests in flight finish for the grace period.
+async fn serve_limited<L>(
+    mut listener: L,
+    app: axum::Router,
+    limits: ConnLimits,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) where
+    L: axum::serve::Listener,
+    L::Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use std::time::Duration;
+    let cap = limits.cap();
+    let open = Arc::new(tokio::sync::Semaphore::new(cap));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let grace = Duration::from_millis(limits.shutdown_grace_ms);
+    let mut stop = std::pin::pin!(stop);
+    let mut refused_logged: Option<std::time::Instant> = None;
+    loop {
+        let (io, _peer) = tokio::select! {
+            c = listener.accept() => c,
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            // At the cap: close at once rather than hold a descriptor.
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                refused_logged = Some(std::time::Instant::now());
+                tracing::warn!(max_connections = cap, "admin connection refused: too many open");
+            }
+            drop(io);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _open = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(limits.head_timeout_ms));
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(grace, conn).await;
+                }
+            }
+        });
+    }
+    let _ = closing_tx.send(true);
+    // Every connection done, or the grace period over (a long poll is cut).
+    let _ = tokio::time::timeout(grace + Duration::from_millis(100), open.acquire_many(cap as u32)).await;
 }
 
 /// Accepted TLS connections, handshaken off the accept loop (a slow client
@@ -493,6 +581,7 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
     let sweeper = state.clone();
     let app = api::app(state, cfg.max_body_bytes);
     let tls = cfg.tls.clone();
+    let conns = cfg.conns;
     let thread = std::thread::Builder::new().name("sb-admin".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -521,18 +610,12 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
                     }
                 }
             });
-            let stop = async {
-                let _ = rx.await;
-            };
-            let result = match tls {
-                None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+            match tls {
+                None => serve_limited(listener, app, conns, rx).await,
                 Some(tls) => match tls_listener(listener, tls) {
-                    Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
-                    Err(e) => Err(e),
+                    Ok(l) => serve_limited(l, app, conns, rx).await,
+                    Err(e) => tracing::error!(error = %e, "admin API stopped"),
                 },
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "admin API stopped");
             }
         });
     })?;

@@ -687,9 +687,7 @@ pub fn revoke_token(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<AdminToken> 
     )?;
     if is_live_admin && admins_left == 0 {
         // Nothing could write again (every admin call would be 401).
-        return Err(ApiError::conflict(
-            "This is the last admin token; create another admin token before revoking it.",
-        ));
+        return Err(ApiError::conflict("This is the last admin token; create another admin token before revoking it."));
     }
     let n = c.execute(
         "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",

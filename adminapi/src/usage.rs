@@ -231,7 +231,10 @@ pub fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
     let t = parse_time_any(field, v)?;
     let range = switchboard_shared::limits::EXPIRES_AT_S;
     if t < 0 || t as u64 > range.max {
-        return Err(ApiError::invalid_field(field, format!("`{field}` must be between 0 and {} (Unix seconds)", range.max)));
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be between 0 and {} (Unix seconds)", range.max),
+        ));
     }
     Ok(t)
 }

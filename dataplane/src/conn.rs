@@ -524,7 +524,9 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
 
     let outcome = match &head.endpoint {
         Endpoint::Healthz if head.method == Method::Get => match ctx.registry.workers_down() {
-            0 => Outcome::Json(200, format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version).into_bytes()),
+            0 => {
+                Outcome::Json(200, format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version).into_bytes())
+            }
             // A worker died (see `supervise`): the process serves less than it should.
             down => Outcome::Json(
                 503,

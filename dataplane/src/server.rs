@@ -292,17 +292,19 @@ async fn worker_main(
                     let _open = ConnGuard::new(&c, stream.as_raw_fd());
                     // A panic closes this connection only (see `supervise`).
                     let slot = c.metrics.clone();
-                    crate::supervise::connection(c.id, &slot, async { match tls {
-                        None => conn::serve(c.clone(), stream).await,
-                        Some(cfg) => {
-                            // The handshake counts against the header timeout.
-                            let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
-                            let deadline = Instant::now() + c.header_timeout;
-                            if let Ok(Ok(s)) = monoio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                                conn::serve(c.clone(), s).await;
+                    crate::supervise::connection(c.id, &slot, async {
+                        match tls {
+                            None => conn::serve(c.clone(), stream).await,
+                            Some(cfg) => {
+                                // The handshake counts against the header timeout.
+                                let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
+                                let deadline = Instant::now() + c.header_timeout;
+                                if let Ok(Ok(s)) = monoio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                                    conn::serve(c.clone(), s).await;
+                                }
                             }
                         }
-                    } })
+                    })
                     .await;
                 });
             }

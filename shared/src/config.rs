@@ -319,8 +319,16 @@ impl ServerConfig {
             ("server.body_read_timeout_ms", self.body_read_timeout_ms, limits::TIMEOUT_MS),
             ("server.idle_timeout_ms", self.idle_timeout_ms, limits::TIMEOUT_MS),
             ("server.write_timeout_ms", self.write_timeout_ms, limits::TIMEOUT_MS),
-            ("server.max_connections_per_worker", self.max_connections_per_worker as u64, limits::MAX_CONNECTIONS_PER_WORKER),
-            ("server.max_upstream_header_bytes", self.max_upstream_header_bytes as u64, limits::MAX_UPSTREAM_HEADER_BYTES),
+            (
+                "server.max_connections_per_worker",
+                self.max_connections_per_worker as u64,
+                limits::MAX_CONNECTIONS_PER_WORKER,
+            ),
+            (
+                "server.max_upstream_header_bytes",
+                self.max_upstream_header_bytes as u64,
+                limits::MAX_UPSTREAM_HEADER_BYTES,
+            ),
             ("server.shutdown_grace_ms", self.shutdown_grace_ms, limits::SHUTDOWN_GRACE_MS),
             ("server.reload_poll_ms", self.reload_poll_ms, limits::RELOAD_POLL_MS),
             ("server.dns_refresh_ms", self.dns_refresh_ms, limits::DNS_REFRESH_MS),
@@ -930,11 +938,16 @@ impl RoutingSpec {
             in_range(format!("{p}.pool_max_idle"), u.pool_max_idle as u64, limits::POOL_MAX_IDLE)?;
             let mut priced = HashSet::new();
             for (j, price) in u.prices.iter().enumerate() {
-                for (field, v) in [("prompt_per_mtok", price.prompt_per_mtok), ("completion_per_mtok", price.completion_per_mtok)] {
+                for (field, v) in
+                    [("prompt_per_mtok", price.prompt_per_mtok), ("completion_per_mtok", price.completion_per_mtok)]
+                {
                     limits::check_price(v).map_err(|m| ConfigError::at(format!("{p}.prices[{j}].{field}"), m))?;
                 }
                 if !priced.insert(price.model.as_str()) {
-                    return Err(ConfigError::at(format!("{p}.prices[{j}].model"), format!("`{}` is priced twice", price.model)));
+                    return Err(ConfigError::at(
+                        format!("{p}.prices[{j}].model"),
+                        format!("`{}` is priced twice", price.model),
+                    ));
                 }
             }
             for (name, value) in &u.headers {

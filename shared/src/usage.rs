@@ -172,7 +172,8 @@ mod tests {
     #[test]
     fn absurd_counts_are_clamped_and_marked() {
         use crate::limits::*;
-        let mut r = UsageRecord { prompt_tokens: 5_000_000_000_000_000_000, total_tokens: u64::MAX, ..Default::default() };
+        let mut r =
+            UsageRecord { prompt_tokens: 5_000_000_000_000_000_000, total_tokens: u64::MAX, ..Default::default() };
         assert!(r.sanitize());
         assert!(r.clamped);
         assert_eq!((r.prompt_tokens, r.total_tokens), (MAX_TOKENS_PER_REQUEST, MAX_TOKENS_PER_REQUEST));

@@ -364,6 +364,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 max_body_bytes: admin.max_body_bytes,
                 tls,
                 node_heartbeat_ms: admin.node_heartbeat_ms,
+                conns: switchboard_adminapi::ConnLimits::default(),
             };
             let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
             let mut spill = database.clone().into_os_string();

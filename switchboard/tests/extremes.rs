@@ -134,7 +134,11 @@ fn extreme_values_in_admin_bodies_queries_and_usage_never_panic_or_5xx_and_start
     let bodies: Vec<(&str, &str, Value)> = vec![
         ("POST", "/v1/admin/orgs", json!({"name": "o"})),
         ("PATCH", "/v1/admin/orgs/acme", json!({"name": "acme"})),
-        ("POST", "/v1/admin/keys", json!({"org": "acme", "name": "k2", "models": ["m"], "expires_at": 1, "enabled": true})),
+        (
+            "POST",
+            "/v1/admin/keys",
+            json!({"org": "acme", "name": "k2", "models": ["m"], "expires_at": 1, "enabled": true}),
+        ),
         ("PATCH", "/v1/admin/keys/k", json!({"name": "k", "models": ["m"], "expires_at": 1, "enabled": true})),
         ("POST", "/v1/admin/providers", provider.clone()),
         ("PATCH", "/v1/admin/providers/p", provider),

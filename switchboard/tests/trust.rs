@@ -97,7 +97,8 @@ fn spawn_dataplane(admin: SocketAddr, dir: &Path) -> (Proc, SocketAddr) {
         format!("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[usage]\nspill_file = \"{}\"\n", spill.display()),
     )
     .unwrap();
-    let mut p = Proc::spawn(&["dataplane", "--admin", &format!("http://{admin}"), "--config", cfg.to_str().unwrap()], &[]);
+    let mut p =
+        Proc::spawn(&["dataplane", "--admin", &format!("http://{admin}"), "--config", cfg.to_str().unwrap()], &[]);
     let addr = p.address("data plane listening on ");
     (p, addr)
 }
@@ -133,7 +134,13 @@ fn a_huge_timeout_through_the_api_is_refused_and_no_data_plane_worker_is_lost() 
         );
         assert_eq!(r.status, 422, "{field}: {}", r.text());
         assert_eq!(r.error()["param"], field, "{}", r.text());
-        assert!(r.error()["message"].as_str().unwrap().contains("3600000") || field.starts_with("eject") || field.starts_with("probe"), "{}", r.text());
+        assert!(
+            r.error()["message"].as_str().unwrap().contains("3600000")
+                || field.starts_with("eject")
+                || field.starts_with("probe"),
+            "{}",
+            r.text()
+        );
         let r = admin(admin_addr, "PATCH", "/v1/admin/providers/p", Some(json!({field: huge})));
         assert_eq!(r.status, 422, "{field}: {}", r.text());
     }
@@ -247,7 +254,8 @@ org = "acme"
     assert_eq!(n["routable"], false, "{n}");
     assert!(n["usage_flags"].as_u64().unwrap() >= 3, "{n}");
     assert!(by_node >= 3);
-    assert!(eventually(Duration::from_secs(5), || chat(dp, KEY, "llama").header("x-switchboard-target") == Some("provider")));
+    assert!(eventually(Duration::from_secs(5), || chat(dp, KEY, "llama").header("x-switchboard-target")
+        == Some("provider")));
 
     // The books: clamped, marked, and every report answers.
     let reports = |addr| {
@@ -263,7 +271,12 @@ org = "acme"
             let r = admin(addr, "GET", path, None);
             assert_eq!(r.status, 200, "{path}: {}", r.text());
         }
-        let r = admin(addr, "PUT", "/v1/admin/orgs/acme/limits", Some(json!({"quotas": [{"period": "day", "max_tokens": 1000}]})));
+        let r = admin(
+            addr,
+            "PUT",
+            "/v1/admin/orgs/acme/limits",
+            Some(json!({"quotas": [{"period": "day", "max_tokens": 1000}]})),
+        );
         assert_eq!(r.status, 200, "{}", r.text());
     };
     reports(admin_addr);
@@ -274,7 +287,14 @@ org = "acme"
     assert_eq!(node_row["prompt_tokens"].as_i64(), Some(requests * max), "{node_row}");
     assert!(node_row["cost_nanos"].as_i64().unwrap() > 0, "{node_row}");
     let log = admin(admin_addr, "GET", "/v1/admin/requests?from=0&target=node:ws1", None).json();
-    assert!(log["data"].as_array().unwrap().iter().all(|r| r["clamped"] == true && r["prompt_tokens"].as_i64() == Some(max)), "{log}");
+    assert!(
+        log["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["clamped"] == true && r["prompt_tokens"].as_i64() == Some(max)),
+        "{log}"
+    );
 
     // Re-enabling clears the flags.
     let r = admin(admin_addr, "PATCH", "/v1/admin/nodes/ws1", Some(json!({"enabled": true})));
@@ -295,21 +315,33 @@ fn absurd_prices_are_refused() {
     let cfg = serve_config(dir.path(), "127.0.0.1:0", "p.db", &up.base_url(), "");
     let (serve, admin_addr, _) = spawn_serve(&cfg);
     for price in [json!(1e13), json!(1e308), json!(-1.0), json!(100_000.5)] {
-        let body = json!({"name": "pricey", "base_url": up.base_url(), "models": [{"name": "m", "prompt_per_mtok": price}]});
+        let body =
+            json!({"name": "pricey", "base_url": up.base_url(), "models": [{"name": "m", "prompt_per_mtok": price}]});
         let r = admin(admin_addr, "POST", "/v1/admin/providers", Some(body));
-        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("models[0].prompt_per_mtok")), "{price}: {}", r.text());
+        assert_eq!(
+            (r.status, r.error()["param"].as_str()),
+            (422, Some("models[0].prompt_per_mtok")),
+            "{price}: {}",
+            r.text()
+        );
         let r = admin(
             admin_addr,
             "POST",
             "/v1/admin/routes",
             Some(json!({"name": "pool", "targets": [{"nodes": "llama", "completion_per_mtok": price}]})),
         );
-        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("targets[0].completion_per_mtok")), "{price}: {}", r.text());
+        assert_eq!(
+            (r.status, r.error()["param"].as_str()),
+            (422, Some("targets[0].completion_per_mtok")),
+            "{price}: {}",
+            r.text()
+        );
     }
     let twice = json!({"name": "twice", "base_url": up.base_url(), "models": [{"name": "m"}, {"name": "m"}]});
     let r = admin(admin_addr, "POST", "/v1/admin/providers", Some(twice));
     assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("models[1].name")), "{}", r.text());
-    let fine = json!({"name": "fine", "base_url": up.base_url(), "models": [{"name": "m", "prompt_per_mtok": 100_000.0}]});
+    let fine =
+        json!({"name": "fine", "base_url": up.base_url(), "models": [{"name": "m", "prompt_per_mtok": 100_000.0}]});
     assert_eq!(admin(admin_addr, "POST", "/v1/admin/providers", Some(fine)).status, 201);
     assert_eq!(serve.stop(), 0);
 }
@@ -473,4 +505,81 @@ fn request_log_pages_with_a_stable_cursor_through_rows_of_one_millisecond() {
     assert_eq!(seen, (0..7).map(|i| format!("r{i}")).collect::<Vec<_>>(), "every row exactly once");
     let r = gw.call("GET", "/v1/admin/requests?from=0&before_id=x", None);
     assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("before_id")));
+}
+
+/// Whether the peer closes the connection (after at most a short answer,
+/// such as a 408) before the read timeout.
+fn closes(c: &mut Conn) -> bool {
+    let mut buf = [0u8; 4096];
+    for _ in 0..64 {
+        match c.read_raw(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+    false
+}
+
+#[test]
+fn the_admin_listener_closes_slow_heads_and_idle_connections_and_caps_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let prep = switchboard_dataplane::snapshot::Prepare::new(
+        switchboard_dataplane::dns::DnsCache::new(),
+        switchboard_shared::KeyHasher::unkeyed(),
+    );
+    let state = switchboard_adminapi::State::open(&dir.path().join("a.db"), prep, None).unwrap();
+    state.bootstrap_token(Some(ADMIN_TOKEN)).unwrap();
+    let cfg = switchboard_adminapi::AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: dir.path().join("a.db"),
+        max_body_bytes: 4096,
+        tls: None,
+        node_heartbeat_ms: 1_000,
+        conns: switchboard_adminapi::ConnLimits { head_timeout_ms: 400, max_connections: 3, shutdown_grace_ms: 500 },
+    };
+    let handle = switchboard_adminapi::start(&cfg, state).unwrap();
+    let addr = handle.addr;
+    let get = format!("GET /v1/admin/orgs HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n");
+
+    // Three connections hold the cap: one half-sent head, two idle after a request.
+    let mut half = Conn::open(addr);
+    half.send(b"GET /v1/admin/orgs HTTP/1.1\r\nHost: a\r\n");
+    let mut idle: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut c = Conn::open(addr);
+            c.send(get.as_bytes());
+            assert_eq!(c.response().status, 200);
+            c
+        })
+        .collect();
+    // A fourth is closed at once, without an answer.
+    let mut over = Conn::open(addr);
+    over.set_timeout(Duration::from_secs(2));
+    over.try_send(get.as_bytes());
+    let mut buf = [0u8; 64];
+    let first = over.read_raw(&mut buf);
+    assert!(
+        matches!(first, Ok(0)) || first.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the fourth connection was served past the cap: {first:?}"
+    );
+
+    // The slow head and the idle ones are closed by the head timeout.
+    for c in idle.iter_mut().chain(std::iter::once(&mut half)) {
+        c.set_timeout(Duration::from_secs(3));
+        assert!(closes(c), "a connection outlived the head/idle timeout");
+    }
+    // Room again.
+    let mut c = Conn::open(addr);
+    c.send(get.as_bytes());
+    assert_eq!(c.response().status, 200);
+    drop(c);
+
+    // A long poll in flight does not hold a stopping admin past its grace.
+    let mut poll = Conn::open(addr);
+    poll.send(format!("GET /v1/admin/snapshot?after=99&wait_ms=60000 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n").as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    handle.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t.elapsed());
 }

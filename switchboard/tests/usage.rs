@@ -355,7 +355,8 @@ fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
     let spill = dir.path().join("usage.spill");
     let rec = |uid: &str| switchboard_shared::usage::UsageRecord {
         uid: uid.into(),
-        ts_ms: 1_795_305_600_000,
+        // Recent: older records would be taken by the request log's retention (7 days).
+        ts_ms: switchboard_dataplane::policy::now_unix_ms(),
         request_id: format!("req-{uid}"),
         org: "acme".into(),
         key_id: "k1".into(),
