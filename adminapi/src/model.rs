@@ -86,12 +86,15 @@ pub struct KeyCreate {
 #[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdate {
+    #[serde(default, deserialize_with = "non_null")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     pub models: Option<Vec<String>>,
     /// `null` clears the expiry.
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "non_null")]
     pub enabled: Option<bool>,
 }
 
@@ -207,12 +210,18 @@ impl ProviderCreate {
 #[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderUpdate {
+    #[serde(default, deserialize_with = "non_null")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     pub base_url: Option<String>,
+    /// `null` clears them.
+    #[serde(default, with = "double_option")]
     #[schema(value_type = Option<Vec<String>>)]
-    pub api_keys: Option<Vec<Secret>>,
+    pub api_keys: Option<Option<Vec<Secret>>>,
+    /// `null` clears them.
+    #[serde(default, with = "double_option")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
-    pub headers: Option<BTreeMap<String, Secret>>,
+    pub headers: Option<Option<BTreeMap<String, Secret>>>,
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub ca_file: Option<Option<String>>,
@@ -225,7 +234,10 @@ pub struct ProviderUpdate {
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<u64>)]
     pub read_timeout_ms: Option<Option<u64>>,
-    pub models: Option<Vec<ModelPrice>>,
+    /// `null` clears the price table.
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<Vec<ModelPrice>>)]
+    pub models: Option<Option<Vec<ModelPrice>>>,
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub eject_after_failures: Option<Option<u32>>,
@@ -368,15 +380,26 @@ impl RouteCreate {
 #[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteUpdate {
+    #[serde(default, deserialize_with = "non_null")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     pub strategy: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     pub targets: Option<Vec<RouteTarget>>,
-    pub retry: Option<RetrySettings>,
+    /// `null` resets it (one attempt per target, no deadline).
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<RetrySettings>)]
+    pub retry: Option<Option<RetrySettings>>,
+    #[serde(default, deserialize_with = "non_null")]
     pub allow_strategy_header: Option<bool>,
+    /// `null` resets it to the default triggers.
+    #[serde(default, with = "double_option")]
     #[schema(value_type = Option<Vec<String>>)]
     pub failover_on: Option<Option<Vec<switchboard_shared::config::Trigger>>>,
+    /// `null` turns the cache off.
+    #[serde(default, with = "double_option")]
     #[schema(value_type = Option<Object>)]
-    pub cache: Option<switchboard_shared::config::CacheSpec>,
+    pub cache: Option<Option<switchboard_shared::config::CacheSpec>>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
@@ -445,6 +468,15 @@ pub struct AuditQuery {
     pub offset: u64,
     #[serde(default = "default_limit")]
     pub limit: u64,
+}
+
+/// A `PATCH` field that cannot be cleared: `null` is refused (422 naming
+/// it), never silently ignored; absent means no change.
+fn non_null<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom("cannot be null (leave the field out to keep it)")),
+    }
 }
 
 /// `Option<Option<T>>` that tells "absent" (no change) from `null` (clear).

@@ -407,10 +407,10 @@ pub fn update_provider(c: &Db<'_>, actor: &str, id: &str, u: ProviderUpdate) -> 
         spec.base_url = v;
     }
     if let Some(v) = u.api_keys {
-        spec.api_keys = v;
+        spec.api_keys = v.unwrap_or_default();
     }
     if let Some(v) = u.headers {
-        spec.headers = v;
+        spec.headers = v.unwrap_or_default();
     }
     if let Some(v) = u.ca_file {
         spec.ca_file = v;
@@ -425,7 +425,7 @@ pub fn update_provider(c: &Db<'_>, actor: &str, id: &str, u: ProviderUpdate) -> 
         spec.read_timeout_ms = v;
     }
     if let Some(v) = u.models {
-        spec.models = v;
+        spec.models = v.unwrap_or_default();
     }
     if let Some(v) = u.eject_after_failures {
         spec.eject_after_failures = v;
@@ -593,7 +593,7 @@ pub fn update_route(c: &Db<'_>, actor: &str, id: &str, u: RouteUpdate) -> ApiRes
         after.spec.targets = t;
     }
     if let Some(r) = u.retry {
-        after.spec.retry = r;
+        after.spec.retry = r.unwrap_or_default();
     }
     if let Some(a) = u.allow_strategy_header {
         after.spec.allow_strategy_header = a;
@@ -602,7 +602,7 @@ pub fn update_route(c: &Db<'_>, actor: &str, id: &str, u: RouteUpdate) -> ApiRes
         after.spec.failover_on = f;
     }
     if let Some(cache) = u.cache {
-        after.spec.cache = cache;
+        after.spec.cache = cache.unwrap_or_default();
     }
     normalize_route(c, &mut after.spec)?;
     if after.name == before.name && after.spec == before.spec {
@@ -625,6 +625,20 @@ pub fn update_route(c: &Db<'_>, actor: &str, id: &str, u: RouteUpdate) -> ApiRes
 
 pub fn delete_route(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
     let r = find_route(c, id)?;
+    let mut st = c.prepare("SELECT id, models FROM api_keys ORDER BY rowid")?;
+    let users: Vec<String> = st
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, json_col::<Vec<String>>(row, 1)?)))?
+        .filter_map(Result::ok)
+        .filter(|(_, models)| models.iter().any(|m| *m == r.name))
+        .map(|(id, _)| id)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "Route `{}` is named by keys: {}. Take it out of their `models` first.",
+            r.name,
+            users.join(", ")
+        )));
+    }
     c.execute("DELETE FROM routes WHERE id = ?1", [&r.id])?;
     audit(c, actor, "delete", "route", &r.id, json!({"name": r.name, "spec": r.spec}))?;
     Ok(())
@@ -973,10 +987,10 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                 let u = RouteUpdate {
                     strategy: Some(rs.strategy),
                     targets: Some(rs.targets),
-                    retry: Some(rs.retry),
+                    retry: Some(Some(rs.retry)),
                     allow_strategy_header: Some(rs.allow_strategy_header),
                     failover_on: Some(rs.failover_on),
-                    cache: Some(rs.cache),
+                    cache: Some(Some(rs.cache)),
                     ..RouteUpdate::default()
                 };
                 update_route(c, actor, &r.id, u)?;

@@ -583,3 +583,41 @@ fn the_admin_listener_closes_slow_heads_and_idle_connections_and_caps_connection
     handle.shutdown();
     assert!(t.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t.elapsed());
 }
+
+#[test]
+fn patch_null_clears_or_is_refused_never_ignored_and_a_used_route_is_not_deleted() {
+    let up = mock();
+    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let r = gw.call(
+        "PATCH",
+        "/v1/admin/routes/m",
+        Some(&json!({"cache": {"mode": "always", "ttl_ms": 1000}, "retry": {"max_attempts": 3}, "failover_on": ["5xx"]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"cache": null, "retry": null, "failover_on": null})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let route = r.json();
+    assert!(route.get("cache").is_none() || route["cache"]["mode"] == "off", "{route}");
+    assert_eq!(route["retry"]["max_attempts"], Value::Null, "{route}");
+    assert_eq!(route["failover_on"], Value::Null, "{route}");
+    let r = gw.call("PATCH", "/v1/admin/providers/p", Some(&json!({"headers": {"X-Team": "a"}})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.call("PATCH", "/v1/admin/providers/p", Some(&json!({"headers": null})));
+    assert_eq!((r.status, r.json()["headers"].as_object().map(|h| h.len())), (200, Some(0)), "{}", r.text());
+    for (path, field) in [
+        ("/v1/admin/keys/k", "name"),
+        ("/v1/admin/keys/k", "enabled"),
+        ("/v1/admin/routes/m", "targets"),
+        ("/v1/admin/providers/p", "base_url"),
+    ] {
+        let r = gw.call("PATCH", path, Some(&json!({field: null})));
+        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some(field)), "{path} {field}: {}", r.text());
+    }
+    // A route a key names by name: 409 naming the key, and nothing changes.
+    let r = gw.call("PATCH", "/v1/admin/keys/k", Some(&json!({"models": ["m"]})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.call("DELETE", "/v1/admin/routes/m", None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("`k`") || r.error()["message"].as_str().unwrap().contains(" k"), "{}", r.text());
+    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+}
