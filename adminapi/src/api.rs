@@ -236,6 +236,13 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/nodes/enroll", post(node_enroll))
         .route("/v1/nodes/heartbeat", post(node_heartbeat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown_url", "No such admin endpoint.") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This endpoint does not take that method.",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
             refuse_declared_oversize(req, next, max_body_bytes)
@@ -524,8 +531,12 @@ pub struct TargetStatus {
 }
 
 /// Health of every upstream the in-process data plane has routed to.
-#[utoipa::path(get, path = "/v1/admin/targets", tag = "routing", responses((status = 200, body = Page<TargetStatus>), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
-async fn list_targets(State(s): State<SharedState>, _a: Admin) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/v1/admin/targets", tag = "routing", params(PageQuery), responses((status = 200, body = Page<TargetStatus>), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn list_targets(
+    State(s): State<SharedState>,
+    _a: Admin,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     use std::sync::atomic::Ordering::Relaxed;
     let now = switchboard_dataplane::health::now_ms();
     let list: Vec<TargetStatus> = s
@@ -545,7 +556,22 @@ async fn list_targets(State(s): State<SharedState>, _a: Admin) -> ApiResult<Resp
             }
         })
         .collect();
-    Ok(Json(Page { object: "list", data: list, next_offset: None }).into_response())
+    Ok(Json(page_of(list, &q)?).into_response())
+}
+
+/// A page of a list held in memory, with the same `limit` and `offset`
+/// rules (and `next_offset`) as the lists read from the database.
+fn page_of<T>(all: Vec<T>, q: &PageQuery) -> ApiResult<Page<T>> {
+    if q.limit == 0 || q.limit > 1000 {
+        return Err(ApiError::invalid_field("limit", "`limit` must be 1 to 1000"));
+    }
+    if q.offset > store::MAX_OFFSET {
+        return Err(ApiError::invalid_field("offset", format!("`offset` must be 0 to {}", store::MAX_OFFSET)));
+    }
+    let total = all.len() as u64;
+    let data: Vec<T> = all.into_iter().skip(q.offset.min(total) as usize).take(q.limit as usize).collect();
+    let next = q.offset.saturating_add(q.limit);
+    Ok(Page { object: "list", data, next_offset: (next < total).then_some(next) })
 }
 
 // ---- audit
@@ -922,10 +948,14 @@ async fn create_enrollment_token(
     Ok(created(write!(s, false, |c| crate::nodes::create_token(c, st.hasher(), &actor, &b))?))
 }
 
-#[utoipa::path(get, path = "/v1/admin/enrollment-tokens", tag = "nodes", responses((status = 200, body = Vec<crate::nodes::EnrollmentToken>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
-async fn list_enrollment_tokens(State(s): State<SharedState>, _a: Admin) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/v1/admin/enrollment-tokens", tag = "nodes", params(PageQuery), responses((status = 200, body = Page<crate::nodes::EnrollmentToken>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn list_enrollment_tokens(
+    State(s): State<SharedState>,
+    _a: Admin,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     let data = read!(s, |c| crate::nodes::list_tokens(c))?;
-    Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+    Ok(Json(page_of(data, &q)?).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/admin/enrollment-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path, description = "token id")), responses((status = 200, body = crate::nodes::EnrollmentToken), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
@@ -938,11 +968,11 @@ async fn revoke_enrollment_token(
     Ok(Json(write!(s, false, |c| crate::nodes::revoke_token(c, &actor, &id))?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/admin/nodes", tag = "nodes", responses((status = 200, body = Vec<crate::nodes::NodeView>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
-async fn list_nodes(State(s): State<SharedState>, _a: Admin) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/v1/admin/nodes", tag = "nodes", params(PageQuery), responses((status = 200, body = Page<crate::nodes::NodeView>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]
+async fn list_nodes(State(s): State<SharedState>, _a: Admin, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Response> {
     let st = s.clone();
     let data = read!(s, |c| crate::nodes::list_nodes(c, &st.live))?;
-    Ok(Json(serde_json::json!({"object": "list", "data": data})).into_response())
+    Ok(Json(page_of(data, &q)?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/admin/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "id or name")), responses((status = 200, body = crate::nodes::NodeView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("admin_token" = [])))]

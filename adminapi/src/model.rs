@@ -257,7 +257,7 @@ pub struct Provider {
     pub id: String,
     pub name: String,
     pub base_url: String,
-    /// Masked hints of the provider keys (`sk-...abcd`).
+    /// Masked hints of the provider keys (`...abcd`; `***` below 16 characters).
     pub api_keys: Vec<String>,
     /// Header names with masked values.
     pub headers: BTreeMap<String, String>,

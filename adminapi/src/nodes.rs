@@ -32,7 +32,7 @@ pub const NONSENSE_REPORTS_LIMIT: u64 = 3;
 /// The most requests at once a node may advertise.
 pub const MAX_CAPACITY: u32 = 4096;
 /// The most models one node may advertise.
-pub const MAX_MODELS: usize = 256;
+pub const MAX_MODELS: usize = switchboard_shared::limits::NODE_MAX_MODELS;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +259,13 @@ pub fn create_token(
     let id = new_id("enroll");
     let name = input.name.clone().unwrap_or_else(|| id.clone());
     check_name("name", &name)?;
+    let taken: bool =
+        c.query_row("SELECT EXISTS (SELECT 1 FROM enrollment_tokens WHERE name = ?1 OR id = ?1)", [&name], |r| {
+            r.get(0)
+        })?;
+    if taken {
+        return Err(ApiError::conflict("An enrollment token with that name already exists."));
+    }
     let secret = format!("sbe-{}", random_hex(24));
     let now = now_secs();
     let expires_at = now + input.expires_in_s as i64;
@@ -279,9 +286,14 @@ pub fn create_token(
 }
 
 pub fn find_token(c: &Db<'_>, id: &str) -> ApiResult<EnrollmentToken> {
-    c.query_row(&format!("SELECT {TOKEN_COLS} WHERE t.id = ?1"), [id], token_row)
-        .optional()?
-        .ok_or_else(|| ApiError::not_found("enrollment token", id))
+    // By id, or by name (names are unique since they are checked at creation).
+    c.query_row(
+        &format!("SELECT {TOKEN_COLS} WHERE t.id = ?1 OR t.name = ?1 ORDER BY t.id = ?1 DESC LIMIT 1"),
+        [id],
+        token_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("enrollment token", id))
 }
 
 pub fn list_tokens(c: &Db<'_>) -> ApiResult<Vec<EnrollmentToken>> {
@@ -296,7 +308,7 @@ pub fn revoke_token(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<EnrollmentTo
         c.execute("UPDATE enrollment_tokens SET revoked_at = ?2 WHERE id = ?1", params![t.id, now_secs()])?;
         audit(c, actor, "revoke", "enrollment_token", &t.id, json!({}))?;
     }
-    find_token(c, id)
+    find_token(c, &t.id)
 }
 
 fn enroll_refused(message: String) -> ApiError {

@@ -13,8 +13,6 @@ use switchboard_shared::config::{
 };
 use switchboard_shared::{KeyHasher, Secret};
 
-const NAME_MAX: usize = 256;
-
 /// The largest list `offset` (an `i64` in SQLite, with room for a page).
 pub const MAX_OFFSET: u64 = (i64::MAX as u64) - 2_000;
 
@@ -51,8 +49,15 @@ fn open_spec(sealer: &Sealer, stored: &str) -> ApiResult<ProviderSpec> {
 }
 
 pub fn check_name(field: &str, name: &str) -> ApiResult<()> {
-    if name.is_empty() || name.len() > NAME_MAX || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(field, format!("`{field}` must be 1 to {NAME_MAX} printable characters")));
+    switchboard_shared::limits::check_name(name).map_err(|m| ApiError::invalid_field(field, format!("`{field}` {m}")))
+}
+
+/// An org's name may not be another org's id (it could never be found by name).
+fn check_org_name(c: &Db<'_>, name: &str) -> ApiResult<()> {
+    check_name("name", name)?;
+    let taken: bool = c.query_row("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)", [name], |r| r.get(0))?;
+    if taken {
+        return Err(ApiError::conflict("That name is another org's id; choose another."));
     }
     Ok(())
 }
@@ -117,7 +122,7 @@ pub fn create_org(c: &Db<'_>, actor: &str, input: &OrgInput) -> ApiResult<Org> {
 }
 
 fn create_org_with_id(c: &Db<'_>, actor: &str, id: &str, name: &str) -> ApiResult<Org> {
-    check_name("name", name)?;
+    check_org_name(c, name)?;
     let now = now_secs();
     c.execute("INSERT INTO orgs (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)", params![id, name, now])?;
     audit(c, actor, "create", "org", id, json!({"name": name}))?;
@@ -126,10 +131,10 @@ fn create_org_with_id(c: &Db<'_>, actor: &str, id: &str, name: &str) -> ApiResul
 
 pub fn update_org(c: &Db<'_>, actor: &str, id: &str, input: &OrgInput) -> ApiResult<Org> {
     let org = find_org(c, id)?;
-    check_name("name", &input.name)?;
     if org.name == input.name {
         return Ok(org);
     }
+    check_org_name(c, &input.name)?;
     c.execute("UPDATE orgs SET name = ?2, updated_at = ?3 WHERE id = ?1", params![org.id, input.name, now_secs()])?;
     audit(c, actor, "update", "org", &org.id, json!({"name": {"from": org.name, "to": input.name}}))?;
     find_org(c, &org.id)
@@ -688,7 +693,12 @@ pub fn new_token_secret() -> String {
     format!("sba-{}", random_hex(32))
 }
 
-pub fn revoke_token(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<AdminToken> {
+pub fn revoke_token(c: &Db<'_>, actor: &str, id_or_name: &str) -> ApiResult<AdminToken> {
+    let id: String = c
+        .query_row("SELECT id FROM admin_tokens WHERE id = ?1 OR name = ?1", [id_or_name], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("admin token", id_or_name))?;
+    let id = id.as_str();
     let admins_left: i64 = c.query_row(
         "SELECT COUNT(*) FROM admin_tokens WHERE role = 'admin' AND revoked_at IS NULL AND id != ?1",
         [id],

@@ -546,7 +546,10 @@ pub fn top_keys(c: &Connection, q: &TopKeysQuery) -> ApiResult<Vec<TopKey>> {
         "requests" => sat_sum("requests"),
         _ => return Err(ApiError::invalid_field("by", "expected cost, tokens or requests")),
     };
-    let limit = q.limit.unwrap_or(10).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "`limit` must be 1 to 1000"));
+    }
     let sql = format!(
         "SELECT key_id, org, {}, {}, {} FROM usage_minute \
          WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR org = ?3) \
@@ -677,7 +680,10 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
         (None, Some(_)) => return Err(ApiError::invalid_field("before_id", "`before_id` needs `before`")),
         (None, None) => {}
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "`limit` must be 1 to 1000"));
+    }
     sql.push_str(&format!(" ORDER BY ts_ms DESC, uid LIMIT {limit}"));
     let mut st = c.prepare(&sql)?;
     let ms = |us: i64| us as f64 / 1000.0;

@@ -602,16 +602,15 @@ fn check_limits(p: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[QuotaSpec
 
 /// A model name a node may advertise: 1 to 256 printable characters, not `*`.
 pub fn check_node_model(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 256 {
-        return Err(format!("model name `{name}` must be 1 to 256 characters"));
-    }
     if name == "*" {
         return Err("`*` is reserved".to_string());
     }
-    if name.chars().any(|c| c.is_control()) {
-        return Err(format!("model name `{}` has control characters", name.escape_debug()));
-    }
-    Ok(())
+    // The name is quoted back cut short: it may be megabytes.
+    limits::check_name(name).map_err(|m| {
+        let shown: String = name.chars().take(64).collect::<String>().escape_debug().to_string();
+        let more = if name.chars().count() > 64 { "..." } else { "" };
+        format!("model name `{shown}{more}` {m}")
+    })
 }
 
 fn default_org() -> String {
@@ -1217,10 +1216,25 @@ models = ["fast"]
     }
 
     #[test]
+    fn ranges_are_checked_for_the_file_as_for_the_api() {
+        let huge = sample().replace("api_key =", "connect_timeout_ms = 18446744073709551615\napi_key =");
+        let err = Config::parse(&huge).unwrap_err();
+        assert_eq!(err.path, "upstreams[0].connect_timeout_ms", "{err}");
+        assert!(err.message.contains("3600000"), "{err}");
+        let retention = sample().replace("[server]", "[usage]\nretention_days = 18446744073709551615\n\n[server]");
+        assert_eq!(Config::parse(&retention).unwrap_err().path, "usage.retention_days");
+        let price = sample().replace("api_key =", "prices = [{ model = \"m\", prompt_per_mtok = 1e13 }]\napi_key =");
+        assert_eq!(Config::parse(&price).unwrap_err().path, "upstreams[0].prices[0].prompt_per_mtok");
+        let long = format!("x{}", "y".repeat(900_000));
+        let e = check_node_model(&long).unwrap_err();
+        assert!(e.len() < 400, "a huge name is not echoed whole: {} bytes", e.len());
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let cfg = Config::parse(&sample()).unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("sk-upstream-123456789"));
-        assert!(dbg.contains("sk-...6789"));
+        assert!(dbg.contains("...6789"));
     }
 }

@@ -83,6 +83,8 @@ pub const MAX_HEADERS: Range = Range::new(8, 128);
 pub const MAX_CONNECTIONS_PER_WORKER: Range = Range::new(1, 1_000_000);
 /// Idle connections kept per worker and upstream.
 pub const POOL_MAX_IDLE: Range = Range::new(0, 65_536);
+/// Models one node may advertise (an agent advertises the first ones).
+pub const NODE_MAX_MODELS: usize = 256;
 /// Consecutive failures that eject an upstream.
 pub const EJECT_AFTER_FAILURES: Range = Range::new(1, 1_000_000);
 /// Attempts per request, first included.
@@ -102,6 +104,33 @@ pub const EXPIRES_AT_S: Range = Range::new(0, 253_402_300_799);
 pub const USAGE_QUEUE_RECORDS: Range = Range::new(256, 1 << 24);
 pub const USAGE_PENDING_RECORDS: Range = Range::new(256, 1 << 26);
 pub const USAGE_BATCH_RECORDS: Range = Range::new(1, 1 << 20);
+
+// ---- names ----
+
+/// The most characters (not bytes) a name may have.
+pub const NAME_MAX_CHARS: usize = 256;
+
+/// Whether `c` is invisible or reorders text: control characters, and the
+/// format characters that hide or reverse what a name shows (zero-width
+/// spaces and joiners, bidi overrides and isolates, the BOM, soft hyphens).
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A name: 1 to [`NAME_MAX_CHARS`] characters, none of them hidden.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if n == 0 || n > NAME_MAX_CHARS {
+        return Err(format!("must be 1 to {NAME_MAX_CHARS} characters, got {n}"));
+    }
+    if name.chars().any(is_hidden_char) {
+        return Err("must not contain control, zero-width or bidi-override characters".to_string());
+    }
+    Ok(())
+}
 
 // ---- money ----
 
@@ -147,5 +176,15 @@ mod tests {
         assert!(TIMEOUT_MS.check(0).is_err() && TIMEOUT_MS.check(u64::MAX).is_err());
         assert!(check_price(f64::NAN).is_err() && check_price(-1.0).is_err() && check_price(1e13).is_err());
         assert!(check_price(0.0).is_ok() && check_price(2.5).is_ok());
+    }
+
+    #[test]
+    fn names_count_characters_and_refuse_hidden_ones() {
+        assert!(check_name(&"é".repeat(256)).is_ok(), "256 characters, 512 bytes");
+        assert!(check_name(&"é".repeat(257)).is_err());
+        for bad in ["", "evil\u{202E}txt", "a\u{200B}b", "tab\there", "\u{FEFF}bom"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("gpt-4o-mini 😀").is_ok());
     }
 }

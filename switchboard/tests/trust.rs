@@ -591,7 +591,9 @@ fn patch_null_clears_or_is_refused_never_ignored_and_a_used_route_is_not_deleted
     let r = gw.call(
         "PATCH",
         "/v1/admin/routes/m",
-        Some(&json!({"cache": {"mode": "always", "ttl_ms": 1000}, "retry": {"max_attempts": 3}, "failover_on": ["5xx"]})),
+        Some(
+            &json!({"cache": {"mode": "always", "ttl_ms": 1000}, "retry": {"max_attempts": 3}, "failover_on": ["5xx"]}),
+        ),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let r = gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"cache": null, "retry": null, "failover_on": null})));
@@ -618,6 +620,57 @@ fn patch_null_clears_or_is_refused_never_ignored_and_a_used_route_is_not_deleted
     assert_eq!(r.status, 200, "{}", r.text());
     let r = gw.call("DELETE", "/v1/admin/routes/m", None);
     assert_eq!(r.status, 409, "{}", r.text());
-    assert!(r.error()["message"].as_str().unwrap().contains("`k`") || r.error()["message"].as_str().unwrap().contains(" k"), "{}", r.text());
+    assert!(
+        r.error()["message"].as_str().unwrap().contains("`k`") || r.error()["message"].as_str().unwrap().contains(" k"),
+        "{}",
+        r.text()
+    );
     assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+}
+
+#[test]
+fn lists_page_alike_and_names_are_checked_as_characters_without_hidden_ones() {
+    let up = mock();
+    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    // Lists: every one takes limit/offset and says next_offset; out of range is 422.
+    for name in ["e1", "e2"] {
+        let r = gw.call("POST", "/v1/admin/enrollment-tokens", Some(&json!({"org": "acme", "name": name})));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = gw.call("POST", "/v1/admin/enrollment-tokens", Some(&json!({"org": "acme", "name": "e1"})));
+    assert_eq!(r.status, 409, "enrollment-token names are unique: {}", r.text());
+    let page = gw.call("GET", "/v1/admin/enrollment-tokens?limit=1", None).json();
+    assert_eq!((page["data"].as_array().unwrap().len(), page["next_offset"].as_u64()), (1, Some(1)), "{page}");
+    let page = gw.call("GET", "/v1/admin/nodes?limit=1", None).json();
+    assert!(page.get("next_offset").is_some(), "{page}");
+    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    let page = gw.call("GET", "/v1/admin/targets?limit=1&offset=5", None).json();
+    assert_eq!(page["data"].as_array().unwrap().len(), 0, "{page}");
+    for q in ["/v1/admin/requests?limit=5000", "/v1/admin/targets?limit=0", "/v1/admin/orgs?offset=9223372036854775808"]
+    {
+        let r = gw.call("GET", q, None);
+        assert_eq!(r.status, 422, "{q}: {}", r.text());
+    }
+    let r = gw.call("DELETE", "/v1/admin/usage", None);
+    assert_eq!((r.status, r.error()["code"].as_str()), (405, Some("method_not_allowed")), "{}", r.text());
+    // Revoke by name, as documented.
+    let r = gw.call("POST", "/v1/admin/enrollment-tokens/e2/revoke", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.call("POST", "/v1/admin/tokens", Some(&json!({"name": "dash", "role": "read"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = gw.call("POST", "/v1/admin/tokens/dash/revoke", None);
+    assert_eq!((r.status, r.json()["revoked_at"].is_i64()), (200, true), "{}", r.text());
+
+    // Names: characters, not bytes; no hidden characters; an org's name is not another org's id.
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "é".repeat(256)})));
+    assert_eq!(r.status, 201, "256 characters are allowed: {}", r.text());
+    for bad in ["evil\u{202e}gnp.exe", "zero\u{200b}width", "é".repeat(257).as_str()] {
+        let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": bad})));
+        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("name")), "{bad:?}: {}", r.text());
+    }
+    let acme_id = gw.call("GET", "/v1/admin/orgs/acme", None).json()["id"].as_str().unwrap().to_string();
+    let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": acme_id})));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = gw.call("GET", "/v1/admin/usage?from=2026-02-30", None);
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("from")), "{}", r.text());
 }

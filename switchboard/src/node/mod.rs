@@ -463,8 +463,10 @@ enum Beat {
     Failed(String),
 }
 
-/// The local server's models, renamed; or why it cannot be reached.
-async fn discover(agent: &Agent) -> Result<Vec<NodeModel>, String> {
+/// The local server's models, renamed (those the admin would take: valid
+/// names, each once, at most `limits::NODE_MAX_MODELS`), and a note on what
+/// was left out; or why it cannot be reached.
+async fn discover(agent: &Agent) -> Result<(Vec<NodeModel>, String), String> {
     let bearer = agent.args.local_key.as_deref();
     let (status, body) =
         net::call(&agent.local, &agent.tls, hyper::Method::GET, "/v1/models", bearer, None, Duration::from_secs(5))
@@ -483,14 +485,31 @@ async fn discover(agent: &Agent) -> Result<Vec<NodeModel>, String> {
     }
     let list: List =
         serde_json::from_slice(&body).map_err(|e| format!("the local server's /v1/models is not a model list: {e}"))?;
-    Ok(list
+    let listed = list.data.len();
+    let mut seen = std::collections::HashSet::new();
+    let mut models: Vec<NodeModel> = list
         .data
         .into_iter()
         .map(|m| {
             let name = agent.renames.iter().find(|(l, _)| *l == m.id).map_or_else(|| m.id.clone(), |(_, p)| p.clone());
             NodeModel { name, local: m.id }
         })
-        .collect())
+        .filter(|m| {
+            use switchboard_shared::config::check_node_model;
+            check_node_model(&m.name).is_ok() && check_node_model(&m.local).is_ok() && seen.insert(m.name.clone())
+        })
+        .collect();
+    let max = switchboard_shared::limits::NODE_MAX_MODELS;
+    models.truncate(max);
+    let mut note = String::new();
+    if models.len() < listed {
+        note = format!(
+            "advertising {} of the {listed} models the local server lists (at most {max}, valid names, each once)",
+            models.len()
+        );
+        tracing::warn!("{note}");
+    }
+    Ok((models, note))
 }
 
 /// Whether the node may take work now, and why not.
@@ -531,7 +550,7 @@ fn decide(
 
 async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
     let (models, healthy, mut message) = match discover(agent).await {
-        Ok(m) => (m, true, String::new()),
+        Ok((m, note)) => (m, true, note),
         Err(e) => {
             tracing::warn!(error = %e, "local server unhealthy");
             (Vec::new(), false, e)
@@ -541,6 +560,8 @@ async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
     agent.available.store(available, Ordering::SeqCst);
     if message.is_empty() {
         message = why;
+    } else if !why.is_empty() {
+        message = format!("{why}; {message}");
     }
     let beat = Heartbeat {
         version: env!("CARGO_PKG_VERSION").to_string(),
