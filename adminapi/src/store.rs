@@ -634,7 +634,7 @@ pub fn delete_route(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
     let users: Vec<String> = st
         .query_map([], |row| Ok((row.get::<_, String>(0)?, json_col::<Vec<String>>(row, 1)?)))?
         .filter_map(Result::ok)
-        .filter(|(_, models)| models.iter().any(|m| *m == r.name))
+        .filter(|(_, models)| models.contains(&r.name))
         .map(|(id, _)| id)
         .collect();
     if !users.is_empty() {

@@ -674,3 +674,39 @@ fn lists_page_alike_and_names_are_checked_as_characters_without_hidden_ones() {
     let r = gw.call("GET", "/v1/admin/usage?from=2026-02-30", None);
     assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("from")), "{}", r.text());
 }
+
+#[test]
+fn a_worker_that_dies_never_looks_healthy_and_the_process_exits_70_within_the_grace_period() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "127.0.0.1:0", "w.db", &up.base_url(), "");
+    // Debug builds only: worker 1 panics outside any connection about a second in.
+    let mut serve =
+        Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], &[("SWITCHBOARD_DEBUG_PANIC_WORKER", "1")]);
+    let dp = serve.address("data plane listening on ");
+    assert_eq!(chat(dp, KEY, "m").status, 200, "requests in flight");
+    serve.wait_line("a data-plane worker died");
+    // It drains at once; whatever still answers never says "ok".
+    if std::net::TcpStream::connect(dp).is_ok() {
+        let mut c = Conn::open(dp);
+        c.send(&request("GET", "/healthz", None, "", &[]));
+        let mut head = [0u8; 12];
+        if let Ok(n) = c.read_raw(&mut head) {
+            assert!(!head[..n].starts_with(b"HTTP/1.1 200"), "a process with a dead worker looks healthy");
+        }
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(serve.wait_exit(Duration::from_secs(40)), 70, "the process must exit non-zero");
+    assert!(started.elapsed() < Duration::from_secs(40));
+}
+
+#[test]
+fn healthz_answers_503_while_a_worker_is_down() {
+    let up = mock();
+    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    assert_eq!(healthz(gw.addr).status, 200);
+    gw.metrics().slots[0].down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let h = healthz(gw.addr);
+    assert_eq!((h.status, h.json()["workers_down"].as_u64()), (503, Some(1)), "{}", h.text());
+    assert!(gw.metrics().render().contains("switchboard_workers_down 1"));
+}
