@@ -251,6 +251,11 @@ impl State {
         }
         let mut spec = store::routing_spec(&dbv).map_err(|e| e.message)?;
         spec.nodes = nodes::spec_nodes(&dbv, &live).map_err(|e| e.message)?;
+        // State saved before the ranges were checked must not stop the start:
+        // serve it clamped, and say what to fix.
+        for path in spec.clamp_to_ranges() {
+            tracing::error!(field = %path, "a stored value is out of its documented range; serving it clamped (fix it through the API)");
+        }
         let (tx, _) = watch::channel(Published { version, spec: Arc::new(spec) });
         let state = Arc::new(State {
             db: Mutex::new(conn),
@@ -332,6 +337,11 @@ impl State {
             let version = store::bump_snapshot_version(&db)?;
             let mut spec = store::routing_spec(&db)?;
             spec.nodes = nodes::spec_nodes(&db, &self.live)?;
+            if publish == Publish::Always {
+                // Node changes publish whatever else is stored: an out-of-range
+                // value saved by an older version is served clamped, as at start.
+                spec.clamp_to_ranges();
+            }
             let snapshot = compile(&spec, version, &self.prep).map_err(|e| unservable(&spec, &e))?;
             Some((version, spec, snapshot))
         } else {

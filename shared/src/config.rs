@@ -908,6 +908,72 @@ fn is_token(s: &str) -> bool {
 }
 
 impl RoutingSpec {
+    /// Bring every number into its range ([`crate::limits`]), for state
+    /// stored before the ranges were checked (an absurd timeout saved through
+    /// an older admin API): start-up must not depend on it. Returns the paths
+    /// changed. New input is refused by [`RoutingSpec::validate`] instead.
+    pub fn clamp_to_ranges(&mut self) -> Vec<String> {
+        let mut changed = Vec::new();
+        let mut clamp = |path: String, v: &mut u64, r: Range| {
+            let c = (*v).clamp(r.min, r.max);
+            if c != *v {
+                *v = c;
+                changed.push(path);
+            }
+        };
+        let price = |v: &mut f64| {
+            let ok = if v.is_finite() { v.clamp(0.0, limits::MAX_PRICE_PER_MTOK) } else { 0.0 };
+            let same = ok == *v;
+            *v = ok;
+            same
+        };
+        let mut prices_changed = Vec::new();
+        for (i, u) in self.upstreams.iter_mut().enumerate() {
+            let p = format!("upstreams[{i}]");
+            clamp(format!("{p}.connect_timeout_ms"), &mut u.connect_timeout_ms, limits::TIMEOUT_MS);
+            clamp(format!("{p}.first_byte_timeout_ms"), &mut u.first_byte_timeout_ms, limits::TIMEOUT_MS);
+            clamp(format!("{p}.read_timeout_ms"), &mut u.read_timeout_ms, limits::TIMEOUT_MS);
+            clamp(format!("{p}.pool_idle_timeout_ms"), &mut u.pool_idle_timeout_ms, limits::POOL_IDLE_MS);
+            clamp(format!("{p}.eject_ms"), &mut u.eject_ms, limits::EJECT_MS);
+            clamp(format!("{p}.probe_interval_ms"), &mut u.probe_interval_ms, limits::PROBE_INTERVAL_MS);
+            let mut eject = u64::from(u.eject_after_failures);
+            clamp(format!("{p}.eject_after_failures"), &mut eject, limits::EJECT_AFTER_FAILURES);
+            u.eject_after_failures = u32::try_from(eject).unwrap_or(u32::MAX);
+            for (j, pr) in u.prices.iter_mut().enumerate() {
+                if !(price(&mut pr.prompt_per_mtok) & price(&mut pr.completion_per_mtok)) {
+                    prices_changed.push(format!("{p}.prices[{j}]"));
+                }
+            }
+        }
+        for (i, m) in self.models.iter_mut().enumerate() {
+            let p = format!("models[{i}]");
+            for (field, v, r) in [
+                ("per_attempt_timeout_ms", &mut m.retry.per_attempt_timeout_ms, limits::TIMEOUT_MS),
+                ("deadline_ms", &mut m.retry.deadline_ms, limits::TIMEOUT_MS),
+                ("backoff_ms", &mut m.retry.backoff_ms, limits::BACKOFF_MS),
+            ] {
+                if let Some(v) = v {
+                    clamp(format!("{p}.retry.{field}"), v, r);
+                }
+            }
+            clamp(format!("{p}.cache.ttl_ms"), &mut m.cache.ttl_ms, limits::CACHE_TTL_MS);
+            for (j, t) in m.targets.iter_mut().enumerate() {
+                for v in [&mut t.prompt_per_mtok, &mut t.completion_per_mtok].into_iter().flatten() {
+                    if !price(v) {
+                        prices_changed.push(format!("{p}.targets[{j}]"));
+                    }
+                }
+            }
+        }
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            if let Some(t) = k.expires_at.as_mut() {
+                clamp(format!("keys[{i}].expires_at"), t, limits::EXPIRES_AT_S);
+            }
+        }
+        changed.extend(prices_changed);
+        changed
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut upstream_names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
@@ -1228,6 +1294,22 @@ models = ["fast"]
         let long = format!("x{}", "y".repeat(900_000));
         let e = check_node_model(&long).unwrap_err();
         assert!(e.len() < 400, "a huge name is not echoed whole: {} bytes", e.len());
+    }
+
+    #[test]
+    fn stored_absurd_values_are_clamped_into_range_so_they_can_be_served() {
+        let mut spec = Config::parse(&sample()).unwrap().routing();
+        spec.upstreams[0].connect_timeout_ms = u64::MAX;
+        spec.upstreams[0].prices.push(PriceSpec {
+            model: "x".into(),
+            prompt_per_mtok: 1e308,
+            completion_per_mtok: f64::NAN,
+        });
+        assert!(spec.validate().is_err());
+        let changed = spec.clamp_to_ranges();
+        assert_eq!(changed, ["upstreams[0].connect_timeout_ms", "upstreams[0].prices[0]"]);
+        spec.validate().unwrap();
+        assert!(spec.clamp_to_ranges().is_empty());
     }
 
     #[test]

@@ -710,3 +710,36 @@ fn healthz_answers_503_while_a_worker_is_down() {
     assert_eq!((h.status, h.json()["workers_down"].as_u64()), (503, Some(1)), "{}", h.text());
     assert!(gw.metrics().render().contains("switchboard_workers_down 1"));
 }
+
+#[test]
+fn an_absurd_timeout_stored_by_an_older_version_does_not_stop_the_start_and_can_be_fixed() {
+    let up = mock();
+    let cfg = in_process_config(&up.base_url());
+    let gw = AdminGateway::start(&cfg);
+    let r = gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "legacy", "base_url": up.base_url()})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = gw.call("POST", "/v1/admin/routes", Some(&json!({"name": "old", "targets": [{"provider": "legacy"}]})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let dir = gw.stop();
+    // What the old admin API accepted (201) and stored.
+    let db = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE providers SET spec = replace(spec, '\"connect_timeout_ms\":null', '\"connect_timeout_ms\":18446744073709551615') \
+             WHERE name = 'legacy'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let gw = AdminGateway::start_in(dir, &cfg);
+    assert_eq!(gw.chat(KEY, r#"{"model":"old"}"#).status, 200, "served, clamped");
+    // Until it is fixed, a routing change names the stored value (with its
+    // provider) and changes nothing; fixing it works.
+    let r = gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"allow_strategy_header": true})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("connect_timeout_ms")), "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("legacy"), "{}", r.text());
+    let r = gw.call("PATCH", "/v1/admin/providers/legacy", Some(&json!({"connect_timeout_ms": null})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.chat(KEY, r#"{"model":"old"}"#).status, 200);
+}
