@@ -743,3 +743,45 @@ fn an_absurd_timeout_stored_by_an_older_version_does_not_stop_the_start_and_can_
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(gw.chat(KEY, r#"{"model":"old"}"#).status, 200);
 }
+
+#[test]
+fn a_node_whose_server_lists_too_many_models_advertises_the_first_256_and_says_why() {
+    let provider = mock();
+    let mut models: Vec<String> = (0..300).map(|i| format!("model-{i:03}")).collect();
+    models.push("bad\u{202e}name".into());
+    let local = mock_with(MockConfig { models, ..MockConfig::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "127.0.0.1:0", "many.db", &provider.base_url(), "");
+    let (serve, admin_addr, _) = spawn_serve(&cfg);
+    let r = admin(admin_addr, "POST", "/v1/admin/enrollment-tokens", Some(json!({"org": "acme"})));
+    let token = r.json()["secret"].as_str().unwrap().to_string();
+    let identity = dir.path().join("node.json");
+    let _agent = Proc::spawn(
+        &[
+            "node",
+            "--admin",
+            &format!("http://{admin_addr}"),
+            "--local",
+            &format!("http://{}", local.addr),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--name",
+            "big",
+            "--listen",
+            "127.0.0.1:0",
+            "--enroll",
+            &token,
+        ],
+        &[],
+    );
+    let mut last = json!(null);
+    let online = eventually(Duration::from_secs(15), || {
+        let r = admin(admin_addr, "GET", "/v1/admin/nodes/big", None);
+        last = if r.status == 200 { r.json() } else { json!({"http": r.status}) };
+        last["status"] == "online"
+    });
+    assert!(online, "{last}");
+    assert_eq!(last["models"].as_array().unwrap().len(), 256, "{}", last["models"]);
+    assert!(last["message"].as_str().unwrap_or("").contains("advertising 256 of the 301"), "{last}");
+    assert_eq!(serve.stop(), 0);
+}
