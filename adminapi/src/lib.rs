@@ -463,8 +463,12 @@ impl State {
                 quarantined = true;
             }
         }
+        // The records are accounted whatever happens next: a failed publish
+        // must not make the sender send them again.
         if quarantined {
-            self.publish_nodes()?;
+            if let Err(e) = self.publish_nodes() {
+                tracing::warn!(error = %e.message, "cannot publish a flagged node's removal yet; the next node change will");
+            }
         }
         Ok(written.fresh)
     }
