@@ -69,6 +69,8 @@ pub struct AdminConfig {
     pub tls: Option<Arc<switchboard_dataplane::tls::ServerTls>>,
     /// How often nodes send heartbeats; one that misses 2.5 intervals is offline.
     pub node_heartbeat_ms: u64,
+    /// Whether `listen` may be shared with a running admin (`--handover`).
+    pub sharing: switchboard_dataplane::server::AddrSharing,
 }
 
 /// Accepted TLS connections, handshaken off the accept loop (a slow client
@@ -397,8 +399,9 @@ impl Drop for AdminHandle {
 
 /// Start the admin API on its own thread and tokio runtime.
 pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHandle> {
-    let std_listener = std::net::TcpListener::bind(cfg.listen)?;
-    std_listener.set_nonblocking(true)?;
+    let std_listener = switchboard_dataplane::server::bind_reuseport(cfg.listen, 1, 1024, cfg.sharing)?
+        .pop()
+        .ok_or_else(|| std::io::Error::other("no listener"))?;
     let addr = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     state.set_heartbeat_ms(cfg.node_heartbeat_ms);

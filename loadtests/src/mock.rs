@@ -166,7 +166,12 @@ pub struct MockHandle {
 
 impl MockUpstream {
     pub fn start(cfg: MockConfig) -> io::Result<MockHandle> {
-        let listeners = switchboard_dataplane::server::bind_reuseport(cfg.listen, cfg.workers, 4096)?;
+        let listeners = switchboard_dataplane::server::bind_reuseport(
+            cfg.listen,
+            cfg.workers,
+            4096,
+            switchboard_dataplane::server::AddrSharing::Exclusive,
+        )?;
         let addr = listeners[0].local_addr()?;
         let tls = match &cfg.tls {
             Some((cert, key)) => Some(Arc::new(server_tls(cert, key)?)),

@@ -43,6 +43,10 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// A reload that removes every key or every model is refused (it would
+    /// answer every request 401 or 404) unless the new file says this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty_routing: bool,
     #[serde(default)]
     pub server: ServerConfig,
     /// When present, the admin API runs and its database owns the routing
@@ -270,6 +274,14 @@ pub struct ServerConfig {
     pub completion_reserve_tokens: u64,
     /// Memory for the response cache, all routes together (0: no cache).
     pub cache_max_bytes: u64,
+    /// A config change is applied once the file has stayed unchanged this
+    /// long (a file caught half-written is not applied). 0: at once.
+    pub reload_settle_ms: u64,
+    /// Share the listen address with a running gateway (a planned hand-over).
+    /// Set by `--handover` on the command line, never in the file: starting
+    /// on an address another process serves is refused otherwise.
+    #[serde(skip)]
+    pub handover: bool,
 }
 
 impl Default for ServerConfig {
@@ -296,6 +308,8 @@ impl Default for ServerConfig {
             metrics: true,
             completion_reserve_tokens: 1024,
             cache_max_bytes: 64 * 1024 * 1024,
+            reload_settle_ms: 500,
+            handover: false,
         }
     }
 }
@@ -330,6 +344,9 @@ impl ServerConfig {
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(ConfigError::at("server.tls_cert_file", "set both tls_cert_file and tls_key_file, or neither"));
+        }
+        if self.reload_settle_ms > 60_000 {
+            return Err(ConfigError::at("server.reload_settle_ms", "must be at most 60000"));
         }
         if self.workers > 1024 {
             return Err(ConfigError::at("server.workers", "must be at most 1024"));

@@ -125,6 +125,7 @@ fn the_admin_api_serves_https() {
         max_body_bytes: 4096,
         tls: Some(tls),
         node_heartbeat_ms: switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS,
+        sharing: Default::default(),
     };
     let admin = switchboard_adminapi::start(&cfg, state).unwrap();
     let mut s = connect(admin.addr, &pki.ca_pem).expect("TLS handshake with the admin API");

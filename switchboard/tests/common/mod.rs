@@ -183,6 +183,7 @@ impl AdminGateway {
             max_body_bytes: 64 * 1024,
             tls: None,
             node_heartbeat_ms: cfg.admin.unwrap_or_default().node_heartbeat_ms,
+            sharing: Default::default(),
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
         let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
