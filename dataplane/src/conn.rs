@@ -12,7 +12,7 @@ use crate::fmt::push_dec;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_request, CacheControl, Endpoint, HeadError, Method, RequestHead};
-use crate::http::io::{read_append, write_all, IoFail};
+use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
 use crate::policy::{self, Ask};
 use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
 use crate::request::{include_usage_edit, scan};
@@ -52,7 +52,7 @@ fn trim_capacity(v: &mut Vec<u8>) {
 
 /// Serve a client connection until it closes, errs, idles out or the worker
 /// drains — or a node agent attaches it, and it joins the upstream pool.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent + crate::upstream::IntoUpStream>(ctx: Rc<WorkerCtx>, mut io: S) {
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(ctx: Rc<WorkerCtx>, mut io: S) {
     let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut bufs = Buffers::default();
     loop {
@@ -332,7 +332,7 @@ struct Call<'a> {
 /// Phases admit, select / connect / relay (in `proxy`) and account. Returns
 /// the outcome, the status the client got, and header lines for an error
 /// response.
-async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
+async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     io: &mut S,
     bufs: &mut Buffers,
@@ -476,7 +476,7 @@ async fn serve_hit<S: AsyncReadRent + AsyncWriteRent>(
 }
 
 /// Handle one request, and say what becomes of the connection.
-async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
+async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     io: &mut S,
     rbuf: &mut Vec<u8>,

@@ -290,3 +290,53 @@ fn works_on_io_uring_when_the_kernel_has_it() {
 fn monoio_available() -> bool {
     switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_ok()
 }
+
+/// SSE `data:` payloads of a stream body with any line endings (LF, CRLF, CR).
+fn sse_data_any(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body).replace("\r\n", "\n").replace('\r', "\n");
+    sse_data(text.as_bytes())
+}
+
+#[test]
+fn a_spaced_usage_chunk_the_client_did_not_ask_for_is_removed() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    // Python servers write `"choices": []` with spaces, `usage` first.
+    let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3,"spaced_json":true}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_data(&r.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    for e in &events[..events.len() - 1] {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        // The SDK loop `chunk.choices[0]` must never meet an empty list.
+        assert!(!v["choices"].as_array().unwrap().is_empty(), "a usage-only chunk reached the client: {e}");
+    }
+    assert_eq!(events.iter().filter(|e| e.contains("\"content\": \"word \"")).count(), 3);
+    // A client that asked for usage gets it, spaces and all.
+    let r = gw.chat(
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3,"spaced_json":true}}"#,
+    );
+    let events = sse_data(&r.body);
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!((usage["choices"].as_array().map(Vec::len), &usage["usage"]["completion_tokens"]), (Some(0), &3.into()));
+}
+
+#[test]
+fn streams_with_crlf_or_cr_line_endings_are_relayed_whole() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    for ending in ["crlf", "cr"] {
+        for spaced in [false, true] {
+            let body = format!(
+                r#"{{"model":"m","stream":true,"mock":{{"tokens":3,"line_ending":"{ending}","spaced_json":{spaced}}}}}"#
+            );
+            let r = gw.chat(&body);
+            assert_eq!(r.status, 200, "{ending}: {}", r.text());
+            let nl = if ending == "crlf" { "\r\n\r\n" } else { "\r\r" };
+            assert!(r.text().ends_with(&format!("data: [DONE]{nl}")), "{ending}: relayed as sent: {:?}", r.text());
+            let events = sse_data_any(&r.body);
+            assert_eq!(events.iter().filter(|e| e.contains("word ")).count(), 3, "{ending}: {events:?}");
+            assert!(!events.iter().any(|e| e.contains("\"usage\"")), "{ending}: usage chunk stripped: {events:?}");
+        }
+    }
+}
