@@ -459,6 +459,9 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if req.client_http10 {
+        // HTTP/1.0 closes unless told the connection stays.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 

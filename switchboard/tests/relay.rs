@@ -340,3 +340,80 @@ fn streams_with_crlf_or_cr_line_endings_are_relayed_whole() {
         }
     }
 }
+
+#[test]
+fn a_model_id_with_an_escaped_slash_is_found() {
+    let up = mock();
+    let mut cfg = basic_config(&up.base_url(), "");
+    cfg.push_str("\n[[models]]\nname = \"meta-llama/Llama-3.1-8B\"\ntargets = [{ upstream = \"up\" }]\n");
+    let gw = Gateway::start(&cfg);
+    let mut c = gw.conn();
+    // What the OpenAI SDK sends for `models.retrieve("meta-llama/Llama-3.1-8B")`.
+    c.send(&request("GET", "/v1/models/meta-llama%2FLlama-3.1-8B", Some(KEY), "", &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "meta-llama/Llama-3.1-8B");
+}
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models", Some(KEY), "", &[]));
+    let get = c.response();
+    c.send(&request("HEAD", "/v1/models", Some(KEY), "", &[]));
+    let (status, headers) = c.head();
+    assert_eq!(status, 200);
+    let length = headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.clone());
+    assert_eq!(length, Some(get.body.len().to_string()), "the length the GET would have");
+    // A HEAD on a POST-only resource: 405, no body, the connection kept.
+    c.send(&request("HEAD", "/v1/chat/completions", Some(KEY), "", &[]));
+    let (status, headers) = c.head();
+    assert_eq!(status, 405);
+    assert!(headers.iter().all(|(k, v)| k != "connection" || v != "close"), "{headers:?}");
+    // Had a body been sent after either head, this would read it as garbage.
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+}
+
+#[test]
+fn http10_keep_alive_is_acknowledged() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")));
+    let body = r#"{"model":"m"}"#;
+    c.send(
+        format!(
+            "POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")), "{:?}", r.headers);
+    // Without keep-alive, a 1.0 connection closes.
+    c.send(b"GET /healthz HTTP/1.0\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_by_peer());
+}
+
+#[test]
+fn absolute_form_request_targets_are_accepted() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    let body = r#"{"model":"m"}"#;
+    c.send(&request("POST", &format!("http://{}/v1/chat/completions", gw.addr), Some(KEY), body, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    c.send(&request("GET", "HTTP://gateway/v1/models/m", Some(KEY), "", &[]));
+    assert_eq!(c.response().json()["id"], "m");
+}
