@@ -52,7 +52,10 @@ fn trim_capacity(v: &mut Vec<u8>) {
 
 /// Serve a client connection until it closes, errs, idles out or the worker
 /// drains — or a node agent attaches it, and it joins the upstream pool.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(ctx: Rc<WorkerCtx>, mut io: S) {
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
+    ctx: Rc<WorkerCtx>,
+    mut io: S,
+) {
     let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut bufs = Buffers::default();
     loop {

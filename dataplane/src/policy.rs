@@ -374,7 +374,8 @@ pub struct Ask {
 
 /// Check every limit and quota that applies; take what the request needs.
 /// On refusal: 429 with the message naming the limit, and the headers
-/// (`retry-after` and the `x-ratelimit-*` lines) to send with it.
+/// (`retry-after` and the `x-ratelimit-*` lines) to send with it — no
+/// `retry-after` for a reservation over a whole limit, which never passes.
 pub fn admit<'a>(
     policy: &'a KeyPolicy,
     route: &Route,

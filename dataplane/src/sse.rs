@@ -136,9 +136,8 @@ pub fn is_usage_only(data: &[u8]) -> bool {
 
 /// Whether `data` has a `[` followed by JSON whitespace and `]`.
 fn has_empty_array(data: &[u8]) -> bool {
-    memchr::memchr_iter(b'[', data).any(|i| {
-        data[i + 1..].iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b']')
-    })
+    memchr::memchr_iter(b'[', data)
+        .any(|i| data[i + 1..].iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b']'))
 }
 
 /// What the stream gate says about the events seen so far.

@@ -157,7 +157,13 @@ fn a_reservation_over_the_whole_limit_saturates_and_is_refused_as_never_passing(
             }
         });
         assert_eq!(admitted.load(Ordering::SeqCst), 0, "max_tokens {max_tokens}");
-        c.send(&request("POST", "/v1/chat/completions", Some(KEY), &format!(r#"{{"model":"m","max_tokens":{max_tokens}}}"#), &[]));
+        c.send(&request(
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            &format!(r#"{{"model":"m","max_tokens":{max_tokens}}}"#),
+            &[],
+        ));
         let r = c.response();
         assert_eq!(r.status, 429, "{max_tokens}: {}", r.text());
         let e = r.error();

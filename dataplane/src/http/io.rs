@@ -109,12 +109,7 @@ impl PeerClosed for monoio::net::TcpStream {
             // SAFETY: recv(2) into one valid byte on our own open socket;
             // MSG_PEEK leaves the data in place, MSG_DONTWAIT never blocks.
             let n = unsafe {
-                libc::recv(
-                    self.as_raw_fd(),
-                    (&mut byte as *mut u8).cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
+                libc::recv(self.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
             };
             match n {
                 0 => return,

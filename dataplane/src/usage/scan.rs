@@ -362,8 +362,10 @@ mod tests {
     #[test]
     fn strips_spaced_usage_chunks_with_any_line_ending() {
         for nl in ["\n", "\r\n", "\r"] {
-            let token = format!("data: {{\"choices\": [{{\"delta\": {{\"content\": \"a\"}}}}], \"usage\": null}}{nl}{nl}");
-            let usage = format!("data: {{\"id\": \"x\", \"choices\": [], \"usage\": {{\"prompt_tokens\": 4}}}}{nl}{nl}");
+            let token =
+                format!("data: {{\"choices\": [{{\"delta\": {{\"content\": \"a\"}}}}], \"usage\": null}}{nl}{nl}");
+            let usage =
+                format!("data: {{\"id\": \"x\", \"choices\": [], \"usage\": {{\"prompt_tokens\": 4}}}}{nl}{nl}");
             let done = format!("data: [DONE]{nl}{nl}");
             let stream = [token.as_str(), usage.as_str(), done.as_str()].concat();
             let want = [token.as_str(), done.as_str()].concat();
@@ -412,7 +414,8 @@ mod tests {
             let text = String::from_utf8_lossy(&want.stream);
             assert_eq!(out, want.stripped, "case {case}, step {step}: {text:?}");
             assert_eq!(released, want.releases, "case {case}: {text:?}");
-            let got = scan.prompt_tokens.zip(scan.completion_tokens).zip(scan.total_tokens).map(|((p, c), t)| (p, c, t));
+            let got =
+                scan.prompt_tokens.zip(scan.completion_tokens).zip(scan.total_tokens).map(|((p, c), t)| (p, c, t));
             assert_eq!(got, want.usage, "case {case}: {text:?}");
             assert_eq!(scan.text_fragments, want.tokens, "case {case}: {text:?}");
         }
