@@ -136,6 +136,33 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_request_pipelined_behind_a_slow_one_is_not_taken_for_a_client_that_left() {
+    for driver in ["driver = \"legacy\"", ""] {
+        pipelined_behind_a_slow_one(driver);
+    }
+}
+
+fn pipelined_behind_a_slow_one(driver: &str) {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), driver));
+    let mut c = gw.conn();
+    // The second request waits in the socket while the first waits upstream.
+    let mut both = request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m","mock":{"delay_ms":300}}"#, &[]);
+    both.extend(request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","stream":true,"mock":{"ttft_ms":300}}"#,
+        &[],
+    ));
+    c.send(&both);
+    assert_eq!(c.response().status, 200);
+    let r = c.response();
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(up.aborted(), 0);
+}
+
+#[test]
 fn chunked_request_bodies_are_decoded_and_forwarded_with_a_length() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));

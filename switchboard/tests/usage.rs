@@ -691,8 +691,15 @@ fn kill_9_under_load_then_restart_leaves_consistent_totals() {
 
 #[test]
 fn a_client_that_leaves_before_the_answer_cancels_the_upstream_and_is_recorded_client_closed() {
+    leaving_client_under("driver = \"legacy\"");
+    if switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_ok() {
+        leaving_client_under("driver = \"io_uring\"");
+    }
+}
+
+fn leaving_client_under(driver: &str) {
     let (a, b) = (mock(), mock());
-    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), driver));
     // Non-streaming: the upstream takes 8 s before its head. Streaming: the
     // head comes at once, the first token after 8 s (the gateway holds it).
     let bodies = [
@@ -707,7 +714,7 @@ fn a_client_that_leaves_before_the_answer_cancels_the_upstream_and_is_recorded_c
         // The upstream sees its connection close long before it would answer.
         assert!(
             eventually(Duration::from_secs(4), || a.aborted() == n as u64 + 1),
-            "request {n}: the upstream request was not cancelled"
+            "{driver}, request {n}: the upstream request was not cancelled"
         );
     }
     gw.wait_usage_written(2);
@@ -718,5 +725,5 @@ fn a_client_that_leaves_before_the_answer_cancels_the_upstream_and_is_recorded_c
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(rows, vec![(false, 499, "client_closed".into(), 0), (true, 499, "client_closed".into(), 0)]);
+    assert_eq!(rows, vec![(false, 499, "client_closed".into(), 0), (true, 499, "client_closed".into(), 0)], "{driver}");
 }
