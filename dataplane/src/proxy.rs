@@ -3,8 +3,14 @@
 //! For each target in the order `select` gives: take a pooled connection or
 //! open one, send the request, wait for the response head. A failure before
 //! any byte reached the client (connect error, reset, timeout, garbage) moves
-//! on to the next target; after the head is relayed, a failure ends the
-//! response (an SSE `error` event for streams) and closes the connection.
+//! on to the next target — a broken first chunk of the body too, as the head
+//! is held until the first body bytes (a stream's until its first token);
+//! after that, a failure ends the response (an SSE `error` event for streams)
+//! and closes the connection.
+//!
+//! Until the first byte reaches the client, the client's socket is watched:
+//! a client that leaves cancels the upstream request at once (the upstream
+//! connection is closed) and the request is recorded `client_closed`.
 
 use crate::conn::Buffers;
 use crate::error::{reason, GatewayError, Source};
@@ -13,7 +19,7 @@ use crate::health::{now_ms, InFlight, State as HealthState};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_response, BodyFraming, Endpoint, ResponseHead};
-use crate::http::io::{read_append, write_all, IoFail};
+use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
 use crate::request::{edited_len, write_edited, BodyFields};
 use crate::select;
 use crate::snapshot::{Route, Target, Upstream};
@@ -63,7 +69,11 @@ pub enum ProxyOutcome {
     Retry(GatewayError),
 }
 
-pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
+/// The status recorded for a request whose client left before any byte of
+/// the answer reached it (nginx's "client closed request").
+pub const CLIENT_CLOSED_STATUS: u16 = 499;
+
+pub async fn proxy<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     client: &mut S,
     bufs: &mut Buffers,
@@ -122,8 +132,19 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
             wait = wait.min(d.saturating_duration_since(Instant::now()));
         }
         let sent = Instant::now();
-        let result = attempt(ctx, up, bufs, wait).await;
+        let result = monoio::select! {
+            r = attempt(ctx, up, bufs, wait) => Some(r),
+            _ = client.peer_closed() => None,
+        };
         tally.upstream += sent.elapsed();
+        let Some(result) = result else {
+            // Dropping the attempt closes the upstream connection: the
+            // upstream stops generating for nobody.
+            tracing::debug!(upstream = %up.name, "client left before the answer; upstream request cancelled");
+            tally.status = CLIENT_CLOSED_STATUS;
+            tally.outcome = Outcome::ClientClosed;
+            return ProxyOutcome::Aborted;
+        };
         match result {
             Ok((conn, head)) => {
                 let now = now_ms();
@@ -380,7 +401,7 @@ async fn exchange(
 /// the client (Content-Length passes through; chunked or close-delimited
 /// bodies go out chunked to HTTP/1.1 clients). Nothing is buffered whole.
 #[allow(clippy::too_many_arguments)]
-async fn relay<S: AsyncWriteRent>(
+async fn relay<S: AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     client: &mut S,
     mut conn: UpStream,
@@ -438,6 +459,9 @@ async fn relay<S: AsyncWriteRent>(
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if req.client_http10 {
+        // HTTP/1.0 closes unless told the connection stays.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -464,11 +488,13 @@ async fn relay<S: AsyncWriteRent>(
             .then(UsageStrip::default);
     let mut filtered = Vec::new();
     tally.captured = (req.capture.is_some() && head.status == 200 && !head.event_stream).then(Vec::new);
+    // Whether any byte went to the client. Until then (the head is held
+    // until the first body bytes, a stream's until its first token) a failure
+    // can still go to another target or become a clean 502.
+    let mut sent = false;
+    let before = if gate.is_some() { "the first token" } else { "its response started" };
     let retry = |why: String| {
-        ProxyOutcome::Retry(GatewayError::upstream(format!(
-            "Upstream `{}` failed before the first token: {why}.",
-            up.name
-        )))
+        ProxyOutcome::Retry(GatewayError::upstream(format!("Upstream `{}` failed before {before}: {why}.", up.name)))
     };
     loop {
         let end = r.len();
@@ -481,6 +507,7 @@ async fn relay<S: AsyncWriteRent>(
                         surplus |= d && rp < end;
                         pos..wp
                     }
+                    Err(e) if !sent => return retry(format!("{e}")),
                     Err(e) => {
                         return fail_mid_stream(ctx, client, out, &head, client_chunked, up, tally, &e.to_string())
                             .await
@@ -556,13 +583,16 @@ async fn relay<S: AsyncWriteRent>(
                 ctx.cache.put(key, &body, ttl);
             }
         }
-        if gate.is_none() && !out.is_empty() {
+        // Hold the head until there is body to send with it (or the body is whole).
+        let something = sent || done || !payload.is_empty();
+        if gate.is_none() && !out.is_empty() && something {
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
                 tally.outcome = Outcome::ClientClosed;
                 return ProxyOutcome::Aborted;
             }
             tally.first_byte.get_or_insert_with(Instant::now);
+            sent = true;
             out.clear();
         }
         if done {
@@ -570,8 +600,23 @@ async fn relay<S: AsyncWriteRent>(
         }
         r.clear();
         pos = 0;
-        let read = read_append(&mut conn, r, 4096, Instant::now() + up.read_timeout).await;
-        if gate.is_some() {
+        let deadline = Instant::now() + up.read_timeout;
+        let read = if sent {
+            read_append(&mut conn, r, 4096, deadline).await
+        } else {
+            let watched = monoio::select! {
+                read = read_append(&mut conn, r, 4096, deadline) => Some(read),
+                _ = client.peer_closed() => None,
+            };
+            let Some(read) = watched else {
+                tracing::debug!(upstream = %up.name, "client left before the first byte; upstream request cancelled");
+                tally.status = CLIENT_CLOSED_STATUS;
+                tally.outcome = Outcome::ClientClosed;
+                return ProxyOutcome::Aborted;
+            };
+            read
+        };
+        if !sent {
             match &read {
                 Ok(0) if framing != BodyFraming::Close => return retry("the connection closed".into()),
                 Err(IoFail::Timeout) => return retry(format!("nothing for {} ms", up.read_timeout.as_millis())),

@@ -746,3 +746,42 @@ fn kill_9_under_load_then_restart_leaves_consistent_totals() {
     let after: i64 = conn.query_row("SELECT COUNT(*) FROM request_log", [], |r| r.get(0)).unwrap();
     assert_eq!(after, rows + 1);
 }
+
+#[test]
+fn a_client_that_leaves_before_the_answer_cancels_the_upstream_and_is_recorded_client_closed() {
+    leaving_client_under("driver = \"legacy\"");
+    if switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_ok() {
+        leaving_client_under("driver = \"io_uring\"");
+    }
+}
+
+fn leaving_client_under(driver: &str) {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), driver));
+    // Non-streaming: the upstream takes 8 s before its head. Streaming: the
+    // head comes at once, the first token after 8 s (the gateway holds it).
+    let bodies = [
+        r#"{"model":"m1","mock":{"tokens":3,"delay_ms":8000}}"#,
+        r#"{"model":"m1","stream":true,"mock":{"tokens":3,"ttft_ms":8000}}"#,
+    ];
+    for (n, body) in bodies.iter().enumerate() {
+        let mut c = Conn::open(gw.addr);
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+        assert!(eventually(Duration::from_secs(5), || a.requests() == n as u64 + 1), "the upstream got the request");
+        drop(c);
+        // The upstream sees its connection close long before it would answer.
+        assert!(
+            eventually(Duration::from_secs(4), || a.aborted() == n as u64 + 1),
+            "{driver}, request {n}: the upstream request was not cancelled"
+        );
+    }
+    gw.wait_usage_written(2);
+    let rows: Vec<(bool, u16, String, i64)> = db(&gw)
+        .prepare("SELECT stream, status, outcome, total_tokens FROM request_log ORDER BY stream")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, vec![(false, 499, "client_closed".into(), 0), (true, 499, "client_closed".into(), 0)], "{driver}");
+}

@@ -8,6 +8,7 @@
 //! [`UsageStrip`] takes the usage-only chunk out of a stream whose client did
 //! not ask for it (the gateway asked for it on the client's behalf).
 
+use crate::sse::{event_data, is_usage_only, next_event};
 use memchr::{memchr, memchr2};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -231,9 +232,10 @@ pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u6
     (prompt, completion, prompt + completion, true)
 }
 
-/// Removes usage-only events (`"choices":[]` with a `usage` object) from an
-/// SSE stream. Complete events pass at once; only a trailing partial event is
-/// held until its end (bounded: past 64 KiB it passes as is).
+/// Removes usage-only events (`"choices": []` with a `usage` object, any
+/// whitespace or key order, any SSE line ending) from an SSE stream. Complete
+/// events pass at once; only a trailing partial event is held until its end
+/// (bounded: past 64 KiB it passes as is).
 #[derive(Default)]
 pub struct UsageStrip {
     partial: Vec<u8>,
@@ -245,11 +247,11 @@ impl UsageStrip {
     /// Append `payload` to `out`, minus usage-only events.
     pub fn filter(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         if self.partial.is_empty() {
-            let used = Self::events(payload, out);
+            let used = Self::events(payload, out, false);
             self.partial.extend_from_slice(&payload[used..]);
         } else {
             self.partial.extend_from_slice(payload);
-            let used = Self::events(&self.partial, out);
+            let used = Self::events(&self.partial, out, false);
             self.partial.drain(..used);
         }
         if self.partial.len() > STRIP_HOLD_MAX {
@@ -257,41 +259,32 @@ impl UsageStrip {
         }
     }
 
-    /// The stream ended: whatever is held goes out.
+    /// The stream ended: the last event (if complete) is judged, and whatever
+    /// else is held goes out.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.partial);
+        let held = std::mem::take(&mut self.partial);
+        let used = Self::events(&held, out, true);
+        out.extend_from_slice(&held[used..]);
     }
 
     /// Copy the complete events of `data` to `out` (but usage-only ones);
-    /// return how many bytes were complete events.
-    fn events(data: &[u8], out: &mut Vec<u8>) -> usize {
+    /// return how many bytes were complete events. An event whose blank line
+    /// ends in a CR at the end of `data` waits (an LF may follow) unless
+    /// `at_end`, so the output is the same whatever the split.
+    fn events(data: &[u8], out: &mut Vec<u8>, at_end: bool) -> usize {
         let mut start = 0;
-        let mut from = 0;
-        while let Some(i) = memchr(b'\n', &data[from..]) {
-            let nl = from + i;
-            let end = match data.get(nl + 1) {
-                Some(b'\n') => nl + 2,
-                Some(b'\r') if data.get(nl + 2) == Some(&b'\n') => nl + 3,
-                Some(_) => {
-                    from = nl + 1;
-                    continue;
-                }
-                None => break,
-            };
-            let event = &data[start..end];
-            if !is_usage_only(event) {
-                out.extend_from_slice(event);
+        while let Some(ev) = next_event(&data[start..]) {
+            if ev.cr_tail && !at_end {
+                break;
             }
-            start = end;
-            from = end;
+            let usage_only = event_data(&data[start..start + ev.content]).is_some_and(|d| is_usage_only(&d));
+            if !usage_only {
+                out.extend_from_slice(&data[start..start + ev.end]);
+            }
+            start += ev.end;
         }
         start
     }
-}
-
-fn is_usage_only(event: &[u8]) -> bool {
-    let has = |n: &[u8]| memchr::memmem::find(event, n).is_some();
-    has(b"\"choices\":[]") && has(b"\"usage\":{")
 }
 
 #[cfg(test)]
@@ -364,5 +357,67 @@ mod tests {
         let mut out = Vec::new();
         UsageStrip::default().filter(crlf, &mut out);
         assert_eq!(out, b"data: [DONE]\r\n\r\n");
+    }
+
+    #[test]
+    fn strips_spaced_usage_chunks_with_any_line_ending() {
+        for nl in ["\n", "\r\n", "\r"] {
+            let token =
+                format!("data: {{\"choices\": [{{\"delta\": {{\"content\": \"a\"}}}}], \"usage\": null}}{nl}{nl}");
+            let usage =
+                format!("data: {{\"id\": \"x\", \"choices\": [], \"usage\": {{\"prompt_tokens\": 4}}}}{nl}{nl}");
+            let done = format!("data: [DONE]{nl}{nl}");
+            let stream = [token.as_str(), usage.as_str(), done.as_str()].concat();
+            let want = [token.as_str(), done.as_str()].concat();
+            for step in [1, 2, 5, stream.len()] {
+                let mut f = UsageStrip::default();
+                let mut out = Vec::new();
+                let mut scan = UsageScan::default();
+                for part in stream.as_bytes().chunks(step) {
+                    f.filter(part, &mut out);
+                    scan.feed(part);
+                }
+                f.finish(&mut out);
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{nl:?} step {step}");
+                assert_eq!(scan.prompt_tokens, Some(4));
+            }
+        }
+    }
+
+    /// The scanners over generated streams (random whitespace, key order,
+    /// line endings), whole and split at random: the same as the fuzz target
+    /// `sse_usage`, a few thousand cases on every test run.
+    #[test]
+    fn generated_streams_strip_scan_and_gate_whatever_the_split() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..3000 {
+            let bytes: Vec<u8> = (0..96).map(|_| rand() as u8).collect();
+            let want = crate::sse::synth::stream(&bytes);
+            let step = (rand() % 17 + 1) as usize;
+            let mut f = UsageStrip::default();
+            let mut gate = crate::sse::StreamGate::default();
+            let mut scan = UsageScan::default();
+            let mut out = Vec::new();
+            let mut released = false;
+            for part in want.stream.chunks(step) {
+                f.filter(part, &mut out);
+                scan.feed(part);
+                released |= matches!(gate.feed(part), crate::sse::Gate::Release);
+            }
+            f.finish(&mut out);
+            let text = String::from_utf8_lossy(&want.stream);
+            assert_eq!(out, want.stripped, "case {case}, step {step}: {text:?}");
+            assert_eq!(released, want.releases, "case {case}: {text:?}");
+            let got =
+                scan.prompt_tokens.zip(scan.completion_tokens).zip(scan.total_tokens).map(|((p, c), t)| (p, c, t));
+            assert_eq!(got, want.usage, "case {case}: {text:?}");
+            assert_eq!(scan.text_fragments, want.tokens, "case {case}: {text:?}");
+        }
     }
 }
