@@ -210,6 +210,25 @@ impl GatewayError {
         e
     }
 
+    /// A stream ended without any `finish_reason`: the generation was cut
+    /// short upstream (sent to the client as an SSE error event instead of
+    /// `[DONE]`, so that SDKs raise rather than end as if complete).
+    pub fn upstream_truncated(upstream: &str) -> Self {
+        let mut e = Self::new(
+            502,
+            SERVER,
+            Some("upstream_truncated"),
+            format!(
+                "Upstream `{upstream}` ended the stream without a finish_reason: the generation was cut short \
+                 and this answer is incomplete."
+            ),
+        );
+        e.source = Source::Upstream;
+        e.retryable = true;
+        e.cause = Some(Trigger::Reset);
+        e
+    }
+
     pub fn upstream_timeout(message: impl Into<Cow<'static, str>>) -> Self {
         let mut e = Self::new(504, SERVER, Some("upstream_timeout"), message);
         e.source = Source::Upstream;

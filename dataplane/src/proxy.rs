@@ -26,7 +26,7 @@ use crate::snapshot::{Route, Target, Upstream};
 use crate::sse::{Gate, StreamGate, StreamTail};
 use crate::upstream::{connect, UpStream};
 use crate::usage::record::Tally;
-use crate::usage::scan::UsageStrip;
+use crate::usage::scan::{token_counts, OwedUsage, StreamEnd, StreamFilter};
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
@@ -481,11 +481,17 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
     let mut gate = if head.event_stream && head.status == 200 { Some(StreamGate::default()) } else { None };
     let mut stream_tail = StreamTail::default();
     let success = (200..300).contains(&head.status);
-    // Take out the usage chunk the client did not ask for (only where the
-    // body is re-framed anyway: a fixed length must pass as is).
-    let mut strip =
-        (req.usage_edit.is_some() && head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
-            .then(UsageStrip::default);
+    // A chat or completion stream goes through the stream filter (only where
+    // the body is re-framed anyway: a fixed length must pass as is): it takes
+    // out the usage chunk the client did not ask for, and holds `[DONE]` so
+    // that the stream's end is written by the gateway: the usage chunk the
+    // client asked for, then `[DONE]` for a complete generation, or an error
+    // event for one cut short.
+    let generation = matches!(req.endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+    let mut filter = (head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
+        .then(|| StreamFilter::new(req.usage_edit.is_some(), generation));
+    // The upstream closed after `[DONE]`: the stream is over, the connection is not reused.
+    let mut gone_after_done = false;
     let mut filtered = Vec::new();
     tally.captured = (req.capture.is_some() && head.status == 200 && !head.event_stream).then(Vec::new);
     // Whether any byte went to the client. Until then (the head is held
@@ -499,6 +505,10 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
     loop {
         let end = r.len();
         let payload = match framing {
+            _ if gone_after_done => {
+                done = true;
+                pos..pos
+            }
             BodyFraming::Chunked => {
                 let (mut rp, mut wp) = (pos, pos);
                 match decoder.decode(r, &mut rp, end, &mut wp) {
@@ -553,30 +563,76 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
                 Gate::Fail(why) => return retry(why),
             }
         }
-        let payload: &[u8] = match strip.as_mut() {
+        // The error event that ends a stream which did not finish.
+        let mut unfinished: Option<GatewayError> = None;
+        let payload: &[u8] = match filter.as_mut() {
             Some(f) => {
                 filtered.clear();
                 f.filter(&r[payload], &mut filtered);
                 if done {
                     f.finish(&mut filtered);
+                    if generation {
+                        let owed = (req.fields.include_usage == Some(true)).then(|| {
+                            let (prompt_tokens, completion_tokens, total_tokens, _) =
+                                token_counts(&tally.reply, req.body, true);
+                            OwedUsage {
+                                id: req.request_id,
+                                object: if *req.endpoint == Endpoint::Completions {
+                                    "text_completion"
+                                } else {
+                                    "chat.completion.chunk"
+                                },
+                                model: &req.fields.model,
+                                created_s: crate::policy::now_unix_ms() / 1000,
+                                prompt_tokens,
+                                completion_tokens,
+                                total_tokens,
+                            }
+                        });
+                        match f.end(&mut filtered, up.require_finish_reason, owed) {
+                            StreamEnd::Complete => {}
+                            StreamEnd::Truncated => {
+                                tracing::warn!(upstream = %up.name, "stream ended without a finish_reason: truncated");
+                                up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                                if !sent {
+                                    // Nothing reached the client: another target may serve it.
+                                    return ProxyOutcome::Retry(GatewayError::upstream_truncated(&up.name));
+                                }
+                                tally.outcome = Outcome::UpstreamTruncated;
+                                unfinished = Some(GatewayError::upstream_truncated(&up.name));
+                            }
+                            StreamEnd::Unfinished => {
+                                tally.outcome = Outcome::UpstreamCut;
+                                unfinished = Some(GatewayError::upstream(format!(
+                                    "Upstream `{}` ended the stream without [DONE].",
+                                    up.name
+                                )));
+                            }
+                        }
+                    }
                 }
                 &filtered
             }
             None => &r[payload],
         };
+        if done && !generation && head.event_stream && head.status == 200 && !stream_tail.ends_with_done() {
+            // A stream that stops without `[DONE]` is not a clean finish.
+            unfinished =
+                Some(GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name)));
+        }
         if client_chunked {
             push_chunk(out, payload);
             if done {
-                if head.event_stream && head.status == 200 && !stream_tail.ends_with_done() {
-                    // A stream that stops without `[DONE]` is not a clean finish.
-                    let err =
-                        GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name));
+                if let Some(err) = &unfinished {
                     push_chunk(out, &err.to_sse_event());
                 }
                 out.extend_from_slice(b"0\r\n\r\n");
             }
         } else {
             out.extend_from_slice(payload);
+            if let Some(err) = &unfinished {
+                out.extend_from_slice(&err.to_sse_event());
+            }
         }
         if done {
             if let (Some((key, ttl)), Some(body)) = (req.capture, tally.captured.take()) {
@@ -624,8 +680,14 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
                 _ => {}
             }
         }
+        let after_done = filter.as_ref().is_some_and(|f| f.done_seen);
         match read {
             Ok(0) if framing == BodyFraming::Close => eof = true,
+            // `[DONE]` then a close (or a reset): a normal end, not a failure.
+            Ok(0) | Err(IoFail::Io(_)) if after_done => {
+                gone_after_done = true;
+                surplus = true;
+            }
             Ok(0) => {
                 return fail_mid_stream(
                     ctx,

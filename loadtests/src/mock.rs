@@ -99,6 +99,16 @@ pub struct Behaviour {
     pub line_ending: Option<LineEnding>,
     /// Answer 200 with a chunked body whose first chunk-size line is broken.
     pub bad_first_chunk: Option<bool>,
+    /// Never say why the generation stopped: streams have no chunk with a
+    /// `finish_reason` (they end `[DONE]` all the same, as an interrupted
+    /// llama-cpp-python does); whole answers say `"finish_reason": null`.
+    pub no_finish_reason: Option<bool>,
+    /// Streaming: close the connection right after `[DONE]`, without ending
+    /// the chunked body.
+    pub done_then_close: Option<bool>,
+    /// Accept any body, as llama-cpp-python and others do: one that is not
+    /// JSON (or lacks `messages`) is answered 200 like any other.
+    pub permissive: Option<bool>,
 }
 
 impl Behaviour {
@@ -119,6 +129,9 @@ impl Behaviour {
             spaced_json: self.spaced_json.or(base.spaced_json),
             line_ending: self.line_ending.or(base.line_ending),
             bad_first_chunk: self.bad_first_chunk.or(base.bad_first_chunk),
+            no_finish_reason: self.no_finish_reason.or(base.no_finish_reason),
+            done_then_close: self.done_then_close.or(base.done_then_close),
+            permissive: self.permissive.or(base.permissive),
         }
     }
 }
@@ -438,6 +451,7 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
 }
 
 #[derive(Deserialize)]
+#[derive(Default)]
 struct ReqBody {
     #[serde(default)]
     model: String,
@@ -536,8 +550,10 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         push_error(out, 404, "mock: unknown path");
         return send(io, out).await;
     };
+    let permissive = header_behaviour.permissive.or(ctx.cfg.behaviour.permissive) == Some(true);
     let req: ReqBody = match serde_json::from_slice(body) {
         Ok(r) => r,
+        Err(_) if permissive => ReqBody::default(),
         Err(e) => {
             push_error(out, 400, &format!("mock: bad JSON: {e}"));
             return send(io, out).await;
@@ -622,14 +638,15 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             prompt_tokens + tokens as u64
         )
     };
+    let finish_reason = if b.no_finish_reason == Some(true) { "null" } else { "\"stop\"" };
     if !req.stream.unwrap_or(false) {
         let content = serde_json::to_string(&ctx.cfg.token_text.repeat(tokens as usize)).unwrap_or_default();
         let json = match kind {
             Kind::Chat => format!(
-                r#"{{"id":"chatcmpl-mock-{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+                r#"{{"id":"chatcmpl-mock-{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":{finish_reason}}}],"usage":{usage}}}"#
             ),
             _ => format!(
-                r#"{{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{{"index":0,"text":{content},"finish_reason":"stop"}}],"usage":{usage}}}"#
+                r#"{{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{{"index":0,"text":{content},"finish_reason":{finish_reason}}}],"usage":{usage}}}"#
             ),
         };
         push_json(out, 200, json.as_bytes());
@@ -682,6 +699,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         _ => chunk(&format!(r#"{{"index":0,"text":{text},"finish_reason":null}}"#)),
     };
     let finish = match kind {
+        _ if b.no_finish_reason == Some(true) => String::new(),
         Kind::Chat => chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
         _ => chunk(r#"{"index":0,"text":"","finish_reason":"stop"}"#),
     };
@@ -712,6 +730,10 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         push_chunk(out, finish.as_bytes());
         push_chunk(out, usage_event.as_bytes());
         push_chunk(out, done_event);
+        if b.done_then_close == Some(true) {
+            send(io, out).await;
+            return false;
+        }
         out.extend_from_slice(b"0\r\n\r\n");
         return send(io, out).await || aborted(ctx);
     }
@@ -755,6 +777,10 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     push_chunk(out, finish.as_bytes());
     push_chunk(out, usage_event.as_bytes());
     push_chunk(out, done_event);
+    if b.done_then_close == Some(true) {
+        send(io, out).await;
+        return false;
+    }
     out.extend_from_slice(b"0\r\n\r\n");
     send(io, out).await || aborted(ctx)
 }

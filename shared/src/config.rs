@@ -683,6 +683,19 @@ pub struct UpstreamSpec {
     /// Path probed, after the base URL.
     #[serde(default = "d_probe_path")]
     pub probe_path: String,
+    /// A chat or completion stream that ends without any `finish_reason` is a
+    /// truncated generation: the client gets an error event instead of
+    /// `[DONE]`. Set false for a server known to omit `finish_reason`.
+    #[serde(default = "d_true", skip_serializing_if = "is_true")]
+    pub require_finish_reason: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn d_probe_path() -> String {
