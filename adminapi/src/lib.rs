@@ -76,6 +76,8 @@ pub struct AdminConfig {
     pub node_heartbeat_ms: u64,
     /// Connection limits of the admin listener.
     pub conns: ConnLimits,
+    /// Whether `listen` may be shared with a running admin (`--handover`).
+    pub sharing: switchboard_dataplane::server::AddrSharing,
 }
 
 /// The admin listener's connection limits: a head, or an idle keep-alive
@@ -587,8 +589,9 @@ impl Drop for AdminHandle {
 
 /// Start the admin API on its own thread and tokio runtime.
 pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHandle> {
-    let std_listener = std::net::TcpListener::bind(cfg.listen)?;
-    std_listener.set_nonblocking(true)?;
+    let std_listener = switchboard_dataplane::server::bind_reuseport(cfg.listen, 1, 1024, cfg.sharing)?
+        .pop()
+        .ok_or_else(|| std::io::Error::other("no listener"))?;
     let addr = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     state.set_heartbeat_ms(cfg.node_heartbeat_ms);

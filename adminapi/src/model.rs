@@ -154,6 +154,10 @@ pub struct ProviderSpec {
     /// Path probed after the base URL (default `/models`).
     #[serde(default)]
     pub probe_path: Option<String>,
+    /// A stream without any `finish_reason` is truncated (default true; false
+    /// for a server known to omit it).
+    #[serde(default)]
+    pub require_finish_reason: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -185,6 +189,8 @@ pub struct ProviderCreate {
     pub probe_interval_ms: Option<u64>,
     #[serde(default)]
     pub probe_path: Option<String>,
+    #[serde(default)]
+    pub require_finish_reason: Option<bool>,
 }
 
 impl ProviderCreate {
@@ -202,6 +208,7 @@ impl ProviderCreate {
             eject_ms: self.eject_ms,
             probe_interval_ms: self.probe_interval_ms,
             probe_path: self.probe_path,
+            require_finish_reason: self.require_finish_reason,
         };
         (self.name, spec)
     }
@@ -250,6 +257,9 @@ pub struct ProviderUpdate {
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub probe_path: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<bool>)]
+    pub require_finish_reason: Option<Option<bool>>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
@@ -270,6 +280,7 @@ pub struct Provider {
     pub eject_ms: Option<u64>,
     pub probe_interval_ms: Option<u64>,
     pub probe_path: Option<String>,
+    pub require_finish_reason: Option<bool>,
     pub created_at: i64,
     pub updated_at: i64,
 }

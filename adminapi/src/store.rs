@@ -307,6 +307,7 @@ fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, 
         eject_ms: spec.eject_ms,
         probe_interval_ms: spec.probe_interval_ms,
         probe_path: spec.probe_path,
+        require_finish_reason: spec.require_finish_reason,
         created_at,
         updated_at,
     }
@@ -443,6 +444,9 @@ pub fn update_provider(c: &Db<'_>, actor: &str, id: &str, u: ProviderUpdate) -> 
     }
     if let Some(v) = u.probe_path {
         spec.probe_path = v;
+    }
+    if let Some(v) = u.require_finish_reason {
+        spec.require_finish_reason = v;
     }
     write_provider(c, actor, &id, &name, &before, &new_name, &spec)
 }
@@ -842,6 +846,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                 eject_ms: p.eject_ms.unwrap_or(10_000),
                 probe_interval_ms: p.probe_interval_ms.unwrap_or(0),
                 probe_path: p.probe_path.clone().unwrap_or_else(|| "/models".to_string()),
+                require_finish_reason: p.require_finish_reason.unwrap_or(true),
             }
         })
         .collect();
@@ -949,6 +954,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
             eject_ms: Some(u.eject_ms),
             probe_interval_ms: (u.probe_interval_ms > 0).then_some(u.probe_interval_ms),
             probe_path: (u.probe_path != "/models").then(|| u.probe_path.clone()),
+            require_finish_reason: (!u.require_finish_reason).then_some(false),
         };
         match find_provider_raw(c, &u.name) {
             Ok((id, name, before, ..)) => {

@@ -12,7 +12,7 @@ use crate::fmt::push_dec;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_request, CacheControl, Endpoint, HeadError, Method, RequestHead};
-use crate::http::io::{read_append, write_all, IoFail};
+use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
 use crate::policy::{self, Ask};
 use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
 use crate::request::{include_usage_edit, scan};
@@ -52,7 +52,10 @@ fn trim_capacity(v: &mut Vec<u8>) {
 
 /// Serve a client connection until it closes, errs, idles out or the worker
 /// drains — or a node agent attaches it, and it joins the upstream pool.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent + crate::upstream::IntoUpStream>(ctx: Rc<WorkerCtx>, mut io: S) {
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
+    ctx: Rc<WorkerCtx>,
+    mut io: S,
+) {
     let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut bufs = Buffers::default();
     loop {
@@ -221,6 +224,16 @@ async fn send_continue<S: AsyncWriteRent>(ctx: &WorkerCtx, io: &mut S, out: &mut
     Ok(())
 }
 
+/// How a whole response goes out on this connection.
+#[derive(Clone, Copy)]
+struct Reply {
+    keep_alive: bool,
+    /// An HTTP/1.0 client: a kept connection is said so (`Connection: keep-alive`).
+    http10: bool,
+    /// A HEAD request: the head (with the body's length) and no body.
+    head_only: bool,
+}
+
 /// Write a complete response with a known length.
 async fn respond<S: AsyncWriteRent>(
     ctx: &WorkerCtx,
@@ -229,9 +242,9 @@ async fn respond<S: AsyncWriteRent>(
     status: u16,
     body: &[u8],
     rid: &RequestId,
-    keep_alive: bool,
+    reply: Reply,
 ) -> bool {
-    send_whole(ctx, io, out, status, "application/json", body, rid, keep_alive, b"").await
+    send_whole(ctx, io, out, status, "application/json", body, rid, reply, b"").await
 }
 
 /// Render a complete response and write it; false if the client is gone.
@@ -244,10 +257,18 @@ async fn send_whole<S: AsyncWriteRent>(
     content_type: &str,
     body: &[u8],
     rid: &RequestId,
-    keep_alive: bool,
+    reply: Reply,
     extra: &[u8],
 ) -> bool {
-    render(out, status, content_type, body, rid, keep_alive, extra);
+    let connection = match (reply.keep_alive, reply.http10) {
+        (false, _) => Some("close"),
+        (true, true) => Some("keep-alive"),
+        (true, false) => None,
+    };
+    render_with(out, status, content_type, body, rid, connection, extra);
+    if reply.head_only {
+        out.truncate(out.len() - body.len());
+    }
     let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
     out.clear();
     ok
@@ -269,6 +290,19 @@ pub fn render(
     keep_alive: bool,
     extra: &[u8],
 ) {
+    render_with(out, status, content_type, body, rid, (!keep_alive).then_some("close"), extra)
+}
+
+/// [`render`], with the `Connection` header's value, if any.
+fn render_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    rid: &RequestId,
+    connection: Option<&str>,
+    extra: &[u8],
+) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_dec(out, status as u64);
@@ -280,8 +314,9 @@ pub fn render(
     push_dec(out, body.len() as u64);
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(rid.as_bytes());
-    if !keep_alive {
-        out.extend_from_slice(b"\r\nconnection: close");
+    if let Some(c) = connection {
+        out.extend_from_slice(b"\r\nconnection: ");
+        out.extend_from_slice(c.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(extra);
@@ -295,12 +330,15 @@ async fn respond_error<S: AsyncWriteRent>(
     out: &mut Vec<u8>,
     err: &GatewayError,
     rid: &RequestId,
-    keep_alive: bool,
+    reply: Reply,
     extra: &[u8],
 ) -> bool {
-    let keep_alive = keep_alive && !err.close;
-    send_whole(ctx, io, out, err.status, "application/json", &err.to_json(), rid, keep_alive, extra).await
+    let reply = Reply { keep_alive: reply.keep_alive && !err.close, ..reply };
+    send_whole(ctx, io, out, err.status, "application/json", &err.to_json(), rid, reply, extra).await
 }
+
+/// A connection that closes after this response (no request head to go by).
+const CLOSING: Reply = Reply { keep_alive: false, http10: false, head_only: false };
 
 /// What a request came to.
 enum Outcome {
@@ -332,7 +370,7 @@ struct Call<'a> {
 /// Phases admit, select / connect / relay (in `proxy`) and account. Returns
 /// the outcome, the status the client got, and header lines for an error
 /// response.
-async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent>(
+async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     io: &mut S,
     bufs: &mut Buffers,
@@ -461,7 +499,8 @@ async fn serve_hit<S: AsyncReadRent + AsyncWriteRent>(
     } else {
         ("application/json", stored)
     };
-    let written = send_whole(ctx, io, &mut bufs.out, 200, content_type, body, c.rid, c.keep_alive, &headers).await;
+    let reply = Reply { keep_alive: c.keep_alive, http10: c.head.http10, head_only: false };
+    let written = send_whole(ctx, io, &mut bufs.out, 200, content_type, body, c.rid, reply, &headers).await;
     let mut tally = Tally { status: 200, cache_hit: true, first_byte: Some(Instant::now()), ..Tally::default() };
     tally.reply.feed(stored);
     if !written {
@@ -476,7 +515,7 @@ async fn serve_hit<S: AsyncReadRent + AsyncWriteRent>(
 }
 
 /// Handle one request, and say what becomes of the connection.
-async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
+async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     io: &mut S,
     rbuf: &mut Vec<u8>,
@@ -487,7 +526,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         HeadRead::Closed => return Next::Close,
         HeadRead::Fail(err) => {
             let rid = ctx.next_request_id();
-            respond_error(ctx, io, &mut bufs.out, &err, &rid, false, b"").await;
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, CLOSING, b"").await;
             return Next::Linger;
         }
     };
@@ -503,7 +542,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                 HeadError::Expectation => GatewayError::expectation_failed(),
             };
             let rid = ctx.next_request_id();
-            respond_error(ctx, io, &mut bufs.out, &err, &rid, false, b"").await;
+            respond_error(ctx, io, &mut bufs.out, &err, &rid, CLOSING, b"").await;
             return Next::Linger;
         }
     };
@@ -522,8 +561,10 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     // Header lines for an error response (rate-limit headers).
     let mut error_headers: Vec<u8> = Vec::new();
 
+    // HEAD is answered like GET, without the body (RFC 9110 §9.3.2).
+    let gets = matches!(head.method, Method::Get | Method::Head);
     let outcome = match &head.endpoint {
-        Endpoint::Healthz if head.method == Method::Get => match ctx.registry.workers_down() {
+        Endpoint::Healthz if gets => match ctx.registry.workers_down() {
             0 => {
                 Outcome::Json(200, format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version).into_bytes())
             }
@@ -534,7 +575,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
                     .into_bytes(),
             ),
         },
-        Endpoint::Metrics if head.method == Method::Get && ctx.cfg.metrics => {
+        Endpoint::Metrics if gets && ctx.cfg.metrics => {
             Outcome::Text(200, ctx.metrics_text(snapshot.version).into_bytes())
         }
         Endpoint::NodeAttach if head.method == Method::Post && !body_pending && !ctx.draining() => {
@@ -555,12 +596,13 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         Endpoint::Unknown => Outcome::Error(GatewayError::unknown_url(
             match head.method {
                 Method::Get => "GET",
+                Method::Head => "HEAD",
                 Method::Post => "POST",
                 Method::Other => "request",
             },
             request_path(&rbuf[..head_end]),
         )),
-        Endpoint::Models | Endpoint::Model(_) if head.method == Method::Get => {
+        Endpoint::Models | Endpoint::Model(_) if gets => {
             match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
                 Err(e) => Outcome::Error(e),
                 Ok(key) => models_response(&snapshot, key, &head.endpoint),
@@ -605,6 +647,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
         _ => Outcome::Error(GatewayError::method_not_allowed()),
     };
     let keep_alive = keep_alive && next_start.is_some();
+    let reply = Reply { keep_alive, http10: head.http10, head_only: head.method == Method::Head };
     let next = |kept: bool| match next_start {
         Some(start) if kept => Next::Continue(start),
         _ => Next::Close,
@@ -620,14 +663,14 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent>(
     }
     match outcome {
         Outcome::Json(status, body) => {
-            next(respond(ctx, io, &mut bufs.out, status, &body, &rid, keep_alive).await && keep_alive)
+            next(respond(ctx, io, &mut bufs.out, status, &body, &rid, reply).await && keep_alive)
         }
         Outcome::Text(status, body) => {
             let ct = "text/plain; version=0.0.4; charset=utf-8";
-            next(send_whole(ctx, io, &mut bufs.out, status, ct, &body, &rid, keep_alive, b"").await && keep_alive)
+            next(send_whole(ctx, io, &mut bufs.out, status, ct, &body, &rid, reply, b"").await && keep_alive)
         }
         Outcome::Error(err) => {
-            let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, keep_alive, &error_headers).await;
+            let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, reply, &error_headers).await;
             match next(written && keep_alive && !err.close) {
                 Next::Close if written => Next::Linger,
                 n => n,

@@ -89,6 +89,11 @@ impl GatewayError {
             .with_param(param)
     }
 
+    /// A value of the right type that cannot be used (the message says why).
+    pub fn invalid_value(param: &'static str, message: &'static str) -> Self {
+        Self::new(400, INVALID, Some("invalid_value"), message).with_param(param)
+    }
+
     pub fn missing_param(param: &'static str) -> Self {
         Self::new(400, INVALID, Some("missing_required_parameter"), format!("Missing required parameter: '{param}'."))
             .with_param(param)
@@ -113,7 +118,7 @@ impl GatewayError {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        let shown: String = model.chars().take(256).collect();
+        let shown = shown(model);
         Self::new(
             404,
             INVALID,
@@ -124,7 +129,7 @@ impl GatewayError {
     }
 
     pub fn unknown_url(method: &str, path: &str) -> Self {
-        let shown: String = path.chars().take(256).collect();
+        let shown = shown(path);
         Self::new(404, INVALID, Some("unknown_url"), format!("Invalid URL ({method} {shown})"))
     }
 
@@ -205,6 +210,25 @@ impl GatewayError {
         e
     }
 
+    /// A stream ended without any `finish_reason`: the generation was cut
+    /// short upstream (sent to the client as an SSE error event instead of
+    /// `[DONE]`, so that SDKs raise rather than end as if complete).
+    pub fn upstream_truncated(upstream: &str) -> Self {
+        let mut e = Self::new(
+            502,
+            SERVER,
+            Some("upstream_truncated"),
+            format!(
+                "Upstream `{upstream}` ended the stream without a finish_reason: the generation was cut short \
+                 and this answer is incomplete."
+            ),
+        );
+        e.source = Source::Upstream;
+        e.retryable = true;
+        e.cause = Some(Trigger::Reset);
+        e
+    }
+
     pub fn upstream_timeout(message: impl Into<Cow<'static, str>>) -> Self {
         let mut e = Self::new(504, SERVER, Some("upstream_timeout"), message);
         e.source = Source::Upstream;
@@ -250,6 +274,21 @@ impl GatewayError {
         out.extend_from_slice(b"\n\n");
         out
     }
+}
+
+/// The most of a client's text (a model name, a path) an error message
+/// echoes, in bytes; longer text is cut at a character boundary and marked `…`.
+pub const ECHO_MAX_BYTES: usize = 256;
+
+fn shown(text: &str) -> Cow<'_, str> {
+    if text.len() <= ECHO_MAX_BYTES {
+        return Cow::Borrowed(text);
+    }
+    let mut end = ECHO_MAX_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
 }
 
 /// Reason phrases for the statuses the gateway writes itself.
@@ -301,6 +340,18 @@ mod tests {
         let e = GatewayError::model_not_found("a\"b\n<c>");
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert!(v["error"]["message"].as_str().unwrap().contains("a\"b\n<c>"));
+    }
+
+    #[test]
+    fn echoed_text_is_capped() {
+        let long = "é".repeat(100_000);
+        let e = GatewayError::model_not_found(&long);
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.len() < ECHO_MAX_BYTES + 100, "{} bytes", msg.len());
+        assert!(msg.contains("é…`"), "{msg}");
+        assert!(GatewayError::model_not_found("short").message.contains("`short`"));
+        assert!(GatewayError::unknown_url("GET", &"/x".repeat(1000)).message.len() < ECHO_MAX_BYTES + 100);
     }
 
     #[test]

@@ -310,6 +310,20 @@ impl Metrics {
         }
         help(&mut o, "switchboard_snapshot_version", "gauge", "Version of the routing snapshot in use.");
         let _ = writeln!(o, "switchboard_snapshot_version {}", self.snapshot_version.load(Ordering::Relaxed));
+        help(
+            &mut o,
+            "switchboard_config_reloads_total",
+            "counter",
+            "Config file reloads: applied, refused (empty, or removing every key or model), failed (unreadable, invalid).",
+        );
+        for (result, n) in [
+            ("applied", &crate::reload::RELOADS_APPLIED),
+            ("refused", &crate::reload::RELOADS_REFUSED),
+            ("failed", &crate::reload::RELOADS_FAILED),
+        ] {
+            let _ =
+                writeln!(o, "switchboard_config_reloads_total{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+        }
         if let Some(cache) = &self.cache {
             let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
             let (hits, misses) = (c(&cache.hits), c(&cache.misses));

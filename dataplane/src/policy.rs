@@ -224,7 +224,7 @@ impl QuotaState {
         self.roll(now_s);
         let (_, end) = period_bounds(self.period, now_s);
         let resets = switchboard_shared::time::format_rfc3339(end as i64);
-        let spent = self.used_nanos.load(Ordering::Acquire) + self.held_nanos.load(Ordering::Acquire);
+        let spent = self.used_nanos.load(Ordering::Acquire).saturating_add(self.held_nanos.load(Ordering::Acquire));
         let max_nanos = self.max_nanos.load(Ordering::Relaxed);
         if max_nanos != u64::MAX && spent >= max_nanos {
             return Err(GatewayError::quota_exceeded(format!(
@@ -234,7 +234,7 @@ impl QuotaState {
                 self.scope
             )));
         }
-        let used = self.used_tokens.load(Ordering::Acquire) + self.held_tokens.load(Ordering::Acquire);
+        let used = self.used_tokens.load(Ordering::Acquire).saturating_add(self.held_tokens.load(Ordering::Acquire));
         let max_tokens = self.max_tokens.load(Ordering::Relaxed);
         if max_tokens != u64::MAX && used >= max_tokens {
             return Err(GatewayError::quota_exceeded(format!(
@@ -374,7 +374,8 @@ pub struct Ask {
 
 /// Check every limit and quota that applies; take what the request needs.
 /// On refusal: 429 with the message naming the limit, and the headers
-/// (`retry-after` and the `x-ratelimit-*` lines) to send with it.
+/// (`retry-after` and the `x-ratelimit-*` lines) to send with it — no
+/// `retry-after` for a reservation over a whole limit, which never passes.
 pub fn admit<'a>(
     policy: &'a KeyPolicy,
     route: &Route,
@@ -415,7 +416,22 @@ pub fn admit<'a>(
     let mut held_nanos = 0;
     if !tokens.is_empty() || !policy.quotas.is_empty() {
         let a = ask();
-        reserved = a.prompt_estimate + a.max_tokens.unwrap_or(default_reserve);
+        // Both come from outside (`max_tokens` may be 2^64 - 1): saturate.
+        reserved = a.prompt_estimate.saturating_add(a.max_tokens.unwrap_or(default_reserve));
+        if let Some(b) = tokens.iter().find(|b| reserved > b.limit()) {
+            // More than the whole minute's budget: waiting cannot help, so no Retry-After.
+            for taken in requests.iter() {
+                taken.give_back(1);
+            }
+            let e = GatewayError::rate_limited(format!(
+                "Request too large for {} on {}: it reserves {reserved} tokens (the prompt estimate plus \
+                 `max_tokens`) and the limit is {}, so it can never pass. Lower `max_tokens` or shorten the prompt.",
+                b.unit.short(),
+                b.scope,
+                b.limit()
+            ));
+            return Err((e, headers(&requests, &tokens, mono_ns())));
+        }
         for (i, b) in tokens.iter().enumerate() {
             if let Err(wait) = b.take(reserved, now) {
                 for taken in tokens.iter().take(i) {
@@ -431,8 +447,8 @@ pub fn admit<'a>(
         let price = route.targets.iter().filter_map(|t| t.prices).map(|(p, c)| p.max(c)).fold(0.0_f64, f64::max);
         held_nanos = switchboard_shared::usage::cost_nanos(reserved, 0, price, 0.0);
         for q in &policy.quotas {
-            q.held_tokens.fetch_add(reserved, Ordering::AcqRel);
-            q.held_nanos.fetch_add(held_nanos, Ordering::AcqRel);
+            saturating_add(&q.held_tokens, reserved);
+            saturating_add(&q.held_nanos, held_nanos);
         }
     }
     let headers = headers(&requests, &tokens, now);
@@ -457,9 +473,14 @@ pub fn settle(a: &Admission<'_>, tokens: u64, nanos: u64) {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(a.reserved_tokens)));
         let _ =
             q.held_nanos.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(a.held_nanos)));
-        q.used_tokens.fetch_add(tokens, Ordering::AcqRel);
-        q.used_nanos.fetch_add(nanos, Ordering::AcqRel);
+        saturating_add(&q.used_tokens, tokens);
+        saturating_add(&q.used_nanos, nanos);
     }
+}
+
+/// Add to a counter, stopping at `u64::MAX` rather than wrapping.
+fn saturating_add(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_add(n)));
 }
 
 /// OpenAI's rate-limit headers for the tightest request and token limits.
@@ -521,6 +542,20 @@ mod tests {
         assert!(b.take(1, now + 1_000_000_000).is_err());
         b.give_back(1);
         assert!(b.take(1, now + 1_000_000_000).is_ok());
+    }
+
+    #[test]
+    fn a_cost_past_the_limit_saturates_and_never_passes() {
+        let b = Bucket::new("key `k`".into(), Unit::Tokens, 3000);
+        let now = mono_ns();
+        for cost in [u64::MAX, u64::MAX - 2, 100_000, 3001] {
+            assert!(b.take(cost, now).is_err(), "{cost}");
+        }
+        assert_eq!(b.remaining_at(now), 3000, "nothing was taken");
+        let q = QuotaState::new("key `k`".into(), Period::Day);
+        saturating_add(&q.held_tokens, u64::MAX);
+        saturating_add(&q.held_tokens, 5);
+        assert_eq!(q.held_tokens.load(Ordering::Relaxed), u64::MAX);
     }
 
     #[test]

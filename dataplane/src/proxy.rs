@@ -3,8 +3,14 @@
 //! For each target in the order `select` gives: take a pooled connection or
 //! open one, send the request, wait for the response head. A failure before
 //! any byte reached the client (connect error, reset, timeout, garbage) moves
-//! on to the next target; after the head is relayed, a failure ends the
-//! response (an SSE `error` event for streams) and closes the connection.
+//! on to the next target — a broken first chunk of the body too, as the head
+//! is held until the first body bytes (a stream's until its first token);
+//! after that, a failure ends the response (an SSE `error` event for streams)
+//! and closes the connection.
+//!
+//! Until the first byte reaches the client, the client's socket is watched:
+//! a client that leaves cancels the upstream request at once (the upstream
+//! connection is closed) and the request is recorded `client_closed`.
 
 use crate::conn::Buffers;
 use crate::error::{reason, GatewayError, Source};
@@ -13,14 +19,14 @@ use crate::health::{now_ms, InFlight, State as HealthState};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_response, BodyFraming, Endpoint, ResponseHead};
-use crate::http::io::{read_append, write_all, IoFail};
+use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
 use crate::request::{edited_len, write_edited, BodyFields};
 use crate::select;
 use crate::snapshot::{Route, Target, Upstream};
 use crate::sse::{Gate, StreamGate, StreamTail};
 use crate::upstream::{connect, UpStream};
 use crate::usage::record::Tally;
-use crate::usage::scan::UsageStrip;
+use crate::usage::scan::{token_counts, OwedUsage, StreamEnd, StreamFilter};
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
@@ -63,7 +69,11 @@ pub enum ProxyOutcome {
     Retry(GatewayError),
 }
 
-pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
+/// The status recorded for a request whose client left before any byte of
+/// the answer reached it (nginx's "client closed request").
+pub const CLIENT_CLOSED_STATUS: u16 = 499;
+
+pub async fn proxy<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     client: &mut S,
     bufs: &mut Buffers,
@@ -122,8 +132,19 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent>(
             wait = wait.min(d.saturating_duration_since(Instant::now()));
         }
         let sent = Instant::now();
-        let result = attempt(ctx, up, bufs, wait).await;
+        let result = monoio::select! {
+            r = attempt(ctx, up, bufs, wait) => Some(r),
+            _ = client.peer_closed() => None,
+        };
         tally.upstream += sent.elapsed();
+        let Some(result) = result else {
+            // Dropping the attempt closes the upstream connection: the
+            // upstream stops generating for nobody.
+            tracing::debug!(upstream = %up.name, "client left before the answer; upstream request cancelled");
+            tally.status = CLIENT_CLOSED_STATUS;
+            tally.outcome = Outcome::ClientClosed;
+            return ProxyOutcome::Aborted;
+        };
         match result {
             Ok((conn, head)) => {
                 let now = now_ms();
@@ -380,7 +401,7 @@ async fn exchange(
 /// the client (Content-Length passes through; chunked or close-delimited
 /// bodies go out chunked to HTTP/1.1 clients). Nothing is buffered whole.
 #[allow(clippy::too_many_arguments)]
-async fn relay<S: AsyncWriteRent>(
+async fn relay<S: AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     client: &mut S,
     mut conn: UpStream,
@@ -438,6 +459,9 @@ async fn relay<S: AsyncWriteRent>(
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if req.client_http10 {
+        // HTTP/1.0 closes unless told the connection stays.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -457,22 +481,34 @@ async fn relay<S: AsyncWriteRent>(
     let mut gate = if head.event_stream && head.status == 200 { Some(StreamGate::default()) } else { None };
     let mut stream_tail = StreamTail::default();
     let success = (200..300).contains(&head.status);
-    // Take out the usage chunk the client did not ask for (only where the
-    // body is re-framed anyway: a fixed length must pass as is).
-    let mut strip =
-        (req.usage_edit.is_some() && head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
-            .then(UsageStrip::default);
+    // A chat or completion stream goes through the stream filter (only where
+    // the body is re-framed anyway: a fixed length must pass as is): it takes
+    // out the usage chunk the client did not ask for, and holds `[DONE]` so
+    // that the stream's end is written by the gateway: the usage chunk the
+    // client asked for, then `[DONE]` for a complete generation, or an error
+    // event for one cut short.
+    let generation = matches!(req.endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+    let mut filter = (head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
+        .then(|| StreamFilter::new(req.usage_edit.is_some(), generation));
+    // The upstream closed after `[DONE]`: the stream is over, the connection is not reused.
+    let mut gone_after_done = false;
     let mut filtered = Vec::new();
     tally.captured = (req.capture.is_some() && head.status == 200 && !head.event_stream).then(Vec::new);
+    // Whether any byte went to the client. Until then (the head is held
+    // until the first body bytes, a stream's until its first token) a failure
+    // can still go to another target or become a clean 502.
+    let mut sent = false;
+    let before = if gate.is_some() { "the first token" } else { "its response started" };
     let retry = |why: String| {
-        ProxyOutcome::Retry(GatewayError::upstream(format!(
-            "Upstream `{}` failed before the first token: {why}.",
-            up.name
-        )))
+        ProxyOutcome::Retry(GatewayError::upstream(format!("Upstream `{}` failed before {before}: {why}.", up.name)))
     };
     loop {
         let end = r.len();
         let payload = match framing {
+            _ if gone_after_done => {
+                done = true;
+                pos..pos
+            }
             BodyFraming::Chunked => {
                 let (mut rp, mut wp) = (pos, pos);
                 match decoder.decode(r, &mut rp, end, &mut wp) {
@@ -481,6 +517,7 @@ async fn relay<S: AsyncWriteRent>(
                         surplus |= d && rp < end;
                         pos..wp
                     }
+                    Err(e) if !sent => return retry(format!("{e}")),
                     Err(e) => {
                         return fail_mid_stream(ctx, client, out, &head, client_chunked, up, tally, &e.to_string())
                             .await
@@ -526,43 +563,92 @@ async fn relay<S: AsyncWriteRent>(
                 Gate::Fail(why) => return retry(why),
             }
         }
-        let payload: &[u8] = match strip.as_mut() {
+        // The error event that ends a stream which did not finish.
+        let mut unfinished: Option<GatewayError> = None;
+        let payload: &[u8] = match filter.as_mut() {
             Some(f) => {
                 filtered.clear();
                 f.filter(&r[payload], &mut filtered);
                 if done {
                     f.finish(&mut filtered);
+                    if generation {
+                        let owed = (req.fields.include_usage == Some(true)).then(|| {
+                            let (prompt_tokens, completion_tokens, total_tokens, _) =
+                                token_counts(&tally.reply, req.body, true);
+                            OwedUsage {
+                                id: req.request_id,
+                                object: if *req.endpoint == Endpoint::Completions {
+                                    "text_completion"
+                                } else {
+                                    "chat.completion.chunk"
+                                },
+                                model: &req.fields.model,
+                                created_s: crate::policy::now_unix_ms() / 1000,
+                                prompt_tokens,
+                                completion_tokens,
+                                total_tokens,
+                            }
+                        });
+                        match f.end(&mut filtered, up.require_finish_reason, owed) {
+                            StreamEnd::Complete => {}
+                            StreamEnd::Truncated => {
+                                tracing::warn!(upstream = %up.name, "stream ended without a finish_reason: truncated");
+                                up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                                if !sent {
+                                    // Nothing reached the client: another target may serve it.
+                                    return ProxyOutcome::Retry(GatewayError::upstream_truncated(&up.name));
+                                }
+                                tally.outcome = Outcome::UpstreamTruncated;
+                                unfinished = Some(GatewayError::upstream_truncated(&up.name));
+                            }
+                            StreamEnd::Unfinished => {
+                                tally.outcome = Outcome::UpstreamCut;
+                                unfinished = Some(GatewayError::upstream(format!(
+                                    "Upstream `{}` ended the stream without [DONE].",
+                                    up.name
+                                )));
+                            }
+                        }
+                    }
                 }
                 &filtered
             }
             None => &r[payload],
         };
+        if done && !generation && head.event_stream && head.status == 200 && !stream_tail.ends_with_done() {
+            // A stream that stops without `[DONE]` is not a clean finish.
+            unfinished =
+                Some(GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name)));
+        }
         if client_chunked {
             push_chunk(out, payload);
             if done {
-                if head.event_stream && head.status == 200 && !stream_tail.ends_with_done() {
-                    // A stream that stops without `[DONE]` is not a clean finish.
-                    let err =
-                        GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name));
+                if let Some(err) = &unfinished {
                     push_chunk(out, &err.to_sse_event());
                 }
                 out.extend_from_slice(b"0\r\n\r\n");
             }
         } else {
             out.extend_from_slice(payload);
+            if let Some(err) = &unfinished {
+                out.extend_from_slice(&err.to_sse_event());
+            }
         }
         if done {
             if let (Some((key, ttl)), Some(body)) = (req.capture, tally.captured.take()) {
                 ctx.cache.put(key, &body, ttl);
             }
         }
-        if gate.is_none() && !out.is_empty() {
+        // Hold the head until there is body to send with it (or the body is whole).
+        let something = sent || done || !payload.is_empty();
+        if gate.is_none() && !out.is_empty() && something {
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
                 tally.outcome = Outcome::ClientClosed;
                 return ProxyOutcome::Aborted;
             }
             tally.first_byte.get_or_insert_with(Instant::now);
+            sent = true;
             out.clear();
         }
         if done {
@@ -570,8 +656,23 @@ async fn relay<S: AsyncWriteRent>(
         }
         r.clear();
         pos = 0;
-        let read = read_append(&mut conn, r, 4096, Instant::now() + up.read_timeout).await;
-        if gate.is_some() {
+        let deadline = Instant::now() + up.read_timeout;
+        let read = if sent {
+            read_append(&mut conn, r, 4096, deadline).await
+        } else {
+            let watched = monoio::select! {
+                read = read_append(&mut conn, r, 4096, deadline) => Some(read),
+                _ = client.peer_closed() => None,
+            };
+            let Some(read) = watched else {
+                tracing::debug!(upstream = %up.name, "client left before the first byte; upstream request cancelled");
+                tally.status = CLIENT_CLOSED_STATUS;
+                tally.outcome = Outcome::ClientClosed;
+                return ProxyOutcome::Aborted;
+            };
+            read
+        };
+        if !sent {
             match &read {
                 Ok(0) if framing != BodyFraming::Close => return retry("the connection closed".into()),
                 Err(IoFail::Timeout) => return retry(format!("nothing for {} ms", up.read_timeout.as_millis())),
@@ -579,8 +680,14 @@ async fn relay<S: AsyncWriteRent>(
                 _ => {}
             }
         }
+        let after_done = filter.as_ref().is_some_and(|f| f.done_seen);
         match read {
             Ok(0) if framing == BodyFraming::Close => eof = true,
+            // `[DONE]` then a close (or a reset): a normal end, not a failure.
+            Ok(0) | Err(IoFail::Io(_)) if after_done => {
+                gone_after_done = true;
+                surplus = true;
+            }
             Ok(0) => {
                 return fail_mid_stream(
                     ctx,

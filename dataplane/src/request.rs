@@ -110,9 +110,52 @@ impl<'de> Deserialize<'de> for Raw<'de> {
     }
 }
 
-#[derive(Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
+/// `stream_options`, read so that each fault has its own message: a
+/// duplicated `include_usage` is told apart from one of the wrong type.
+#[derive(Default)]
+struct StreamOptions<'a> {
+    include_usage: Option<&'a RawValue>,
+    duplicated: bool,
+}
+
+impl<'de> Deserialize<'de> for StreamOptions<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StreamOptions<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamOptions<'de>, A::Error> {
+                let mut o = StreamOptions::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key != "include_usage" {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    let v = map.next_value::<&'de RawValue>()?;
+                    o.duplicated |= o.include_usage.is_some();
+                    o.include_usage = Some(v);
+                }
+                Ok(o)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON value's text as a string, or why it is not one: `Err(false)` for
+/// another type, `Err(true)` for a string that is not valid Unicode (a lone UTF-16 surrogate escape, `"\ud800"`).
+fn json_string(text: &str) -> Result<Cow<'_, str>, bool> {
+    if !text.starts_with('"') {
+        return Err(false);
+    }
+    if !text.contains('\\') {
+        return Ok(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    // The body parsed, so this is a well-formed JSON string: it can only fail
+    // on an escape that makes no Unicode scalar (a lone surrogate).
+    serde_json::from_str::<String>(text).map(Cow::Owned).map_err(|_| true)
 }
 
 /// JSON nested deeper than this is refused: the gateway would not recurse
@@ -163,14 +206,13 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
     let raw: Raw<'_> = serde_json::from_slice(body).map_err(GatewayError::invalid_json)?;
     let model_raw = raw.model.ok_or_else(|| GatewayError::missing_param("model"))?;
     let text = model_raw.get();
-    if !text.starts_with('"') {
-        return Err(GatewayError::invalid_type("model", "a string"));
-    }
-    let model: Cow<'_, str> = if text.contains('\\') {
-        Cow::Owned(serde_json::from_str::<String>(text).map_err(|_| GatewayError::invalid_type("model", "a string"))?)
-    } else {
-        Cow::Borrowed(&text[1..text.len() - 1])
-    };
+    let model = json_string(text).map_err(|unicode| match unicode {
+        true => GatewayError::invalid_value(
+            "model",
+            "Invalid 'model': the string is not valid Unicode (it has a lone UTF-16 surrogate escape such as \\ud800).",
+        ),
+        false => GatewayError::invalid_type("model", "a string"),
+    })?;
     let model_span = span_of(body, text).ok_or_else(|| GatewayError::invalid_json("could not locate `model`"))?;
     let stream = match raw.stream.map(RawValue::get) {
         None | Some("null") => false,
@@ -182,9 +224,18 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
         None => None,
         Some(v) if v.get() == "null" => None,
         Some(v) if v.get().starts_with('{') => {
-            serde_json::from_str::<StreamOptions>(v.get())
-                .map_err(|_| GatewayError::invalid_type("stream_options.include_usage", "a boolean"))?
-                .include_usage
+            let o = serde_json::from_str::<StreamOptions<'_>>(v.get()).map_err(GatewayError::invalid_json)?;
+            if o.duplicated {
+                // The upstream might honour the other copy: refuse rather than guess.
+                return Err(GatewayError::invalid_json("duplicate field `include_usage` in `stream_options`")
+                    .with_param("stream_options.include_usage"));
+            }
+            match o.include_usage.map(RawValue::get) {
+                None | Some("null") => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(_) => return Err(GatewayError::invalid_type("stream_options.include_usage", "a boolean")),
+            }
         }
         Some(_) => return Err(GatewayError::invalid_type("stream_options", "an object")),
     };
@@ -325,6 +376,23 @@ mod tests {
             Some("stream_options.include_usage")
         );
         assert_eq!(err(br#"{"model":"a","model":"b"}"#).code, Some("invalid_json"));
+    }
+
+    #[test]
+    fn a_lone_surrogate_and_a_duplicated_option_say_what_is_wrong() {
+        let e = err(br#"{"model":"\ud800"}"#);
+        assert_eq!((e.code, e.param.as_deref()), (Some("invalid_value"), Some("model")));
+        assert_eq!(err(br#"{"model":"x\udc00y"}"#).code, Some("invalid_value"));
+        assert!(e.message.contains("not valid Unicode") && e.message.contains("surrogate"), "{}", e.message);
+        // A valid pair is fine.
+        assert_eq!(scan(br#"{"model":"\ud83d\ude00"}"#).unwrap().model, "\u{1f600}");
+        let e = err(br#"{"model":"m","stream_options":{"include_usage":true,"include_usage":false}}"#);
+        assert_eq!((e.code, e.param.as_deref()), (Some("invalid_json"), Some("stream_options.include_usage")));
+        assert!(e.message.contains("duplicate field `include_usage`"), "{}", e.message);
+        let e = err(br#"{"model":"m","stream_options":{"include_usage":"yes"}}"#);
+        assert_eq!(e.code, Some("invalid_type"));
+        let f = scan(br#"{"model":"m","stream_options":{"x":{"include_usage":1},"include_usage":false}}"#).unwrap();
+        assert_eq!(f.include_usage, Some(false));
     }
 
     #[test]

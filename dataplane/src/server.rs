@@ -52,6 +52,25 @@ pub fn choose_driver(pref: Driver) -> io::Result<DriverKind> {
     }
 }
 
+/// `SWITCHBOARD_DRIVER` (`auto`, `io_uring`, `legacy`), when set, overrides
+/// `[server] driver`: to run the same binary (or the test suite) on the epoll
+/// path that containers under a default seccomp profile get.
+pub fn driver_override() -> io::Result<Option<Driver>> {
+    match std::env::var("SWITCHBOARD_DRIVER") {
+        Err(_) => Ok(None),
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => match v.as_str() {
+            "auto" => Ok(Some(Driver::Auto)),
+            "io_uring" => Ok(Some(Driver::IoUring)),
+            "legacy" => Ok(Some(Driver::Legacy)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("SWITCHBOARD_DRIVER=`{v}`: expected auto, io_uring or legacy"),
+            )),
+        },
+    }
+}
+
 /// `shutdown(2)` each socket: a pending accept or read on it wakes (with an
 /// error or EOF) in either driver, so the task waiting on it can finish and
 /// close it. The caller owns the fds and keeps them open meanwhile.
@@ -78,25 +97,84 @@ pub struct ServerHandle {
     pub metrics: Arc<Metrics>,
 }
 
-/// Bind `count` listeners to `addr` with SO_REUSEPORT, one per worker. With
-/// port 0 the first bind picks the port and the others join it.
-pub fn bind_reuseport(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<std::net::TcpListener>> {
+/// Whether the listen address may already be served by another process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddrSharing {
+    /// The address must be free: a running gateway (a forgotten one, an old
+    /// version) on it is an error, not a silent split of the traffic.
+    #[default]
+    Exclusive,
+    /// A planned hand-over (`--handover`): join the listeners of a running
+    /// process on the address (same user, SO_REUSEPORT); it drains and exits.
+    HandOver,
+}
+
+/// Bind `count` listeners to `addr`, one per worker, in one SO_REUSEPORT
+/// group so the kernel spreads connections across them. With port 0 the
+/// first bind picks the port and the others join it.
+///
+/// [`AddrSharing::Exclusive`] binds the first socket *without* SO_REUSEPORT
+/// and sets it only before `listen`: the bind fails with `AddrInUse` if any
+/// socket is bound or listening on the address (including a wildcard one),
+/// and there is no window in which a probe and the real bind could disagree.
+/// The workers' other sockets then join that socket's group.
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+    sharing: AddrSharing,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut addr = addr;
     let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let l = listener(addr, backlog)?;
+    for i in 0..count.max(1) {
+        let exclusive = i == 0 && sharing == AddrSharing::Exclusive;
+        let l = listener(addr, backlog, exclusive).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse && i == 0 {
+                let hint = match sharing {
+                    AddrSharing::Exclusive => {
+                        "another process already serves it (a gateway still running?): stop it, or start this one \
+                         with --handover to take over from it"
+                    }
+                    AddrSharing::HandOver => {
+                        "--handover shares an address only with a process of the same user that listens with \
+                         SO_REUSEPORT (another Switchboard gateway)"
+                    }
+                };
+                io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} is in use: {hint}"))
+            } else {
+                e
+            }
+        })?;
         addr = l.local_addr()?;
         listeners.push(l);
     }
     Ok(listeners)
 }
 
-fn listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// Whether something already listens on `addr` (a bind without
+/// SO_REUSEPORT is refused). Port 0 is never in use.
+pub fn addr_in_use(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    matches!(listener_socket(addr, false), Err(e) if e.kind() == io::ErrorKind::AddrInUse)
+}
+
+fn listener_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+fn listener(addr: SocketAddr, backlog: i32, exclusive: bool) -> io::Result<std::net::TcpListener> {
+    let socket = listener_socket(addr, !exclusive)?;
+    if exclusive {
+        // Bound alone; now let the other workers' sockets join its group.
+        socket.set_reuse_port(true)?;
+    }
     socket.listen(backlog)?;
     Ok(socket.into())
 }
@@ -133,7 +211,7 @@ pub fn start_with(
     dns: Arc<DnsCache>,
     usage: Option<Arc<UsagePipeline>>,
 ) -> io::Result<ServerHandle> {
-    let driver = choose_driver(cfg.driver)?;
+    let driver = choose_driver(driver_override()?.unwrap_or(cfg.driver))?;
     if cfg.raise_nofile_limit {
         match raise_nofile_limit() {
             Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
@@ -143,7 +221,15 @@ pub fn start_with(
     let workers =
         if cfg.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.workers };
     let addr: SocketAddr = cfg.listen_addr().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let listeners = bind_reuseport(addr, workers, 4096)?;
+    if cfg.handover {
+        if addr_in_use(addr) {
+            tracing::warn!(%addr, "hand-over: sharing {addr} with the process serving it; stop that one (SIGTERM) to finish");
+        } else {
+            tracing::info!(%addr, "hand-over asked for, but nothing serves {addr}: starting alone");
+        }
+    }
+    let sharing = if cfg.handover { AddrSharing::HandOver } else { AddrSharing::Exclusive };
+    let listeners = bind_reuseport(addr, workers, 4096, sharing)?;
     let addr = listeners[0].local_addr()?;
     let tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
         (Some(c), Some(k)) => {

@@ -125,6 +125,8 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// A stream without any `finish_reason` is truncated (`upstream_truncated`).
+    pub require_finish_reason: bool,
 }
 
 impl Upstream {
@@ -495,6 +497,7 @@ fn build_upstream(
         read_timeout: Duration::from_millis(u.read_timeout_ms),
         pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
         pool_max_idle: u.pool_max_idle,
+        require_finish_reason: u.require_finish_reason,
     };
     Ok(upstream)
 }
@@ -557,6 +560,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
             eject_ms: 5_000,
             probe_interval_ms: 0,
             probe_path: "/models".into(),
+            require_finish_reason: true,
         };
         let up = Arc::new(build_upstream(&p, &u, prep, &mut default_tls, link)?);
         let secret_hash = prep.hasher.parse(&n.secret_hash).map_err(|e| err(format!("{p}.secret_hash"), e))?;

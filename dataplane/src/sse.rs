@@ -1,7 +1,144 @@
 //! Server-sent events, as the relay sees them: the gate that holds a
 //! stream's role-only opening until its first token (so a stream that fails
-//! before it can fail over), and the tail that tells a clean `[DONE]` end.
-//! Both are bounded and never buffer a stream whole.
+//! before it can fail over), the tail that tells a clean `[DONE]` end, and the
+//! event framing and probes they (and the usage strip) share.
+//! All are bounded and never buffer a stream whole.
+//!
+//! Framing follows the SSE spec: a line ends with CRLF, LF or CR, and an event
+//! ends at a blank line. Event payloads are read by parsing their JSON (any
+//! whitespace, any key order), never by byte pattern.
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+#[doc(hidden)]
+pub mod synth;
+
+/// Where the first complete event of a buffer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventEnd {
+    /// End of the event's lines (the blank line that ends it starts here).
+    pub content: usize,
+    /// Just past the blank line's terminator.
+    pub end: usize,
+    /// The blank line ended with a CR that is the buffer's last byte: an LF
+    /// may follow and belong to it.
+    pub cr_tail: bool,
+}
+
+/// The first complete event of `buf`, if there is one. A non-blank line that
+/// ends with a CR at the end of `buf` is not complete yet (an LF may follow).
+pub fn next_event(buf: &[u8]) -> Option<EventEnd> {
+    let mut line_start = 0;
+    loop {
+        let p = line_start + memchr::memchr2(b'\r', b'\n', &buf[line_start..])?;
+        let (len, cr_tail) = match (buf[p], buf.get(p + 1)) {
+            (b'\n', _) => (1, false),
+            (_, Some(b'\n')) => (2, false),
+            (_, Some(_)) => (1, false),
+            (_, None) => (1, true),
+        };
+        if p == line_start {
+            return Some(EventEnd { content: p, end: p + len, cr_tail });
+        }
+        if cr_tail {
+            return None;
+        }
+        line_start = p + len;
+    }
+}
+
+/// The lines of an event's content (any line ending).
+pub fn lines(content: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = content;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(p) = memchr::memchr2(b'\r', b'\n', rest) else {
+            return Some(std::mem::take(&mut rest));
+        };
+        let line = &rest[..p];
+        let len = if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') { 2 } else { 1 };
+        rest = &rest[p + len..];
+        Some(line)
+    })
+}
+
+/// The value of a `data` field line (`data`, `data:x`, `data: x`).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    if line == b"data" {
+        return Some(b"");
+    }
+    let v = line.strip_prefix(b"data:")?;
+    Some(v.strip_prefix(b" ").unwrap_or(v))
+}
+
+/// An event's data: its `data` lines joined by LF (borrowed when there is
+/// one, the usual case). `None` for an event without data (a comment).
+pub fn event_data(content: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut found: Option<Cow<'_, [u8]>> = None;
+    for v in lines(content).filter_map(data_value) {
+        found = Some(match found {
+            None => Cow::Borrowed(v),
+            Some(prev) => {
+                let mut joined = prev.into_owned();
+                joined.push(b'\n');
+                joined.extend_from_slice(v);
+                Cow::Owned(joined)
+            }
+        });
+    }
+    found
+}
+
+/// Accepts any JSON object (and nothing else), skipping its contents.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Whether an event's data is a usage-only chunk: `"choices": []` and a
+/// `usage` object (what `stream_options.include_usage` adds at the end).
+pub fn is_usage_only(data: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        // `IgnoredAny` has no size: the Vec never allocates.
+        choices: Option<Vec<IgnoredAny>>,
+        usage: Option<AnyObject>,
+    }
+    // Cheap exact pre-checks: the key `usage` appears as is or escaped, and
+    // some array is empty.
+    let named = memchr::memmem::find(data, b"usage").is_some() || memchr::memmem::find(data, b"\\u").is_some();
+    if !named || !has_empty_array(data) {
+        return false;
+    }
+    match serde_json::from_slice::<Probe>(data) {
+        Ok(p) => p.choices.is_some_and(|c| c.is_empty()) && p.usage.is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Whether `data` has a `[` followed by JSON whitespace and `]`.
+fn has_empty_array(data: &[u8]) -> bool {
+    memchr::memchr_iter(b'[', data)
+        .any(|i| data[i + 1..].iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b']'))
+}
 
 /// What the stream gate says about the events seen so far.
 pub enum Gate {
@@ -29,39 +166,67 @@ impl StreamGate {
             return Gate::Release;
         }
         self.pending.extend_from_slice(payload);
-        while let Some(i) = memchr::memmem::find(&self.pending, b"\n\n") {
-            let verdict = classify(&self.pending[..i]);
-            self.pending.drain(..i + 2);
-            match verdict {
-                Gate::Hold => {}
-                other => return other,
+        let mut used = 0;
+        let mut verdict = Gate::Hold;
+        // A CR ending an event may be followed by an LF: that reads as one
+        // more blank line, an empty event, which holds.
+        while let Some(ev) = next_event(&self.pending[used..]) {
+            verdict = classify(&self.pending[used..used + ev.content]);
+            used += ev.end;
+            if !matches!(verdict, Gate::Hold) {
+                break;
             }
         }
-        Gate::Hold
+        self.pending.drain(..used);
+        verdict
     }
 }
 
-/// One SSE event, before any token: an opening that only sets the role, a
-/// comment or a blank holds; an error fails; anything else releases.
+/// One SSE event (its lines), before any token: an opening that only sets the
+/// role, a comment or a blank holds; an error fails; anything else releases.
 pub fn classify(event: &[u8]) -> Gate {
-    let event = event.strip_suffix(b"\r").unwrap_or(event);
-    let Some(data) = event.split(|&b| b == b'\n').find_map(|line| line.strip_prefix(b"data:")) else {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        error: Option<IgnoredAny>,
+        #[serde(borrow)]
+        choices: Option<Vec<Choice<'a>>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        delta: Option<Delta<'a>>,
+        finish_reason: Option<IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'a> {
+        role: Option<IgnoredAny>,
+        #[serde(borrow)]
+        content: Option<Cow<'a, str>>,
+        tool_calls: Option<IgnoredAny>,
+        function_call: Option<IgnoredAny>,
+    }
+    let Some(data) = event_data(event) else {
         return Gate::Hold;
     };
-    let data = data.strip_prefix(b" ").unwrap_or(data);
-    let has = |needle: &[u8]| memchr::memmem::find(data, needle).is_some();
-    if data.starts_with(b"{\"error\"") {
+    let Ok(p) = serde_json::from_slice::<Probe<'_>>(&data) else {
+        // `[DONE]`, or anything that is not a chunk we know: let it through.
+        return Gate::Release;
+    };
+    if p.error.is_some() {
         return Gate::Fail(String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned());
     }
-    let role_only = has(b"\"role\"")
-        && !has(b"\"tool_calls\"")
-        && !has(b"\"function_call\"")
-        && !has(b"\"finish_reason\":\"")
-        && (!has(b"\"content\"") || has(b"\"content\":\"\"") || has(b"\"content\":null"));
-    if role_only {
-        Gate::Hold
-    } else {
-        Gate::Release
+    let role_only = |c: &Choice<'_>| {
+        c.finish_reason.is_none()
+            && c.delta.as_ref().is_some_and(|d| {
+                d.role.is_some()
+                    && d.tool_calls.is_none()
+                    && d.function_call.is_none()
+                    && d.content.as_deref().is_none_or(str::is_empty)
+            })
+    };
+    match p.choices {
+        Some(c) if !c.is_empty() && c.iter().all(role_only) => Gate::Hold,
+        _ => Gate::Release,
     }
 }
 
@@ -86,10 +251,11 @@ impl StreamTail {
         }
     }
 
+    /// The stream's last data is `[DONE]` (then any line endings: LF, CRLF, CR).
     pub fn ends_with_done(&self) -> bool {
         let t = &self.buf[..self.len];
-        let t = t.strip_suffix(b"\n\n").or_else(|| t.strip_suffix(b"\r\n\r\n")).unwrap_or(t);
-        t.ends_with(b"[DONE]")
+        let end = t.iter().rposition(|b| !matches!(b, b'\r' | b'\n')).map_or(0, |i| i + 1);
+        t[..end].ends_with(b"[DONE]")
     }
 }
 
@@ -121,6 +287,74 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_reads_spaced_json_in_any_key_order() {
+        let role = r#"{ "choices" : [ { "finish_reason" : null, "delta" : { "content" : "", "role" : "assistant" }, "index" : 0 } ], "id" : "x" }"#;
+        assert!(matches!(StreamGate::default().feed(&ev(role)), Gate::Hold));
+        let error = r#"{ "error" : { "message" : "overloaded" } }"#;
+        assert!(matches!(StreamGate::default().feed(&ev(error)), Gate::Fail(_)));
+        let token = r#"{ "choices" : [ { "delta" : { "content" : "hi" } } ] }"#;
+        assert!(matches!(StreamGate::default().feed(&ev(token)), Gate::Release));
+    }
+
+    #[test]
+    fn events_end_at_a_blank_line_with_any_line_ending() {
+        let role = r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#;
+        let token = r#"{"choices":[{"delta":{"content":"hi"}}]}"#;
+        for nl in ["\n", "\r\n", "\r"] {
+            let stream = format!("data: {role}{nl}{nl}: comment{nl}{nl}data: {token}{nl}{nl}");
+            // Whole, and a byte at a time: held until the token, then released.
+            let mut g = StreamGate::default();
+            let verdicts: Vec<bool> =
+                stream.as_bytes().iter().map(|b| matches!(g.feed(&[*b]), Gate::Release)).collect();
+            assert_eq!(verdicts.iter().filter(|r| **r).count(), 1, "{nl:?}");
+            // At the token's blank line (its CR, for CRLF: the content is known).
+            let at = verdicts.iter().position(|r| *r).unwrap();
+            assert!(at + nl.len() >= stream.len(), "released at the token's end ({nl:?})");
+            assert!(matches!(StreamGate::default().feed(stream.as_bytes()), Gate::Release), "{nl:?}");
+            let opening = format!("data: {role}{nl}{nl}");
+            assert!(matches!(StreamGate::default().feed(opening.as_bytes()), Gate::Hold), "{nl:?}");
+        }
+    }
+
+    #[test]
+    fn a_line_ending_in_cr_waits_for_a_possible_lf() {
+        assert_eq!(next_event(b"data: x\r"), None);
+        assert_eq!(next_event(b"data: x\r\n"), None);
+        assert_eq!(next_event(b"data: x\r\n\r"), Some(EventEnd { content: 9, end: 10, cr_tail: true }));
+        assert_eq!(next_event(b"data: x\r\n\r\nz"), Some(EventEnd { content: 9, end: 11, cr_tail: false }));
+        assert_eq!(next_event(b"data: x\r\rz"), Some(EventEnd { content: 8, end: 9, cr_tail: false }));
+        assert_eq!(next_event(b"data: x\n\n"), Some(EventEnd { content: 8, end: 9, cr_tail: false }));
+        let content = b"data: a\r\ndata:b\rdata\nid: 1";
+        assert_eq!(event_data(content).as_deref(), Some(&b"a\nb\n"[..]));
+        assert_eq!(event_data(b": only a comment"), None);
+    }
+
+    #[test]
+    fn a_usage_only_chunk_is_recognised_by_parsing() {
+        for data in [
+            r#"{"id":"x","choices":[],"usage":{"prompt_tokens":1}}"#,
+            r#"{"id": "x", "choices": [], "usage": {"prompt_tokens": 1}}"#,
+            r#"{ "usage" : { } , "choices" : [ ] }"#,
+            "{\r\n\t\"choices\":[\n],\"usage\":{\"total_tokens\":3}}",
+            r#"{"\u0075sage":{"a":1},"choices":[]}"#,
+        ] {
+            assert!(is_usage_only(data.as_bytes()), "{data}");
+        }
+        for data in [
+            r#"{"choices":[{"delta":{"content":"a"}}],"usage":null}"#,
+            r#"{"choices":[],"usage":null}"#,
+            r#"{"choices":[{"delta":{}}],"usage":{"total_tokens":3}}"#,
+            r#"{"choices":[],"usage":5}"#,
+            r#"{"choices":[],"note":"usage"}"#,
+            r#"{"choices":[],"usage":{},"choices":[]}"#,
+            "[DONE]",
+            r#"{"content":"\"choices\":[],\"usage\":{}"}"#,
+        ] {
+            assert!(!is_usage_only(data.as_bytes()), "{data}");
+        }
+    }
+
+    #[test]
     fn the_tail_knows_a_clean_end() {
         let mut t = StreamTail::default();
         t.push(b"data: {\"x\":1}\n\ndata: [DO");
@@ -134,5 +368,10 @@ mod tests {
             t.push(&[*b]);
         }
         assert!(t.ends_with_done());
+        for end in ["\r\n\r\n", "\r\r", "\n"] {
+            let mut t = StreamTail::default();
+            t.push(format!("data: [DONE]{end}").as_bytes());
+            assert!(t.ends_with_done(), "{end:?}");
+        }
     }
 }

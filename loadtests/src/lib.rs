@@ -3,5 +3,5 @@
 
 pub mod mock;
 
-pub use mock::{Behaviour, Fault, MockConfig, MockHandle, MockUpstream, Recorded};
+pub use mock::{Behaviour, Fault, LineEnding, MockConfig, MockHandle, MockUpstream, Recorded};
 pub mod load;

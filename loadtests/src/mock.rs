@@ -28,7 +28,7 @@ use std::time::Duration;
 use switchboard_dataplane::fmt::{push_chunk, push_dec};
 use switchboard_dataplane::http::find_head_end;
 use switchboard_dataplane::http::head::{has_token, parse_content_length};
-use switchboard_dataplane::http::io::{read_append, write_all};
+use switchboard_dataplane::http::io::{read_append, write_all, IoFail};
 use switchboard_dataplane::server::shutdown_sockets;
 
 /// A fault to inject instead of a normal answer.
@@ -43,6 +43,25 @@ pub enum Fault {
     Hang,
     /// Answer with bytes that are not HTTP.
     Garbage,
+}
+
+/// How SSE lines end (the spec allows all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineEnding {
+    Lf,
+    Crlf,
+    Cr,
+}
+
+impl LineEnding {
+    fn blank(self) -> &'static str {
+        match self {
+            LineEnding::Lf => "\n\n",
+            LineEnding::Crlf => "\r\n\r\n",
+            LineEnding::Cr => "\r\r",
+        }
+    }
 }
 
 /// What the mock does for one request. Every field is optional; unset fields
@@ -76,6 +95,23 @@ pub struct Behaviour {
     /// Report this JSON as the `usage` of chat and text completions, verbatim
     /// (an upstream or node that reports nonsense).
     pub usage_json: Option<String>,
+    /// Streaming: write JSON as Python servers do (`{"id": "x", "choices": []}`,
+    /// spaces after `:` and `,`), with the usage chunk's `usage` before `choices`.
+    pub spaced_json: Option<bool>,
+    /// Streaming: end SSE lines with LF (the default), CRLF or CR.
+    pub line_ending: Option<LineEnding>,
+    /// Answer 200 with a chunked body whose first chunk-size line is broken.
+    pub bad_first_chunk: Option<bool>,
+    /// Never say why the generation stopped: streams have no chunk with a
+    /// `finish_reason` (they end `[DONE]` all the same, as an interrupted
+    /// llama-cpp-python does); whole answers say `"finish_reason": null`.
+    pub no_finish_reason: Option<bool>,
+    /// Streaming: close the connection right after `[DONE]`, without ending
+    /// the chunked body.
+    pub done_then_close: Option<bool>,
+    /// Accept any body, as llama-cpp-python and others do: one that is not
+    /// JSON (or lacks `messages`) is answered 200 like any other.
+    pub permissive: Option<bool>,
 }
 
 impl Behaviour {
@@ -94,6 +130,12 @@ impl Behaviour {
             skip_done: self.skip_done.or(base.skip_done),
             no_usage: self.no_usage.or(base.no_usage),
             usage_json: self.usage_json.or_else(|| base.usage_json.clone()),
+            spaced_json: self.spaced_json.or(base.spaced_json),
+            line_ending: self.line_ending.or(base.line_ending),
+            bad_first_chunk: self.bad_first_chunk.or(base.bad_first_chunk),
+            no_finish_reason: self.no_finish_reason.or(base.no_finish_reason),
+            done_then_close: self.done_then_close.or(base.done_then_close),
+            permissive: self.permissive.or(base.permissive),
         }
     }
 }
@@ -150,7 +192,8 @@ impl Recorded {
 struct State {
     requests: AtomicU64,
     connections: AtomicU64,
-    /// Streams the peer stopped reading (a write failed mid-stream).
+    /// Requests the peer left: a write failed mid-stream, or it closed the
+    /// connection while the mock waited (`delay_ms`, `ttft_ms`).
     aborted: AtomicU64,
     released: AtomicBool,
     stopping: AtomicBool,
@@ -170,7 +213,12 @@ pub struct MockHandle {
 
 impl MockUpstream {
     pub fn start(cfg: MockConfig) -> io::Result<MockHandle> {
-        let listeners = switchboard_dataplane::server::bind_reuseport(cfg.listen, cfg.workers, 4096)?;
+        let listeners = switchboard_dataplane::server::bind_reuseport(
+            cfg.listen,
+            cfg.workers,
+            4096,
+            switchboard_dataplane::server::AddrSharing::Exclusive,
+        )?;
         let addr = listeners[0].local_addr()?;
         let tls = match &cfg.tls {
             Some((cert, key)) => Some(Arc::new(server_tls(cert, key)?)),
@@ -210,7 +258,8 @@ impl MockHandle {
         self.state.connections.load(Ordering::SeqCst)
     }
 
-    /// Streams cut short because the peer went away.
+    /// Requests cut short because the peer went away (mid-stream, or while
+    /// the mock waited before answering).
     pub fn aborted(&self) -> u64 {
         self.state.aborted.load(Ordering::SeqCst)
     }
@@ -405,7 +454,7 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ReqBody {
     #[serde(default)]
     model: String,
@@ -504,8 +553,10 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         push_error(out, 404, "mock: unknown path");
         return send(io, out).await;
     };
+    let permissive = header_behaviour.permissive.or(ctx.cfg.behaviour.permissive) == Some(true);
     let req: ReqBody = match serde_json::from_slice(body) {
         Ok(r) => r,
+        Err(_) if permissive => ReqBody::default(),
         Err(e) => {
             push_error(out, 400, &format!("mock: bad JSON: {e}"));
             return send(io, out).await;
@@ -513,8 +564,8 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     };
     let b = req.mock.clone().unwrap_or_default().over(&header_behaviour.over(&ctx.cfg.behaviour));
     let delay = b.delay_ms.unwrap_or(0) + jitter(ctx, b.jitter_ms.unwrap_or(0));
-    if delay > 0 {
-        monoio::time::sleep(Duration::from_millis(delay)).await;
+    if delay > 0 && !wait_watching(io, Duration::from_millis(delay)).await {
+        return aborted(ctx);
     }
     match b.fault {
         Some(Fault::Reset) => {
@@ -553,6 +604,13 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         }
         None => {}
     }
+    if b.bad_first_chunk == Some(true) {
+        let ct = if req.stream == Some(true) { "text/event-stream" } else { "application/json" };
+        head(out, 200, ct, None);
+        out.extend_from_slice(b"zz-not-a-size\r\n{}\r\n0\r\n\r\n");
+        send(io, out).await;
+        return false;
+    }
     if let Some(status) = b.status.filter(|s| *s >= 300) {
         push_error(out, status, &format!("mock: injected status {status}"));
         return send(io, out).await;
@@ -585,14 +643,15 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             prompt_tokens + tokens as u64
         )
     };
+    let finish_reason = if b.no_finish_reason == Some(true) { "null" } else { "\"stop\"" };
     if !req.stream.unwrap_or(false) {
         let content = serde_json::to_string(&ctx.cfg.token_text.repeat(tokens as usize)).unwrap_or_default();
         let json = match kind {
             Kind::Chat => format!(
-                r#"{{"id":"chatcmpl-mock-{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+                r#"{{"id":"chatcmpl-mock-{id}","object":"chat.completion","created":1700000000,"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":{finish_reason}}}],"usage":{usage}}}"#
             ),
             _ => format!(
-                r#"{{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{{"index":0,"text":{content},"finish_reason":"stop"}}],"usage":{usage}}}"#
+                r#"{{"id":"cmpl-mock-{id}","object":"text_completion","created":1700000000,"model":{model},"choices":[{{"index":0,"text":{content},"finish_reason":{finish_reason}}}],"usage":{usage}}}"#
             ),
         };
         push_json(out, 200, json.as_bytes());
@@ -600,6 +659,27 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     }
     // Streaming.
     let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false) && !no_usage;
+    let spaced = b.spaced_json == Some(true);
+    let blank = b.line_ending.unwrap_or(LineEnding::Lf).blank();
+    // Python's `json.dumps` separators. The mock's own JSON has no `":` or
+    // `,"` inside its strings (but the token text's, which stays as is).
+    let shape = |event: String| -> String {
+        let event = event.strip_suffix("\n\n").unwrap_or(&event).to_string();
+        let event = if spaced {
+            let text_at = event.find(text.as_str());
+            match text_at {
+                Some(i) => {
+                    let (a, rest) = event.split_at(i);
+                    let (t, c) = rest.split_at(text.len());
+                    [respace(a), t.to_string(), respace(c)].concat()
+                }
+                None => respace(&event),
+            }
+        } else {
+            event
+        };
+        event + blank
+    };
     let chunk = |payload: &str| -> String {
         match kind {
             Kind::Chat => {
@@ -614,6 +694,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             }
         }
     };
+    let chunk = |payload: &str| shape(chunk(payload));
     let first = match kind {
         Kind::Chat => chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#),
         _ => chunk(r#"{"index":0,"text":"","finish_reason":null}"#),
@@ -623,21 +704,28 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         _ => chunk(&format!(r#"{{"index":0,"text":{text},"finish_reason":null}}"#)),
     };
     let finish = match kind {
+        _ if b.no_finish_reason == Some(true) => String::new(),
         Kind::Chat => chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
         _ => chunk(r#"{"index":0,"text":"","finish_reason":"stop"}"#),
     };
-    let usage_event = if include_usage {
+    let usage_event = if include_usage && spaced {
         let obj = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-        format!(
+        shape(format!(
+            r#"data: {{"id":"mock-{id}","usage":{usage},"object":"{obj}","created":1700000000,"model":{model},"choices":[]}}"#
+        ))
+    } else if include_usage {
+        let obj = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        shape(format!(
             r#"data: {{"id":"mock-{id}","object":"{obj}","created":1700000000,"model":{model},"choices":[],"usage":{usage}}}"#
-        ) + "\n\n"
+        ))
     } else {
         String::new()
     };
     let interval = b.interval_ms.unwrap_or(0);
     let ttft = b.ttft_ms.unwrap_or(0);
     head(out, 200, "text/event-stream", None);
-    let done_event: &[u8] = if b.skip_done == Some(true) { b"" } else { b"data: [DONE]\n\n" };
+    let done = "data: [DONE]".to_string() + blank;
+    let done_event: &[u8] = if b.skip_done == Some(true) { b"" } else { done.as_bytes() };
     if interval == 0 && ttft == 0 && b.drop_after.is_none() && b.hold_after.is_none() && b.error_after.is_none() {
         // Fast path: the whole stream in one write.
         push_chunk(out, first.as_bytes());
@@ -647,14 +735,18 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         push_chunk(out, finish.as_bytes());
         push_chunk(out, usage_event.as_bytes());
         push_chunk(out, done_event);
+        if b.done_then_close == Some(true) {
+            send(io, out).await;
+            return false;
+        }
         out.extend_from_slice(b"0\r\n\r\n");
         return send(io, out).await || aborted(ctx);
     }
     if !send(io, out).await {
         return aborted(ctx);
     }
-    if ttft > 0 {
-        monoio::time::sleep(Duration::from_millis(ttft)).await;
+    if ttft > 0 && !wait_watching(io, Duration::from_millis(ttft)).await {
+        return aborted(ctx);
     }
     push_chunk(out, first.as_bytes());
     if !send(io, out).await {
@@ -665,7 +757,8 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             return false;
         }
         if b.error_after == Some(i) {
-            push_chunk(out, b"data: {\"error\":{\"message\":\"mock: injected stream error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
+            let error = r#"data: {"error":{"message":"mock: injected stream error","type":"server_error","param":null,"code":null}}"#;
+            push_chunk(out, shape(error.to_string()).as_bytes());
             out.extend_from_slice(b"0\r\n\r\n");
             return send(io, out).await;
         }
@@ -689,8 +782,32 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     push_chunk(out, finish.as_bytes());
     push_chunk(out, usage_event.as_bytes());
     push_chunk(out, done_event);
+    if b.done_then_close == Some(true) {
+        send(io, out).await;
+        return false;
+    }
     out.extend_from_slice(b"0\r\n\r\n");
     send(io, out).await || aborted(ctx)
+}
+
+/// `":` → `": ` and `,"` → `, "`: the separators Python writes.
+fn respace(s: &str) -> String {
+    s.replace("\":", "\": ").replace(",\"", ", \"")
+}
+
+/// Wait `d`, watching the peer: false if it closed the connection meanwhile.
+async fn wait_watching<S: AsyncReadRent>(io: &mut S, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    let mut scratch = Vec::with_capacity(64);
+    loop {
+        scratch.clear();
+        match read_append(io, &mut scratch, 64, until).await {
+            Err(IoFail::Timeout) => return true,
+            Ok(0) | Err(IoFail::Io(_)) => return false,
+            // Nothing is sent mid-request; whatever it is, keep waiting.
+            Ok(_) => {}
+        }
+    }
 }
 
 fn aborted(ctx: &Ctx) -> bool {

@@ -50,6 +50,10 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// A reload that removes every key or every model is refused (it would
+    /// answer every request 401 or 404) unless the new file says this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty_routing: bool,
     #[serde(default)]
     pub server: ServerConfig,
     /// When present, the admin API runs and its database owns the routing
@@ -272,6 +276,14 @@ pub struct ServerConfig {
     pub completion_reserve_tokens: u64,
     /// Memory for the response cache, all routes together (0: no cache).
     pub cache_max_bytes: u64,
+    /// A config change is applied once the file has stayed unchanged this
+    /// long (a file caught half-written is not applied). 0: at once.
+    pub reload_settle_ms: u64,
+    /// Share the listen address with a running gateway (a planned hand-over).
+    /// Set by `--handover` on the command line, never in the file: starting
+    /// on an address another process serves is refused otherwise.
+    #[serde(skip)]
+    pub handover: bool,
 }
 
 impl Default for ServerConfig {
@@ -298,6 +310,8 @@ impl Default for ServerConfig {
             metrics: true,
             completion_reserve_tokens: 1024,
             cache_max_bytes: 64 * 1024 * 1024,
+            reload_settle_ms: 500,
+            handover: false,
         }
     }
 }
@@ -331,6 +345,7 @@ impl ServerConfig {
             ),
             ("server.shutdown_grace_ms", self.shutdown_grace_ms, limits::SHUTDOWN_GRACE_MS),
             ("server.reload_poll_ms", self.reload_poll_ms, limits::RELOAD_POLL_MS),
+            ("server.reload_settle_ms", self.reload_settle_ms, limits::RELOAD_SETTLE_MS),
             ("server.dns_refresh_ms", self.dns_refresh_ms, limits::DNS_REFRESH_MS),
             ("server.workers", self.workers as u64, limits::WORKERS),
             ("server.completion_reserve_tokens", self.completion_reserve_tokens, limits::COMPLETION_RESERVE_TOKENS),
@@ -677,6 +692,19 @@ pub struct UpstreamSpec {
     /// Path probed, after the base URL.
     #[serde(default = "d_probe_path")]
     pub probe_path: String,
+    /// A chat or completion stream that ends without any `finish_reason` is a
+    /// truncated generation: the client gets an error event instead of
+    /// `[DONE]`. Set false for a server known to omit `finish_reason`.
+    #[serde(default = "d_true", skip_serializing_if = "is_true")]
+    pub require_finish_reason: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn d_probe_path() -> String {

@@ -60,6 +60,8 @@ pub const CACHE_TTL_MS: Range = Range::new(1, 30 * DAY_MS);
 pub const SHUTDOWN_GRACE_MS: Range = Range::new(0, HOUR_MS);
 /// How often the config file is checked (0 = only on SIGHUP).
 pub const RELOAD_POLL_MS: Range = Range::new(0, DAY_MS);
+/// How long a changed config file must stay unchanged before it is reloaded.
+pub const RELOAD_SETTLE_MS: Range = Range::new(0, 60 * SECOND_MS);
 /// How often upstream host names are resolved again.
 pub const DNS_REFRESH_MS: Range = Range::new(100, DAY_MS);
 /// How often nodes heartbeat.

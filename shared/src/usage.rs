@@ -17,6 +17,9 @@ pub enum Outcome {
     ClientClosed,
     /// The upstream failed after the response started (cut short).
     UpstreamCut,
+    /// A stream ended (`[DONE]`) without any `finish_reason`: the generation
+    /// was cut short upstream (e.g. interrupted), and the client was told so.
+    UpstreamTruncated,
 }
 
 impl Outcome {
@@ -26,6 +29,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::ClientClosed => "client_closed",
             Outcome::UpstreamCut => "upstream_cut",
+            Outcome::UpstreamTruncated => "upstream_truncated",
         }
     }
 
@@ -35,6 +39,7 @@ impl Outcome {
             "error" => Outcome::Error,
             "client_closed" => Outcome::ClientClosed,
             "upstream_cut" => Outcome::UpstreamCut,
+            "upstream_truncated" => Outcome::UpstreamTruncated,
             _ => return None,
         })
     }

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_dataplane::dns::DnsCache;
-use switchboard_dataplane::reload::{Apply, Reloader};
+use switchboard_dataplane::reload::{refusal, Apply, Reloader};
 use switchboard_dataplane::remote::RemoteAdmin;
+use switchboard_dataplane::server::AddrSharing;
 use switchboard_dataplane::snapshot::{compile, Prepare};
 use switchboard_dataplane::snapshot::{Snapshot, SnapshotStore};
 use switchboard_dataplane::usage::access::AccessLog;
@@ -45,6 +46,11 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over from a gateway running on the same addresses (a planned
+        /// restart): share its listeners until it drains and exits. Without
+        /// this, an address already served is an error (exit 73).
+        #[arg(long)]
+        handover: bool,
     },
     /// Run only the data plane, following a remote admin API for its routing
     /// (keys, providers, routes); `[server]` settings come from --config.
@@ -64,6 +70,9 @@ enum Command {
         /// How long to wait for the admin at start, in seconds.
         #[arg(long, default_value_t = 30)]
         startup_timeout: u64,
+        /// Take over from a data plane running on the same address (see `serve --handover`).
+        #[arg(long)]
+        handover: bool,
     },
     /// Run a node agent (bring your own infrastructure): enroll this machine,
     /// advertise its local OpenAI-compatible server's models, and serve
@@ -125,6 +134,10 @@ fn main() -> ExitCode {
             init_logging();
             match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {
                 let cfg = Config::parse(&t).map_err(|e| e.to_string())?;
+                // What a running gateway would refuse to reload to.
+                if let Some(why) = refusal(&t, &cfg, None) {
+                    return Err(format!("a running gateway would refuse this file: {why}"));
+                }
                 let hasher = KeyHasher::from_env()?;
                 compile(&cfg.routing(), 1, &Prepare::new(DnsCache::new(), hasher)).map_err(|e| e.to_string())
             }) {
@@ -138,13 +151,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => {
+        Command::Serve { config, handover } => {
             init_logging();
-            serve(config)
+            serve(config, handover)
         }
-        Command::Dataplane { admin, token, config, ca_file, startup_timeout } => {
+        Command::Dataplane { admin, token, config, ca_file, startup_timeout, handover } => {
             init_logging();
-            dataplane(&admin, token, config, ca_file, Duration::from_secs(startup_timeout))
+            dataplane(&admin, token, config, ca_file, Duration::from_secs(startup_timeout), handover)
         }
     }
 }
@@ -160,6 +173,7 @@ fn dataplane(
     config: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     startup_timeout: Duration,
+    handover: bool,
 ) -> ExitCode {
     let cfg = match &config {
         None => Config::default(),
@@ -205,7 +219,8 @@ fn dataplane(
     if let Err(e) = remote.follow(version, instance, store.clone(), dns.clone()) {
         return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
     }
-    run(&cfg.server, store, dns, usage, || {
+    let server_cfg = switchboard_shared::ServerConfig { handover, ..cfg.server.clone() };
+    run(&server_cfg, store, dns, usage, || {
         tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart")
     })
 }
@@ -256,6 +271,7 @@ fn run(
     switchboard_dataplane::supervise::stop_process_on_worker_death();
     let server = match switchboard_dataplane::start_with(server_cfg.clone(), store, dns, usage.clone()) {
         Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return fail(EX_CONFIG, e),
         Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", server_cfg.listen)),
     };
     for signal in signals.forever() {
@@ -288,7 +304,7 @@ fn run(
     ExitCode::SUCCESS
 }
 
-fn serve(path: PathBuf) -> ExitCode {
+fn serve(path: PathBuf, handover: bool) -> ExitCode {
     let dns = DnsCache::new();
     let hasher = match KeyHasher::from_env() {
         Ok(h) => h,
@@ -365,6 +381,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 tls,
                 node_heartbeat_ms: admin.node_heartbeat_ms,
                 conns: switchboard_adminapi::ConnLimits::default(),
+                sharing: if handover { AddrSharing::HandOver } else { AddrSharing::Exclusive },
             };
             let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
             let mut spill = database.clone().into_os_string();
@@ -409,7 +426,8 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(u) => u,
         Err(e) => return fail(EX_CANTCREAT, e),
     };
-    let code = run(&cfg.server, store, dns, usage, || match reloader.reload_now() {
+    let server_cfg = switchboard_shared::ServerConfig { handover, ..cfg.server.clone() };
+    let code = run(&server_cfg, store, dns, usage, || match reloader.reload_now() {
         Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
         Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
     });

@@ -47,6 +47,13 @@ fn body_errors_name_the_field() {
         (r#"{"model":"m","stream_options":[]}"#, 400, "invalid_type", Some("stream_options")),
         (r#"{"model":"m","model":"m"}"#, 400, "invalid_json", None),
         (r#"{"model":"gpt-nope"}"#, 404, "model_not_found", Some("model")),
+        (r#"{"model":"\ud800"}"#, 400, "invalid_value", Some("model")),
+        (
+            r#"{"model":"m","stream_options":{"include_usage":true,"include_usage":false}}"#,
+            400,
+            "invalid_json",
+            Some("stream_options.include_usage"),
+        ),
     ];
     for (body, status, code, param) in cases {
         let r = chat_with(&gw, Some(KEY), body);
@@ -56,6 +63,22 @@ fn body_errors_name_the_field() {
         assert_eq!(e["param"].as_str(), param, "{body}");
         assert_eq!(e["type"], "invalid_request_error");
     }
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn error_texts_say_what_is_wrong_and_echo_little() {
+    let (up, gw) = gateway("");
+    let msg = |body: &str| chat_with(&gw, Some(KEY), body).error()["message"].as_str().unwrap().to_string();
+    let m = msg(r#"{"model":"\ud800"}"#);
+    assert!(m.contains("not valid Unicode") && !m.contains("expected a string"), "{m}");
+    let m = msg(r#"{"model":"m","stream_options":{"include_usage":true,"include_usage":true}}"#);
+    assert!(m.contains("duplicate field `include_usage`") && !m.contains("boolean"), "{m}");
+    // A 100,000-character model name is not echoed whole.
+    let r = chat_with(&gw, Some(KEY), &format!(r#"{{"model":"{}"}}"#, "x".repeat(100_000)));
+    assert_eq!(r.status, 404);
+    assert!(r.body.len() < 1024, "{} bytes", r.body.len());
+    assert!(r.error()["message"].as_str().unwrap().contains("x…`"));
     assert_eq!(up.requests(), 0);
 }
 

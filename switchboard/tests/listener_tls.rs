@@ -126,6 +126,7 @@ fn the_admin_api_serves_https() {
         tls: Some(tls),
         node_heartbeat_ms: switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS,
         conns: switchboard_adminapi::ConnLimits::default(),
+        sharing: Default::default(),
     };
     let admin = switchboard_adminapi::start(&cfg, state).unwrap();
     let mut s = connect(admin.addr, &pki.ca_pem).expect("TLS handshake with the admin API");

@@ -137,6 +137,49 @@ fn token_limits_reserve_up_front_and_reconcile_with_usage() {
 }
 
 #[test]
+fn a_reservation_over_the_whole_limit_saturates_and_is_refused_as_never_passing() {
+    let up = mock();
+    let gw = Gateway::start(&config(&up.base_url(), "tpm = 3000", ""));
+    let mut c = gw.conn();
+    for max_tokens in ["18446744073709551615", "18446744073709551613", "100000"] {
+        // Concurrent ones too: none may slip through on a wrapped sum.
+        let admitted = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                let (gw, admitted) = (&gw, &admitted);
+                s.spawn(move || {
+                    let body = format!(r#"{{"model":"m","stream":true,"max_tokens":{max_tokens}}}"#);
+                    let r = gw.chat(&body);
+                    if r.status == 200 {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::SeqCst), 0, "max_tokens {max_tokens}");
+        c.send(&request(
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            &format!(r#"{{"model":"m","max_tokens":{max_tokens}}}"#),
+            &[],
+        ));
+        let r = c.response();
+        assert_eq!(r.status, 429, "{max_tokens}: {}", r.text());
+        let e = r.error();
+        assert_eq!(e["code"], "rate_limit_exceeded");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("can never pass") && msg.contains("limit is 3000"), "{msg}");
+        assert!(!msg.contains("Retry in"), "{msg}");
+        assert_eq!(r.header("retry-after"), None, "waiting cannot help");
+        assert_eq!(header_u64(&r, "x-ratelimit-remaining-tokens"), 3000, "nothing was reserved");
+    }
+    // The budget is whole: a request that fits passes.
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m","max_tokens":2000}"#, &[]));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
 fn the_tightest_of_key_org_and_org_model_limits_answers() {
     let up = mock();
     let orgs = r#"

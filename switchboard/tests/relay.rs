@@ -136,6 +136,33 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_request_pipelined_behind_a_slow_one_is_not_taken_for_a_client_that_left() {
+    for driver in ["driver = \"legacy\"", ""] {
+        pipelined_behind_a_slow_one(driver);
+    }
+}
+
+fn pipelined_behind_a_slow_one(driver: &str) {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), driver));
+    let mut c = gw.conn();
+    // The second request waits in the socket while the first waits upstream.
+    let mut both = request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m","mock":{"delay_ms":300}}"#, &[]);
+    both.extend(request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","stream":true,"mock":{"ttft_ms":300}}"#,
+        &[],
+    ));
+    c.send(&both);
+    assert_eq!(c.response().status, 200);
+    let r = c.response();
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(up.aborted(), 0);
+}
+
+#[test]
 fn chunked_request_bodies_are_decoded_and_forwarded_with_a_length() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
@@ -289,4 +316,131 @@ fn works_on_io_uring_when_the_kernel_has_it() {
 
 fn monoio_available() -> bool {
     switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_ok()
+}
+
+/// SSE `data:` payloads of a stream body with any line endings (LF, CRLF, CR).
+fn sse_data_any(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body).replace("\r\n", "\n").replace('\r', "\n");
+    sse_data(text.as_bytes())
+}
+
+#[test]
+fn a_spaced_usage_chunk_the_client_did_not_ask_for_is_removed() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    // Python servers write `"choices": []` with spaces, `usage` first.
+    let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3,"spaced_json":true}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_data(&r.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    for e in &events[..events.len() - 1] {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        // The SDK loop `chunk.choices[0]` must never meet an empty list.
+        assert!(!v["choices"].as_array().unwrap().is_empty(), "a usage-only chunk reached the client: {e}");
+    }
+    assert_eq!(events.iter().filter(|e| e.contains("\"content\": \"word \"")).count(), 3);
+    // A client that asked for usage gets it, spaces and all.
+    let r = gw.chat(
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3,"spaced_json":true}}"#,
+    );
+    let events = sse_data(&r.body);
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!((usage["choices"].as_array().map(Vec::len), &usage["usage"]["completion_tokens"]), (Some(0), &3.into()));
+}
+
+#[test]
+fn streams_with_crlf_or_cr_line_endings_are_relayed_whole() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    for ending in ["crlf", "cr"] {
+        for spaced in [false, true] {
+            let body = format!(
+                r#"{{"model":"m","stream":true,"mock":{{"tokens":3,"line_ending":"{ending}","spaced_json":{spaced}}}}}"#
+            );
+            let r = gw.chat(&body);
+            assert_eq!(r.status, 200, "{ending}: {}", r.text());
+            let nl = if ending == "crlf" { "\r\n\r\n" } else { "\r\r" };
+            assert!(r.text().ends_with(&format!("data: [DONE]{nl}")), "{ending}: relayed as sent: {:?}", r.text());
+            let events = sse_data_any(&r.body);
+            assert_eq!(events.iter().filter(|e| e.contains("word ")).count(), 3, "{ending}: {events:?}");
+            assert!(!events.iter().any(|e| e.contains("\"usage\"")), "{ending}: usage chunk stripped: {events:?}");
+        }
+    }
+}
+
+#[test]
+fn a_model_id_with_an_escaped_slash_is_found() {
+    let up = mock();
+    let mut cfg = basic_config(&up.base_url(), "");
+    cfg.push_str("\n[[models]]\nname = \"meta-llama/Llama-3.1-8B\"\ntargets = [{ upstream = \"up\" }]\n");
+    let gw = Gateway::start(&cfg);
+    let mut c = gw.conn();
+    // What the OpenAI SDK sends for `models.retrieve("meta-llama/Llama-3.1-8B")`.
+    c.send(&request("GET", "/v1/models/meta-llama%2FLlama-3.1-8B", Some(KEY), "", &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "meta-llama/Llama-3.1-8B");
+}
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models", Some(KEY), "", &[]));
+    let get = c.response();
+    c.send(&request("HEAD", "/v1/models", Some(KEY), "", &[]));
+    let (status, headers) = c.head();
+    assert_eq!(status, 200);
+    let length = headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.clone());
+    assert_eq!(length, Some(get.body.len().to_string()), "the length the GET would have");
+    // A HEAD on a POST-only resource: 405, no body, the connection kept.
+    c.send(&request("HEAD", "/v1/chat/completions", Some(KEY), "", &[]));
+    let (status, headers) = c.head();
+    assert_eq!(status, 405);
+    assert!(headers.iter().all(|(k, v)| k != "connection" || v != "close"), "{headers:?}");
+    // Had a body been sent after either head, this would read it as garbage.
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+}
+
+#[test]
+fn http10_keep_alive_is_acknowledged() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    c.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")));
+    let body = r#"{"model":"m"}"#;
+    c.send(
+        format!(
+            "POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")), "{:?}", r.headers);
+    // Without keep-alive, a 1.0 connection closes.
+    c.send(b"GET /healthz HTTP/1.0\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_by_peer());
+}
+
+#[test]
+fn absolute_form_request_targets_are_accepted() {
+    let up = mock();
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    let body = r#"{"model":"m"}"#;
+    c.send(&request("POST", &format!("http://{}/v1/chat/completions", gw.addr), Some(KEY), body, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    c.send(&request("GET", "HTTP://gateway/v1/models/m", Some(KEY), "", &[]));
+    assert_eq!(c.response().json()["id"], "m");
 }

@@ -537,6 +537,7 @@ fn the_admin_listener_closes_slow_heads_and_idle_connections_and_caps_connection
         tls: None,
         node_heartbeat_ms: 1_000,
         conns: switchboard_adminapi::ConnLimits { head_timeout_ms: 400, max_connections: 3, shutdown_grace_ms: 500 },
+        sharing: Default::default(),
     };
     let handle = switchboard_adminapi::start(&cfg, state).unwrap();
     let addr = handle.addr;

@@ -224,3 +224,75 @@ fn an_oversized_upstream_head_gives_502_and_no_leak() {
     assert!(r.error()["message"].as_str().unwrap().contains("over 8192 bytes"), "{}", r.text());
     t.join().unwrap();
 }
+
+fn two_target_config(first: &str, second: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[upstreams]]
+name = "first"
+base_url = "{first}"
+
+[[upstreams]]
+name = "second"
+base_url = "{second}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "first" }}, {{ upstream = "second" }}]
+
+[[models]]
+name = "only-first"
+targets = [{{ upstream = "first" }}]
+
+[[keys]]
+id = "t"
+hash = "{}"
+"#,
+        key_hash(KEY)
+    )
+}
+
+#[test]
+fn a_broken_first_chunk_fails_over_or_gives_502_never_an_empty_200() {
+    let broken = mock_with(MockConfig {
+        record: true,
+        behaviour: Behaviour { bad_first_chunk: Some(true), ..Behaviour::default() },
+        ..MockConfig::default()
+    });
+    let good = mock();
+    let gw = Gateway::start(&two_target_config(&broken.base_url(), &good.base_url()));
+    let mut c = gw.conn();
+    // Nothing reached the client: the next target answers.
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-target"), Some("second"));
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!((broken.requests(), good.requests()), (1, 1));
+    // With no other target: a clean 502, and the connection carries on.
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"only-first"}"#, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 502, "{}", r.text());
+    let e = r.error();
+    assert_eq!(e["code"], "upstream_error");
+    assert!(e["message"].as_str().unwrap().contains("before its response started"), "{e}");
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn a_broken_chunk_line_from_a_scripted_upstream_gives_502() {
+    let (port, t) = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nnot-hex\r\n{}\r\n0\r\n\r\n"
+            .to_vec(),
+    );
+    let gw = Gateway::start(&basic_config(&format!("http://127.0.0.1:{port}/v1"), ""));
+    let r = gw.chat(r#"{"model":"m"}"#);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.error()["code"], "upstream_error");
+    t.join().unwrap();
+}

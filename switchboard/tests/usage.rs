@@ -348,15 +348,17 @@ fn a_stalled_database_does_not_stop_the_data_path_and_loses_nothing() {
     assert!(stats.replayed.load(Ordering::Relaxed) > 0);
 }
 
-#[test]
-fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
-    let (a, b) = (mock(), mock());
-    let dir = tempfile::tempdir().unwrap();
-    let spill = dir.path().join("usage.spill");
-    let rec = |uid: &str| switchboard_shared::usage::UsageRecord {
+/// Unix milliseconds now: records a test writes are stamped relative to the
+/// clock, never at a fixed date that retention would one day expire.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A spilled record as a previous run would have left it.
+fn spilled(uid: &str, ts_ms: u64) -> switchboard_shared::usage::UsageRecord {
+    switchboard_shared::usage::UsageRecord {
         uid: uid.into(),
-        // Recent: older records would be taken by the request log's retention (7 days).
-        ts_ms: switchboard_dataplane::policy::now_unix_ms(),
+        ts_ms,
         request_id: format!("req-{uid}"),
         org: "acme".into(),
         key_id: "k1".into(),
@@ -379,10 +381,17 @@ fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
         ttft_us: 500,
         upstream_us: 800,
         clamped: false,
-    };
+    }
+}
+
+#[test]
+fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
+    let (a, b) = (mock(), mock());
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("usage.spill");
     let mut text = String::new();
     for uid in ["s1", "s2", "s1"] {
-        text.push_str(&serde_json::to_string(&rec(uid)).unwrap());
+        text.push_str(&serde_json::to_string(&spilled(uid, now_ms())).unwrap());
         text.push('\n');
     }
     // A line cut short by a crash mid-write.
@@ -398,6 +407,54 @@ fn spilled_records_from_a_previous_run_are_replayed_once_at_start() {
     let minute_tokens: i64 = conn.query_row("SELECT SUM(total_tokens) FROM usage_minute", [], |r| r.get(0)).unwrap();
     assert_eq!(minute_tokens, 60);
     assert!(!spill.exists() && !gw.dir.path().join("usage.spill.replay").exists(), "the spill file is gone");
+}
+
+#[test]
+fn a_replayed_record_older_than_the_retention_window_counts_in_the_rollups_only() {
+    let (a, b) = (mock(), mock());
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("usage.spill");
+    // Real usage that a previous run could not write for ten days (a data
+    // plane cut off from its admin), with retention at seven days.
+    let ten_days_ago = now_ms() - 10 * 86_400_000;
+    let mut text = String::new();
+    for (uid, ts) in [("old", ten_days_ago), ("new", now_ms())] {
+        text.push_str(&serde_json::to_string(&spilled(uid, ts)).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&spill, text).unwrap();
+    let gw = AdminGateway::start_in(dir, &config(&a.base_url(), &b.base_url(), "[usage]\nretention_days = 7\n"));
+    gw.wait_usage_written(2);
+    let conn = db(&gw);
+    let minute_tokens = |from_ms: u64, to_ms: u64| -> i64 {
+        conn.query_row(
+            "SELECT COALESCE(SUM(total_tokens), 0) FROM usage_minute WHERE minute >= ?1 AND minute < ?2",
+            [(from_ms / 60_000) as i64, (to_ms / 60_000) as i64 + 1],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(minute_tokens(ten_days_ago, ten_days_ago), 30, "the old record is in its own minute's rollup");
+    assert_eq!(minute_tokens(0, now_ms()), 60);
+    // Retention runs right after the replay: the raw row of the old record goes.
+    assert!(eventually(Duration::from_secs(5), || {
+        conn.query_row("SELECT COUNT(*) FROM request_log WHERE uid = 'old'", [], |r| r.get::<_, i64>(0)).unwrap() == 0
+    }));
+    let uids: Vec<String> = conn
+        .prepare("SELECT uid FROM request_log")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(uids, ["new"]);
+    // Reports over the old day read the rollups, so the usage is there.
+    let from = (ten_days_ago / 1000) - 3_600;
+    let to = (ten_days_ago / 1000) + 3_600;
+    let report =
+        gw.call("GET", &format!("/v1/admin/usage?from={from}&to={to}&group_by=org&granularity=total"), None).json();
+    assert_eq!(report["data"][0]["total_tokens"], 30, "{report}");
+    assert_eq!(report["data"][0]["requests"], 1, "{report}");
 }
 
 #[test]
@@ -689,4 +746,43 @@ fn kill_9_under_load_then_restart_leaves_consistent_totals() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     let after: i64 = conn.query_row("SELECT COUNT(*) FROM request_log", [], |r| r.get(0)).unwrap();
     assert_eq!(after, rows + 1);
+}
+
+#[test]
+fn a_client_that_leaves_before_the_answer_cancels_the_upstream_and_is_recorded_client_closed() {
+    leaving_client_under("driver = \"legacy\"");
+    if switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_ok() {
+        leaving_client_under("driver = \"io_uring\"");
+    }
+}
+
+fn leaving_client_under(driver: &str) {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), driver));
+    // Non-streaming: the upstream takes 8 s before its head. Streaming: the
+    // head comes at once, the first token after 8 s (the gateway holds it).
+    let bodies = [
+        r#"{"model":"m1","mock":{"tokens":3,"delay_ms":8000}}"#,
+        r#"{"model":"m1","stream":true,"mock":{"tokens":3,"ttft_ms":8000}}"#,
+    ];
+    for (n, body) in bodies.iter().enumerate() {
+        let mut c = Conn::open(gw.addr);
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+        assert!(eventually(Duration::from_secs(5), || a.requests() == n as u64 + 1), "the upstream got the request");
+        drop(c);
+        // The upstream sees its connection close long before it would answer.
+        assert!(
+            eventually(Duration::from_secs(4), || a.aborted() == n as u64 + 1),
+            "{driver}, request {n}: the upstream request was not cancelled"
+        );
+    }
+    gw.wait_usage_written(2);
+    let rows: Vec<(bool, u16, String, i64)> = db(&gw)
+        .prepare("SELECT stream, status, outcome, total_tokens FROM request_log ORDER BY stream")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, vec![(false, 499, "client_closed".into(), 0), (true, 499, "client_closed".into(), 0)], "{driver}");
 }

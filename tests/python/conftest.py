@@ -90,6 +90,10 @@ name = "cached"
 targets = [{{ upstream = "mock", model = "gpt-4o-mini" }}]
 cache = {{ mode = "deterministic", ttl_ms = 60000 }}
 
+[[models]]
+name = "meta-llama/Llama-3.1-8B"
+targets = [{{ upstream = "mock", model = "gpt-4o-mini" }}]
+
 [[keys]]
 id = "sdk"
 hash = "{key_hash}"

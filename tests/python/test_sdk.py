@@ -49,8 +49,29 @@ def test_streaming_with_usage(client):
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["gpt-4o-mini", "fast", "cached"]
+    assert ids == ["gpt-4o-mini", "fast", "cached", "meta-llama/Llama-3.1-8B"]
     assert client.models.retrieve("fast").id == "fast"
+    # The SDK sends the `/` escaped (`meta-llama%2FLlama-3.1-8B`).
+    assert client.models.retrieve("meta-llama/Llama-3.1-8B").id == "meta-llama/Llama-3.1-8B"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [{"spaced_json": True}, {"line_ending": "crlf"}, {"line_ending": "cr", "spaced_json": True}],
+    ids=["spaced-json", "crlf", "cr-spaced"],
+)
+def test_streams_from_other_servers_iterate_with_choices_0(client, shape):
+    """Python servers (llama-cpp-python, vLLM) write `"choices": []` with
+    spaces; some servers end SSE lines with CRLF or CR. The everyday loop
+    `chunk.choices[0]` must never meet the usage chunk the gateway asked for."""
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
+        extra_body={"mock": {"tokens": 4, **shape}},
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == "word " * 4
 
 
 def test_bad_key_raises_authentication_error(gateway):

@@ -11,6 +11,8 @@ use switchboard_shared::config::{Strategy, MAX_HEADERS_CAP};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
+    /// Answered like GET, without the body.
+    Head,
     Post,
     Other,
 }
@@ -42,6 +44,7 @@ impl Endpoint {
     }
 
     fn from_path(path: &str) -> Endpoint {
+        let path = origin_form(path);
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         match path {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
@@ -51,8 +54,9 @@ impl Endpoint {
             "/healthz" => Endpoint::Healthz,
             "/metrics" => Endpoint::Metrics,
             "/v1/nodes/attach" => Endpoint::NodeAttach,
-            _ => match path.strip_prefix("/v1/models/") {
-                Some(id) if !id.is_empty() && id.len() <= 256 => Endpoint::Model(id.to_string()),
+            _ => match path.strip_prefix("/v1/models/").map(percent_decode) {
+                // SDKs escape the `/` of `org/model` ids (`org%2Fmodel`).
+                Some(id) if !id.is_empty() && id.len() <= MAX_MODEL_ID_BYTES => Endpoint::Model(id),
                 _ => Endpoint::Unknown,
             },
         }
@@ -67,6 +71,55 @@ impl Endpoint {
             _ => None,
         }
     }
+}
+
+/// The longest model id `GET /v1/models/{id}` looks up (decoded).
+pub const MAX_MODEL_ID_BYTES: usize = 256;
+
+/// The path of a request target: an absolute-form target
+/// (`http://host/v1/...`, RFC 9112 §3.2.2, which a server must accept) is
+/// reduced to its path; an origin-form one is returned as is.
+fn origin_form(target: &str) -> &str {
+    let scheme = |s: &str| target.as_bytes().get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes()));
+    let rest = if scheme("http://") {
+        &target[7..]
+    } else if scheme("https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // `http://host` or `http://host?q`: the path is `/`.
+        _ => "/",
+    }
+}
+
+/// `%XX` escapes decoded; a malformed escape, or bytes that do not make
+/// UTF-8, leave the text as it came.
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let decoded = (b[i] == b'%').then(|| Some(hex(*b.get(i + 1)?)? * 16 + hex(*b.get(i + 2)?)?)).flatten();
+        match decoded {
+            Some(v) => {
+                out.push(v as u8);
+                i += 3;
+            }
+            None if b[i] == b'%' => return s.to_string(),
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// What the client presented in `Authorization`.
@@ -170,6 +223,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     };
     let method = match req.method {
         Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
         _ => Method::Other,
     };
@@ -405,6 +459,32 @@ mod tests {
             Endpoint::Model("gpt-4o".into())
         );
         assert_eq!(parse("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().endpoint, Endpoint::Unknown);
+    }
+
+    #[test]
+    fn model_ids_are_percent_decoded() {
+        let model = |target: &str| parse(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap().endpoint;
+        assert_eq!(model("/v1/models/meta-llama%2FLlama-3.1-8B"), Endpoint::Model("meta-llama/Llama-3.1-8B".into()));
+        assert_eq!(model("/v1/models/a%20b%2fc"), Endpoint::Model("a b/c".into()));
+        assert_eq!(model("/v1/models/caf%C3%A9"), Endpoint::Model("café".into()));
+        // Malformed escapes and non-UTF-8 stay as they came.
+        assert_eq!(model("/v1/models/100%"), Endpoint::Model("100%".into()));
+        assert_eq!(model("/v1/models/a%zz"), Endpoint::Model("a%zz".into()));
+        assert_eq!(model("/v1/models/%FF"), Endpoint::Model("%FF".into()));
+        assert_eq!(model(&format!("/v1/models/{}", "%41".repeat(257))), Endpoint::Unknown);
+    }
+
+    #[test]
+    fn absolute_form_targets_are_accepted() {
+        let ep = |target: &str| parse(&format!("POST {target} HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap().endpoint;
+        assert_eq!(ep("http://gw.example/v1/chat/completions"), Endpoint::ChatCompletions);
+        assert_eq!(ep("HTTPS://gw.example:8443/v1/embeddings?x=1"), Endpoint::Embeddings);
+        assert_eq!(ep("http://user@gw/v1/models/org%2Fm"), Endpoint::Model("org/m".into()));
+        assert_eq!(ep("http://gw.example"), Endpoint::Unknown);
+        assert_eq!(ep("http://gw.example?x=/v1/models"), Endpoint::Unknown);
+        assert_eq!(ep("ftp://gw/v1/chat/completions"), Endpoint::Unknown);
+        let h = parse("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!((h.method, h.endpoint), (Method::Head, Endpoint::Healthz));
     }
 
     #[test]

@@ -86,3 +86,50 @@ pub fn is_disconnect(e: &io::Error) -> bool {
             | io::ErrorKind::NotConnected
     )
 }
+
+/// A client connection that can say when its peer has gone, without reading
+/// from it (the bytes of a pipelined request must stay in the socket).
+pub trait PeerClosed {
+    /// Resolves once the peer has closed or reset the connection; never, if
+    /// that cannot be told (the peer sent more bytes, or the stream has no
+    /// socket to look at).
+    fn peer_closed(&self) -> impl std::future::Future<Output = ()>;
+}
+
+impl PeerClosed for monoio::net::TcpStream {
+    async fn peer_closed(&self) {
+        use std::os::fd::AsRawFd;
+        // Bounded: a driver that keeps reporting readiness without data stops
+        // being asked.
+        for _ in 0..64 {
+            if self.readable(false).await.is_err() {
+                return;
+            }
+            let mut byte = 0u8;
+            // SAFETY: recv(2) into one valid byte on our own open socket;
+            // MSG_PEEK leaves the data in place, MSG_DONTWAIT never blocks.
+            let n = unsafe {
+                libc::recv(self.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            };
+            match n {
+                0 => return,
+                n if n > 0 => break,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                        return;
+                    }
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// TLS hides its socket (monoio-rustls gives no access to it): a client on
+/// the TLS listener that leaves is seen at the next write, as mid-stream.
+impl PeerClosed for monoio_rustls::ServerTlsStream<monoio::net::TcpStream> {
+    async fn peer_closed(&self) {
+        std::future::pending::<()>().await
+    }
+}

@@ -184,6 +184,7 @@ impl AdminGateway {
             tls: None,
             node_heartbeat_ms: cfg.admin.unwrap_or_default().node_heartbeat_ms,
             conns: switchboard_adminapi::ConnLimits::default(),
+            sharing: Default::default(),
         };
         let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
         let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
