@@ -150,3 +150,44 @@ fn a_client_that_asked_for_usage_gets_it_even_when_the_upstream_sends_none() {
     let recs = records(&gw);
     assert_eq!(recs.iter().filter(|r| r.3).count(), 2, "the two without upstream usage are marked estimated: {recs:?}");
 }
+
+#[test]
+fn a_whole_answer_without_usage_gets_the_gateways_estimate() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a, &b, ""));
+    let body = r#"{"model":"solo","messages":[{"role":"user","content":"count to five"}],"mock":{"tokens":5,"no_usage":true}}"#;
+    let r = gw.chat(KEY, body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length").map(|n| n.parse::<usize>().unwrap()), Some(r.body.len()));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "word word word word word ");
+    assert_eq!(v["object"], "chat.completion");
+    let usage = &v["usage"];
+    assert_eq!(usage["completion_tokens"], 7, "the reply text at 4 bytes a token: {v}");
+    let prompt = usage["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 0);
+    assert_eq!(usage["total_tokens"], prompt + 7);
+    assert_eq!(v["x_switchboard_estimated"], true);
+    // With the upstream's usage, the answer is relayed byte for byte.
+    let r = gw.chat(KEY, &body.replace(r#","no_usage":true"#, ""));
+    assert!(!r.text().contains("x_switchboard_estimated"));
+    assert_eq!(r.json()["usage"]["completion_tokens"], 5);
+    let recorded = String::from_utf8(a.recorded().last().unwrap().body.clone()).unwrap();
+    assert!(recorded.contains("count to five"));
+    gw.wait_usage_written(2);
+    let recs = records(&gw);
+    assert_eq!(recs.iter().filter(|r| r.3).count(), 1, "{recs:?}");
+    // A text completion too; an answer past the hold bound goes as it came.
+    let mut c = Conn::open(gw.addr);
+    let body = r#"{"model":"solo","prompt":"x","mock":{"tokens":2,"no_usage":true}}"#;
+    c.send(&request("POST", "/v1/completions", Some(KEY), body, &[]));
+    let r = c.response();
+    assert_eq!(r.json()["usage"]["completion_tokens"], 3, "{}", r.text());
+    let big = gw.chat(
+        KEY,
+        r#"{"model":"solo","messages":[{"role":"user","content":"x"}],"mock":{"tokens":60000,"no_usage":true}}"#,
+    );
+    assert_eq!(big.status, 200);
+    assert!(big.body.len() > switchboard_dataplane::proxy::HOLD_MAX_BYTES);
+    assert_eq!(big.json()["usage"], serde_json::Value::Null, "relayed as the upstream wrote it");
+}
