@@ -616,7 +616,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                     Ok((range, next)) => {
                         next_start = Some(next);
                         let body = &rbuf[range];
-                        match scan(body) {
+                        match scan(body).and_then(|f| crate::validate::check(&head.endpoint, &f.checks).map(|()| f)) {
                             Err(e) => Outcome::Error(e),
                             Ok(fields) => match route::resolve(&snapshot, key, &fields.model) {
                                 Err(e) => Outcome::Error(e),

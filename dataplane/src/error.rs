@@ -94,6 +94,12 @@ impl GatewayError {
         Self::new(400, INVALID, Some("invalid_value"), message).with_param(param)
     }
 
+    /// A request parameter that breaks OpenAI's contract, with OpenAI's code
+    /// (`empty_array`, `integer_below_min_value`, ...) and message.
+    pub fn invalid_param(param: impl Into<Cow<'static, str>>, code: &'static str, message: String) -> Self {
+        Self::new(400, INVALID, Some(code), message).with_param(param)
+    }
+
     pub fn missing_param(param: &'static str) -> Self {
         Self::new(400, INVALID, Some("missing_required_parameter"), format!("Missing required parameter: '{param}'."))
             .with_param(param)

@@ -6,7 +6,7 @@
 //! | phase        | module                         |
 //! |--------------|--------------------------------|
 //! | accept       | [`server`]                     |
-//! | parse        | [`http::head`], [`conn`] (body), [`request`] (fields) |
+//! | parse        | [`http::head`], [`conn`] (body), [`request`] (fields), [`validate`] (OpenAI's checks) |
 //! | authenticate | [`auth`]                       |
 //! | route        | [`route`]                      |
 //! | admit        | [`policy`] (rate limits, quotas) |
@@ -45,6 +45,7 @@ pub mod supervise;
 pub mod tls;
 pub mod upstream;
 pub mod usage;
+pub mod validate;
 pub mod worker;
 
 pub use server::{start, start_with, ServerHandle};

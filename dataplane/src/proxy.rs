@@ -418,52 +418,13 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
     let keep_alive = req.client_keep_alive && !close_delimited;
 
     let out = &mut bufs.out;
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_dec(out, head.status as u64);
-    out.push(b' ');
-    out.extend_from_slice(reason(head.status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if let Some(ct) = &head.content_type {
-        out.extend_from_slice(b"content-type: ");
-        out.extend_from_slice(ct);
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(ra) = &head.retry_after {
-        out.extend_from_slice(b"retry-after: ");
-        out.extend_from_slice(ra);
-        out.extend_from_slice(b"\r\n");
-    }
-    if head.event_stream {
-        out.extend_from_slice(b"cache-control: no-cache\r\n");
-    }
-    out.extend_from_slice(b"x-request-id: ");
-    out.extend_from_slice(req.request_id);
-    out.extend_from_slice(b"\r\nx-switchboard-route: ");
-    out.extend_from_slice(served.route.as_bytes());
-    out.extend_from_slice(b"\r\nx-switchboard-target: ");
-    out.extend_from_slice(served.target.as_bytes());
-    out.extend_from_slice(b"\r\nx-switchboard-attempts: ");
-    push_dec(out, served.attempts as u64);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(req.extra_headers);
-    match framing {
-        BodyFraming::None => out.extend_from_slice(b"content-length: 0\r\n"),
-        BodyFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            push_dec(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        _ if client_chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if req.client_http10 {
-        // HTTP/1.0 closes unless told the connection stays.
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let client_body = match framing {
+        BodyFraming::None => ClientBody::Length(0),
+        BodyFraming::Length(n) => ClientBody::Length(n),
+        _ if client_chunked => ClientBody::Chunked,
+        _ => ClientBody::CloseDelimited,
+    };
+    render_head(out, &head, req, served, client_body, keep_alive);
 
     let r = &mut bufs.up_r;
     let mut pos = head.head_len;
@@ -493,6 +454,13 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
     // The upstream closed after `[DONE]`: the stream is over, the connection is not reused.
     let mut gone_after_done = false;
     let mut filtered = Vec::new();
+    // A whole (non-streaming) generation is held until it is complete (up to
+    // `HOLD_MAX_BYTES`), so that an answer without `usage` can be given the
+    // gateway's estimate before it goes out, as OpenAI always reports usage.
+    let mut held: Option<Vec<u8>> =
+        (generation && !head.event_stream && head.status == 200 && framing != BodyFraming::None).then(Vec::new);
+    // The response went out whole with a length of its own (a held body).
+    let mut sent_whole = false;
     tally.captured = (req.capture.is_some() && head.status == 200 && !head.event_stream).then(Vec::new);
     // Whether any byte went to the client. Until then (the head is held
     // until the first body bytes, a stream's until its first token) a failure
@@ -620,7 +588,32 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
             unfinished =
                 Some(GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name)));
         }
-        if client_chunked {
+        // Held: keep the bytes back; past the bound, let them go as they came.
+        let mut released: Option<Vec<u8>> = None;
+        if let Some(h) = held.as_mut() {
+            h.extend_from_slice(payload);
+            if done {
+                let body = with_owed_usage(std::mem::take(h), &tally.reply, req);
+                out.clear();
+                render_head(out, &head, req, served, ClientBody::Length(body.len() as u64), req.client_keep_alive);
+                out.extend_from_slice(&body);
+                if let Some(kept) = tally.captured.as_mut() {
+                    kept.clear();
+                    kept.extend_from_slice(&body);
+                }
+                held = None;
+                sent_whole = true;
+            } else if h.len() > HOLD_MAX_BYTES {
+                released = held.take();
+            }
+        }
+        let payload: &[u8] = match &released {
+            Some(all) => all,
+            None => payload,
+        };
+        if held.is_some() || sent_whole {
+            // Nothing to frame now: the held body goes out whole, above.
+        } else if client_chunked {
             push_chunk(out, payload);
             if done {
                 if let Some(err) = &unfinished {
@@ -641,7 +634,7 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
         }
         // Hold the head until there is body to send with it (or the body is whole).
         let something = sent || done || !payload.is_empty();
-        if gate.is_none() && !out.is_empty() && something {
+        if gate.is_none() && held.is_none() && !out.is_empty() && something {
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
                 tally.outcome = Outcome::ClientClosed;
@@ -714,10 +707,105 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
     if head.keep_alive && !surplus && framing != BodyFraming::Close {
         ctx.pool.borrow_mut().put(&up.pool_key, conn, up.pool_max_idle, up.pool_idle_timeout);
     }
+    if sent_whole {
+        return ProxyOutcome::Done { keep_alive: req.client_keep_alive };
+    }
     if close_delimited {
         return ProxyOutcome::Aborted;
     }
     ProxyOutcome::Done { keep_alive }
+}
+
+/// The most of a whole generation held back to add the usage it lacks; a
+/// larger answer goes out as it comes, as the upstream wrote it.
+pub const HOLD_MAX_BYTES: usize = 256 * 1024;
+
+/// How the client's response body is framed.
+#[derive(Clone, Copy)]
+enum ClientBody {
+    Length(u64),
+    Chunked,
+    CloseDelimited,
+}
+
+/// The response head for the client: the upstream's status and content type,
+/// what served it, and the body's framing.
+fn render_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    req: &ProxyRequest<'_>,
+    served: &Served<'_>,
+    body: ClientBody,
+    keep_alive: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(out, head.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(head.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(ct) = &head.content_type {
+        out.extend_from_slice(b"content-type: ");
+        out.extend_from_slice(ct);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(ra) = &head.retry_after {
+        out.extend_from_slice(b"retry-after: ");
+        out.extend_from_slice(ra);
+        out.extend_from_slice(b"\r\n");
+    }
+    if head.event_stream {
+        out.extend_from_slice(b"cache-control: no-cache\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(req.request_id);
+    out.extend_from_slice(b"\r\nx-switchboard-route: ");
+    out.extend_from_slice(served.route.as_bytes());
+    out.extend_from_slice(b"\r\nx-switchboard-target: ");
+    out.extend_from_slice(served.target.as_bytes());
+    out.extend_from_slice(b"\r\nx-switchboard-attempts: ");
+    push_dec(out, served.attempts as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.extra_headers);
+    match body {
+        ClientBody::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_dec(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        ClientBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ClientBody::CloseDelimited => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if req.client_http10 {
+        // HTTP/1.0 closes unless told the connection stays.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A whole generation's body, with the gateway's usage estimate added when
+/// the upstream reported none (OpenAI always does): `usage` with prompt,
+/// completion and total tokens, and `x_switchboard_estimated: true`. A body
+/// that is not a JSON object goes as it is.
+fn with_owed_usage(body: Vec<u8>, reply: &crate::usage::scan::UsageScan, req: &ProxyRequest<'_>) -> Vec<u8> {
+    if reply.reported() {
+        return body;
+    }
+    let mut v = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) if v.is_object() => v,
+        _ => return body,
+    };
+    let (prompt, completion, total, _) = token_counts(reply, req.body, false);
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "usage".into(),
+            serde_json::json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}),
+        );
+        o.insert("x_switchboard_estimated".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::to_vec(&v).unwrap_or(body)
 }
 
 /// The upstream failed after the response started. A stream gets an SSE

@@ -7,6 +7,7 @@
 //! alias splices the upstream model name over the `model` value's bytes.
 
 use crate::error::GatewayError;
+use crate::validate::{Checks, Messages};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -28,6 +29,8 @@ pub struct BodyFields<'a> {
     pub max_tokens: Option<u64>,
     /// `temperature` is given and zero (a deterministic answer is asked for).
     pub temperature_zero: bool,
+    /// What OpenAI's request checks read ([`crate::validate::check`]).
+    pub checks: Checks<'a>,
 }
 
 #[derive(Default)]
@@ -38,6 +41,11 @@ struct Raw<'a> {
     max_tokens: Option<&'a RawValue>,
     max_completion_tokens: Option<&'a RawValue>,
     temperature: Option<&'a RawValue>,
+    top_p: Option<&'a RawValue>,
+    n: Option<&'a RawValue>,
+    prompt: Option<&'a RawValue>,
+    input: Option<&'a RawValue>,
+    messages: Option<Messages>,
 }
 
 enum Field {
@@ -47,6 +55,11 @@ enum Field {
     MaxTokens,
     MaxCompletionTokens,
     Temperature,
+    TopP,
+    N,
+    Prompt,
+    Input,
+    Messages,
     Other,
 }
 
@@ -66,6 +79,11 @@ impl<'de> Deserialize<'de> for Field {
                     "max_tokens" => Field::MaxTokens,
                     "max_completion_tokens" => Field::MaxCompletionTokens,
                     "temperature" => Field::Temperature,
+                    "top_p" => Field::TopP,
+                    "n" => Field::N,
+                    "prompt" => Field::Prompt,
+                    "input" => Field::Input,
+                    "messages" => Field::Messages,
                     _ => Field::Other,
                 })
             }
@@ -92,6 +110,18 @@ impl<'de> Deserialize<'de> for Raw<'de> {
                         Field::MaxTokens => (&mut raw.max_tokens, "max_tokens"),
                         Field::MaxCompletionTokens => (&mut raw.max_completion_tokens, "max_completion_tokens"),
                         Field::Temperature => (&mut raw.temperature, "temperature"),
+                        Field::TopP => (&mut raw.top_p, "top_p"),
+                        Field::N => (&mut raw.n, "n"),
+                        Field::Prompt => (&mut raw.prompt, "prompt"),
+                        Field::Input => (&mut raw.input, "input"),
+                        Field::Messages => {
+                            if raw.messages.is_some() {
+                                return Err(de::Error::custom("duplicate field `messages`"));
+                            }
+                            // Walked here, once: each role read, the rest skipped.
+                            raw.messages = Some(map.next_value::<Messages>()?);
+                            continue;
+                        }
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -245,11 +275,30 @@ pub fn scan(body: &[u8]) -> Result<BodyFields<'_>, GatewayError> {
         ),
         None => None,
     };
-    // Validated by the upstream; the gateway only reads it for token limits.
+    // Ranges are checked by `validate::check`; token limits read the value.
     let number = |v: Option<&RawValue>| v.and_then(|v| v.get().parse::<u64>().ok());
     let max_tokens = number(raw.max_completion_tokens).or(number(raw.max_tokens));
     let temperature_zero = raw.temperature.and_then(|v| v.get().parse::<f64>().ok()) == Some(0.0);
-    Ok(BodyFields { model, model_span, stream, include_usage, stream_options_span, max_tokens, temperature_zero })
+    let checks = Checks {
+        messages: raw.messages,
+        prompt: raw.prompt,
+        input: raw.input,
+        n: raw.n,
+        temperature: raw.temperature,
+        top_p: raw.top_p,
+        max_tokens: raw.max_tokens,
+        max_completion_tokens: raw.max_completion_tokens,
+    };
+    Ok(BodyFields {
+        model,
+        model_span,
+        stream,
+        include_usage,
+        stream_options_span,
+        max_tokens,
+        temperature_zero,
+        checks,
+    })
 }
 
 /// Where `part` (borrowed from `body`) lies in it.

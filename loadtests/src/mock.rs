@@ -115,7 +115,8 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    fn over(self, base: &Behaviour) -> Behaviour {
+    /// This behaviour, with unset fields taken from `base`.
+    pub fn over(self, base: &Behaviour) -> Behaviour {
         Behaviour {
             status: self.status.or(base.status),
             delay_ms: self.delay_ms.or(base.delay_ms),

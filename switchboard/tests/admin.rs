@@ -38,10 +38,13 @@ fn setup(gw: &AdminGateway, base_url: &str) -> String {
 fn a_key_created_through_the_api_works_on_the_next_request() {
     let up = mock();
     let gw = AdminGateway::start(&empty_config());
-    assert_eq!(gw.chat("sk-sb-nothing-yet", r#"{"model":"m"}"#).status, 401);
+    assert_eq!(
+        gw.chat("sk-sb-nothing-yet", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status,
+        401
+    );
     let secret = setup(&gw, &up.base_url());
     assert!(secret.starts_with("sk-sb-") && secret.len() == 70);
-    let r = gw.chat(&secret, r#"{"model":"m"}"#);
+    let r = gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     // The provider key from the API is what the upstream sees.
     assert_eq!(up.recorded()[0].header("authorization"), Some(format!("Bearer {PROVIDER_SECRET}").as_str()));
@@ -97,13 +100,13 @@ fn revoke_rotate_and_expiry_apply_to_the_next_request() {
 
     let r = gw.call("POST", &format!("/v1/admin/keys/{id}/rotate"), None);
     let rotated = r.json()["key_secret"].as_str().unwrap().to_string();
-    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 401);
-    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 401);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 
     gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": 1})));
-    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 401);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 401);
     gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": null})));
-    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 
     // A key may only name models that exist; then it may use only those.
     let r = gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"models": ["other"]})));
@@ -111,13 +114,13 @@ fn revoke_rotate_and_expiry_apply_to_the_next_request() {
     gw.call("POST", "/v1/admin/routes", Some(&json!({"name": "m2", "targets": [{"provider": "mock"}]})));
     let r = gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"models": ["m2"]})));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 404);
-    assert_eq!(gw.chat(&rotated, r#"{"model":"m2"}"#).status, 200);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 404);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m2","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"models": ["*"]})));
 
     let r = gw.call("POST", &format!("/v1/admin/keys/{id}/revoke"), None);
     assert_eq!(r.json()["enabled"], false);
-    assert_eq!(gw.chat(&rotated, r#"{"model":"m"}"#).status, 401);
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 401);
 }
 
 #[test]
@@ -213,7 +216,7 @@ fn data_survives_a_restart() {
     let dir = gw.stop();
     let gw = AdminGateway::start_in(dir, &empty_config());
     assert_eq!(gw.call("GET", "/v1/admin/orgs/acme", None).status, 200);
-    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 }
 
 #[test]
@@ -221,7 +224,7 @@ fn seeding_the_same_file_twice_changes_nothing() {
     let up = mock();
     let cfg = basic_config(&up.base_url(), "");
     let gw = AdminGateway::start(&cfg);
-    assert_eq!(gw.chat(KEY, r#"{"model":"alias"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"alias","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let spec = switchboard_shared::Config::parse(&cfg).unwrap().routing();
     let v = gw.state.current().version;
     assert_eq!(gw.state.seed(&spec).unwrap(), 0);
@@ -233,7 +236,7 @@ fn seeding_the_same_file_twice_changes_nothing() {
     let spec2 =
         switchboard_shared::Config::parse(&cfg.replace("name = \"alias\"", "name = \"alias2\"")).unwrap().routing();
     assert_eq!(gw.state.seed(&spec2).unwrap(), 1);
-    assert_eq!(gw.chat(KEY, r#"{"model":"alias2"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"alias2","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 }
 
 #[test]
@@ -256,7 +259,7 @@ fn a_route_change_moves_the_next_request_and_fails_none_under_load() {
                     "POST",
                     "/v1/chat/completions",
                     Some(&secret),
-                    r#"{"model":"m","mock":{"tokens":2}}"#,
+                    r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":2}}"#,
                     &[],
                 ));
                 let r = c.response();
@@ -280,7 +283,7 @@ fn a_route_change_moves_the_next_request_and_fails_none_under_load() {
     // The last change pointed at `mock` (A): the very next request goes there.
     let (na, nb) = (a.requests(), b.requests());
     assert!(nb > 0);
-    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     assert_eq!((a.requests(), b.requests()), (na + 1, nb));
 }
 
@@ -403,7 +406,7 @@ fn a_locked_database_gives_503_changes_nothing_and_the_data_plane_keeps_serving(
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let r = gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "blocked"})));
     assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("storage_unavailable")));
-    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     other.execute_batch("ROLLBACK").unwrap();
     assert_eq!(gw.call("GET", "/v1/admin/orgs/blocked", None).status, 404);
     assert_eq!(gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "blocked"}))).status, 201);
@@ -419,10 +422,10 @@ fn with_a_server_hash_key_keys_and_tokens_are_stored_as_hmacs() {
     // The seed file's key must be hashed with the same key.
     let cfg = basic_config(&up.base_url(), "").replace(&key_hash(KEY), &hasher.hash_str(KEY.as_bytes()));
     let gw = AdminGateway::start_with(tempfile::tempdir().unwrap(), &cfg, hasher.clone());
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "default", "name": "api-made"})));
     let secret = r.json()["key_secret"].as_str().unwrap().to_string();
-    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let db = rusqlite::Connection::open(&gw.db_path).unwrap();
     let hashes: Vec<String> = db
         .prepare("SELECT hash FROM api_keys UNION ALL SELECT hash FROM admin_tokens")
@@ -449,7 +452,7 @@ fn target_health_is_visible_to_admins() {
     gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "down", "base_url": format!("http://127.0.0.1:{}/v1", dead_port()), "eject_after_failures": 1})));
     gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"targets": [{"provider": "down"}, {"provider": "mock"}]})));
     for _ in 0..3 {
-        assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+        assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     }
     let list = gw.call("GET", "/v1/admin/targets", None).json();
     let by_name = |n: &str| list["data"].as_array().unwrap().iter().find(|t| t["name"] == n).cloned().unwrap();
@@ -469,7 +472,7 @@ fn provider_secrets_are_encrypted_at_rest_with_a_key_outside_the_database() {
     let secret = setup(&gw, &up.base_url());
     gw.call("PATCH", "/v1/admin/providers/mock", Some(&json!({"headers": {"x-tenant": "tenant-secret-value-42"}})));
     // The key still works end to end (decrypted for the data plane)...
-    assert_eq!(gw.chat(&secret, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(&secret, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     assert_eq!(up.recorded()[0].header("authorization"), Some(format!("Bearer {PROVIDER_SECRET}").as_str()));
     // ...but no byte of the database, its WAL included, holds it.
     let mut raw = Vec::new();

@@ -95,7 +95,7 @@ fn a_streaming_request_gets_the_stored_answer_replayed_as_sse() {
 fn entries_expire_after_the_route_ttl() {
     let up = mock();
     let gw = Gateway::start(&config(&up.base_url(), r#"{ mode = "always", ttl_ms = 150 }"#, ""));
-    let body = r#"{"model":"m","messages":[]}"#;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(gw.chat(body).header("x-switchboard-cache"), Some("miss"));
     assert_eq!(gw.chat(body).header("x-switchboard-cache"), Some("hit"));
     std::thread::sleep(Duration::from_millis(250));
@@ -153,13 +153,13 @@ fn cache_control_no_cache_bypasses_but_stores_and_no_store_does_neither() {
 fn deterministic_mode_caches_temperature_zero_only_and_errors_never() {
     let up = mock();
     let gw = Gateway::start(&config(&up.base_url(), r#"{ mode = "deterministic" }"#, ""));
-    let cold = r#"{"model":"m","temperature":0.7,"messages":[]}"#;
+    let cold = r#"{"model":"m","temperature":0.7,"messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(gw.chat(cold).header("x-switchboard-cache"), Some("bypass"));
     assert_eq!(gw.chat(cold).header("x-switchboard-cache"), Some("bypass"));
-    let zero = r#"{"model":"m","temperature":0,"messages":[]}"#;
+    let zero = r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(gw.chat(zero).header("x-switchboard-cache"), Some("miss"));
     assert_eq!(gw.chat(zero).header("x-switchboard-cache"), Some("hit"));
-    let failing = r#"{"model":"m","temperature":0,"messages":[],"mock":{"status":500}}"#;
+    let failing = r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"mock":{"status":500}}"#;
     assert_eq!(gw.chat(failing).status, 500);
     let r = gw.chat(failing);
     assert_eq!((r.status, r.header("x-switchboard-cache")), (500, Some("miss")), "errors are never cached");

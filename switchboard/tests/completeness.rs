@@ -46,8 +46,10 @@ fn done_without_a_finish_reason_is_a_truncated_generation_never_a_clean_end() {
     let (a, b) = (mock(), mock());
     let gw = AdminGateway::start(&config(&a, &b, ""));
     // Tokens reached the client, then `[DONE]` with no finish_reason.
-    let r =
-        gw.chat(KEY, r#"{"model":"solo","stream":true,"mock":{"tokens":4,"interval_ms":2,"no_finish_reason":true}}"#);
+    let r = gw.chat(
+        KEY,
+        r#"{"model":"solo","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":4,"interval_ms":2,"no_finish_reason":true}}"#,
+    );
     assert_eq!(r.status, 200);
     let events = sse_data(&r.body);
     assert_eq!(events.iter().filter(|e| e.contains("word")).count(), 4, "what was generated is relayed");
@@ -65,7 +67,7 @@ fn done_without_a_finish_reason_is_a_truncated_generation_never_a_clean_end() {
 fn a_truncation_before_the_first_token_fails_over() {
     let (a, b) = (mock(), mock());
     let gw = Gateway::start(&config(&a, &b, r#"headers = { "x-mock" = '{"tokens":0,"no_finish_reason":true}' }"#));
-    let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3}}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3}}"#);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchboard-target"), Some("b"), "{}", r.text());
     let events = sse_data(&r.body);
@@ -80,7 +82,7 @@ fn done_then_a_close_is_a_normal_end() {
     let gw = AdminGateway::start(&config(&a, &b, ""));
     for interval in [0, 2] {
         let body = format!(
-            r#"{{"model":"solo","stream":true,"mock":{{"tokens":3,"interval_ms":{interval},"done_then_close":true}}}}"#
+            r#"{{"model":"solo","messages":[{{"role":"user","content":"hi"}}],"stream":true,"mock":{{"tokens":3,"interval_ms":{interval},"done_then_close":true}}}}"#
         );
         let r = gw.chat(KEY, &body);
         assert_eq!(r.status, 200);
@@ -96,13 +98,13 @@ fn done_then_a_close_is_a_normal_end() {
 fn a_stream_without_done_that_finished_gets_done_from_the_gateway() {
     let (a, b) = (mock(), mock());
     let gw = Gateway::start(&config(&a, &b, ""));
-    let r = gw.chat(r#"{"model":"solo","stream":true,"mock":{"tokens":3,"skip_done":true,"interval_ms":1}}"#);
+    let r = gw.chat(r#"{"model":"solo","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3,"skip_done":true,"interval_ms":1}}"#);
     let events = sse_data(&r.body);
     assert!(events.iter().any(|e| e.contains("\"finish_reason\":\"stop\"")));
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
     // Neither `[DONE]` nor a finish_reason: an error, as before.
     let r = gw.chat(
-        r#"{"model":"solo","stream":true,"mock":{"tokens":3,"skip_done":true,"no_finish_reason":true,"interval_ms":1}}"#,
+        r#"{"model":"solo","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3,"skip_done":true,"no_finish_reason":true,"interval_ms":1}}"#,
     );
     let events = sse_data(&r.body);
     assert!(json(events.last().unwrap())["error"]["message"].as_str().unwrap().contains("without [DONE]"));
@@ -112,7 +114,7 @@ fn a_stream_without_done_that_finished_gets_done_from_the_gateway() {
 fn an_upstream_known_to_omit_finish_reason_can_opt_out() {
     let (a, b) = (mock(), mock());
     let gw = Gateway::start(&config(&a, &b, "require_finish_reason = false"));
-    let r = gw.chat(r#"{"model":"solo","stream":true,"mock":{"tokens":3,"interval_ms":1,"no_finish_reason":true}}"#);
+    let r = gw.chat(r#"{"model":"solo","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3,"interval_ms":1,"no_finish_reason":true}}"#);
     let events = sse_data(&r.body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
 }
@@ -139,8 +141,7 @@ fn a_client_that_asked_for_usage_gets_it_even_when_the_upstream_sends_none() {
         assert_eq!(usage["x_switchboard_estimated"], true);
     }
     // An upstream that sends usage: the client gets the upstream's, once.
-    let r =
-        gw.chat(KEY, r#"{"model":"solo","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":5}}"#);
+    let r = gw.chat(KEY, r#"{"model":"solo","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":5}}"#);
     let events = sse_data(&r.body);
     let usage: Vec<_> = events.iter().filter(|e| e.contains("\"usage\"")).collect();
     assert_eq!(usage.len(), 1);
@@ -148,4 +149,45 @@ fn a_client_that_asked_for_usage_gets_it_even_when_the_upstream_sends_none() {
     gw.wait_usage_written(3);
     let recs = records(&gw);
     assert_eq!(recs.iter().filter(|r| r.3).count(), 2, "the two without upstream usage are marked estimated: {recs:?}");
+}
+
+#[test]
+fn a_whole_answer_without_usage_gets_the_gateways_estimate() {
+    let (a, b) = (mock(), mock());
+    let gw = AdminGateway::start(&config(&a, &b, ""));
+    let body = r#"{"model":"solo","messages":[{"role":"user","content":"count to five"}],"mock":{"tokens":5,"no_usage":true}}"#;
+    let r = gw.chat(KEY, body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length").map(|n| n.parse::<usize>().unwrap()), Some(r.body.len()));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "word word word word word ");
+    assert_eq!(v["object"], "chat.completion");
+    let usage = &v["usage"];
+    assert_eq!(usage["completion_tokens"], 7, "the reply text at 4 bytes a token: {v}");
+    let prompt = usage["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 0);
+    assert_eq!(usage["total_tokens"], prompt + 7);
+    assert_eq!(v["x_switchboard_estimated"], true);
+    // With the upstream's usage, the answer is relayed byte for byte.
+    let r = gw.chat(KEY, &body.replace(r#","no_usage":true"#, ""));
+    assert!(!r.text().contains("x_switchboard_estimated"));
+    assert_eq!(r.json()["usage"]["completion_tokens"], 5);
+    let recorded = String::from_utf8(a.recorded().last().unwrap().body.clone()).unwrap();
+    assert!(recorded.contains("count to five"));
+    gw.wait_usage_written(2);
+    let recs = records(&gw);
+    assert_eq!(recs.iter().filter(|r| r.3).count(), 1, "{recs:?}");
+    // A text completion too; an answer past the hold bound goes as it came.
+    let mut c = Conn::open(gw.addr);
+    let body = r#"{"model":"solo","prompt":"x","mock":{"tokens":2,"no_usage":true}}"#;
+    c.send(&request("POST", "/v1/completions", Some(KEY), body, &[]));
+    let r = c.response();
+    assert_eq!(r.json()["usage"]["completion_tokens"], 3, "{}", r.text());
+    let big = gw.chat(
+        KEY,
+        r#"{"model":"solo","messages":[{"role":"user","content":"x"}],"mock":{"tokens":60000,"no_usage":true}}"#,
+    );
+    assert_eq!(big.status, 200);
+    assert!(big.body.len() > switchboard_dataplane::proxy::HOLD_MAX_BYTES);
+    assert_eq!(big.json()["usage"], serde_json::Value::Null, "relayed as the upstream wrote it");
 }

@@ -214,7 +214,7 @@ fn extreme_values_in_admin_bodies_queries_and_usage_never_panic_or_5xx_and_start
         let r = gw.call("PUT", path, Some(&json!({})));
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
-    let r = gw.chat(KEY, r#"{"model":"m"}"#);
+    let r = gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
 
     // And the admin starts again on what is in the database.
@@ -222,5 +222,5 @@ fn extreme_values_in_admin_bodies_queries_and_usage_never_panic_or_5xx_and_start
     let gw = AdminGateway::start_in(dir, &cfg);
     let r = gw.call("GET", "/v1/admin/usage?from=0&granularity=total", None);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 }

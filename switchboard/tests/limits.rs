@@ -22,11 +22,11 @@ fn chat_with(gw: &Gateway, key: Option<&str>, body: &str) -> Response {
 #[test]
 fn authentication_errors() {
     let (up, gw) = gateway("");
-    let r = chat_with(&gw, None, r#"{"model":"m"}"#);
+    let r = chat_with(&gw, None, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 401);
     let e = r.error();
     assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("invalid_request_error"), Some("invalid_api_key")));
-    let r = chat_with(&gw, Some("sk-wrong"), r#"{"model":"m"}"#);
+    let r = chat_with(&gw, Some("sk-wrong"), r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!((r.status, r.error()["code"].as_str()), (401, Some("invalid_api_key")));
     let mut c = gw.conn();
     c.send(&request("GET", "/v1/models", None, "", &[("Authorization", "Basic abc")]));
@@ -43,13 +43,23 @@ fn body_errors_name_the_field() {
         (r#"[1,2]"#, 400, "invalid_json", None),
         (r#"{"messages":[]}"#, 400, "missing_required_parameter", Some("model")),
         (r#"{"model":42}"#, 400, "invalid_type", Some("model")),
-        (r#"{"model":"m","stream":"yes"}"#, 400, "invalid_type", Some("stream")),
-        (r#"{"model":"m","stream_options":[]}"#, 400, "invalid_type", Some("stream_options")),
-        (r#"{"model":"m","model":"m"}"#, 400, "invalid_json", None),
-        (r#"{"model":"gpt-nope"}"#, 404, "model_not_found", Some("model")),
-        (r#"{"model":"\ud800"}"#, 400, "invalid_value", Some("model")),
         (
-            r#"{"model":"m","stream_options":{"include_usage":true,"include_usage":false}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":"yes"}"#,
+            400,
+            "invalid_type",
+            Some("stream"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":[]}"#,
+            400,
+            "invalid_type",
+            Some("stream_options"),
+        ),
+        (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"model":"m"}"#, 400, "invalid_json", None),
+        (r#"{"model":"gpt-nope","messages":[{"role":"user","content":"hi"}]}"#, 404, "model_not_found", Some("model")),
+        (r#"{"model":"\ud800","messages":[{"role":"user","content":"hi"}]}"#, 400, "invalid_value", Some("model")),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true,"include_usage":false}}"#,
             400,
             "invalid_json",
             Some("stream_options.include_usage"),
@@ -70,12 +80,18 @@ fn body_errors_name_the_field() {
 fn error_texts_say_what_is_wrong_and_echo_little() {
     let (up, gw) = gateway("");
     let msg = |body: &str| chat_with(&gw, Some(KEY), body).error()["message"].as_str().unwrap().to_string();
-    let m = msg(r#"{"model":"\ud800"}"#);
+    let m = msg(r#"{"model":"\ud800","messages":[{"role":"user","content":"hi"}]}"#);
     assert!(m.contains("not valid Unicode") && !m.contains("expected a string"), "{m}");
-    let m = msg(r#"{"model":"m","stream_options":{"include_usage":true,"include_usage":true}}"#);
+    let m = msg(
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true,"include_usage":true}}"#,
+    );
     assert!(m.contains("duplicate field `include_usage`") && !m.contains("boolean"), "{m}");
     // A 100,000-character model name is not echoed whole.
-    let r = chat_with(&gw, Some(KEY), &format!(r#"{{"model":"{}"}}"#, "x".repeat(100_000)));
+    let r = chat_with(
+        &gw,
+        Some(KEY),
+        &format!(r#"{{"model":"{}","messages":[{{"role":"user","content":"hi"}}]}}"#, "x".repeat(100_000)),
+    );
     assert_eq!(r.status, 404);
     assert!(r.body.len() < 1024, "{} bytes", r.body.len());
     assert!(r.error()["message"].as_str().unwrap().contains("x…`"));
@@ -136,7 +152,8 @@ fn oversized_bodies_get_413_without_being_read() {
     }
     assert_eq!(c.response().status, 413);
     // Exactly at the limit is fine.
-    let body = format!(r#"{{"model":"m","pad":"{}"}}"#, "a".repeat(4096 - 22));
+    let body =
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"pad":"{}"}}"#, "a".repeat(4096 - 66));
     assert_eq!(body.len(), 4096);
     assert_eq!(chat_with(&gw, Some(KEY), &body).status, 200);
     assert_eq!(up.requests(), 1);
@@ -157,7 +174,7 @@ fn smuggling_shapes_get_400_and_a_closed_connection() {
     for head in bad_heads {
         let mut c = gw.conn();
         c.send(head.as_bytes());
-        c.send(br#"{"model":"m"}"#);
+        c.send(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         let r = c.response();
         assert_eq!(r.status, 400, "{head:?}");
         assert_eq!(r.error()["type"], "invalid_request_error");
@@ -230,7 +247,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         "POST",
         "/v1/chat/completions",
         Some(KEY),
-        r#"{"model":"m","stream":true,"mock":{"tokens":200000}}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":200000}}"#,
         &[],
     ));
     let (status, _) = c.head();
@@ -238,7 +255,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     // Never read again: the gateway's write stalls, times out, and it drops
     // both sides (the mock's own write then fails).
     assert!(eventually(Duration::from_secs(15), || up.aborted() == 1), "the stalled stream was not dropped");
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200, "the gateway keeps serving");
 }
 

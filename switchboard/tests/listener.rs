@@ -32,7 +32,13 @@ fn chats(addr: std::net::SocketAddr, n: usize) -> usize {
     (0..n)
         .filter(|_| {
             let mut c = Conn::open(addr);
-            c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+            c.send(&request(
+                "POST",
+                "/v1/chat/completions",
+                Some(KEY),
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                &[],
+            ));
             c.response().status == 200
         })
         .count()

@@ -58,7 +58,7 @@ fn the_listener_serves_https_and_reloads_its_certificate() {
 
     let mut old = connect(gw.addr, &first.ca_pem).expect("handshake with the first certificate");
     assert_eq!(old.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (status, body) = call(&mut old, r#"{"model":"m"}"#);
+    let (status, body) = call(&mut old, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(status, 200, "{body}");
 
     // Plain HTTP on the TLS port gets no HTTP answer (a TLS alert, then close).
@@ -85,9 +85,9 @@ fn the_listener_serves_https_and_reloads_its_certificate() {
     );
     assert!(connect(gw.addr, &first.ca_pem).is_err(), "new handshakes use the new certificate");
     // The connection made before the rotation keeps working.
-    assert_eq!(call(&mut old, r#"{"model":"m"}"#).0, 200);
+    assert_eq!(call(&mut old, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).0, 200);
     let mut new = connect(gw.addr, &second.ca_pem).unwrap();
-    assert_eq!(call(&mut new, r#"{"model":"m","stream":false}"#).0, 200);
+    assert_eq!(call(&mut new, r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false}"#).0, 200);
 }
 
 #[test]

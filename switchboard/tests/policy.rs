@@ -58,7 +58,7 @@ fn an_rpm_limit_admits_exactly_n_from_every_worker_at_once() {
             s.spawn(move || {
                 // A connection each: the kernel spreads them over both workers.
                 for _ in 0..15 {
-                    let r = gw.chat(r#"{"model":"m"}"#);
+                    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
                     match r.status {
                         200 => {
                             ok.fetch_add(1, Ordering::SeqCst);
@@ -110,7 +110,7 @@ fn token_limits_reserve_up_front_and_reconcile_with_usage() {
     // A's unused reservation came back: B's header is ~A's minus A's real use, not minus 101.
     assert!(after_b + 40 > after_a, "reconciled: {after_a} then {after_b}");
     // A request whose reservation alone is over the limit is refused, naming the limit.
-    let big = gw.chat(r#"{"model":"m","max_tokens":5000}"#);
+    let big = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}"#);
     assert_eq!(big.status, 429);
     assert!(big.error()["message"].as_str().unwrap().contains("tokens per minute"));
     // A burst of long streams cannot overshoot: each reserves 300 (+ prompt).
@@ -119,7 +119,7 @@ fn token_limits_reserve_up_front_and_reconcile_with_usage() {
         for _ in 0..5 {
             let (gw, admitted) = (&gw, &admitted);
             s.spawn(move || {
-                let r = gw.chat(r#"{"model":"m","stream":true,"max_tokens":300,"mock":{"tokens":3,"interval_ms":50}}"#);
+                let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":300,"mock":{"tokens":3,"interval_ms":50}}"#);
                 if r.status == 200 {
                     admitted.fetch_add(1, Ordering::SeqCst);
                 } else {
@@ -148,7 +148,7 @@ fn a_reservation_over_the_whole_limit_saturates_and_is_refused_as_never_passing(
             for _ in 0..6 {
                 let (gw, admitted) = (&gw, &admitted);
                 s.spawn(move || {
-                    let body = format!(r#"{{"model":"m","stream":true,"max_tokens":{max_tokens}}}"#);
+                    let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":true,"max_tokens":{max_tokens}}}"#);
                     let r = gw.chat(&body);
                     if r.status == 200 {
                         admitted.fetch_add(1, Ordering::SeqCst);
@@ -161,7 +161,7 @@ fn a_reservation_over_the_whole_limit_saturates_and_is_refused_as_never_passing(
             "POST",
             "/v1/chat/completions",
             Some(KEY),
-            &format!(r#"{{"model":"m","max_tokens":{max_tokens}}}"#),
+            &format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#),
             &[],
         ));
         let r = c.response();
@@ -175,7 +175,13 @@ fn a_reservation_over_the_whole_limit_saturates_and_is_refused_as_never_passing(
         assert_eq!(header_u64(&r, "x-ratelimit-remaining-tokens"), 3000, "nothing was reserved");
     }
     // The budget is whole: a request that fits passes.
-    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m","max_tokens":2000}"#, &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2000}"#,
+        &[],
+    ));
     assert_eq!(c.response().status, 200);
 }
 
@@ -190,16 +196,16 @@ models = [{ model = "m", rpm = 3 }]
 "#;
     let gw = Gateway::start(&config(&up.base_url(), "rpm = 50", orgs));
     for _ in 0..3 {
-        let r = gw.chat(r#"{"model":"m"}"#);
+        let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!(r.status, 200);
     }
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 429);
     let msg = r.error()["message"].as_str().unwrap().to_string();
     assert!(msg.contains("org `acme` on model `m`"), "{msg}");
     // The key's and the org's budgets were not spent by the refused request;
     // another model still passes.
-    let r = gw.chat(r#"{"model":"other"}"#);
+    let r = gw.chat(r#"{"model":"other","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200);
     assert_eq!(header_u64(&r, "x-ratelimit-limit-requests"), 50, "the key's limit is the tightest here");
     assert_eq!(header_u64(&r, "x-ratelimit-remaining-requests"), 46);
@@ -213,8 +219,8 @@ fn admin_config(base_url: &str, key_extra: &str) -> String {
 fn a_token_quota_is_refused_with_insufficient_quota_and_resets_at_the_period_boundary() {
     let up = mock();
     let gw = AdminGateway::start(&admin_config(&up.base_url(), "quotas = [{ period = \"day\", max_tokens = 60 }]"));
-    let body = r#"{"model":"m","mock":{"tokens":20}}"#; // ~8 prompt + 20 completion tokens
-                                                        // One connection: its worker settles a request before it reads the next.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":8}}"#; // 20 prompt + 8 completion tokens
+                                                                                                   // One connection: its worker settles a request before it reads the next.
     let mut c = Conn::open(gw.addr);
     let mut send = |body: &str| {
         c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
@@ -255,7 +261,8 @@ fn a_spend_cap_is_enforced_and_survives_a_restart() {
     // $1000 per million tokens: 28 tokens cost $0.028; cap $0.07 a month.
     let cfg = admin_config(&up.base_url(), "quotas = [{ period = \"month\", max_usd = 0.07 }]");
     let gw = AdminGateway::start(&cfg);
-    let body = r#"{"model":"m","mock":{"tokens":20}}"#;
+    // 20 prompt + 8 completion tokens.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":8}}"#;
     let send = |gw: &AdminGateway, c: &mut Option<Conn>| {
         let c = c.get_or_insert_with(|| Conn::open(gw.addr));
         c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
@@ -289,11 +296,14 @@ fn a_quota_counts_what_requests_in_flight_hold() {
     let gw = AdminGateway::start(&admin_config(&up.base_url(), "quotas = [{ period = \"day\", max_tokens = 500 }]"));
     // Each stream holds its prompt estimate + 300 tokens while it runs (about 300 ms).
     let admitted = AtomicU64::new(0);
+    // All four at once, so none starts after another has ended.
+    let start = std::sync::Barrier::new(4);
     std::thread::scope(|s| {
         for _ in 0..4 {
-            let (gw, admitted) = (&gw, &admitted);
+            let (gw, admitted, start) = (&gw, &admitted, &start);
             s.spawn(move || {
-                let body = r#"{"model":"m","stream":true,"max_tokens":300,"mock":{"tokens":3,"interval_ms":150}}"#;
+                let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":300,"mock":{"tokens":3,"interval_ms":150}}"#;
+                start.wait();
                 let r = gw.chat(KEY, body);
                 if r.status == 200 {
                     admitted.fetch_add(1, Ordering::SeqCst);
@@ -306,7 +316,9 @@ fn a_quota_counts_what_requests_in_flight_hold() {
     assert_eq!(admitted.load(Ordering::SeqCst), 2, "0 + 300 < 500 admits two; 600 >= 500 refuses the rest");
     // Once they ended (and were reconciled, just after their last byte), only
     // what they used counts: room again.
-    assert!(eventually(std::time::Duration::from_secs(5), || gw.chat(KEY, r#"{"model":"m","max_tokens":10}"#).status
+    assert!(eventually(std::time::Duration::from_secs(5), || gw
+        .chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":10}"#)
+        .status
         == 200));
 }
 
@@ -314,12 +326,12 @@ fn a_quota_counts_what_requests_in_flight_hold() {
 fn limits_changed_through_the_admin_api_apply_to_the_next_request() {
     let up = mock();
     let gw = AdminGateway::start(&admin_config(&up.base_url(), ""));
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let r = gw.call("PUT", "/v1/admin/keys/k1/limits", Some(&json!({"rpm": 1})));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["limits"]["rpm"], 1);
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 429);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 429);
     let lim = gw.call("GET", "/v1/admin/keys/k1/limits", None).json();
     assert_eq!((lim["requests"]["limit"].as_u64(), lim["requests"]["remaining"].as_u64()), (Some(1), Some(0)));
     // Org limits too, per model; a bad one is refused with the field named.
@@ -336,7 +348,7 @@ fn limits_changed_through_the_admin_api_apply_to_the_next_request() {
     assert_eq!(r.json()["models"][0]["requests"]["limit"], 7);
     // Lifting the key's limit lets traffic through again; the change is audited.
     assert_eq!(gw.call("PUT", "/v1/admin/keys/k1/limits", Some(&json!({}))).status, 200);
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let audit = gw.call("GET", "/v1/admin/audit?resource=key", None).json();
     assert!(audit["data"].as_array().unwrap().iter().any(|e| e["change"]["limits"]["to"]["rpm"] == 1));
 }

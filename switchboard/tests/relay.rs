@@ -47,9 +47,9 @@ fn an_alias_is_spliced_and_nothing_else_changes() {
 fn completions_and_embeddings_are_relayed_too() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
-    let r = gw.post("/v1/completions", r#"{"model":"m","prompt":"x"}"#);
+    let r = gw.post("/v1/completions", r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"prompt":"x"}"#);
     assert_eq!((r.status, r.json()["object"].as_str()), (200, Some("text_completion")));
-    let r = gw.post("/v1/embeddings", r#"{"model":"m","input":"x"}"#);
+    let r = gw.post("/v1/embeddings", r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"input":"x"}"#);
     assert_eq!((r.status, r.json()["object"].as_str()), (200, Some("list")));
     let paths: Vec<String> = up.recorded().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/v1/completions", "/v1/embeddings"]);
@@ -65,7 +65,7 @@ fn a_stream_reaches_the_client_before_the_upstream_finishes() {
         "POST",
         "/v1/chat/completions",
         Some(KEY),
-        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":4,"hold_after":2}}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":4,"hold_after":2}}"#,
         &[],
     ));
     let (status, headers) = c.head();
@@ -104,7 +104,7 @@ fn keep_alive_reuses_client_and_upstream_connections() {
             "POST",
             "/v1/chat/completions",
             Some(KEY),
-            &format!(r#"{{"model":"m","stream":{stream}}}"#),
+            &format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#),
             &[],
         ));
         let r = c.response();
@@ -121,7 +121,8 @@ fn pipelined_requests_are_answered_in_order() {
     let mut c = gw.conn();
     let mut all = Vec::new();
     for i in 0..4 {
-        let body = format!(r#"{{"model":"m","mock":{{"tokens":{}}}}}"#, i + 1);
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"mock":{{"tokens":{}}}}}"#, i + 1);
         all.extend(request("POST", "/v1/chat/completions", Some(KEY), &body, &[("X-Request-Id", &format!("req-{i}"))]));
     }
     all.extend(request("GET", "/healthz", None, "", &[("X-Request-Id", "req-4")]));
@@ -147,12 +148,18 @@ fn pipelined_behind_a_slow_one(driver: &str) {
     let gw = Gateway::start(&basic_config(&up.base_url(), driver));
     let mut c = gw.conn();
     // The second request waits in the socket while the first waits upstream.
-    let mut both = request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m","mock":{"delay_ms":300}}"#, &[]);
+    let mut both = request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"delay_ms":300}}"#,
+        &[],
+    );
     both.extend(request(
         "POST",
         "/v1/chat/completions",
         Some(KEY),
-        r#"{"model":"m","stream":true,"mock":{"ttft_ms":300}}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"ttft_ms":300}}"#,
         &[],
     ));
     c.send(&both);
@@ -173,12 +180,13 @@ fn chunked_request_bodies_are_decoded_and_forwarded_with_a_length() {
     c.send(head.as_bytes());
     c.send(b"6\r\n{\"mode\r\n");
     c.send(b"9;ext=1\r\nl\":\"m\", \"\r\n");
+    c.send(b"1e\r\nmessages\":[{\"role\":\"user\"}], \"\r\n");
     c.send(b"3\r\nx\":\r\n3\r\n1}\n\r\n0\r\nTrailer: x\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = &up.recorded()[0];
-    assert_eq!(seen.body, b"{\"model\":\"m\", \"x\":1}\n");
-    assert_eq!(seen.header("content-length"), Some("21"));
+    assert_eq!(seen.body, b"{\"model\":\"m\", \"messages\":[{\"role\":\"user\"}], \"x\":1}\n");
+    assert_eq!(seen.header("content-length"), Some("51"));
     assert_eq!(seen.header("transfer-encoding"), None);
     // Then the connection carries on.
     c.send(&request("GET", "/healthz", None, "", &[]));
@@ -190,7 +198,7 @@ fn expect_100_continue_gets_an_interim_response() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     let mut c = gw.conn();
-    let body = r#"{"model":"m"}"#;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
     c.send(
         format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {KEY}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
@@ -234,7 +242,13 @@ fn models_lists_what_the_key_may_use() {
     let r = c.response();
     assert_eq!((r.status, r.error()["code"].as_str()), (404, Some("model_not_found")));
     // And it may not call a model outside its list.
-    c.send(&request("POST", "/v1/chat/completions", Some("sk-narrow"), r#"{"model":"m"}"#, &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some("sk-narrow"),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    ));
     assert_eq!(c.response().status, 404);
     assert_eq!(up.requests(), 0);
 }
@@ -244,7 +258,13 @@ fn the_clients_request_id_is_echoed() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     let mut c = gw.conn();
-    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[("X-Request-Id", "abc-123")]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[("X-Request-Id", "abc-123")],
+    ));
     assert_eq!(c.response().header("x-request-id"), Some("abc-123"));
     assert_eq!(up.recorded()[0].header("x-request-id"), Some("abc-123"));
     // Errors carry one too.
@@ -257,7 +277,7 @@ fn http10_clients_get_a_close_delimited_stream() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     let mut c = gw.conn();
-    let body = r#"{"model":"m","stream":true,"mock":{"tokens":2}}"#;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":2}}"#;
     c.send(
         format!(
             "POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
@@ -280,7 +300,7 @@ fn a_client_that_leaves_mid_stream_drops_the_upstream_stream() {
         "POST",
         "/v1/chat/completions",
         Some(KEY),
-        r#"{"model":"m","stream":true,"mock":{"tokens":200,"interval_ms":10}}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":200,"interval_ms":10}}"#,
         &[],
     ));
     let _ = c.head();
@@ -292,11 +312,11 @@ fn a_client_that_leaves_mid_stream_drops_the_upstream_stream() {
 fn core_flow_under(driver: &str) {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), &format!("driver = \"{driver}\"")));
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200);
-    let r = gw.chat(r#"{"model":"m","stream":true}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
     assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
-    let r = gw.chat(r#"{"model":"nope"}"#);
+    let r = gw.chat(r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 404);
 }
 
@@ -329,7 +349,7 @@ fn a_spaced_usage_chunk_the_client_did_not_ask_for_is_removed() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     // Python servers write `"choices": []` with spaces, `usage` first.
-    let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3,"spaced_json":true}}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3,"spaced_json":true}}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let events = sse_data(&r.body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
@@ -341,7 +361,7 @@ fn a_spaced_usage_chunk_the_client_did_not_ask_for_is_removed() {
     assert_eq!(events.iter().filter(|e| e.contains("\"content\": \"word \"")).count(), 3);
     // A client that asked for usage gets it, spaces and all.
     let r = gw.chat(
-        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3,"spaced_json":true}}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3,"spaced_json":true}}"#,
     );
     let events = sse_data(&r.body);
     let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
@@ -355,7 +375,7 @@ fn streams_with_crlf_or_cr_line_endings_are_relayed_whole() {
     for ending in ["crlf", "cr"] {
         for spaced in [false, true] {
             let body = format!(
-                r#"{{"model":"m","stream":true,"mock":{{"tokens":3,"line_ending":"{ending}","spaced_json":{spaced}}}}}"#
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":true,"mock":{{"tokens":3,"line_ending":"{ending}","spaced_json":{spaced}}}}}"#
             );
             let r = gw.chat(&body);
             assert_eq!(r.status, 200, "{ending}: {}", r.text());
@@ -414,7 +434,7 @@ fn http10_keep_alive_is_acknowledged() {
     c.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     let r = c.response();
     assert_eq!((r.status, r.header("connection")), (200, Some("keep-alive")));
-    let body = r#"{"model":"m"}"#;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
     c.send(
         format!(
             "POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
@@ -436,7 +456,7 @@ fn absolute_form_request_targets_are_accepted() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     let mut c = gw.conn();
-    let body = r#"{"model":"m"}"#;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
     c.send(&request("POST", &format!("http://{}/v1/chat/completions", gw.addr), Some(KEY), body, &[]));
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());

@@ -26,7 +26,7 @@ fn a_reload_under_traffic_fails_no_request_and_moves_the_next_ones() {
             // Bounded: at most 5,000 requests per client, and stopped by the test.
             while !stop.load(Ordering::SeqCst) && n < 5_000 {
                 let stream = (n + i) % 3 == 0;
-                let body = format!(r#"{{"model":"m","stream":{stream},"mock":{{"tokens":4}}}}"#);
+                let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"mock":{{"tokens":4}}}}"#);
                 c.send(&request("POST", "/v1/chat/completions", Some(KEY), &body, &[]));
                 let r = c.response();
                 assert_eq!(r.status, 200, "request {n} failed: {}", r.text());
@@ -56,7 +56,7 @@ fn a_reload_under_traffic_fails_no_request_and_moves_the_next_ones() {
     assert!(a.requests() > 0 && b.requests() > 0);
     // After the last swap (to A), the very next request goes to A.
     let (na, nb) = (a.requests(), b.requests());
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     assert_eq!((a.requests(), b.requests()), (na + 1, nb));
 }
 
@@ -65,14 +65,14 @@ fn editing_the_file_is_picked_up_by_the_watcher() {
     let up = mock();
     let gw = Gateway::start(&basic_config(&up.base_url(), ""));
     gw.reloader.spawn_watcher(Duration::from_millis(20)).unwrap();
-    assert_eq!(gw.chat(r#"{"model":"new"}"#).status, 404);
+    assert_eq!(gw.chat(r#"{"model":"new","messages":[{"role":"user","content":"hi"}]}"#).status, 404);
     let cfg = basic_config(&up.base_url(), "").replace("name = \"alias\"", "name = \"new\"");
     std::fs::write(&gw.config_path, cfg).unwrap();
     assert!(
         eventually(Duration::from_secs(10), || gw.reloader.version() == 2),
         "the watcher did not publish the edited file"
     );
-    assert_eq!(gw.chat(r#"{"model":"new"}"#).status, 200);
+    assert_eq!(gw.chat(r#"{"model":"new","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let mut c = gw.conn();
     c.send(&request("GET", "/healthz", None, "", &[]));
     assert_eq!(c.response().json()["snapshot_version"], 2);
@@ -87,7 +87,7 @@ fn a_bad_file_keeps_the_running_snapshot() {
     let ReloadError::Invalid(err) = err else { panic!("expected an invalid file, got {err}") };
     assert_eq!(err.path, "models[0].targets[0].upstream");
     assert_eq!(gw.reloader.version(), 1);
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 }
 
 #[test]
@@ -96,11 +96,23 @@ fn revoking_a_key_takes_effect_on_the_next_request() {
     let cfg = basic_config(&up.base_url(), "");
     let gw = Gateway::start(&cfg);
     let mut c = gw.conn();
-    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    ));
     assert_eq!(c.response().status, 200);
     gw.reconfigure(&cfg.replace("id = \"test\"", "id = \"test\"\nenabled = false"));
     // Same keep-alive connection, next request: refused.
-    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    ));
     assert_eq!(c.response().status, 401);
 }
 
@@ -131,7 +143,11 @@ fn an_empty_or_server_only_file_is_refused_and_counted() {
             other => panic!("{text:?} was not refused: {other:?}"),
         }
         assert_eq!(gw.reloader.version(), 1);
-        assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200, "still served after {text:?}");
+        assert_eq!(
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status,
+            200,
+            "still served after {text:?}"
+        );
     }
     // Counted (other tests in this process may refuse too).
     assert!(reloads(&gw, "refused") >= refused + 4);
@@ -143,11 +159,11 @@ fn an_empty_or_server_only_file_is_refused_and_counted() {
         Err(ReloadError::Refused(msg)) => assert!(msg.contains("no [[models]]"), "{msg}"),
         other => panic!("a file without models was not refused: {other:?}"),
     }
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     // Meant: the file says so, and it is applied.
     std::fs::write(&gw.config_path, format!("allow_empty_routing = true\n{keys_only}")).unwrap();
     assert_eq!(gw.reloader.reload_now().unwrap(), 2);
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 404);
+    assert_eq!(gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 404);
 }
 
 #[test]
@@ -183,7 +199,7 @@ fn truncation_and_a_half_written_file_under_load_fail_no_request() {
                         "POST",
                         "/v1/chat/completions",
                         Some(KEY),
-                        &format!(r#"{{"model":"{model}"}}"#),
+                        &format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#),
                         &[],
                     ));
                     let r = c.response();

@@ -38,7 +38,7 @@ fn each_failover_trigger_moves_to_the_next_target_and_400_does_not() {
     ] {
         let (a, b) = (mock(), mock());
         let gw = two(&a, &b, a_extra, PRIORITY);
-        let r = gw.chat(r#"{"model":"m"}"#);
+        let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!(r.status, 200, "{why}: {}", r.text());
         assert_eq!(r.header("x-switchboard-target"), Some("b"), "{why}");
         assert_eq!(r.header("x-switchboard-attempts"), Some("2"), "{why}");
@@ -48,7 +48,7 @@ fn each_failover_trigger_moves_to_the_next_target_and_400_does_not() {
     // A bad request is the client's problem: relayed, not retried elsewhere.
     let (a, b) = (mock(), mock());
     let gw = two(&a, &b, r#"headers = { "x-mock" = '{"status":400}' }"#, PRIORITY);
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!((r.status, b.requests()), (400, 0));
     // A connection refused.
     let b = mock();
@@ -56,7 +56,10 @@ fn each_failover_trigger_moves_to_the_next_target_and_400_does_not() {
         &[("a", format!("http://127.0.0.1:{}/v1", dead_port()), ""), ("b", b.base_url(), "")],
         PRIORITY,
     ));
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target"), Some("b"));
+    assert_eq!(
+        gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-target"),
+        Some("b")
+    );
 }
 
 #[test]
@@ -64,7 +67,7 @@ fn triggers_are_configurable_per_route() {
     let (a, b) = (mock(), mock());
     let route = format!("{PRIORITY}failover_on = [\"connect\", \"reset\"]\n");
     let gw = two(&a, &b, r#"headers = { "x-mock" = '{"status":503}' }"#, &route);
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!((r.status, b.requests()), (503, 0), "5xx is not a trigger on this route");
 }
 
@@ -78,7 +81,7 @@ fn when_every_attempt_fails_the_last_answer_is_relayed() {
         ],
         PRIORITY,
     ));
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 503);
     assert_eq!(r.header("x-switchboard-attempts"), Some("2"));
 }
@@ -87,12 +90,15 @@ fn when_every_attempt_fails_the_last_answer_is_relayed() {
 fn retry_after_cools_a_target_for_that_long() {
     let (a, b) = (mock(), mock());
     let gw = two(&a, &b, r#"headers = { "x-mock" = '{"status":429}' }"#, PRIORITY);
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target"), Some("b"));
+    assert_eq!(
+        gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-target"),
+        Some("b")
+    );
     let start = Instant::now();
     // While cooling (Retry-After: 1 s), `a` is not asked.
     let mut n = 0;
     while start.elapsed() < Duration::from_millis(600) && n < 50 {
-        let r = gw.chat(r#"{"model":"m"}"#);
+        let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!((r.status, r.header("x-switchboard-attempts")), (200, Some("1")));
         n += 1;
     }
@@ -101,7 +107,7 @@ fn retry_after_cools_a_target_for_that_long() {
     }
     // After it, `a` is first in line again.
     assert!(eventually(Duration::from_secs(5), || {
-        gw.chat(r#"{"model":"m"}"#);
+        gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         a.requests() > 1
     }));
 }
@@ -112,23 +118,33 @@ fn a_broken_target_is_ejected_and_comes_back_after_it_recovers() {
     let b = mock();
     let a_addr = a.addr;
     let gw = two(&a, &b, "eject_after_failures = 2\neject_ms = 300", PRIORITY);
-    assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target"), Some("a"));
+    assert_eq!(
+        gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-target"),
+        Some("a")
+    );
     drop(a); // `a` goes down: connections refused.
     for _ in 0..2 {
-        assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-attempts"), Some("2"));
+        assert_eq!(
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-attempts"),
+            Some("2")
+        );
     }
     // Ejected: requests go straight to `b`, without trying `a`.
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!((r.header("x-switchboard-target"), r.header("x-switchboard-attempts")), (Some("b"), Some("1")));
     // `a` recovers; after the ejection period a trial request finds it and closes the circuit.
     let a2 =
         switchboard_loadtests::MockUpstream::start(MockConfig { listen: a_addr, ..MockConfig::default() }).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target") == Some("a"))
-    );
+    assert!(eventually(Duration::from_secs(5), || gw
+        .chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+        .header("x-switchboard-target")
+        == Some("a")));
     assert!(a2.requests() >= 1);
     for _ in 0..5 {
-        assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target"), Some("a"));
+        assert_eq!(
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-target"),
+            Some("a")
+        );
     }
 }
 
@@ -151,7 +167,7 @@ fn killing_an_upstream_under_load_fails_no_request() {
                     "POST",
                     "/v1/chat/completions",
                     Some(KEY),
-                    r#"{"model":"m","mock":{"delay_ms":1}}"#,
+                    r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"delay_ms":1}}"#,
                     &[],
                 ));
                 let r = c.response();
@@ -187,7 +203,7 @@ fn weighted_split_is_within_three_points_over_ten_thousand_requests() {
                     "POST",
                     "/v1/chat/completions",
                     Some(KEY),
-                    r#"{"model":"m","mock":{"tokens":1}}"#,
+                    r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":1}}"#,
                     &[],
                 ));
                 assert_eq!(c.response().status, 200);
@@ -208,11 +224,14 @@ fn least_latency_moves_traffic_to_the_faster_upstream() {
     let route = "[[models]]\nname = \"m\"\nstrategy = \"least_latency\"\ntargets = [{ upstream = \"a\" }, { upstream = \"b\" }]\n";
     let gw = two(&a, &b, r#"headers = { "x-mock" = '{"delay_ms":40}' }"#, route);
     for _ in 0..10 {
-        assert_eq!(gw.chat(r#"{"model":"m"}"#).status, 200);
+        assert_eq!(gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     }
     let before = a.requests();
     for _ in 0..40 {
-        assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target"), Some("b"));
+        assert_eq!(
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-target"),
+            Some("b")
+        );
     }
     assert_eq!(a.requests(), before);
 }
@@ -230,11 +249,14 @@ fn cheapest_picks_by_price_and_falls_back_when_the_cheap_one_fails() {
         route,
     ));
     for _ in 0..10 {
-        assert_eq!(gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target"), Some("b"));
+        assert_eq!(
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).header("x-switchboard-target"),
+            Some("b")
+        );
     }
     assert_eq!(a.requests(), 0);
     drop(b);
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!((r.status, r.header("x-switchboard-target")), (200, Some("a")));
 }
 
@@ -250,13 +272,19 @@ fn a_permitted_header_overrides_the_strategy() {
         route,
     ));
     let mut c = gw.conn();
-    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    ));
     assert_eq!(c.response().header("x-switchboard-target"), Some("a"));
     c.send(&request(
         "POST",
         "/v1/chat/completions",
         Some(KEY),
-        r#"{"model":"m"}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
         &[("x-switchboard-strategy", "cheapest")],
     ));
     assert_eq!(c.response().header("x-switchboard-target"), Some("b"));
@@ -275,7 +303,7 @@ fn provider_keys_rotate_evenly_and_a_refused_key_is_benched() {
         "[[models]]\nname = \"m\"\ntargets = [{ upstream = \"a\" }]\nretry = { max_attempts = 2, backoff_ms = 1 }\n";
     let gw = Gateway::start(&config(&[("a", up.base_url(), extra)], route));
     for _ in 0..60 {
-        let r = gw.chat(r#"{"model":"m"}"#);
+        let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let seen = up.recorded();
@@ -294,7 +322,7 @@ fn the_retry_deadline_is_honoured() {
     let route = "[[models]]\nname = \"m\"\ntargets = [{ upstream = \"a\" }, { upstream = \"b\" }]\nretry = { max_attempts = 6, deadline_ms = 400, per_attempt_timeout_ms = 150 }\n";
     let gw = Gateway::start(&config(&[("a", a.base_url(), hang), ("b", b.base_url(), hang)], route));
     let start = Instant::now();
-    let r = gw.chat(r#"{"model":"m"}"#);
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     let took = start.elapsed();
     assert_eq!((r.status, r.error()["code"].as_str()), (504, Some("upstream_timeout")));
     assert!(took >= Duration::from_millis(350), "gave up early: {took:?}");
@@ -309,7 +337,8 @@ fn a_stream_that_fails_before_its_first_token_fails_over_invisibly() {
     {
         let (a, b) = (mock(), mock());
         let gw = two(&a, &b, &format!("headers = {{ \"x-mock\" = '{fault}' }}"), PRIORITY);
-        let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3}}"#);
+        let r =
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3}}"#);
         assert_eq!(r.status, 200, "{why}");
         assert_eq!(r.header("x-switchboard-target"), Some("b"), "{why}");
         let events = sse_data(&r.body);
@@ -327,7 +356,8 @@ fn a_stream_cut_after_tokens_ends_with_an_error_event_never_a_clean_finish() {
     {
         let (a, b) = (mock(), mock());
         let gw = two(&a, &b, &format!("headers = {{ \"x-mock\" = '{fault}' }}"), PRIORITY);
-        let r = gw.chat(r#"{"model":"m","stream":true,"mock":{"tokens":3}}"#);
+        let r =
+            gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3}}"#);
         assert_eq!(r.status, 200, "{why}");
         assert_eq!(b.requests(), 0, "{why}: tokens had reached the client; no failover");
         let events = sse_data(&r.body);
@@ -348,13 +378,14 @@ fn active_probes_eject_a_dead_upstream_before_any_request_and_bring_it_back() {
     drop(a);
     // The probes find `a` dead and eject it: requests go straight to `b`.
     assert!(eventually(Duration::from_secs(5), || {
-        let r = gw.chat(r#"{"model":"m"}"#);
+        let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         r.header("x-switchboard-attempts") == Some("1") && r.header("x-switchboard-target") == Some("b")
     }));
     // `a` comes back; a probe closes its circuit and traffic returns.
     let _a2 =
         switchboard_loadtests::MockUpstream::start(MockConfig { listen: a_addr, ..MockConfig::default() }).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || gw.chat(r#"{"model":"m"}"#).header("x-switchboard-target") == Some("a"))
-    );
+    assert!(eventually(Duration::from_secs(5), || gw
+        .chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+        .header("x-switchboard-target")
+        == Some("a")));
 }

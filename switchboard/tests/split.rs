@@ -76,7 +76,13 @@ hash = "{}"
             served.set(served.get() + 1);
         }
         let mut c = Conn::open(addr);
-        c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+        c.send(&request(
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            &[],
+        ));
         c.response()
     };
     assert_eq!(chat(dp_addr).status, 200);

@@ -34,7 +34,13 @@ fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Res
 fn chat(addr: SocketAddr, key: &str, model: &str) -> Response {
     let mut c = Conn::open(addr);
     c.set_timeout(Duration::from_secs(20));
-    c.send(&request("POST", "/v1/chat/completions", Some(key), &format!(r#"{{"model":"{model}"}}"#), &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(key),
+        &format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#),
+        &[],
+    ));
     c.response()
 }
 
@@ -626,7 +632,7 @@ fn patch_null_clears_or_is_refused_never_ignored_and_a_used_route_is_not_deleted
         "{}",
         r.text()
     );
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 }
 
 #[test]
@@ -644,7 +650,7 @@ fn lists_page_alike_and_names_are_checked_as_characters_without_hidden_ones() {
     assert_eq!((page["data"].as_array().unwrap().len(), page["next_offset"].as_u64()), (1, Some(1)), "{page}");
     let page = gw.call("GET", "/v1/admin/nodes?limit=1", None).json();
     assert!(page.get("next_offset").is_some(), "{page}");
-    assert_eq!(gw.chat(KEY, r#"{"model":"m"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     let page = gw.call("GET", "/v1/admin/targets?limit=1&offset=5", None).json();
     assert_eq!(page["data"].as_array().unwrap().len(), 0, "{page}");
     for q in ["/v1/admin/requests?limit=5000", "/v1/admin/targets?limit=0", "/v1/admin/orgs?offset=9223372036854775808"]
@@ -734,7 +740,11 @@ fn an_absurd_timeout_stored_by_an_older_version_does_not_stop_the_start_and_can_
     assert_eq!(n, 1);
     drop(db);
     let gw = AdminGateway::start_in(dir, &cfg);
-    assert_eq!(gw.chat(KEY, r#"{"model":"old"}"#).status, 200, "served, clamped");
+    assert_eq!(
+        gw.chat(KEY, r#"{"model":"old","messages":[{"role":"user","content":"hi"}]}"#).status,
+        200,
+        "served, clamped"
+    );
     // Until it is fixed, a routing change names the stored value (with its
     // provider) and changes nothing; fixing it works.
     let r = gw.call("PATCH", "/v1/admin/routes/m", Some(&json!({"allow_strategy_header": true})));
@@ -742,7 +752,7 @@ fn an_absurd_timeout_stored_by_an_older_version_does_not_stop_the_start_and_can_
     assert!(r.error()["message"].as_str().unwrap().contains("legacy"), "{}", r.text());
     let r = gw.call("PATCH", "/v1/admin/providers/legacy", Some(&json!({"connect_timeout_ms": null})));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(gw.chat(KEY, r#"{"model":"old"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"old","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 }
 
 #[test]

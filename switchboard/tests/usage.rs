@@ -208,9 +208,9 @@ fn mixed_load_totals_match_exactly_per_key_model_and_target() {
 fn the_gateway_asks_for_usage_and_strips_it_only_when_the_client_did_not() {
     let (a, b) = (mock(), mock());
     let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
-    let plain = gw.chat(KEY, r#"{"model":"m1","stream":true,"stream_options":{"x_other":1},"mock":{"tokens":3}}"#);
+    let plain = gw.chat(KEY, r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"x_other":1},"mock":{"tokens":3}}"#);
     let asked =
-        gw.chat(KEY, r#"{"model":"m1","stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3}}"#);
+        gw.chat(KEY, r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"mock":{"tokens":3}}"#);
     for r in [&plain, &asked] {
         assert_eq!(r.status, 200);
         assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
@@ -277,11 +277,17 @@ fn an_upstream_without_usage_is_estimated_and_flagged() {
 fn failures_are_accounted_with_their_status_and_no_tokens() {
     let (a, b) = (mock(), mock());
     let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
-    assert_eq!(gw.chat(KEY, r#"{"model":"m1","mock":{"status":400}}"#).status, 400);
-    assert_eq!(gw.chat(KEY, r#"{"model":"m1","mock":{"status":503}}"#).status, 503);
+    assert_eq!(
+        gw.chat(KEY, r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"mock":{"status":400}}"#).status,
+        400
+    );
+    assert_eq!(
+        gw.chat(KEY, r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"mock":{"status":503}}"#).status,
+        503
+    );
     // Not routed: no usage record (unknown model, bad key).
-    assert_eq!(gw.chat(KEY, r#"{"model":"nope"}"#).status, 404);
-    assert_eq!(gw.chat("sk-wrong", r#"{"model":"m1"}"#).status, 401);
+    assert_eq!(gw.chat(KEY, r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#).status, 404);
+    assert_eq!(gw.chat("sk-wrong", r#"{"model":"m1","messages":[{"role":"user","content":"hi"}]}"#).status, 401);
     gw.wait_usage_written(2);
     std::thread::sleep(Duration::from_millis(300));
     let conn = db(&gw);
@@ -304,7 +310,7 @@ fn a_stalled_database_does_not_stop_the_data_path_and_loses_nothing() {
     // A small in-memory bound, so the stall reaches the spill file.
     let extra = "[usage]\npending_records = 256\nflush_interval_ms = 20\nbatch_records = 64\n";
     let gw = AdminGateway::start_in(dir, &config(&a.base_url(), &b.base_url(), extra));
-    assert_eq!(gw.chat(KEY, r#"{"model":"m1"}"#).status, 200);
+    assert_eq!(gw.chat(KEY, r#"{"model":"m1","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
     gw.wait_usage_written(1);
 
     // Another connection takes the database's write lock and keeps it.
@@ -317,7 +323,7 @@ fn a_stalled_database_does_not_stop_the_data_path_and_loses_nothing() {
             s.spawn(move || {
                 let mut c = Conn::open(gw.addr);
                 for i in 0..n / 4 {
-                    let body = format!(r#"{{"model":"m2","user":"{t}-{i}","mock":{{"tokens":2}}}}"#);
+                    let body = format!(r#"{{"model":"m2","messages":[{{"role":"user","content":"hi"}}],"user":"{t}-{i}","mock":{{"tokens":2}}}}"#);
                     c.send(&request("POST", "/v1/chat/completions", Some(KEY), &body, &[]));
                     assert_eq!(c.response().status, 200);
                 }
@@ -464,10 +470,10 @@ fn the_access_log_has_a_line_per_request_and_no_secret() {
     let log = dir.path().join("access.log");
     let extra = format!("[usage]\naccess_log = \"{}\"\n", log.display());
     let gw = AdminGateway::start_in(dir, &config(&a.base_url(), &b.base_url(), &extra));
-    let r = gw.chat(KEY, r#"{"model":"m1","stream":true}"#);
+    let r = gw.chat(KEY, r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
     assert_eq!(r.status, 200);
     let rid = r.header("x-request-id").unwrap().to_string();
-    assert_eq!(gw.chat("sk-not-a-key", r#"{"model":"m1"}"#).status, 401);
+    assert_eq!(gw.chat("sk-not-a-key", r#"{"model":"m1","messages":[{"role":"user","content":"hi"}]}"#).status, 401);
     let mut lines: Vec<serde_json::Value> = Vec::new();
     assert!(eventually(Duration::from_secs(5), || {
         lines = std::fs::read_to_string(&log)
@@ -495,9 +501,12 @@ fn metrics_are_served_and_agree_with_the_database() {
     let gw = AdminGateway::start(&config(&a.base_url(), &b.base_url(), ""));
     for i in 0..10 {
         let stream = if i % 2 == 0 { "true" } else { "false" };
-        assert_eq!(gw.chat(KEY, &format!(r#"{{"model":"m1","stream":{stream},"mock":{{"tokens":4}}}}"#)).status, 200);
+        assert_eq!(gw.chat(KEY, &format!(r#"{{"model":"m1","messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"mock":{{"tokens":4}}}}"#)).status, 200);
     }
-    assert_eq!(gw.chat(KEY, r#"{"model":"m2","mock":{"status":500}}"#).status, 500);
+    assert_eq!(
+        gw.chat(KEY, r#"{"model":"m2","messages":[{"role":"user","content":"hi"}],"mock":{"status":500}}"#).status,
+        500
+    );
     gw.wait_usage_written(11);
     let mut c = Conn::open(gw.addr);
     c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -611,9 +620,9 @@ hash = "{}"
             s.spawn(move || {
                 client_until_gone(addr, tally, move |i| {
                     if (i + t) % 2 == 0 {
-                        r#"{"model":"m","stream":true,"mock":{"tokens":5,"interval_ms":4}}"#
+                        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":5,"interval_ms":4}}"#
                     } else {
-                        r#"{"model":"m","mock":{"tokens":3}}"#
+                        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":3}}"#
                     }
                 })
             });
@@ -664,7 +673,13 @@ fn a_full_disk_is_counted_and_logged_and_the_data_path_keeps_serving() {
     let n = 600;
     let mut c = Conn::open(handle.local_addr);
     for _ in 0..n {
-        c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+        c.send(&request(
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            &[],
+        ));
         assert_eq!(c.response().status, 200, "the data path keeps serving");
     }
     let stats = usage.stats.clone();
@@ -711,7 +726,13 @@ fn kill_9_under_load_then_restart_leaves_consistent_totals() {
     std::thread::scope(|s| {
         for _ in 0..4 {
             let tally = &tally;
-            s.spawn(move || client_until_gone(addr, tally, |_| r#"{"model":"m","mock":{"tokens":2}}"#));
+            s.spawn(move || {
+                client_until_gone(
+                    addr,
+                    tally,
+                    |_| r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":2}}"#,
+                )
+            });
         }
         assert!(eventually(Duration::from_secs(20), || tally.served.load(Ordering::SeqCst) >= 500));
         gw.kill9();
@@ -739,7 +760,13 @@ fn kill_9_under_load_then_restart_leaves_consistent_totals() {
     let mut gw = Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], &[]);
     let addr = gw.address("data plane listening on ");
     let mut c = Conn::open(addr);
-    c.send(&request("POST", "/v1/chat/completions", Some(KEY), r#"{"model":"m"}"#, &[]));
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    ));
     assert_eq!(c.response().status, 200);
     drop(c);
     assert_eq!(gw.stop(), 0);
@@ -762,8 +789,8 @@ fn leaving_client_under(driver: &str) {
     // Non-streaming: the upstream takes 8 s before its head. Streaming: the
     // head comes at once, the first token after 8 s (the gateway holds it).
     let bodies = [
-        r#"{"model":"m1","mock":{"tokens":3,"delay_ms":8000}}"#,
-        r#"{"model":"m1","stream":true,"mock":{"tokens":3,"ttft_ms":8000}}"#,
+        r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"mock":{"tokens":3,"delay_ms":8000}}"#,
+        r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":3,"ttft_ms":8000}}"#,
     ];
     for (n, body) in bodies.iter().enumerate() {
         let mut c = Conn::open(gw.addr);

@@ -43,6 +43,11 @@ struct Args {
     tls_cert: Option<std::path::PathBuf>,
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Default behaviour for every request, as the `mock` body field's JSON
+    /// (it wins over the flags above), e.g. '{"no_usage":true,"permissive":true}'
+    /// for a server like llama-cpp-python. See docs/mock-upstream.md.
+    #[arg(long, value_name = "JSON")]
+    behaviour: Option<String>,
 }
 
 fn main() {
@@ -58,17 +63,26 @@ fn main() {
         },
         _ => None,
     };
+    let flags = Behaviour {
+        tokens: Some(args.tokens),
+        delay_ms: Some(args.delay_ms),
+        jitter_ms: Some(args.jitter_ms),
+        ttft_ms: Some(args.ttft_ms),
+        interval_ms: Some(args.interval_ms),
+        ..Behaviour::default()
+    };
+    let behaviour = match args.behaviour.as_deref().map(serde_json::from_str::<Behaviour>) {
+        None => flags,
+        Some(Ok(b)) => b.over(&flags),
+        Some(Err(e)) => {
+            eprintln!("mock-upstream: --behaviour: {e}");
+            std::process::exit(64);
+        }
+    };
     let cfg = MockConfig {
         listen: args.listen,
         workers: args.workers.max(1),
-        behaviour: Behaviour {
-            tokens: Some(args.tokens),
-            delay_ms: Some(args.delay_ms),
-            jitter_ms: Some(args.jitter_ms),
-            ttft_ms: Some(args.ttft_ms),
-            interval_ms: Some(args.interval_ms),
-            ..Behaviour::default()
-        },
+        behaviour,
         token_text: args.token_text,
         models: args.models,
         tls,

@@ -1,0 +1,490 @@
+//! Phase "parse" (contract): the request checks OpenAI makes before it
+//! generates anything, made here so that every client of the gateway sees
+//! OpenAI's contract whatever the upstream accepts (llama.cpp, vLLM and
+//! llama-cpp-python answer a chat body without `messages` with 200).
+//!
+//! The checks read what [`crate::request::scan`] collects in its single pass
+//! over the body: `messages` is walked there (each message's `role` read,
+//! everything else skipped, nothing copied), the other fields are raw slices.
+//! Each failure is OpenAI's status, code, message and `param`.
+
+use crate::error::GatewayError;
+use crate::http::head::Endpoint;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// What the checks need, collected by the body scan.
+#[derive(Debug, Default)]
+pub struct Checks<'a> {
+    pub messages: Option<Messages>,
+    pub prompt: Option<&'a RawValue>,
+    pub input: Option<&'a RawValue>,
+    pub n: Option<&'a RawValue>,
+    pub temperature: Option<&'a RawValue>,
+    pub top_p: Option<&'a RawValue>,
+    pub max_tokens: Option<&'a RawValue>,
+    pub max_completion_tokens: Option<&'a RawValue>,
+}
+
+/// The roles OpenAI accepts in a chat message.
+pub const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+
+/// `messages`, as far as the contract goes: how many, and the first fault.
+#[derive(Debug, Default)]
+pub struct Messages {
+    pub count: usize,
+    pub fault: Option<Fault>,
+}
+
+/// The first thing wrong with `messages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `messages` is not an array (or null): the JSON type found.
+    NotArray(&'static str),
+    /// Message `i` is not an object.
+    NotObject(usize, &'static str),
+    /// Message `i` has no `role`.
+    NoRole(usize),
+    /// Message `i`'s role is not a string.
+    RoleType(usize, &'static str),
+    /// Message `i`'s role is not one OpenAI knows (the value, capped).
+    BadRole(usize, String),
+}
+
+/// The JSON type name OpenAI's messages use ("a string", "an object", ...).
+fn type_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Null => "null",
+        Kind::Bool => "a boolean",
+        Kind::Number => "a number",
+        Kind::String => "a string",
+        Kind::Array => "an array",
+        Kind::Object => "an object",
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+/// Any JSON value, skipped; says which type it was.
+struct AnyKind(Kind);
+
+impl<'de> Deserialize<'de> for AnyKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyKind;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::Null))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::Bool))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::Number))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::Number))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::Number))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<AnyKind, E> {
+                Ok(AnyKind(Kind::String))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyKind, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AnyKind(Kind::Array))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyKind, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyKind(Kind::Object))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One message: only its role is read.
+enum Message {
+    Role(Result<(), Fault>),
+    NotObject(&'static str),
+}
+
+/// Reads a message at index `i` (set by the array walk).
+struct MessageAt(usize);
+
+impl<'de> de::DeserializeSeed<'de> for MessageAt {
+    type Value = Message;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Message, D::Error> {
+        struct V(usize);
+        impl<'de> Visitor<'de> for V {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+                let mut role: Option<Result<(), Fault>> = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key != "role" {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    let v = map.next_value::<&'de RawValue>()?;
+                    role = Some(check_role(self.0, v.get()));
+                }
+                Ok(Message::Role(role.unwrap_or(Err(Fault::NoRole(self.0)))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Message, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Message::NotObject("an array"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Message, E> {
+                Ok(Message::NotObject("null"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Message, E> {
+                Ok(Message::NotObject("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Message, E> {
+                Ok(Message::NotObject("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Message, E> {
+                Ok(Message::NotObject("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Message, E> {
+                Ok(Message::NotObject("a number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Message, E> {
+                Ok(Message::NotObject("a string"))
+            }
+        }
+        d.deserialize_any(V(self.0))
+    }
+}
+
+fn check_role(i: usize, text: &str) -> Result<(), Fault> {
+    let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+        let kind = match text.as_bytes().first() {
+            Some(b'n') => "null",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'[') => "an array",
+            Some(b'{') => "an object",
+            _ => "a number",
+        };
+        return Err(Fault::RoleType(i, kind));
+    };
+    if ROLES.contains(&inner) {
+        return Ok(());
+    }
+    // Escaped (read it as what it says) or unknown (report it, capped).
+    let value: Cow<'_, str> = match inner.contains('\\') {
+        true => serde_json::from_str::<String>(text).map_or(Cow::Borrowed(inner), Cow::Owned),
+        false => Cow::Borrowed(inner),
+    };
+    if ROLES.contains(&&*value) {
+        return Ok(());
+    }
+    Err(Fault::BadRole(i, value.chars().take(64).collect()))
+}
+
+impl<'de> Deserialize<'de> for Messages {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Messages;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Messages, A::Error> {
+                let mut m = Messages::default();
+                while let Some(msg) = seq.next_element_seed(MessageAt(m.count))? {
+                    let fault = match msg {
+                        Message::Role(Ok(())) => None,
+                        Message::Role(Err(f)) => Some(f),
+                        Message::NotObject(kind) => Some(Fault::NotObject(m.count, kind)),
+                    };
+                    if m.fault.is_none() {
+                        m.fault = fault;
+                    }
+                    m.count += 1;
+                }
+                Ok(m)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Messages, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("an object")) })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Messages, E> {
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("null")) })
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Messages, E> {
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a boolean")) })
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Messages, E> {
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a number")) })
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Messages, E> {
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a number")) })
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Messages, E> {
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a number")) })
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Messages, E> {
+                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a string")) })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn is_null(v: Option<&RawValue>) -> bool {
+    v.is_none_or(|v| v.get() == "null")
+}
+
+/// What kind of JSON value a raw slice holds.
+fn raw_kind(v: &RawValue) -> &'static str {
+    serde_json::from_str::<AnyKind>(v.get()).map_or("a value", |k| type_name(k.0))
+}
+
+/// A number field in `[min, max]` (`integer`: no fraction). `None` and null pass.
+fn check_number(
+    param: &'static str,
+    v: Option<&RawValue>,
+    min: f64,
+    max: Option<f64>,
+    integer: bool,
+) -> Result<(), GatewayError> {
+    let Some(v) = v.filter(|v| v.get() != "null") else { return Ok(()) };
+    let text = v.get();
+    let expected = if integer { "an integer" } else { "a decimal" };
+    let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+    if !is_number || (integer && text.contains(['.', 'e', 'E'])) {
+        let got = if is_number { "a decimal" } else { raw_kind(v) };
+        return Err(GatewayError::invalid_param(
+            param,
+            "invalid_type",
+            format!("Invalid type for '{param}': expected {expected}, but got {got} instead."),
+        ));
+    }
+    // A JSON number always parses as f64 (huge ones to infinity: above any max).
+    let x: f64 = text.parse().unwrap_or(f64::INFINITY);
+    let (word, kind) = if integer { ("integer", "integer") } else { ("decimal", "decimal") };
+    if x < min {
+        return Err(GatewayError::invalid_param(
+            param,
+            if integer { "integer_below_min_value" } else { "decimal_below_min_value" },
+            format!(
+                "Invalid '{param}': {word} below minimum value. Expected a value >= {min}, but got {} instead.",
+                shown(text)
+            ),
+        ));
+    }
+    if let Some(max) = max.filter(|m| x > *m) {
+        return Err(GatewayError::invalid_param(
+            param,
+            if integer { "integer_above_max_value" } else { "decimal_above_max_value" },
+            format!(
+                "Invalid '{param}': {kind} above maximum value. Expected a value <= {max}, but got {} instead.",
+                shown(text)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A number as the client wrote it, capped for the message.
+fn shown(text: &str) -> &str {
+    text.get(..text.len().min(32)).unwrap_or(text)
+}
+
+/// OpenAI's checks for `endpoint`, in its order: required fields, then ranges.
+pub fn check(endpoint: &Endpoint, c: &Checks<'_>) -> Result<(), GatewayError> {
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let Some(m) = &c.messages else { return Err(GatewayError::missing_param("messages")) };
+            if let Some(f) = &m.fault {
+                return Err(message_error(f));
+            }
+            if m.count == 0 {
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    "empty_array",
+                    "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array \
+                     instead."
+                        .to_string(),
+                ));
+            }
+        }
+        Endpoint::Completions if is_null(c.prompt) => return Err(GatewayError::missing_param("prompt")),
+        Endpoint::Embeddings if is_null(c.input) => return Err(GatewayError::missing_param("input")),
+        _ => {}
+    }
+    if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        check_number("n", c.n, 1.0, Some(128.0), true)?;
+        check_number("temperature", c.temperature, 0.0, Some(2.0), false)?;
+        check_number("top_p", c.top_p, 0.0, Some(1.0), false)?;
+        check_number("max_tokens", c.max_tokens, 1.0, None, true)?;
+        check_number("max_completion_tokens", c.max_completion_tokens, 1.0, None, true)?;
+    }
+    Ok(())
+}
+
+fn message_error(f: &Fault) -> GatewayError {
+    match f {
+        Fault::NotArray(kind) => GatewayError::invalid_param(
+            "messages",
+            "invalid_type",
+            format!("Invalid type for 'messages': expected an array of objects, but got {kind} instead."),
+        ),
+        Fault::NotObject(i, kind) => GatewayError::invalid_param(
+            format!("messages[{i}]"),
+            "invalid_type",
+            format!("Invalid type for 'messages[{i}]': expected an object, but got {kind} instead."),
+        ),
+        Fault::NoRole(i) => GatewayError::invalid_param(
+            format!("messages[{i}].role"),
+            "missing_required_parameter",
+            format!("Missing required parameter: 'messages[{i}].role'."),
+        ),
+        Fault::RoleType(i, kind) => GatewayError::invalid_param(
+            format!("messages[{i}].role"),
+            "invalid_type",
+            format!("Invalid type for 'messages[{i}].role': expected one of {}, but got {kind} instead.", roles()),
+        ),
+        Fault::BadRole(i, v) => GatewayError::invalid_param(
+            format!("messages[{i}].role"),
+            "invalid_value",
+            format!("Invalid value: '{v}'. Supported values are: {}.", roles()),
+        ),
+    }
+}
+
+fn roles() -> String {
+    let quoted: Vec<String> = ROLES.iter().map(|r| format!("'{r}'")).collect();
+    quoted.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::scan;
+
+    fn err(endpoint: Endpoint, body: &str) -> (Option<String>, Option<&'static str>, String) {
+        let f = scan(body.as_bytes()).expect("scans");
+        let e = check(&endpoint, &f.checks).expect_err(body);
+        assert_eq!(e.status, 400, "{body}");
+        assert_eq!(e.kind, "invalid_request_error");
+        (e.param.map(|p| p.into_owned()), e.code, e.message.into_owned())
+    }
+
+    fn ok(endpoint: Endpoint, body: &str) {
+        let f = scan(body.as_bytes()).expect("scans");
+        check(&endpoint, &f.checks).unwrap_or_else(|e| panic!("{body}: {}", e.message));
+    }
+
+    #[test]
+    fn chat_needs_a_non_empty_array_of_messages_with_known_roles() {
+        use Endpoint::ChatCompletions as C;
+        ok(C, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        for r in ROLES {
+            ok(C, &format!(r#"{{"model":"m","messages":[{{"content":"x","role":"{r}"}}]}}"#));
+        }
+        let e = err(C, r#"{"model":"m"}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages"), Some("missing_required_parameter")));
+        assert_eq!(err(C, r#"{"model":"m","messages":[]}"#).1, Some("empty_array"));
+        let e = err(C, r#"{"model":"m","messages":"hi"}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages"), Some("invalid_type")));
+        assert!(e.2.contains("but got a string"), "{}", e.2);
+        assert_eq!(err(C, r#"{"model":"m","messages":null}"#).1, Some("invalid_type"));
+        let e = err(C, r#"{"model":"m","messages":[{"role":"user"},5]}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages[1]"), Some("invalid_type")));
+        let e = err(C, r#"{"model":"m","messages":[{"content":"x"}]}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages[0].role"), Some("missing_required_parameter")));
+        let e = err(C, r#"{"model":"m","messages":[{"role":"user"},{"role":"robot"}]}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages[1].role"), Some("invalid_value")));
+        assert!(e.2.starts_with("Invalid value: 'robot'."), "{}", e.2);
+        let e = err(C, r#"{"model":"m","messages":[{"role":7}]}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages[0].role"), Some("invalid_type")));
+        // An escaped role is read as what it says; a huge one is capped.
+        ok(C, r#"{"model":"m","messages":[{"role":"\u0075ser"}]}"#);
+        let e = err(C, &format!(r#"{{"model":"m","messages":[{{"role":"{}"}}]}}"#, "\u{202e}x".repeat(10_000)));
+        assert!(e.2.len() < 400, "{}", e.2.len());
+    }
+
+    #[test]
+    fn completions_need_a_prompt_and_embeddings_an_input() {
+        assert_eq!(err(Endpoint::Completions, r#"{"model":"m"}"#).0.as_deref(), Some("prompt"));
+        assert_eq!(err(Endpoint::Completions, r#"{"model":"m","prompt":null}"#).0.as_deref(), Some("prompt"));
+        ok(Endpoint::Completions, r#"{"model":"m","prompt":"x"}"#);
+        ok(Endpoint::Completions, r#"{"model":"m","prompt":["x","y"]}"#);
+        assert_eq!(err(Endpoint::Embeddings, r#"{"model":"m"}"#).0.as_deref(), Some("input"));
+        ok(Endpoint::Embeddings, r#"{"model":"m","input":"x"}"#);
+    }
+
+    #[test]
+    fn ranges_are_openais() {
+        use Endpoint::ChatCompletions as C;
+        let m = r#""model":"m","messages":[{"role":"user","content":"x"}]"#;
+        for (field, good, bad) in [
+            (
+                "n",
+                &["1", "128", "null"][..],
+                &[
+                    ("0", "integer_below_min_value"),
+                    ("-1", "integer_below_min_value"),
+                    ("129", "integer_above_max_value"),
+                    ("1.5", "invalid_type"),
+                    ("\"2\"", "invalid_type"),
+                    ("18446744073709551616", "integer_above_max_value"),
+                ][..],
+            ),
+            (
+                "temperature",
+                &["0", "2", "0.7", "1e0", "null"],
+                &[
+                    ("-0.1", "decimal_below_min_value"),
+                    ("2.01", "decimal_above_max_value"),
+                    ("1e400", "decimal_above_max_value"),
+                    ("true", "invalid_type"),
+                ],
+            ),
+            (
+                "top_p",
+                &["0", "1", "0.95"],
+                &[("1.5", "decimal_above_max_value"), ("-1", "decimal_below_min_value"), ("[]", "invalid_type")],
+            ),
+            (
+                "max_tokens",
+                &["1", "18446744073709551615", "null"],
+                &[("0", "integer_below_min_value"), ("-1", "integer_below_min_value"), ("2.5", "invalid_type")],
+            ),
+            ("max_completion_tokens", &["16"], &[("0", "integer_below_min_value"), ("{}", "invalid_type")]),
+        ] {
+            for g in good {
+                ok(C, &format!(r#"{{{m},"{field}":{g}}}"#));
+            }
+            for (b, code) in bad {
+                let e = err(C, &format!(r#"{{{m},"{field}":{b}}}"#));
+                assert_eq!((e.0.as_deref(), e.1), (Some(field), Some(*code)), "{field}={b}: {}", e.2);
+            }
+        }
+        // Embeddings take none of these.
+        ok(Endpoint::Embeddings, r#"{"model":"m","input":"x","n":0}"#);
+    }
+}
