@@ -585,7 +585,7 @@ impl Period {
 }
 
 /// The most requests or tokens per minute a limit may name.
-pub const MAX_PER_MINUTE: u64 = 1_000_000_000;
+pub const MAX_PER_MINUTE: u64 = limits::PER_MINUTE.max;
 
 fn check_limits(p: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[QuotaSpec]) -> Result<(), ConfigError> {
     for (name, v) in [("rpm", rpm), ("tpm", tpm)] {
