@@ -43,6 +43,11 @@ struct Args {
     tls_cert: Option<std::path::PathBuf>,
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Behave like llama-cpp-python's server (its default `interrupt_requests`):
+    /// any request arriving ends every running stream with `data: [DONE]` and
+    /// no finish_reason.
+    #[arg(long)]
+    interrupt_on_request: bool,
 }
 
 fn main() {
@@ -74,6 +79,7 @@ fn main() {
         tls,
         record: false,
         reject_keys: Vec::new(),
+        interrupt_on_request: args.interrupt_on_request,
     };
     match MockUpstream::start(cfg) {
         Ok(handle) => {
