@@ -536,6 +536,8 @@ fn jitter(ctx: &Ctx, max: u64) -> u64 {
     (z ^ (z >> 31)) % (max + 1)
 }
 
+// One request's parts as `serve` parsed them, plus its arrival number.
+#[allow(clippy::too_many_arguments)]
 async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     ctx: &Ctx,
     io: &mut S,
@@ -862,8 +864,7 @@ mod tests {
     use std::io::{Read, Write};
 
     /// A streamed chat of 40 tokens, 25 ms apart (a second of generation).
-    const SLOW_STREAM: &str =
-        r#"{"model":"m","stream":true,"messages":[],"mock":{"tokens":40,"interval_ms":25}}"#;
+    const SLOW_STREAM: &str = r#"{"model":"m","stream":true,"messages":[],"mock":{"tokens":40,"interval_ms":25}}"#;
 
     fn send(addr: SocketAddr, req: &str) -> std::net::TcpStream {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -873,10 +874,7 @@ mod tests {
     }
 
     fn post(body: &str) -> String {
-        format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: m\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: m\r\ncontent-length: {}\r\n\r\n{body}", body.len())
     }
 
     /// Read until `until` is in what was read `times` times (or the peer closes); the text.

@@ -1107,8 +1107,9 @@ fn models_are_listed_at_start_on_sighup_and_every_discover_interval_not_at_every
     assert_eq!(model_names(&n), ["llama"]);
     // A second of heartbeats (ten at 100 ms), and the model list was asked for once.
     let first = n["last_heartbeat_ms"].as_i64().unwrap();
-    assert!(eventually(Duration::from_secs(5), || node(&gw, "ws1")["last_heartbeat_ms"].as_i64().unwrap()
-        >= first + 1_000));
+    assert!(
+        eventually(Duration::from_secs(5), || node(&gw, "ws1")["last_heartbeat_ms"].as_i64().unwrap() >= first + 1_000)
+    );
     assert_eq!(local.listed(), 1, "models are listed at start only");
     // A new model: not seen until SIGHUP...
     local.set(&["mock-model", "qwen"]);
