@@ -253,6 +253,12 @@ fn fail(code: u8, message: impl std::fmt::Display) -> std::process::ExitCode {
 }
 
 async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
+    // First, so a SIGHUP during the start (a service manager's reload) does not end the agent.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => return fail(EX_UNAVAILABLE, format!("cannot install signal handlers: {e}")),
+    };
     let local = match BaseUrl::parse(args.local.trim_end_matches('/').trim_end_matches("/v1")) {
         Ok(u) if !u.tls => u,
         Ok(_) => return fail(EX_CONFIG, "--local: the local server is reached over plain http on this machine"),
@@ -371,11 +377,6 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
             }
             NodeReach::Outbound
         }
-    };
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-        (Ok(t), Ok(h)) => (t, h),
-        (Err(e), _) | (_, Err(e)) => return fail(EX_UNAVAILABLE, format!("cannot install signal handlers: {e}")),
     };
     let mut every = Duration::from_millis(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS);
     let mut discovery = local::Schedule::new(Duration::from_secs(agent.args.discover_interval));
