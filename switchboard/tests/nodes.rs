@@ -1031,23 +1031,31 @@ struct ModelList {
     addr: std::net::SocketAddr,
     models: Arc<std::sync::Mutex<Vec<String>>>,
     listed: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ModelList {
     fn start(models: &[&str]) -> ModelList {
+        ModelList::start_at("127.0.0.1:0".parse().unwrap(), models)
+    }
+
+    fn start_at(addr: std::net::SocketAddr, models: &[&str]) -> ModelList {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let models = Arc::new(std::sync::Mutex::new(models.iter().map(|m| m.to_string()).collect::<Vec<_>>()));
         let (listed, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (m, l, st) = (models.clone(), listed.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let connections = Arc::new(AtomicU64::new(0));
+        let (m, l, c, st) = (models.clone(), listed.clone(), connections.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(mut conn) = conn else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
                 conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -1070,7 +1078,7 @@ impl ModelList {
                 let _ = conn.write_all(answer.as_bytes());
             }
         });
-        ModelList { addr, models, listed, stop }
+        ModelList { addr, models, listed, connections, stop, thread: Some(thread) }
     }
 
     fn set(&self, models: &[&str]) {
@@ -1080,12 +1088,21 @@ impl ModelList {
     fn listed(&self) -> u64 {
         self.listed.load(Ordering::SeqCst)
     }
+
+    /// TCP connections accepted, model listings included.
+    fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ModelList {
+    /// Stops listening: the port refuses connections once this returns.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
     }
 }
 
@@ -1105,12 +1122,15 @@ fn models_are_listed_at_start_on_sighup_and_every_discover_interval_not_at_every
     let agent = spawn_agent_at(&gw, dir.path(), local.addr, &Mode::Outbound, Some(&token), &[]);
     let n = wait_status(&gw, "ws1", "online");
     assert_eq!(model_names(&n), ["llama"]);
-    // A second of heartbeats (ten at 100 ms), and the model list was asked for once.
+    // A second of heartbeats (ten at 100 ms), and the model list was asked for
+    // once; the quiet server was probed by TCP connects meanwhile.
     let first = n["last_heartbeat_ms"].as_i64().unwrap();
+    let connections = local.connections();
     assert!(
         eventually(Duration::from_secs(5), || node(&gw, "ws1")["last_heartbeat_ms"].as_i64().unwrap() >= first + 1_000)
     );
     assert_eq!(local.listed(), 1, "models are listed at start only");
+    assert!(local.connections() >= connections + 5, "probes: {}", local.connections() - connections);
     // A new model: not seen until SIGHUP...
     local.set(&["mock-model", "qwen"]);
     assert_eq!(model_names(&node(&gw, "ws1")), ["llama"]);
@@ -1170,4 +1190,30 @@ fn a_request_that_finds_the_local_server_down_marks_the_node_unhealthy_at_once()
     assert!(n["last_heartbeat_ms"].as_i64().unwrap() > first, "a heartbeat of its own: {n}");
     let r = gw.chat(KEY, PLAIN);
     assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+}
+
+/// A quiet local server that stops is found by the TCP probe (no request
+/// sent); when it is back, a model listing brings the node online again.
+#[test]
+fn a_quiet_local_server_that_stops_is_found_by_a_probe_and_listed_again_when_back() {
+    let provider = mock();
+    let local = ModelList::start(&["mock-model"]);
+    let addr = local.addr;
+    let gw = AdminGateway::start(&gateway_config(&provider.base_url(), "", 100));
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = spawn_agent_at(&gw, dir.path(), addr, &Mode::Outbound, Some(&token), &[]);
+    wait_status(&gw, "ws1", "online");
+    assert_eq!(local.listed(), 1);
+    drop(local);
+    let n = wait_status(&gw, "ws1", "unhealthy");
+    assert!(n["message"].as_str().unwrap().contains("does not answer"), "{n}");
+    assert_eq!(model_names(&n), ["llama"], "the last known models are kept: {n}");
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+    // Back on the same port, with another model.
+    let local = ModelList::start_at(addr, &["mock-model", "qwen"]);
+    let n = wait_status(&gw, "ws1", "online");
+    assert!(local.listed() >= 1, "listed again when back");
+    assert!(eventually(Duration::from_secs(5), || model_names(&node(&gw, "ws1")).contains(&"qwen".to_string())), "{n}");
 }
