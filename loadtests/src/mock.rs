@@ -157,6 +157,11 @@ pub struct MockConfig {
     pub record: bool,
     /// Bearer tokens answered with 401 (a provider refusing a key).
     pub reject_keys: Vec<String>,
+    /// Like llama-cpp-python's server (`interrupt_requests = true`, its
+    /// default): whenever another request arrives (any path, `/v1/models`
+    /// too), every stream running ends at once with `data: [DONE]` and no
+    /// `finish_reason`. Counted in [`MockHandle::interrupted`].
+    pub interrupt_on_request: bool,
 }
 
 impl Default for MockConfig {
@@ -170,6 +175,7 @@ impl Default for MockConfig {
             tls: None,
             record: false,
             reject_keys: Vec::new(),
+            interrupt_on_request: false,
         }
     }
 }
@@ -196,6 +202,11 @@ struct State {
     /// Requests the peer left: a write failed mid-stream, or it closed the
     /// connection while the mock waited (`delay_ms`, `ttft_ms`).
     aborted: AtomicU64,
+    /// Request heads parsed so far: a stream that sees this change was
+    /// overtaken by another request (`interrupt_on_request`).
+    arrivals: AtomicU64,
+    /// Streams ended early by another request's arrival.
+    interrupted: AtomicU64,
     released: AtomicBool,
     stopping: AtomicBool,
     recorded: Mutex<Vec<Recorded>>,
@@ -263,6 +274,12 @@ impl MockHandle {
     /// the mock waited before answering).
     pub fn aborted(&self) -> u64 {
         self.state.aborted.load(Ordering::SeqCst)
+    }
+
+    /// Streams ended early with `[DONE]` because another request arrived
+    /// (`interrupt_on_request`).
+    pub fn interrupted(&self) -> u64 {
+        self.state.interrupted.load(Ordering::SeqCst)
     }
 
     /// Let streams held by `hold_after` continue.
@@ -441,6 +458,7 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
             }
         }
         ctx.state.requests.fetch_add(1, Ordering::SeqCst);
+        let arrival = ctx.state.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
         if rejected {
             push_error(&mut out, 401, "mock: this key is refused");
             if !send(&mut io, &mut out).await || close {
@@ -448,7 +466,7 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
             }
             continue;
         }
-        let keep = answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour).await;
+        let keep = answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour, arrival).await;
         if !keep || close {
             return;
         }
@@ -523,6 +541,8 @@ fn jitter(ctx: &Ctx, max: u64) -> u64 {
     (z ^ (z >> 31)) % (max + 1)
 }
 
+// One request's parts as `serve` parsed them, plus its arrival number.
+#[allow(clippy::too_many_arguments)]
 async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     ctx: &Ctx,
     io: &mut S,
@@ -531,6 +551,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     path: &str,
     body: &[u8],
     header_behaviour: Behaviour,
+    arrival: u64,
 ) -> bool {
     let path = path.split('?').next().unwrap_or("");
     if method == "GET" && path.ends_with("/models") {
@@ -753,7 +774,12 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     if !send(io, out).await {
         return aborted(ctx);
     }
+    // `interrupt_on_request`: another request arrived since this one.
+    let overtaken = || ctx.cfg.interrupt_on_request && ctx.state.arrivals.load(Ordering::SeqCst) != arrival;
     for i in 0..tokens {
+        if overtaken() {
+            return interrupt(ctx, io, out, done.as_bytes()).await;
+        }
         if b.drop_after == Some(i) {
             return false;
         }
@@ -771,6 +797,9 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         }
         if interval > 0 && i > 0 {
             monoio::time::sleep(Duration::from_millis(interval)).await;
+            if overtaken() {
+                return interrupt(ctx, io, out, done.as_bytes()).await;
+            }
         }
         push_chunk(out, token.as_bytes());
         if !send(io, out).await {
@@ -779,6 +808,9 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     }
     if b.drop_after == Some(tokens) {
         return false;
+    }
+    if overtaken() {
+        return interrupt(ctx, io, out, done.as_bytes()).await;
     }
     push_chunk(out, finish.as_bytes());
     push_chunk(out, usage_event.as_bytes());
@@ -811,6 +843,15 @@ async fn wait_watching<S: AsyncReadRent>(io: &mut S, d: Duration) -> bool {
     }
 }
 
+/// End a stream the way llama-cpp-python does when another request arrives:
+/// `data: [DONE]` straight after the last token, no `finish_reason`.
+async fn interrupt<S: AsyncWriteRent>(ctx: &Ctx, io: &mut S, out: &mut Vec<u8>, done: &[u8]) -> bool {
+    ctx.state.interrupted.fetch_add(1, Ordering::SeqCst);
+    push_chunk(out, done);
+    out.extend_from_slice(b"0\r\n\r\n");
+    send(io, out).await || aborted(ctx)
+}
+
 fn aborted(ctx: &Ctx) -> bool {
     ctx.state.aborted.fetch_add(1, Ordering::SeqCst);
     false
@@ -821,4 +862,82 @@ enum Kind {
     Chat,
     Text,
     Embedding,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A streamed chat of 40 tokens, 25 ms apart (a second of generation).
+    const SLOW_STREAM: &str = r#"{"model":"m","stream":true,"messages":[],"mock":{"tokens":40,"interval_ms":25}}"#;
+
+    fn send(addr: SocketAddr, req: &str) -> std::net::TcpStream {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        s
+    }
+
+    fn post(body: &str) -> String {
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: m\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+    }
+
+    /// Read until `until` is in what was read `times` times (or the peer closes); the text.
+    fn read_until_n(s: &mut std::net::TcpStream, seen: &mut Vec<u8>, until: &str, times: usize) -> String {
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(seen).matches(until).count() < times {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(seen).into_owned()
+    }
+
+    fn read_until(s: &mut std::net::TcpStream, seen: &mut Vec<u8>, until: &str) -> String {
+        read_until_n(s, seen, until, 1)
+    }
+
+    /// A stream with a second request sent after its second token: the text
+    /// of the stream, and the mock.
+    fn stream_overtaken(interrupt_on_request: bool) -> (String, MockHandle) {
+        let mock = MockUpstream::start(MockConfig { interrupt_on_request, ..MockConfig::default() }).unwrap();
+        let mut a = send(mock.addr, &post(SLOW_STREAM));
+        let mut seen = Vec::new();
+        let token = r#""content":"word ""#;
+        let start = read_until_n(&mut a, &mut seen, token, 2);
+        assert!(!start.contains("[DONE]"), "the stream ended early: {start}");
+        // Any other request, even the model list.
+        let mut b = send(mock.addr, "GET /v1/models HTTP/1.1\r\nhost: m\r\n\r\n");
+        let mut list = Vec::new();
+        assert!(read_until(&mut b, &mut list, "mock-model").contains("200"));
+        (read_until(&mut a, &mut seen, "0\r\n\r\n"), mock)
+    }
+
+    #[test]
+    fn interrupt_on_request_ends_a_running_stream_with_done_and_no_finish_reason() {
+        let (text, mock) = stream_overtaken(true);
+        assert!(text.contains("data: [DONE]"), "{text}");
+        assert!(!text.contains(r#""finish_reason":"stop""#), "{text}");
+        let tokens = text.matches(r#""content":"word ""#).count();
+        assert!((2..40).contains(&tokens), "cut short after {tokens} tokens: {text}");
+        assert_eq!(mock.interrupted(), 1);
+    }
+
+    #[test]
+    fn without_interrupt_on_request_streams_run_to_their_end() {
+        let (text, mock) = stream_overtaken(false);
+        assert!(text.contains(r#""finish_reason":"stop""#) && text.contains("data: [DONE]"), "{text}");
+        assert_eq!(text.matches(r#""content":"word ""#).count(), 40);
+        assert_eq!(mock.interrupted(), 0);
+        // A stream nobody overtakes runs to its end in interrupt mode too.
+        let mock = MockUpstream::start(MockConfig { interrupt_on_request: true, ..MockConfig::default() }).unwrap();
+        let mut a = send(mock.addr, &post(SLOW_STREAM));
+        let text = read_until(&mut a, &mut Vec::new(), "0\r\n\r\n");
+        assert!(text.contains(r#""finish_reason":"stop""#) && text.contains("data: [DONE]"), "{text}");
+        assert_eq!(mock.interrupted(), 0);
+    }
 }

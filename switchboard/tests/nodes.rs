@@ -130,8 +130,20 @@ fn spawn_agent(
     token: Option<&str>,
     extra: &[&str],
 ) -> Proc {
+    spawn_agent_at(gw, dir, local.addr, mode, token, extra)
+}
+
+/// `spawn_agent` for a local server at `local`.
+fn spawn_agent_at(
+    gw: &AdminGateway,
+    dir: &std::path::Path,
+    local: std::net::SocketAddr,
+    mode: &Mode,
+    token: Option<&str>,
+    extra: &[&str],
+) -> Proc {
     let admin = format!("http://{}", gw.admin);
-    let local = format!("http://{}", local.addr);
+    let local = format!("http://{local}");
     let identity = dir.join("node.json");
     let gateway = match mode {
         Mode::OutboundTls => format!("https://localhost:{}", gw.addr.port()),
@@ -920,4 +932,288 @@ fn a_busy_outbound_pool_overflows_to_the_next_target_without_ejecting_the_node()
     let health = gw.call("GET", "/v1/admin/targets", None).json();
     let node = health["data"].as_array().unwrap().iter().find(|t| t["name"] == "node:ws1").cloned().unwrap();
     assert_eq!((node["state"].as_str(), node["failures"].as_u64()), (Some("closed"), Some(0)), "{node}");
+}
+
+/// Streamed runs per reachability mode in the interrupt tests.
+const INTERRUPT_RUNS: usize = 10;
+
+/// A generation of 40 tokens, 25 ms apart: a second, ten heartbeats of 100 ms.
+const LONG_STREAM: &str = r#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}],"mock":{"tokens":40,"interval_ms":25}}"#;
+
+fn models_listed(local: &switchboard_loadtests::MockHandle) -> usize {
+    local.recorded().iter().filter(|r| r.method == "GET" && r.path.ends_with("/models")).count()
+}
+
+/// llama-cpp-python's server (its default `interrupt_requests`) ends a
+/// running generation with `[DONE]` and no `finish_reason` whenever another
+/// request arrives. The agent must never be that request: with heartbeats
+/// (100 ms) ten times faster than the generation, and a SIGHUP (rediscover)
+/// sent in the middle of each stream, every stream is whole, and the local
+/// server saw no interruption. The deferred discovery runs once the stream
+/// is over.
+fn streams_are_never_cut_short_by_the_agent(mode: Mode) {
+    let provider = mock();
+    let local = mock_with(MockConfig {
+        record: true,
+        interrupt_on_request: true,
+        models: vec!["mock-model".into()],
+        ..MockConfig::default()
+    });
+    let gw = AdminGateway::start(&gateway_config(&provider.base_url(), "", 100));
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = spawn_agent(&gw, dir.path(), &local, &mode, Some(&token), &[]);
+    if let Mode::Direct = mode {
+        agent.address("node listening on ");
+    }
+    wait_status(&gw, "ws1", "online");
+    if let Mode::Outbound = mode {
+        wait_attached(&gw);
+    }
+    assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
+    let token_text = r#""content":"word ""#;
+    for run in 0..INTERRUPT_RUNS {
+        let started_ms = node(&gw, "ws1")["last_heartbeat_ms"].as_i64().unwrap();
+        let listed = models_listed(&local);
+        let mut c = Conn::open(gw.addr);
+        c.send(&request("POST", "/v1/chat/completions", Some(KEY), LONG_STREAM, &[]));
+        let (status, headers) = c.head();
+        assert_eq!(status, 200, "run {run}");
+        assert!(headers.iter().any(|(n, v)| n == "x-switchboard-target" && v == "node:ws1"), "run {run}: {headers:?}");
+        let mut body = Vec::new();
+        let mut next = |body: &mut Vec<u8>| match c.chunk() {
+            Some(chunk) => {
+                body.extend_from_slice(&chunk);
+                true
+            }
+            None => false,
+        };
+        while String::from_utf8_lossy(&body).matches(token_text).count() < 2 {
+            assert!(next(&mut body), "run {run}: the stream ended early: {}", String::from_utf8_lossy(&body));
+        }
+        // Mid-generation: the agent heartbeats with the request in flight, and is asked to rediscover.
+        let beat_while_busy = eventually(Duration::from_secs(5), || {
+            let n = node(&gw, "ws1");
+            n["in_flight"] == 1 && n["last_heartbeat_ms"].as_i64().unwrap() > started_ms
+        });
+        assert!(beat_while_busy, "run {run}: no heartbeat during the generation: {}", node(&gw, "ws1"));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+        while next(&mut body) {}
+        let data = sse_data(&body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "run {run}: {data:?}");
+        assert!(data.iter().any(|d| d.contains(r#""finish_reason":"stop""#)), "run {run}: truncated: {data:?}");
+        assert_eq!(String::from_utf8_lossy(&body).matches(token_text).count(), 40, "run {run}: {data:?}");
+        assert_eq!(local.interrupted(), 0, "run {run}: the local server interrupted a generation");
+        // The rediscovery waited for the stream, and runs now that the node is idle.
+        assert!(
+            eventually(Duration::from_secs(5), || models_listed(&local) > listed),
+            "run {run}: the SIGHUP rediscovery never ran"
+        );
+    }
+    assert_eq!(local.interrupted(), 0);
+}
+
+#[test]
+fn streams_through_an_outbound_node_are_never_cut_short_by_the_agent() {
+    streams_are_never_cut_short_by_the_agent(Mode::Outbound);
+}
+
+#[test]
+fn streams_through_a_direct_node_are_never_cut_short_by_the_agent() {
+    streams_are_never_cut_short_by_the_agent(Mode::Direct);
+}
+
+/// A local server that answers `GET /v1/models` with the models it is given
+/// (and counts the times it was asked), one request per connection; other
+/// connections (the agent's TCP probes) it just closes.
+struct ModelList {
+    addr: std::net::SocketAddr,
+    models: Arc<std::sync::Mutex<Vec<String>>>,
+    listed: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ModelList {
+    fn start(models: &[&str]) -> ModelList {
+        ModelList::start_at("127.0.0.1:0".parse().unwrap(), models)
+    }
+
+    fn start_at(addr: std::net::SocketAddr, models: &[&str]) -> ModelList {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let models = Arc::new(std::sync::Mutex::new(models.iter().map(|m| m.to_string()).collect::<Vec<_>>()));
+        let (listed, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (m, l, c, st) = (models.clone(), listed.clone(), connections.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.starts_with(b"GET /v1/models ") {
+                    continue;
+                }
+                l.fetch_add(1, Ordering::SeqCst);
+                let data: Vec<_> = m.lock().unwrap().iter().map(|id| json!({"id": id, "object": "model"})).collect();
+                let body = json!({"object": "list", "data": data}).to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        ModelList { addr, models, listed, connections, stop, thread: Some(thread) }
+    }
+
+    fn set(&self, models: &[&str]) {
+        *self.models.lock().unwrap() = models.iter().map(|m| m.to_string()).collect();
+    }
+
+    fn listed(&self) -> u64 {
+        self.listed.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted, model listings included.
+    fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ModelList {
+    /// Stops listening: the port refuses connections once this returns.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn model_names(n: &serde_json::Value) -> Vec<String> {
+    n["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// Models are listed at start, then only on SIGHUP or every
+/// `--discover-interval` (60 s by default) — not at every heartbeat.
+#[test]
+fn models_are_listed_at_start_on_sighup_and_every_discover_interval_not_at_every_heartbeat() {
+    let provider = mock();
+    let local = ModelList::start(&["mock-model"]);
+    let gw = AdminGateway::start(&gateway_config(&provider.base_url(), "", 100));
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let dir = tempfile::tempdir().unwrap();
+    let agent = spawn_agent_at(&gw, dir.path(), local.addr, &Mode::Outbound, Some(&token), &[]);
+    let n = wait_status(&gw, "ws1", "online");
+    assert_eq!(model_names(&n), ["llama"]);
+    // A second of heartbeats (ten at 100 ms), and the model list was asked for
+    // once; the quiet server was probed by TCP connects meanwhile.
+    let first = n["last_heartbeat_ms"].as_i64().unwrap();
+    let connections = local.connections();
+    assert!(
+        eventually(Duration::from_secs(5), || node(&gw, "ws1")["last_heartbeat_ms"].as_i64().unwrap() >= first + 1_000)
+    );
+    assert_eq!(local.listed(), 1, "models are listed at start only");
+    assert!(local.connections() >= connections + 5, "probes: {}", local.connections() - connections);
+    // A new model: not seen until SIGHUP...
+    local.set(&["mock-model", "qwen"]);
+    assert_eq!(model_names(&node(&gw, "ws1")), ["llama"]);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let mut last = json!(null);
+    let found = eventually(Duration::from_secs(10), || {
+        last = node(&gw, "ws1");
+        model_names(&last).contains(&"qwen".to_string())
+    });
+    assert!(found, "SIGHUP did not list the models again: {last}");
+    assert_eq!(local.listed(), 2);
+    assert_eq!(last["status"], "online", "{last}");
+    assert_eq!(agent.stop(), 0);
+
+    // --discover-interval: listed again on its own.
+    let mut bad = spawn_agent_at(&gw, dir.path(), local.addr, &Mode::Outbound, None, &["--discover-interval", "0"]);
+    assert_eq!(bad.wait_exit(Duration::from_secs(20)), 78, "--discover-interval 0 is a configuration error");
+    let _agent = spawn_agent_at(&gw, dir.path(), local.addr, &Mode::Outbound, None, &["--discover-interval", "1"]);
+    assert!(eventually(Duration::from_secs(10), || local.listed() >= 3), "listed at start");
+    local.set(&["mock-model", "phi"]);
+    let mut last = json!(null);
+    let found = eventually(Duration::from_secs(10), || {
+        last = node(&gw, "ws1");
+        model_names(&last).contains(&"phi".to_string())
+    });
+    assert!(found, "the interval did not list the models again: {last}");
+}
+
+/// Between discoveries, requests tell the agent about the local server: one
+/// that cannot connect marks the node unhealthy at once (a heartbeat now,
+/// not at the next interval, and no discovery needed).
+#[test]
+fn a_request_that_finds_the_local_server_down_marks_the_node_unhealthy_at_once() {
+    let provider = mock();
+    let local = local_server();
+    // Heartbeats every 30 s: none falls in this test after the first.
+    let gw = AdminGateway::start(&gateway_config(&provider.base_url(), "", 30_000));
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = spawn_agent(&gw, dir.path(), &local, &Mode::Outbound, Some(&token), &[]);
+    let first = wait_status(&gw, "ws1", "online")["last_heartbeat_ms"].as_i64().unwrap();
+    wait_attached(&gw);
+    assert!(eventually(Duration::from_secs(10), || target(&gw.chat(KEY, PLAIN)) == "node:ws1"));
+    // Its only heartbeat so far is the first (the next is due 30 s after it).
+    assert_eq!(node(&gw, "ws1")["last_heartbeat_ms"].as_i64().unwrap(), first);
+
+    drop(local);
+    let asked = Instant::now();
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()), "{}", r.text());
+    let n = wait_status(&gw, "ws1", "unhealthy");
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert_eq!(n["routable"], false, "{n}");
+    let message = n["message"].as_str().unwrap();
+    assert!(message.contains("a request could not connect to the local server"), "{n}");
+    assert!(n["last_heartbeat_ms"].as_i64().unwrap() > first, "a heartbeat of its own: {n}");
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+}
+
+/// A quiet local server that stops is found by the TCP probe (no request
+/// sent); when it is back, a model listing brings the node online again.
+#[test]
+fn a_quiet_local_server_that_stops_is_found_by_a_probe_and_listed_again_when_back() {
+    let provider = mock();
+    let local = ModelList::start(&["mock-model"]);
+    let addr = local.addr;
+    let gw = AdminGateway::start(&gateway_config(&provider.base_url(), "", 100));
+    let token = enrollment_token(&gw, json!({"org": "acme"}));
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = spawn_agent_at(&gw, dir.path(), addr, &Mode::Outbound, Some(&token), &[]);
+    wait_status(&gw, "ws1", "online");
+    assert_eq!(local.listed(), 1);
+    drop(local);
+    let n = wait_status(&gw, "ws1", "unhealthy");
+    assert!(n["message"].as_str().unwrap().contains("does not answer"), "{n}");
+    assert_eq!(model_names(&n), ["llama"], "the last known models are kept: {n}");
+    let r = gw.chat(KEY, PLAIN);
+    assert_eq!((r.status, target(&r)), (200, "provider".to_string()));
+    // Back on the same port, with another model.
+    let local = ModelList::start_at(addr, &["mock-model", "qwen"]);
+    let n = wait_status(&gw, "ws1", "online");
+    assert!(local.listed() >= 1, "listed again when back");
+    assert!(eventually(Duration::from_secs(5), || model_names(&node(&gw, "ws1")).contains(&"qwen".to_string())), "{n}");
 }

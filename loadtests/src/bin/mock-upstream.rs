@@ -48,6 +48,11 @@ struct Args {
     /// for a server like llama-cpp-python. See docs/mock-upstream.md.
     #[arg(long, value_name = "JSON")]
     behaviour: Option<String>,
+    /// Behave like llama-cpp-python's server (its default `interrupt_requests`):
+    /// any request arriving ends every running stream with `data: [DONE]` and
+    /// no finish_reason.
+    #[arg(long)]
+    interrupt_on_request: bool,
 }
 
 fn main() {
@@ -88,6 +93,7 @@ fn main() {
         tls,
         record: false,
         reject_keys: Vec::new(),
+        interrupt_on_request: args.interrupt_on_request,
     };
     match MockUpstream::start(cfg) {
         Ok(handle) => {

@@ -3,10 +3,13 @@
 //!
 //! 1. Identity: the first start exchanges an enrollment token for a node id
 //!    and secret (`--identity` file, mode 0600); later starts reuse it.
-//! 2. Heartbeats: every interval the agent lists the local server's models
-//!    (`GET /v1/models`, renamed with `--rename`), works out whether it is
-//!    available (always, or inside `--idle-hours` / under `--max-load`), and
-//!    tells the admin API, which publishes the node to gateways.
+//! 2. Heartbeats: every interval the agent tells the admin API the local
+//!    server's models (renamed with `--rename`) and health, and whether it is
+//!    available (always, or inside `--idle-hours` / under `--max-load`); the
+//!    admin publishes the node to gateways. Models are listed at start, on
+//!    SIGHUP and every `--discover-interval`, never while a request is in
+//!    flight (some servers end a running generation when any request
+//!    arrives); see [`local`].
 //! 3. Serving: requests from gateways (checked against the gateway token)
 //!    are forwarded to the local server and the answers streamed back —
 //!    through a port gateways dial (direct mode, `--listen`; TLS with a
@@ -16,6 +19,7 @@
 //! 4. SIGTERM drains: the admin is told first (gateways stop sending), requests
 //!    in flight finish, then the agent exits.
 
+mod local;
 mod net;
 mod serve;
 
@@ -24,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_shared::config::{NodeModel, NodeReach};
+use switchboard_shared::config::NodeReach;
 use switchboard_shared::node::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatReply};
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::{KeyHash, Secret};
@@ -96,6 +100,11 @@ pub struct NodeArgs {
     /// On SIGTERM, how long requests in flight may take to finish, in seconds.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout: u64,
+    /// How often to list the local server's models again, in seconds (1 to
+    /// 86400); also on SIGHUP. Never while a request is in flight: a
+    /// discovery that falls due then waits until the node is idle.
+    #[arg(long, default_value_t = 60)]
+    pub discover_interval: u64,
 }
 
 /// What the identity file holds.
@@ -220,6 +229,8 @@ pub struct Agent {
     renames: Vec<(String, String)>,
     window: Option<Window>,
     in_flight: AtomicU32,
+    /// The local server's models and health.
+    local_server: local::LocalServer,
     /// Inside its availability window (as of the last heartbeat).
     available: AtomicBool,
     draining: AtomicBool,
@@ -242,6 +253,12 @@ fn fail(code: u8, message: impl std::fmt::Display) -> std::process::ExitCode {
 }
 
 async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
+    // First, so a SIGHUP during the start (a service manager's reload) does not end the agent.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => return fail(EX_UNAVAILABLE, format!("cannot install signal handlers: {e}")),
+    };
     let local = match BaseUrl::parse(args.local.trim_end_matches('/').trim_end_matches("/v1")) {
         Ok(u) if !u.tls => u,
         Ok(_) => return fail(EX_CONFIG, "--local: the local server is reached over plain http on this machine"),
@@ -266,6 +283,16 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
     };
     if args.max_load.is_some_and(|l| !l.is_finite() || l <= 0.0) {
         return fail(EX_CONFIG, "--max-load must be a positive number");
+    }
+    if !(local::DISCOVER_INTERVAL_S_MIN..=local::DISCOVER_INTERVAL_S_MAX).contains(&args.discover_interval) {
+        return fail(
+            EX_CONFIG,
+            format!(
+                "--discover-interval must be {} to {} seconds",
+                local::DISCOVER_INTERVAL_S_MIN,
+                local::DISCOVER_INTERVAL_S_MAX
+            ),
+        );
     }
     let mut renames = Vec::new();
     for r in &args.renames {
@@ -306,6 +333,7 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
         renames,
         window,
         in_flight: AtomicU32::new(0),
+        local_server: local::LocalServer::new(),
         available: AtomicBool::new(true),
         draining: AtomicBool::new(false),
         client,
@@ -350,12 +378,11 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
             NodeReach::Outbound
         }
     };
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => return fail(EX_UNAVAILABLE, format!("cannot install signal handlers: {e}")),
-    };
     let mut every = Duration::from_millis(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS);
+    let mut discovery = local::Schedule::new(Duration::from_secs(agent.args.discover_interval));
     loop {
+        local::check(&agent, &mut discovery).await;
+        let beat_at = tokio::time::Instant::now();
         match heartbeat(&agent, &reach).await {
             Beat::Ok(reply) => every = Duration::from_millis(reply.heartbeat_ms.clamp(100, 3_600_000)),
             Beat::Refused(message) => {
@@ -366,6 +393,15 @@ async fn main_loop(args: NodeArgs) -> std::process::ExitCode {
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = agent.local_server.changed.notified() => {
+                // A request found the local server down (or back): tell the
+                // admin now, but no more often than its shortest interval.
+                tokio::time::sleep_until(beat_at + Duration::from_millis(100)).await;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: listing the local server's models again (once no request is in flight)");
+                discovery.ask();
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -463,55 +499,6 @@ enum Beat {
     Failed(String),
 }
 
-/// The local server's models, renamed (those the admin would take: valid
-/// names, each once, at most `limits::NODE_MAX_MODELS`), and a note on what
-/// was left out; or why it cannot be reached.
-async fn discover(agent: &Agent) -> Result<(Vec<NodeModel>, String), String> {
-    let bearer = agent.args.local_key.as_deref();
-    let (status, body) =
-        net::call(&agent.local, &agent.tls, hyper::Method::GET, "/v1/models", bearer, None, Duration::from_secs(5))
-            .await
-            .map_err(|e| format!("the local server at {} does not answer: {e}", agent.args.local))?;
-    if status != 200 {
-        return Err(format!("the local server's /v1/models answered {status}"));
-    }
-    #[derive(Deserialize)]
-    struct List {
-        data: Vec<Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        id: String,
-    }
-    let list: List =
-        serde_json::from_slice(&body).map_err(|e| format!("the local server's /v1/models is not a model list: {e}"))?;
-    let listed = list.data.len();
-    let mut seen = std::collections::HashSet::new();
-    let mut models: Vec<NodeModel> = list
-        .data
-        .into_iter()
-        .map(|m| {
-            let name = agent.renames.iter().find(|(l, _)| *l == m.id).map_or_else(|| m.id.clone(), |(_, p)| p.clone());
-            NodeModel { name, local: m.id }
-        })
-        .filter(|m| {
-            use switchboard_shared::config::check_node_model;
-            check_node_model(&m.name).is_ok() && check_node_model(&m.local).is_ok() && seen.insert(m.name.clone())
-        })
-        .collect();
-    let max = switchboard_shared::limits::NODE_MAX_MODELS;
-    models.truncate(max);
-    let mut note = String::new();
-    if models.len() < listed {
-        note = format!(
-            "advertising {} of the {listed} models the local server lists (at most {max}, valid names, each once)",
-            models.len()
-        );
-        tracing::warn!("{note}");
-    }
-    Ok((models, note))
-}
-
 /// Whether the node may take work now, and why not.
 fn availability(agent: &Agent) -> (bool, String, String) {
     let hours = agent.window.map(|w| (w, agent.args.idle_hours.as_deref().unwrap_or("")));
@@ -549,13 +536,7 @@ fn decide(
 }
 
 async fn heartbeat(agent: &Agent, reach: &NodeReach) -> Beat {
-    let (models, healthy, mut message) = match discover(agent).await {
-        Ok((m, note)) => (m, true, note),
-        Err(e) => {
-            tracing::warn!(error = %e, "local server unhealthy");
-            (Vec::new(), false, e)
-        }
-    };
+    let (models, healthy, mut message) = agent.local_server.report();
     let (available, mode, why) = availability(agent);
     agent.available.store(available, Ordering::SeqCst);
     if message.is_empty() {

@@ -3,6 +3,7 @@
 //! listening port (direct mode) or connections the agent opened to a gateway
 //! (outbound mode).
 
+use super::local::InUse;
 use super::net::{self, Attach, Slot, Stream};
 use super::Agent;
 use bytes::Bytes;
@@ -36,10 +37,12 @@ fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     r
 }
 
-/// Counts a request in flight until its answer's body is done (or dropped).
+/// Counts a request in flight until its answer's body is done (or dropped),
+/// and keeps discoveries away from the local server meanwhile.
 struct Tracked {
     body: Incoming,
     agent: Arc<Agent>,
+    _in_use: InUse,
 }
 
 impl Drop for Tracked {
@@ -110,19 +113,30 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Result<Reply, std:
             return Ok(error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()));
         }
     };
+    let in_use = agent.local_server.in_use().await;
     match agent.client.request(out).await {
         Ok(resp) => {
+            agent.local_server.answered();
             let (mut parts, body) = resp.into_parts();
             // The connection to the gateway is this agent's, not the local server's to close.
             for h in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
                 parts.headers.remove(h);
             }
-            let body = Tracked { body, agent: agent.clone() }.boxed();
+            let body = Tracked { body, agent: agent.clone(), _in_use: in_use }.boxed();
             Ok(Response::from_parts(parts, body))
         }
         Err(e) => {
+            drop(in_use);
             agent.in_flight.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "local server unreachable");
+            if e.is_connect() {
+                // Down: no need to wait for a discovery to say so.
+                let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |c| c.to_string());
+                agent.local_server.refused(format!(
+                    "a request could not connect to the local server at {}: {cause}",
+                    agent.args.local
+                ));
+            }
             let msg = format!("The node's local server at {} is unreachable: {e}.", agent.args.local);
             Ok(error(StatusCode::BAD_GATEWAY, "local_server_unreachable", &msg))
         }
