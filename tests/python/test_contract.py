@@ -101,15 +101,16 @@ def test_a_truncated_generation_raises_and_done_then_close_does_not(client):
         for _ in stream:
             pass
     assert "finish_reason" in str(e.value)
-    # Straight from a provider (the route to the mock upstream): `[DONE]`,
-    # then the connection closed without the chunked body's end.
-    chunks = list(
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=HI, stream=True,
-            extra_body={"mock": {"tokens": 2, "done_then_close": True}},
+    # `[DONE]`, then the connection closed without the chunked body's end:
+    # through the node's agent, and straight from a provider.
+    for model in (MODEL, "gpt-4o-mini"):
+        chunks = list(
+            client.chat.completions.create(
+                model=model, messages=HI, stream=True,
+                extra_body={"mock": {"tokens": 2, "done_then_close": True}},
+            )
         )
-    )
-    assert [c.choices[0].finish_reason for c in chunks][-1] == "stop"
+        assert [c.choices[0].finish_reason for c in chunks][-1] == "stop", model
 
 
 def test_errors_are_openais(client, permissive_node):

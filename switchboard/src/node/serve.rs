@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use switchboard_dataplane::sse::StreamTail;
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::KeyHash;
 use tokio::sync::watch;
@@ -43,6 +44,9 @@ struct Tracked {
     body: Incoming,
     agent: Arc<Agent>,
     _in_use: InUse,
+    /// The answer's last bytes: a stream whose data ended with `[DONE]` is
+    /// over, even if the local server then closes without ending the body.
+    tail: StreamTail,
 }
 
 impl Drop for Tracked {
@@ -56,7 +60,22 @@ impl Body for Tracked {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.tail.push(data);
+                }
+            }
+            // `[DONE]`, then the connection closed (llama-cpp-python and others
+            // do): a normal end for the gateway, not a cut.
+            Poll::Ready(Some(Err(e))) if self.tail.ends_with_done() => {
+                tracing::debug!(error = %e, "the local server closed after [DONE]; the answer is whole");
+                return Poll::Ready(None);
+            }
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -122,7 +141,7 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Result<Reply, std:
             for h in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
                 parts.headers.remove(h);
             }
-            let body = Tracked { body, agent: agent.clone(), _in_use: in_use }.boxed();
+            let body = Tracked { body, agent: agent.clone(), _in_use: in_use, tail: StreamTail::default() }.boxed();
             Ok(Response::from_parts(parts, body))
         }
         Err(e) => {
