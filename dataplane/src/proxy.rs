@@ -557,7 +557,7 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
                                 total_tokens,
                             }
                         });
-                        match f.end(&mut filtered, up.require_finish_reason, owed) {
+                        match f.end(&mut filtered, tally.reply.finish_seen, up.require_finish_reason, owed) {
                             StreamEnd::Complete => {}
                             StreamEnd::Truncated => {
                                 tracing::warn!(upstream = %up.name, "stream ended without a finish_reason: truncated");

@@ -21,6 +21,8 @@ enum Name {
     Total,
     /// Generated (or, in a request, given) text.
     Text,
+    /// Why a choice stopped: a string value means the generation finished.
+    Finish,
 }
 
 fn name_of(key: &[u8]) -> Name {
@@ -29,6 +31,7 @@ fn name_of(key: &[u8]) -> Name {
         b"completion_tokens" => Name::Completion,
         b"total_tokens" => Name::Total,
         b"content" | b"text" | b"arguments" | b"prompt" | b"input" => Name::Text,
+        b"finish_reason" => Name::Finish,
         _ => Name::Other,
     }
 }
@@ -70,6 +73,9 @@ pub struct UsageScan {
     pub text_fragments: u64,
     /// Bytes of text seen.
     pub text_bytes: u64,
+    /// A `finish_reason` with a string value (not null) went by: the
+    /// generation finished, as opposed to being cut short.
+    pub finish_seen: bool,
 }
 
 impl UsageScan {
@@ -152,6 +158,13 @@ impl UsageScan {
                         data = &data[1..];
                         self.text_len = 0;
                         self.st = St::Text;
+                    } else if b == b'"' && name == Name::Finish {
+                        // Read over the value as an unnamed string.
+                        self.finish_seen = true;
+                        data = &data[1..];
+                        self.key_len = 0;
+                        self.key_other = true;
+                        self.st = St::Str;
                     } else {
                         self.st = St::Out;
                     }
@@ -243,15 +256,14 @@ pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u6
 ///   write the stream's ending: the usage chunk the client asked for if the
 ///   upstream sent none, then `[DONE]`, or nothing when the generation was cut
 ///   short (no `finish_reason` anywhere) and an error event must go instead;
-/// - notes whether a `finish_reason`, a usage chunk and `[DONE]` went by.
+/// - notes whether a usage chunk and `[DONE]` went by (whether a
+///   `finish_reason` did, the [`UsageScan`] knows).
 ///
 /// [`UsageStrip`] is the filter that only strips.
 pub struct StreamFilter {
     partial: Vec<u8>,
     strip_usage: bool,
     hold_done: bool,
-    /// Some choice had a non-null `finish_reason`.
-    pub finish_seen: bool,
     /// A usage-only event went by (stripped or not).
     pub usage_seen: bool,
     /// `[DONE]` went by (held or not).
@@ -303,7 +315,6 @@ impl StreamFilter {
             partial: Vec::new(),
             strip_usage,
             hold_done,
-            finish_seen: false,
             usage_seen: false,
             done_seen: false,
             done_event: Vec::new(),
@@ -336,16 +347,23 @@ impl StreamFilter {
     }
 
     /// After [`finish`](Self::finish), with `hold_done`: write the stream's
-    /// ending to `out` and say how it ended. `require_finish`: a stream
-    /// without any `finish_reason` is a truncated generation (an upstream
-    /// known to omit it is trusted instead). `owed`: the usage chunk to write
-    /// if the client asked for usage and none went by.
-    pub fn end(&mut self, out: &mut Vec<u8>, require_finish: bool, owed: Option<OwedUsage<'_>>) -> StreamEnd {
-        let finished = self.finish_seen || !require_finish;
+    /// ending to `out` and say how it ended. `finish_seen`: a `finish_reason`
+    /// went by ([`UsageScan::finish_seen`], which reads every byte anyway).
+    /// `require_finish`: a stream without any is a truncated generation (an
+    /// upstream known to omit it is trusted instead). `owed`: the usage chunk
+    /// to write if the client asked for usage and none went by.
+    pub fn end(
+        &mut self,
+        out: &mut Vec<u8>,
+        finish_seen: bool,
+        require_finish: bool,
+        owed: Option<OwedUsage<'_>>,
+    ) -> StreamEnd {
+        let finished = finish_seen || !require_finish;
         if !finished {
             return if self.done_seen { StreamEnd::Truncated } else { StreamEnd::Unfinished };
         }
-        if !self.done_seen && !self.finish_seen {
+        if !self.done_seen && !finish_seen {
             return StreamEnd::Unfinished;
         }
         if let Some(u) = owed.filter(|_| !self.usage_seen) {
@@ -381,11 +399,7 @@ impl StreamFilter {
                     self.usage_seen = true;
                     !self.strip_usage
                 }
-                Some(d) => {
-                    self.finish_seen = self.finish_seen || has_finish_reason(&d);
-                    true
-                }
-                None => true,
+                _ => true,
             };
             if keep {
                 out.extend_from_slice(&data[start..start + ev.end]);
@@ -394,25 +408,6 @@ impl StreamFilter {
         }
         start
     }
-}
-
-/// Whether a chunk's data has a choice with a non-null `finish_reason`.
-pub fn has_finish_reason(data: &[u8]) -> bool {
-    use serde::Deserialize;
-    #[derive(Deserialize)]
-    struct Probe {
-        choices: Option<Vec<Choice>>,
-    }
-    #[derive(Deserialize)]
-    struct Choice {
-        finish_reason: Option<serde::de::IgnoredAny>,
-    }
-    // Cheap exact pre-check: the key appears as is or escaped.
-    if memchr::memmem::find(data, b"finish_reason").is_none() && memchr::memmem::find(data, b"\\u").is_none() {
-        return false;
-    }
-    serde_json::from_slice::<Probe>(data)
-        .is_ok_and(|p| p.choices.is_some_and(|c| c.iter().any(|c| c.finish_reason.is_some())))
 }
 
 /// The usage-only chunk OpenAI sends last when `include_usage` is asked,
@@ -569,5 +564,22 @@ mod tests {
             assert_eq!(got, want.usage, "case {case}: {text:?}");
             assert_eq!(scan.text_fragments, want.tokens, "case {case}: {text:?}");
         }
+    }
+
+    #[test]
+    fn a_finish_reason_is_seen_only_as_a_string_value_whatever_the_split() {
+        let finished = br#"data: {"choices":[{"index":0,"delta":{},"finish_reason" : "stop"}]}"#;
+        let open = br#"data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}"#;
+        let quoted = br#"data: {"choices":[{"delta":{"content":"say \"finish_reason\":\"stop\""},"finish_reason":null}]}"#;
+        for step in 1..finished.len() {
+            assert!(scan_split(finished, step).finish_seen, "split every {step}");
+            assert!(!scan_split(open, step).finish_seen, "null, split every {step}");
+            assert!(!scan_split(quoted, step).finish_seen, "inside a string, split every {step}");
+        }
+        // What follows the value is still read: usage after a finish.
+        let both = br#"{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let s = scan_split(both, 5);
+        assert!(s.finish_seen);
+        assert_eq!((s.prompt_tokens, s.completion_tokens), (Some(3), Some(4)));
     }
 }
