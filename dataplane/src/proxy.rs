@@ -567,14 +567,17 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
                                     return ProxyOutcome::Retry(GatewayError::upstream_truncated(&up.name));
                                 }
                                 tally.outcome = Outcome::UpstreamTruncated;
-                                unfinished = Some(GatewayError::upstream_truncated(&up.name));
+                                // One error event: the upstream's own, if it sent one.
+                                unfinished = (!f.error_seen).then(|| GatewayError::upstream_truncated(&up.name));
                             }
                             StreamEnd::Unfinished => {
                                 tally.outcome = Outcome::UpstreamCut;
-                                unfinished = Some(GatewayError::upstream(format!(
-                                    "Upstream `{}` ended the stream without [DONE].",
-                                    up.name
-                                )));
+                                unfinished = (!f.error_seen).then(|| {
+                                    GatewayError::upstream(format!(
+                                        "Upstream `{}` ended the stream without [DONE].",
+                                        up.name
+                                    ))
+                                });
                             }
                         }
                     }

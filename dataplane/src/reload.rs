@@ -41,17 +41,27 @@ pub struct Routable {
 }
 
 impl Routable {
+    /// Keys that can authenticate (enabled ones), and models.
     pub fn of(cfg: &Config) -> Routable {
-        Routable { keys: cfg.keys.len(), models: cfg.models.len() }
+        Routable { keys: cfg.keys.iter().filter(|k| k.enabled).count(), models: cfg.models.len() }
     }
+}
+
+/// Whether a config text says nothing: empty, or only blanks, comments and a
+/// byte-order mark (an editor's new file, or one caught mid-write).
+fn says_nothing(text: &str) -> bool {
+    text.trim_start_matches('\u{feff}').lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
 }
 
 /// Why `text` (parsed as `cfg`) must not replace a running config that has
 /// `running`, if it must not; `None` when it may. `switchboard check` asks
 /// with `running = None`: "could this file replace any working config?".
 pub fn refusal(text: &str, cfg: &Config, running: Option<Routable>) -> Option<String> {
-    if text.trim().is_empty() {
-        return Some("the file is empty (caught while being written?)".into());
+    if says_nothing(text) {
+        return Some("the file is empty, or only comments (caught while being written?)".into());
     }
     // With `[admin]` the file only seeds the database: leaving a key or a
     // model out of it removes nothing.
@@ -60,10 +70,11 @@ pub fn refusal(text: &str, cfg: &Config, running: Option<Routable>) -> Option<St
     }
     let had = running.unwrap_or(Routable { keys: 1, models: 1 });
     let hint = "write `allow_empty_routing = true` at the top of the file to mean it";
-    if cfg.keys.is_empty() && had.keys > 0 {
-        return Some(format!("it has no [[keys]]: every request would be refused with 401; {hint}"));
+    let now = Routable::of(cfg);
+    if now.keys == 0 && had.keys > 0 {
+        return Some(format!("it has no enabled [[keys]]: every request would be refused with 401; {hint}"));
     }
-    if cfg.models.is_empty() && had.models > 0 {
+    if now.models == 0 && had.models > 0 {
         return Some(format!("it has no [[models]]: every request would be refused with 404; {hint}"));
     }
     None

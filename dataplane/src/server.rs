@@ -128,27 +128,29 @@ pub fn bind_reuseport(
     let mut listeners = Vec::with_capacity(count);
     for i in 0..count.max(1) {
         let exclusive = i == 0 && sharing == AddrSharing::Exclusive;
-        let l = listener(addr, backlog, exclusive).map_err(|e| {
-            if e.kind() == io::ErrorKind::AddrInUse && i == 0 {
-                let hint = match sharing {
-                    AddrSharing::Exclusive => {
-                        "another process already serves it (a gateway still running?): stop it, or start this one \
-                         with --handover to take over from it"
-                    }
-                    AddrSharing::HandOver => {
-                        "--handover shares an address only with a process of the same user that listens with \
-                         SO_REUSEPORT (another Switchboard gateway)"
-                    }
-                };
-                io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} is in use: {hint}"))
-            } else {
-                e
-            }
+        let l = listener(addr, backlog, exclusive).map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse if i == 0 => in_use_error(addr, sharing),
+            _ => e,
         })?;
         addr = l.local_addr()?;
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// The error for an address another process serves, saying what to do.
+pub fn in_use_error(addr: SocketAddr, sharing: AddrSharing) -> io::Error {
+    let hint = match sharing {
+        AddrSharing::Exclusive => {
+            "another process already serves it (a gateway still running?): stop it, or start this one with \
+             --handover to take over from it"
+        }
+        AddrSharing::HandOver => {
+            "--handover shares an address only with a process of the same user that listens with SO_REUSEPORT \
+             (another Switchboard gateway)"
+        }
+    };
+    io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} is in use: {hint}"))
 }
 
 /// Whether something already listens on `addr` (a bind without

@@ -52,6 +52,8 @@ pub enum Fault {
     RoleType(usize, &'static str),
     /// Message `i`'s role is not one OpenAI knows (the value, capped).
     BadRole(usize, String),
+    /// Message `i` says `role` twice (an upstream might read either copy).
+    TwoRoles(usize),
 }
 
 /// The JSON type name OpenAI's messages use ("a string", "an object", ...).
@@ -147,7 +149,10 @@ impl<'de> de::DeserializeSeed<'de> for MessageAt {
                         continue;
                     }
                     let v = map.next_value::<&'de RawValue>()?;
-                    role = Some(check_role(self.0, v.get()));
+                    role = Some(match role {
+                        None => check_role(self.0, v.get()),
+                        Some(_) => Err(Fault::TwoRoles(self.0)),
+                    });
                 }
                 Ok(Message::Role(role.unwrap_or(Err(Fault::NoRole(self.0)))))
             }
@@ -317,7 +322,11 @@ fn shown(text: &str) -> &str {
 pub fn check(endpoint: &Endpoint, c: &Checks<'_>) -> Result<(), GatewayError> {
     match endpoint {
         Endpoint::ChatCompletions => {
-            let Some(m) = &c.messages else { return Err(GatewayError::missing_param("messages")) };
+            let m = match &c.messages {
+                Some(m) if m.fault != Some(Fault::NotArray("null")) => m,
+                // Absent, or null: missing, as for `prompt` and `input`.
+                _ => return Err(GatewayError::missing_param("messages")),
+            };
             if let Some(f) = &m.fault {
                 return Err(message_error(f));
             }
@@ -367,6 +376,8 @@ fn message_error(f: &Fault) -> GatewayError {
             "invalid_type",
             format!("Invalid type for 'messages[{i}].role': expected one of {}, but got {kind} instead.", roles()),
         ),
+        Fault::TwoRoles(i) => GatewayError::invalid_json(format_args!("duplicate field `role` in `messages[{i}]`"))
+            .with_param(format!("messages[{i}].role")),
         Fault::BadRole(i, v) => GatewayError::invalid_param(
             format!("messages[{i}].role"),
             "invalid_value",
@@ -411,7 +422,17 @@ mod tests {
         let e = err(C, r#"{"model":"m","messages":"hi"}"#);
         assert_eq!((e.0.as_deref(), e.1), (Some("messages"), Some("invalid_type")));
         assert!(e.2.contains("but got a string"), "{}", e.2);
-        assert_eq!(err(C, r#"{"model":"m","messages":null}"#).1, Some("invalid_type"));
+        let e = err(C, r#"{"model":"m","messages":null}"#);
+        assert_eq!((e.0.as_deref(), e.1), (Some("messages"), Some("missing_required_parameter")));
+        // A role said twice is refused whichever copy is the bad one.
+        for two in [
+            r#"[{"role":"bot","role":"user"}]"#,
+            r#"[{"role":"user","role":"bot"}]"#,
+            r#"[{"role":"user","role":"user"}]"#,
+        ] {
+            let e = err(C, &format!(r#"{{"model":"m","messages":{two}}}"#));
+            assert_eq!((e.0.as_deref(), e.1), (Some("messages[0].role"), Some("invalid_json")), "{two}");
+        }
         let e = err(C, r#"{"model":"m","messages":[{"role":"user"},5]}"#);
         assert_eq!((e.0.as_deref(), e.1), (Some("messages[1]"), Some("invalid_type")));
         let e = err(C, r#"{"model":"m","messages":[{"content":"x"}]}"#);

@@ -162,6 +162,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit 73 if one of `addrs` is already served by another process and no
+/// hand-over was asked for. (The listeners' own binds refuse it too; this
+/// says so before the process changes anything.)
+fn refuse_served(addrs: &[Result<std::net::SocketAddr, ConfigError>], handover: bool) -> Result<(), ExitCode> {
+    if handover {
+        return Ok(());
+    }
+    for addr in addrs.iter().flatten() {
+        if switchboard_dataplane::server::addr_in_use(*addr) {
+            return Err(fail(EX_CANTCREAT, switchboard_dataplane::server::in_use_error(*addr, AddrSharing::Exclusive)));
+        }
+    }
+    Ok(())
+}
+
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("switchboard: {message}");
     ExitCode::from(code)
@@ -185,6 +200,9 @@ fn dataplane(
             Err(e) => return fail(EX_CONFIG, format!("{}: {e}", path.display())),
         },
     };
+    if let Err(e) = refuse_served(&[cfg.server.listen_addr()], handover) {
+        return e;
+    }
     if !cfg.keys.is_empty() || !cfg.upstreams.is_empty() || !cfg.models.is_empty() || cfg.admin.is_some() {
         tracing::warn!("this data plane follows the admin: the config file's routing tables and [admin] are ignored");
     }
@@ -319,6 +337,13 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EX_CONFIG, format!("{}: {e}", path.display())),
     };
+    // Before anything is written (the database seeded from this file): a
+    // gateway that will not get its addresses must change nothing.
+    let mut addrs = vec![cfg.server.listen_addr()];
+    addrs.extend(cfg.admin.as_ref().map(|a| a.listen_addr()));
+    if let Err(e) = refuse_served(&addrs, handover) {
+        return e;
+    }
     // Keep the admin service alive for the life of the process.
     let mut admin_handle = None;
     let config_dir = path.parent().map(PathBuf::from).unwrap_or_default();

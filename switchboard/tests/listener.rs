@@ -62,11 +62,22 @@ fn a_second_gateway_on_a_served_address_refuses_to_start() {
         let line = p2.wait_line("is in use");
         assert!(line.contains("--handover"), "{line}");
     }
-    // The same admin address (its data plane elsewhere).
-    let path = write(second.path(), "admin.toml", &config("127.0.0.1:0", &b.base_url(), Some(&admin.to_string())));
+    // The same admin address (its data plane elsewhere), and the same
+    // database with a route of its own: refused before it writes anything.
+    let db = dir.path().join("sb.db");
+    let other = config("127.0.0.1:0", &b.base_url(), Some(&admin.to_string()))
+        .replace("database = \"sb.db\"", &format!("database = \"{}\"", db.display()))
+        .replace("name = \"m\"", "name = \"from-the-second\"");
+    let path = write(second.path(), "admin.toml", &other);
     let mut p3 = Proc::spawn(&["serve", "--config", &path], &[]);
     assert_eq!(p3.wait_exit(Duration::from_secs(30)), 73);
     p3.wait_line("is in use");
+    let mut c = Conn::open(admin);
+    c.send(
+        format!("GET /v1/admin/routes HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n").as_bytes(),
+    );
+    let routes = c.response().text();
+    assert!(routes.contains("\"m\"") && !routes.contains("from-the-second"), "{routes}");
     // A remote data plane too.
     let dp = write(second.path(), "dp.toml", &format!("[server]\nlisten = \"{addr}\"\nworkers = 1\n"));
     let mut p4 = Proc::spawn(&["dataplane", "--admin", &format!("http://{admin}"), "--config", &dp], &[]);
@@ -143,19 +154,28 @@ fn check_and_serve_refuse_what_a_reload_would_refuse() {
     assert!(err.contains("empty"), "{err}");
     let (code, err) = check("[server]\nlisten = \"127.0.0.1:0\"\n");
     assert_eq!(code, 78);
-    assert!(err.contains("no [[keys]]") && err.contains("allow_empty_routing"), "{err}");
+    assert!(err.contains("no enabled [[keys]]") && err.contains("allow_empty_routing"), "{err}");
     let (code, err) = check(&good[..good.find("[[keys]]").unwrap()]);
     assert_eq!(code, 78);
-    assert!(err.contains("no [[keys]]"), "{err}");
+    assert!(err.contains("no enabled [[keys]]"), "{err}");
     assert_eq!(check(&format!("allow_empty_routing = true\n{}", &good[..good.find("[[keys]]").unwrap()])).0, 0);
     // A file that seeds an admin database may leave routing to the database.
     assert_eq!(check("[admin]\nlisten = \"127.0.0.1:0\"\n").0, 0);
 
-    // `serve` does not start on an empty file.
-    let empty = write(dir.path(), "empty.toml", "");
-    let mut p = Proc::spawn(&["serve", "--config", &empty], &[]);
-    assert_eq!(p.wait_exit(Duration::from_secs(30)), 78);
-    p.wait_line("empty");
+    let (code, err) = check("\u{feff}# a new file\n\n   # nothing yet\n");
+    assert_eq!(code, 78);
+    assert!(err.contains("only comments"), "{err}");
+    let (code, err) = check(&good.replace("id = \"k\"", "id = \"k\"\nenabled = false"));
+    assert_eq!(code, 78);
+    assert!(err.contains("no enabled [[keys]]"), "{err}");
+
+    // `serve` does not start on an empty file, or one with only comments.
+    for (name, text) in [("empty.toml", ""), ("comments.toml", "# only a comment\n")] {
+        let path = write(dir.path(), name, text);
+        let mut p = Proc::spawn(&["serve", "--config", &path], &[]);
+        assert_eq!(p.wait_exit(Duration::from_secs(30)), 78, "{name}");
+        p.wait_line("empty");
+    }
 }
 
 #[test]

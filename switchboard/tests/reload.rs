@@ -93,7 +93,12 @@ fn a_bad_file_keeps_the_running_snapshot() {
 #[test]
 fn revoking_a_key_takes_effect_on_the_next_request() {
     let up = mock();
-    let cfg = basic_config(&up.base_url(), "");
+    // Another key stays, so the reload does not disable every key (refused).
+    let cfg = format!(
+        "{}\n[[keys]]\nid = \"other\"\nhash = \"{}\"\n",
+        basic_config(&up.base_url(), ""),
+        key_hash("sk-other")
+    );
     let gw = Gateway::start(&cfg);
     let mut c = gw.conn();
     c.send(&request(
@@ -134,8 +139,10 @@ fn an_empty_or_server_only_file_is_refused_and_counted() {
     for (text, why) in [
         ("", "empty"),
         ("  \n# nothing yet\n", "empty"),
-        ("[server]\nlisten = \"127.0.0.1:0\"\n", "no [[keys]]"),
-        (&cfg[..cfg.find("[[keys]]").unwrap()], "no [[keys]]"),
+        ("\u{feff}# only a comment\n", "empty"),
+        ("[server]\nlisten = \"127.0.0.1:0\"\n", "no enabled [[keys]]"),
+        (&cfg[..cfg.find("[[keys]]").unwrap()], "no enabled [[keys]]"),
+        (&cfg.replace("id = \"test\"", "id = \"test\"\nenabled = false"), "no enabled [[keys]]"),
     ] {
         std::fs::write(&gw.config_path, text).unwrap();
         match gw.reloader.reload_now() {
@@ -150,7 +157,7 @@ fn an_empty_or_server_only_file_is_refused_and_counted() {
         );
     }
     // Counted (other tests in this process may refuse too).
-    assert!(reloads(&gw, "refused") >= refused + 4);
+    assert!(reloads(&gw, "refused") >= refused + 6);
     // Removing every model is refused the same way.
     let keys_only =
         format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[[keys]]\nid = \"test\"\nhash = \"{}\"\n", key_hash(KEY));

@@ -363,6 +363,7 @@ fn a_stream_cut_after_tokens_ends_with_an_error_event_never_a_clean_finish() {
         let events = sse_data(&r.body);
         assert!(events.iter().any(|e| e.contains("word")), "{why}");
         assert!(events.last().unwrap().contains("\"error\""), "{why}: {events:?}");
+        assert_eq!(events.iter().filter(|e| e.contains("\"error\"")).count(), 1, "{why}: one error event: {events:?}");
         assert!(!events.iter().any(|e| e == "[DONE]"), "{why}");
     }
 }

@@ -268,6 +268,8 @@ pub struct StreamFilter {
     pub usage_seen: bool,
     /// `[DONE]` went by (held or not).
     pub done_seen: bool,
+    /// The upstream sent an error event (it said itself that the stream failed).
+    pub error_seen: bool,
     /// The held `[DONE]` event as the upstream wrote it (its line endings).
     done_event: Vec<u8>,
 }
@@ -317,6 +319,7 @@ impl StreamFilter {
             hold_done,
             usage_seen: false,
             done_seen: false,
+            error_seen: false,
             done_event: Vec::new(),
         }
     }
@@ -399,6 +402,10 @@ impl StreamFilter {
                     self.usage_seen = true;
                     !self.strip_usage
                 }
+                Some(d) if is_error_event(&d) => {
+                    self.error_seen = true;
+                    true
+                }
                 _ => true,
             };
             if keep {
@@ -408,6 +415,23 @@ impl StreamFilter {
         }
         start
     }
+}
+
+/// Whether an event's data is an error (`{"error": {...}}`, any whitespace).
+fn is_error_event(data: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        error: Option<serde::de::IgnoredAny>,
+    }
+    // Cheap pre-check: the key as servers write it (a quote inside a string
+    // is escaped, so `"error"` there is never these bytes). A key spelled
+    // with escapes is not looked for: missing one costs a second error event,
+    // while parsing every chunk with an escape (non-ASCII text from Python
+    // servers) would cost every stream.
+    if memchr::memmem::find(data, b"\"error\"").is_none() {
+        return false;
+    }
+    serde_json::from_slice::<Probe>(data).is_ok_and(|p| p.error.is_some())
 }
 
 /// The usage-only chunk OpenAI sends last when `include_usage` is asked,
@@ -570,7 +594,8 @@ mod tests {
     fn a_finish_reason_is_seen_only_as_a_string_value_whatever_the_split() {
         let finished = br#"data: {"choices":[{"index":0,"delta":{},"finish_reason" : "stop"}]}"#;
         let open = br#"data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}"#;
-        let quoted = br#"data: {"choices":[{"delta":{"content":"say \"finish_reason\":\"stop\""},"finish_reason":null}]}"#;
+        let quoted =
+            br#"data: {"choices":[{"delta":{"content":"say \"finish_reason\":\"stop\""},"finish_reason":null}]}"#;
         for step in 1..finished.len() {
             assert!(scan_split(finished, step).finish_seen, "split every {step}");
             assert!(!scan_split(open, step).finish_seen, "null, split every {step}");
