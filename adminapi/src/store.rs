@@ -200,6 +200,19 @@ fn new_secret(h: &KeyHasher) -> (String, String, String) {
     (secret, hash, hint)
 }
 
+/// A key's expiry (Unix seconds), in the range the file takes too.
+fn check_expiry(expires_at: Option<i64>) -> ApiResult<()> {
+    match expires_at {
+        None => Ok(()),
+        Some(t) => u64::try_from(t)
+            .map_err(|_| {
+                format!("must be between 0 and {}, got a negative number", switchboard_shared::limits::EXPIRES_AT_S.max)
+            })
+            .and_then(|t| switchboard_shared::limits::EXPIRES_AT_S.check(t))
+            .map_err(|m| ApiError::invalid_field("expires_at", m)),
+    }
+}
+
 fn check_models(models: &[String]) -> ApiResult<()> {
     if models.is_empty() {
         return Err(ApiError::invalid_field("models", "`models` needs at least one name, or \"*\" for all"));
@@ -214,6 +227,7 @@ pub fn create_key(c: &Db<'_>, h: &KeyHasher, actor: &str, input: &KeyCreate) -> 
     let org = find_org(c, &input.org).map_err(|_| ApiError::invalid_field("org", format!("no org `{}`", input.org)))?;
     check_name("name", &input.name)?;
     check_models(&input.models)?;
+    check_expiry(input.expires_at)?;
     let (secret, hash, hint) = new_secret(h);
     let id = new_id("key");
     let now = now_secs();
@@ -255,6 +269,7 @@ pub fn update_key(c: &Db<'_>, actor: &str, id: &str, u: &KeyUpdate) -> ApiResult
         after.models = m.clone();
     }
     if let Some(e) = u.expires_at {
+        check_expiry(e)?;
         after.expires_at = e;
     }
     if let Some(en) = u.enabled {

@@ -18,7 +18,8 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig
     if let Some(path) = extra_ca {
         use rustls::pki_types::pem::PemObject;
         let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))? {
+        let pem = read_pem_file(path)?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("bad PEM in `{}`: {e}", path.display()))?;
             roots.add(cert).map_err(|e| format!("bad CA certificate in `{}`: {e}", path.display()))?;
             added += 1;
@@ -112,16 +113,45 @@ pub fn read_chain_and_key(
     key_file: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     use rustls::pki_types::pem::PemObject;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| format!("cannot read `{}`: {e}", cert_file.display()))?
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem_file(cert_file)?)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad PEM in `{}`: {e}", cert_file.display()))?;
     if certs.is_empty() {
         return Err(format!("`{}` holds no certificates", cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_file)
+    let key = PrivateKeyDer::from_pem_slice(&read_pem_file(key_file)?)
         .map_err(|e| format!("bad private key in `{}`: {e}", key_file.display()))?;
     Ok((certs, key))
+}
+
+/// The most a PEM file (a CA bundle, a certificate chain, a key) may hold.
+pub const PEM_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Read a PEM file named in a config or through the admin API: a regular
+/// file of at most [`PEM_MAX_BYTES`]. A FIFO, a device (`/dev/zero`) or a
+/// directory is refused without being read, so a careless path can neither
+/// block the caller (the admin's writer) nor fill its memory.
+pub fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot read `{}`: {e}", path.display());
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(cannot(&"not a regular file"));
+    }
+    if meta.len() > PEM_MAX_BYTES {
+        return Err(cannot(&format_args!("larger than {PEM_MAX_BYTES} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(PEM_MAX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > PEM_MAX_BYTES {
+        return Err(cannot(&format_args!("larger than {PEM_MAX_BYTES} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// Build a server config from a certificate chain (leaf first) and its key.
@@ -200,6 +230,32 @@ impl ServerTls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_files_are_regular_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("ca.pem");
+        let c = rcgen::generate_simple_self_signed(vec!["ca.invalid".to_string()]).unwrap();
+        std::fs::write(&good, c.cert.pem()).unwrap();
+        assert!(client_config(Some(&good)).is_ok());
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = dir.path().join("fifo.pem");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let huge = dir.path().join("huge.pem");
+        std::fs::File::create(&huge).unwrap().set_len(PEM_MAX_BYTES + 1).unwrap();
+        for (path, why) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (dir.path(), "not a regular file"),
+            (huge.as_path(), "larger than"),
+            (Path::new("/nonexistent/ca.pem"), "cannot read"),
+        ] {
+            let e = client_config(Some(path)).err().unwrap_or_else(|| panic!("{path:?} accepted"));
+            assert!(e.contains(why), "{path:?}: {e}");
+        }
+    }
 
     fn self_signed() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
         let c = rcgen::generate_simple_self_signed(vec!["node.invalid".to_string()]).unwrap();

@@ -1102,7 +1102,7 @@ impl RoutingSpec {
                     in_range(format!("{p}.retry.{field}"), v, range)?;
                 }
             }
-            if m.strategy == Strategy::Weighted && m.targets.iter().map(|t| t.weight as u64).sum::<u64>() > 10_000 {
+            if m.targets.iter().map(|t| t.weight as u64).sum::<u64>() > 10_000 {
                 return Err(ConfigError::at(format!("{p}.targets"), "weights must add up to at most 10000"));
             }
             for (j, t) in m.targets.iter().enumerate() {
@@ -1279,6 +1279,14 @@ models = ["fast"]
         assert_eq!(err.path, "upstreams[0].base_url");
         let err = Config::parse(&sample().replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\"")).unwrap_err();
         assert_eq!(err.path, "server.listen");
+    }
+
+    #[test]
+    fn a_routes_weights_add_up_to_at_most_10000_whatever_its_strategy() {
+        let heavy = "{ upstream = \"mock\", weight = 6000 }, { upstream = \"mock\", weight = 6000 }]";
+        let cfg = sample().replacen("{ upstream = \"mock\" }]", heavy, 1);
+        assert_ne!(cfg, sample());
+        assert_eq!(Config::parse(&cfg).unwrap_err().path, "models[0].targets");
     }
 
     #[test]

@@ -78,6 +78,19 @@ fn resources_list_get_update_and_delete() {
     assert_eq!(p["models"][0]["completion_per_mtok"], 0.6);
     let r = gw.call("PATCH", "/v1/admin/providers/mock", Some(&json!({"read_timeout_ms": 1000})));
     assert_eq!(r.json()["read_timeout_ms"], 1000);
+    // A CA "file" that is a device or a FIFO is refused at once (never read:
+    // /dev/zero would fill memory, a FIFO would block every admin call).
+    let fifo = gw.dir.path().join("ca.fifo");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    for ca in ["/dev/zero".to_string(), fifo.display().to_string()] {
+        let body = json!({"ca_file": ca, "base_url": "https://127.0.0.1:1/v1"});
+        let r = gw.call("PATCH", "/v1/admin/providers/mock", Some(&body));
+        assert_eq!(r.status, 422, "{ca}: {}", r.text());
+        assert!(r.text().contains("not a regular file"), "{}", r.text());
+    }
+    assert_eq!(gw.call("GET", "/v1/admin/routes", None).status, 200, "the admin still answers");
     let routes = gw.call("GET", "/v1/admin/routes", None).json();
     assert_eq!(routes["data"][0]["name"], "m");
     assert_eq!(routes["data"][0]["strategy"], "priority");
@@ -106,6 +119,14 @@ fn revoke_rotate_and_expiry_apply_to_the_next_request() {
     gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": 1})));
     assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 401);
     gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": null})));
+    assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
+    // An expiry outside 0..=9999-12-31 is refused, as in the file.
+    for bad in [json!(-1), json!(i64::MIN), json!(253_402_300_800i64)] {
+        let r = gw.call("PATCH", &format!("/v1/admin/keys/{id}"), Some(&json!({"expires_at": bad})));
+        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("expires_at")), "{bad}");
+    }
+    let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "acme", "name": "neg", "expires_at": -1})));
+    assert_eq!((r.status, r.error()["param"].as_str()), (422, Some("expires_at")), "{}", r.text());
     assert_eq!(gw.chat(&rotated, r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).status, 200);
 
     // A key may only name models that exist; then it may use only those.
