@@ -136,8 +136,29 @@ impl Config {
             }
         }
         cfg.usage.validate()?;
+        cfg.check_names()?;
         cfg.routing().validate()?;
         Ok(cfg)
+    }
+
+    /// What the admin API checks in what it is given, checked in a file too:
+    /// names by its rules (characters, not bytes; no control, zero-width or
+    /// bidi characters) and keys that name some model. (Not in
+    /// [`RoutingSpec::validate`]: a database an older version wrote may hold
+    /// names these rules refuse, and must still load.)
+    fn check_names(&self) -> Result<(), ConfigError> {
+        let names = self.upstreams.iter().enumerate().map(|(i, u)| (format!("upstreams[{i}].name"), &u.name));
+        let names = names.chain(self.models.iter().enumerate().map(|(i, m)| (format!("models[{i}].name"), &m.name)));
+        let names = names.chain(self.orgs.iter().enumerate().map(|(i, o)| (format!("orgs[{i}].name"), &o.name)));
+        for (path, name) in names {
+            limits::check_name(name).map_err(|m| ConfigError::at(path, m))?;
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.models.is_empty() {
+                return Err(ConfigError::at(format!("keys[{i}].models"), "needs at least one name, or \"*\" for all"));
+            }
+        }
+        Ok(())
     }
 
     /// The routing part, which can change at run time.
@@ -1279,6 +1300,19 @@ models = ["fast"]
         assert_eq!(err.path, "upstreams[0].base_url");
         let err = Config::parse(&sample().replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\"")).unwrap_err();
         assert_eq!(err.path, "server.listen");
+    }
+
+    #[test]
+    fn names_follow_the_admin_apis_rules_and_a_key_names_some_model() {
+        // TOML escapes: U+202E (bidi override), U+200B (zero width), NUL.
+        for bad in [r"fa\u202Est", r"fa\u200Bst", r"fa\u0000st"] {
+            let cfg = sample().replacen("name = \"fast\"", &format!("name = \"{bad}\""), 1);
+            assert_ne!(cfg, sample());
+            assert_eq!(Config::parse(&cfg).unwrap_err().path, "models[1].name", "{bad:?}");
+        }
+        let cfg = sample().replacen("models = [\"fast\"]", "models = []", 1);
+        assert_ne!(cfg, sample());
+        assert_eq!(Config::parse(&cfg).unwrap_err().path, "keys[0].models");
     }
 
     #[test]
