@@ -56,71 +56,44 @@ pub enum Fault {
     TwoRoles(usize),
 }
 
-/// The JSON type name OpenAI's messages use ("a string", "an object", ...).
-fn type_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Null => "null",
-        Kind::Bool => "a boolean",
-        Kind::Number => "a number",
-        Kind::String => "a string",
-        Kind::Array => "an array",
-        Kind::Object => "an object",
+/// What kind of JSON value a raw slice is, in the words OpenAI's messages
+/// use ("a string", "an object", ...). A raw value has no leading blanks, so
+/// its first byte says.
+fn kind_of(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Null,
-    Bool,
-    Number,
-    String,
-    Array,
-    Object,
-}
-
-/// Any JSON value, skipped; says which type it was.
-struct AnyKind(Kind);
-
-impl<'de> Deserialize<'de> for AnyKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = AnyKind;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::Null))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::Null))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::Bool))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::Number))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::Number))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::Number))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<AnyKind, E> {
-                Ok(AnyKind(Kind::String))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyKind, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(AnyKind(Kind::Array))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyKind, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(AnyKind(Kind::Object))
-            }
+/// The visitor methods for a JSON scalar (null, boolean, number, string),
+/// each answering `$make(kind)` with the kind's name: the cases where a
+/// container was expected and something else came.
+macro_rules! scalars_as {
+    ($value:ty, $make:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<$value, E> {
+            Ok($make("null"))
         }
-        d.deserialize_any(V)
-    }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+            Ok($make("a boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+            Ok($make("a number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
+            Ok($make("a number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+            Ok($make("a number"))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$value, E> {
+            Ok($make("a string"))
+        }
+    };
 }
 
 /// One message: only its role is read.
@@ -160,24 +133,7 @@ impl<'de> de::DeserializeSeed<'de> for MessageAt {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Message::NotObject("an array"))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Message, E> {
-                Ok(Message::NotObject("null"))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Message, E> {
-                Ok(Message::NotObject("a boolean"))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Message, E> {
-                Ok(Message::NotObject("a number"))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Message, E> {
-                Ok(Message::NotObject("a number"))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Message, E> {
-                Ok(Message::NotObject("a number"))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Message, E> {
-                Ok(Message::NotObject("a string"))
-            }
+            scalars_as!(Message, Message::NotObject);
         }
         d.deserialize_any(V(self.0))
     }
@@ -185,14 +141,7 @@ impl<'de> de::DeserializeSeed<'de> for MessageAt {
 
 fn check_role(i: usize, text: &str) -> Result<(), Fault> {
     let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
-        let kind = match text.as_bytes().first() {
-            Some(b'n') => "null",
-            Some(b't' | b'f') => "a boolean",
-            Some(b'[') => "an array",
-            Some(b'{') => "an object",
-            _ => "a number",
-        };
-        return Err(Fault::RoleType(i, kind));
+        return Err(Fault::RoleType(i, kind_of(text)));
     };
     if ROLES.contains(&inner) {
         return Ok(());
@@ -235,24 +184,7 @@ impl<'de> Deserialize<'de> for Messages {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Messages { count: 0, fault: Some(Fault::NotArray("an object")) })
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Messages, E> {
-                Ok(Messages { count: 0, fault: Some(Fault::NotArray("null")) })
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Messages, E> {
-                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a boolean")) })
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Messages, E> {
-                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a number")) })
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Messages, E> {
-                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a number")) })
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Messages, E> {
-                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a number")) })
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Messages, E> {
-                Ok(Messages { count: 0, fault: Some(Fault::NotArray("a string")) })
-            }
+            scalars_as!(Messages, |kind| Messages { count: 0, fault: Some(Fault::NotArray(kind)) });
         }
         d.deserialize_any(V)
     }
@@ -260,11 +192,6 @@ impl<'de> Deserialize<'de> for Messages {
 
 fn is_null(v: Option<&RawValue>) -> bool {
     v.is_none_or(|v| v.get() == "null")
-}
-
-/// What kind of JSON value a raw slice holds.
-fn raw_kind(v: &RawValue) -> &'static str {
-    serde_json::from_str::<AnyKind>(v.get()).map_or("a value", |k| type_name(k.0))
 }
 
 /// A number field in `[min, max]` (`integer`: no fraction). `None` and null pass.
@@ -280,7 +207,7 @@ fn check_number(
     let expected = if integer { "an integer" } else { "a decimal" };
     let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
     if !is_number || (integer && text.contains(['.', 'e', 'E'])) {
-        let got = if is_number { "a decimal" } else { raw_kind(v) };
+        let got = if is_number { "a decimal" } else { kind_of(text) };
         return Err(GatewayError::invalid_param(
             param,
             "invalid_type",
