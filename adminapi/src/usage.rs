@@ -10,6 +10,19 @@ use switchboard_dataplane::usage::pipeline::UsageSink;
 use switchboard_shared::usage::{nanos_to_usd, UsageRecord};
 use utoipa::{IntoParams, ToSchema};
 
+/// The summed columns of `usage_minute`, in the order rows and reports use.
+const ROLLUP_SUMS: [&str; 9] = [
+    "requests",
+    "errors",
+    "cache_hits",
+    "estimated",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_nanos",
+    "latency_us",
+];
+
 /// A rollup row's key: minute, org, key, model, route, target.
 type MinuteKey<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str);
 
@@ -112,20 +125,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 *a = a.saturating_add(b);
             }
         }
-        let sums: Vec<String> = [
-            "requests",
-            "errors",
-            "cache_hits",
-            "estimated",
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cost_nanos",
-            "latency_us",
-        ]
-        .iter()
-        .map(|c| sat_add(c))
-        .collect();
+        let sums: Vec<String> = ROLLUP_SUMS.iter().map(|c| sat_add(c)).collect();
         let mut upsert = tx.prepare_cached(&format!(
             "INSERT INTO usage_minute (minute, org, key_id, model, route, target, requests, errors, cache_hits, \
              estimated, prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us) \
@@ -386,19 +386,7 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
     let cols: String = groups.iter().map(|(_, c)| format!(", {c}")).collect();
     let mut sql = format!(
         "SELECT {period} AS p{cols}, {} FROM usage_minute WHERE minute >= ?1 AND minute < ?2",
-        [
-            "requests",
-            "errors",
-            "cache_hits",
-            "estimated",
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cost_nanos",
-            "latency_us"
-        ]
-        .map(sat_sum)
-        .join(", ")
+        ROLLUP_SUMS.map(sat_sum).join(", ")
     );
     // Minutes overlapping [from, to).
     let mut args: Vec<rusqlite::types::Value> = vec![from.div_euclid(60).into(), (to + 59).div_euclid(60).into()];

@@ -102,36 +102,20 @@ impl UsageRecord {
     /// sum or turn a stored integer into a float.
     pub fn sanitize(&mut self) -> bool {
         use crate::limits::{MAX_COST_NANOS_PER_REQUEST, MAX_LATENCY_US, MAX_TOKENS_PER_REQUEST, MAX_TS_MS};
-        let before = (
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.total_tokens,
-            self.cost_nanos,
-            self.latency_us,
-            self.ttft_us,
-            self.upstream_us,
-            self.ts_ms,
-        );
-        self.prompt_tokens = self.prompt_tokens.min(MAX_TOKENS_PER_REQUEST);
-        self.completion_tokens = self.completion_tokens.min(MAX_TOKENS_PER_REQUEST);
-        self.total_tokens = self.total_tokens.min(MAX_TOKENS_PER_REQUEST);
-        self.cost_nanos = self.cost_nanos.min(MAX_COST_NANOS_PER_REQUEST);
-        self.latency_us = self.latency_us.min(MAX_LATENCY_US);
-        self.ttft_us = self.ttft_us.min(MAX_LATENCY_US);
-        self.upstream_us = self.upstream_us.min(MAX_LATENCY_US);
-        self.ts_ms = self.ts_ms.min(MAX_TS_MS);
-        let after = (
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.total_tokens,
-            self.cost_nanos,
-            self.latency_us,
-            self.ttft_us,
-            self.upstream_us,
-            self.ts_ms,
-        );
-        if after != before {
-            self.clamped = true;
+        for (v, max) in [
+            (&mut self.prompt_tokens, MAX_TOKENS_PER_REQUEST),
+            (&mut self.completion_tokens, MAX_TOKENS_PER_REQUEST),
+            (&mut self.total_tokens, MAX_TOKENS_PER_REQUEST),
+            (&mut self.cost_nanos, MAX_COST_NANOS_PER_REQUEST),
+            (&mut self.latency_us, MAX_LATENCY_US),
+            (&mut self.ttft_us, MAX_LATENCY_US),
+            (&mut self.upstream_us, MAX_LATENCY_US),
+            (&mut self.ts_ms, MAX_TS_MS),
+        ] {
+            if *v > max {
+                *v = max;
+                self.clamped = true;
+            }
         }
         self.clamped
     }
