@@ -644,7 +644,16 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 },
             }
         }
-        _ => Outcome::Error(GatewayError::method_not_allowed()),
+        _ => {
+            // RFC 9110 §15.5.6: a 405 says which methods the resource takes.
+            error_headers.extend_from_slice(match head.endpoint {
+                Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::NodeAttach => {
+                    b"allow: POST\r\n".as_slice()
+                }
+                _ => b"allow: GET, HEAD\r\n".as_slice(),
+            });
+            Outcome::Error(GatewayError::method_not_allowed())
+        }
     };
     let keep_alive = keep_alive && next_start.is_some();
     let reply = Reply { keep_alive, http10: head.http10, head_only: head.method == Method::Head };

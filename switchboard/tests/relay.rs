@@ -419,6 +419,9 @@ fn head_is_answered_like_get_without_a_body() {
     let (status, headers) = c.head();
     assert_eq!(status, 405);
     assert!(headers.iter().all(|(k, v)| k != "connection" || v != "close"), "{headers:?}");
+    assert!(headers.iter().any(|(k, v)| k == "allow" && v == "POST"), "405 says what is allowed: {headers:?}");
+    let r = gw.post("/v1/models", "{}");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     // Had a body been sent after either head, this would read it as garbage.
     c.send(&request("GET", "/healthz", None, "", &[]));
     let r = c.response();
