@@ -131,6 +131,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.chars().any(is_hidden_char) {
         return Err("must not contain control, zero-width or bidi-override characters".to_string());
     }
+    if name.trim().is_empty() {
+        return Err("must not be only blanks".to_string());
+    }
     Ok(())
 }
 
@@ -184,7 +187,7 @@ mod tests {
     fn names_count_characters_and_refuse_hidden_ones() {
         assert!(check_name(&"é".repeat(256)).is_ok(), "256 characters, 512 bytes");
         assert!(check_name(&"é".repeat(257)).is_err());
-        for bad in ["", "evil\u{202E}txt", "a\u{200B}b", "tab\there", "\u{FEFF}bom"] {
+        for bad in ["", "   ", "\u{3000}", "evil\u{202E}txt", "a\u{200B}b", "tab\there", "\u{FEFF}bom"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_name("gpt-4o-mini 😀").is_ok());
