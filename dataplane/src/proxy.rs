@@ -540,7 +540,7 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
                 if done {
                     f.finish(&mut filtered);
                     if generation {
-                        let owed = (req.fields.include_usage == Some(true)).then(|| {
+                        let owed = (req.fields.include_usage == Some(true) && !tally.reply.reported()).then(|| {
                             let (prompt_tokens, completion_tokens, total_tokens, _) =
                                 token_counts(&tally.reply, req.body, true);
                             OwedUsage {

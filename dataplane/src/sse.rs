@@ -8,9 +8,11 @@
 //! ends at a blank line. Event payloads are read by parsing their JSON (any
 //! whitespace, any key order), never by byte pattern.
 
+use memchr::memmem::Finder;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 #[doc(hidden)]
 pub mod synth;
@@ -124,7 +126,10 @@ pub fn is_usage_only(data: &[u8]) -> bool {
     }
     // Cheap exact pre-checks: the key `usage` appears as is or escaped, and
     // some array is empty.
-    let named = memchr::memmem::find(data, b"usage").is_some() || memchr::memmem::find(data, b"\\u").is_some();
+    // Searchers built once: `memmem::find` would build one per call, per event.
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"usage"));
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    let named = USAGE.find(data).is_some() || ESCAPE.find(data).is_some();
     if !named || !has_empty_array(data) {
         return false;
     }

@@ -256,16 +256,14 @@ pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u6
 ///   write the stream's ending: the usage chunk the client asked for if the
 ///   upstream sent none, then `[DONE]`, or nothing when the generation was cut
 ///   short (no `finish_reason` anywhere) and an error event must go instead;
-/// - notes whether a usage chunk and `[DONE]` went by (whether a
-///   `finish_reason` did, the [`UsageScan`] knows).
+/// - notes whether `[DONE]` and an error event went by (whether a
+///   `finish_reason` or usage did, the [`UsageScan`] knows).
 ///
 /// [`UsageStrip`] is the filter that only strips.
 pub struct StreamFilter {
     partial: Vec<u8>,
     strip_usage: bool,
     hold_done: bool,
-    /// A usage-only event went by (stripped or not).
-    pub usage_seen: bool,
     /// `[DONE]` went by (held or not).
     pub done_seen: bool,
     /// The upstream sent an error event (it said itself that the stream failed).
@@ -317,7 +315,6 @@ impl StreamFilter {
             partial: Vec::new(),
             strip_usage,
             hold_done,
-            usage_seen: false,
             done_seen: false,
             error_seen: false,
             done_event: Vec::new(),
@@ -354,7 +351,7 @@ impl StreamFilter {
     /// went by ([`UsageScan::finish_seen`], which reads every byte anyway).
     /// `require_finish`: a stream without any is a truncated generation (an
     /// upstream known to omit it is trusted instead). `owed`: the usage chunk
-    /// to write if the client asked for usage and none went by.
+    /// to write (the client asked for usage and the upstream reported none).
     pub fn end(
         &mut self,
         out: &mut Vec<u8>,
@@ -369,7 +366,7 @@ impl StreamFilter {
         if !self.done_seen && !finish_seen {
             return StreamEnd::Unfinished;
         }
-        if let Some(u) = owed.filter(|_| !self.usage_seen) {
+        if let Some(u) = owed {
             write_usage_event(out, &u);
         }
         if !self.done_event.is_empty() {
@@ -398,10 +395,9 @@ impl StreamFilter {
                     }
                     !self.hold_done
                 }
-                Some(d) if is_usage_only(&d) => {
-                    self.usage_seen = true;
-                    !self.strip_usage
-                }
+                // Only looked for when it is to go: whether the upstream
+                // reported usage at all, the usage scan knows.
+                Some(d) if self.strip_usage && is_usage_only(&d) => false,
                 Some(d) if is_error_event(&d) => {
                     self.error_seen = true;
                     true
@@ -423,12 +419,14 @@ fn is_error_event(data: &[u8]) -> bool {
     struct Probe {
         error: Option<serde::de::IgnoredAny>,
     }
-    // Cheap pre-check: the key as servers write it (a quote inside a string
-    // is escaped, so `"error"` there is never these bytes). A key spelled
-    // with escapes is not looked for: missing one costs a second error event,
-    // while parsing every chunk with an escape (non-ASCII text from Python
-    // servers) would cost every stream.
-    if memchr::memmem::find(data, b"\"error\"").is_none() {
+    // Cheap pre-check, no search: servers write the error event's object
+    // with `error` as its (first and only) key. One spelled otherwise is
+    // missed, which costs a second error event, while looking through every
+    // token chunk would cost every stream.
+    let start = data.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(data.len());
+    let rest = data[start..].strip_prefix(b"{").unwrap_or(b"");
+    let key = rest.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(rest.len());
+    if !rest[key..].starts_with(b"\"error\"") {
         return false;
     }
     serde_json::from_slice::<Probe>(data).is_ok_and(|p| p.error.is_some())
