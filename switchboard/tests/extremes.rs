@@ -82,34 +82,10 @@ fn send(gw: &AdminGateway, method: &str, path: &str, body: &str) -> Response {
     c.response()
 }
 
-fn config(provider: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-
-[[upstreams]]
-name = "p"
-base_url = "{provider}"
-
-[[models]]
-name = "m"
-targets = [{{ upstream = "p" }}]
-
-[[keys]]
-id = "k"
-hash = "{}"
-org = "acme"
-"#,
-        key_hash(KEY)
-    )
-}
-
 #[test]
 fn extreme_values_in_admin_bodies_queries_and_usage_never_panic_or_5xx_and_start_up_survives() {
     let up = mock();
-    let cfg = config(&up.base_url());
+    let cfg = one_provider_config(&up.base_url());
     let gw = AdminGateway::start(&cfg);
     let url = up.base_url();
     let record = json!({

@@ -415,34 +415,10 @@ fn a_remote_data_plane_follows_an_admin_restarted_on_an_older_database() {
     assert_eq!(serve.stop(), 0);
 }
 
-fn in_process_config(provider: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-
-[[upstreams]]
-name = "p"
-base_url = "{provider}"
-
-[[models]]
-name = "m"
-targets = [{{ upstream = "p" }}]
-
-[[keys]]
-id = "k"
-hash = "{}"
-org = "acme"
-"#,
-        key_hash(KEY)
-    )
-}
-
 #[test]
 fn a_committed_limits_change_never_answers_5xx_even_over_rows_an_older_version_wrote_as_floats() {
     let up = mock();
-    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let gw = AdminGateway::start(&one_provider_config(&up.base_url()));
     // What an older version left behind: sums that overflowed into floats, and
     // a negative from 2^64-1 stored as an i64.
     let db = rusqlite::Connection::open(&gw.db_path).unwrap();
@@ -472,14 +448,14 @@ fn a_committed_limits_change_never_answers_5xx_even_over_rows_an_older_version_w
     assert_eq!(total["data"][0]["completion_tokens"].as_i64(), Some(0), "never negative: {total}");
     // And the admin starts on it (quotas are seeded from these rows).
     let dir = gw.stop();
-    let gw = AdminGateway::start_in(dir, &in_process_config(&up.base_url()));
+    let gw = AdminGateway::start_in(dir, &one_provider_config(&up.base_url()));
     assert_eq!(gw.call("GET", "/v1/admin/orgs/acme/limits", None).status, 200);
 }
 
 #[test]
 fn request_log_pages_with_a_stable_cursor_through_rows_of_one_millisecond() {
     let up = mock();
-    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let gw = AdminGateway::start(&one_provider_config(&up.base_url()));
     let ts = switchboard_dataplane::policy::now_unix_ms();
     let records: Vec<Value> = (0..7)
         .map(|i| {
@@ -594,7 +570,7 @@ fn the_admin_listener_closes_slow_heads_and_idle_connections_and_caps_connection
 #[test]
 fn patch_null_clears_or_is_refused_never_ignored_and_a_used_route_is_not_deleted() {
     let up = mock();
-    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let gw = AdminGateway::start(&one_provider_config(&up.base_url()));
     let r = gw.call(
         "PATCH",
         "/v1/admin/routes/m",
@@ -638,7 +614,7 @@ fn patch_null_clears_or_is_refused_never_ignored_and_a_used_route_is_not_deleted
 #[test]
 fn lists_page_alike_and_names_are_checked_as_characters_without_hidden_ones() {
     let up = mock();
-    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let gw = AdminGateway::start(&one_provider_config(&up.base_url()));
     // Lists: every one takes limit/offset and says next_offset; out of range is 422.
     for name in ["e1", "e2"] {
         let r = gw.call("POST", "/v1/admin/enrollment-tokens", Some(&json!({"org": "acme", "name": name})));
@@ -710,7 +686,7 @@ fn a_worker_that_dies_never_looks_healthy_and_the_process_exits_70_within_the_gr
 #[test]
 fn healthz_answers_503_while_a_worker_is_down() {
     let up = mock();
-    let gw = AdminGateway::start(&in_process_config(&up.base_url()));
+    let gw = AdminGateway::start(&one_provider_config(&up.base_url()));
     assert_eq!(healthz(gw.addr).status, 200);
     gw.metrics().slots[0].down.store(true, std::sync::atomic::Ordering::SeqCst);
     let h = healthz(gw.addr);
@@ -721,7 +697,7 @@ fn healthz_answers_503_while_a_worker_is_down() {
 #[test]
 fn an_absurd_timeout_stored_by_an_older_version_does_not_stop_the_start_and_can_be_fixed() {
     let up = mock();
-    let cfg = in_process_config(&up.base_url());
+    let cfg = one_provider_config(&up.base_url());
     let gw = AdminGateway::start(&cfg);
     let r = gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "legacy", "base_url": up.base_url()})));
     assert_eq!(r.status, 201, "{}", r.text());

@@ -69,6 +69,32 @@ hash = "{}"
     )
 }
 
+/// Config text with one worker, one upstream `p` at `provider`, model `m`
+/// routed there, and key `k` of org `acme` (the test key).
+pub fn one_provider_config(provider: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[[upstreams]]
+name = "p"
+base_url = "{provider}"
+
+[[models]]
+name = "m"
+targets = [{{ upstream = "p" }}]
+
+[[keys]]
+id = "k"
+hash = "{}"
+org = "acme"
+"#,
+        key_hash(KEY)
+    )
+}
+
 pub struct Gateway {
     pub addr: SocketAddr,
     pub dns: Arc<DnsCache>,
