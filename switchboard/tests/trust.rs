@@ -219,27 +219,8 @@ org = "acme"
     let r = admin(admin_addr, "POST", "/v1/admin/enrollment-tokens", Some(json!({"org": "acme"})));
     assert_eq!(r.status, 201, "{}", r.text());
     let token = r.json()["secret"].as_str().unwrap().to_string();
-    let identity = dir.path().join("node.json");
-    let mut agent = Proc::spawn(
-        &[
-            "node",
-            "--admin",
-            &format!("http://{admin_addr}"),
-            "--local",
-            &format!("http://{}", local.addr),
-            "--identity",
-            identity.to_str().unwrap(),
-            "--name",
-            "ws1",
-            "--rename",
-            "mock-model=llama",
-            "--listen",
-            "127.0.0.1:0",
-            "--enroll",
-            &token,
-        ],
-        &[],
-    );
+    let mut agent =
+        spawn_direct_node(admin_addr, local.addr, dir.path(), "ws1", &token, &["--rename", "mock-model=llama"]);
     agent.address("node listening on ");
     let node = || admin(admin_addr, "GET", "/v1/admin/nodes/ws1", None);
     assert!(eventually(Duration::from_secs(15), || node().status == 200 && node().json()["status"] == "online"));
@@ -742,25 +723,7 @@ fn a_node_whose_server_lists_too_many_models_advertises_the_first_256_and_says_w
     let (serve, admin_addr, _) = spawn_serve(&cfg);
     let r = admin(admin_addr, "POST", "/v1/admin/enrollment-tokens", Some(json!({"org": "acme"})));
     let token = r.json()["secret"].as_str().unwrap().to_string();
-    let identity = dir.path().join("node.json");
-    let _agent = Proc::spawn(
-        &[
-            "node",
-            "--admin",
-            &format!("http://{admin_addr}"),
-            "--local",
-            &format!("http://{}", local.addr),
-            "--identity",
-            identity.to_str().unwrap(),
-            "--name",
-            "big",
-            "--listen",
-            "127.0.0.1:0",
-            "--enroll",
-            &token,
-        ],
-        &[],
-    );
+    let _agent = spawn_direct_node(admin_addr, local.addr, dir.path(), "big", &token, &[]);
     let mut last = json!(null);
     let online = eventually(Duration::from_secs(15), || {
         let r = admin(admin_addr, "GET", "/v1/admin/nodes/big", None);
@@ -771,4 +734,24 @@ fn a_node_whose_server_lists_too_many_models_advertises_the_first_256_and_says_w
     assert_eq!(last["models"].as_array().unwrap().len(), 256, "{}", last["models"]);
     assert!(last["message"].as_str().unwrap_or("").contains("advertising 256 of the 301"), "{last}");
     assert_eq!(serve.stop(), 0);
+}
+
+/// A node agent in direct mode (listening on a loopback port), enrolling
+/// with `token` at the admin on `admin_addr`, in front of the local server at
+/// `local`, its identity in `dir`.
+fn spawn_direct_node(
+    admin_addr: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+    token: &str,
+    extra: &[&str],
+) -> Proc {
+    let admin = format!("http://{admin_addr}");
+    let local = format!("http://{local}");
+    let identity = dir.join("node.json");
+    let mut args = vec!["node", "--admin", &admin, "--local", &local, "--identity", identity.to_str().unwrap()];
+    args.extend(["--name", name, "--listen", "127.0.0.1:0", "--enroll", token]);
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, &[])
 }
