@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use switchboard_dataplane::limits::{Scope, Unit};
 
 /// JSON body whose rejection is our error shape: syntax -> 400, a wrong,
 /// missing or unknown field -> 422 naming it, too large -> 413.
@@ -636,7 +637,7 @@ pub struct LimitsReport {
     pub models: Vec<ModelLimitReport>,
 }
 
-fn rate_status(s: &SharedState, scope: &str, unit: switchboard_dataplane::policy::Unit) -> Option<RateStatus> {
+fn rate_status(s: &SharedState, scope: Scope<'_>, unit: Unit) -> Option<RateStatus> {
     s.policy().find_bucket(scope, unit).map(|b| RateStatus {
         limit: b.limit(),
         remaining: b.remaining(),
@@ -647,7 +648,7 @@ fn rate_status(s: &SharedState, scope: &str, unit: switchboard_dataplane::policy
 fn quota_reports(
     s: &SharedState,
     c: &store::Db<'_>,
-    scope: &str,
+    scope: Scope<'_>,
     column: &str,
     value: &str,
     quotas: &[switchboard_shared::QuotaSpec],
@@ -683,16 +684,15 @@ async fn get_key_limits(State(s): State<SharedState>, _a: Admin, Path(id): Path<
         st.read(|c| {
             let key = store::find_key(c, &id)?;
             let limits = store::key_limits(c, &key.id)?;
-            let scope = switchboard_dataplane::policy::key_scope(&key.id);
-            use switchboard_dataplane::policy::Unit;
+            let scope = Scope::Key(&key.id);
             Ok(LimitsReport {
                 object: "limits",
-                requests: limits.rpm.and(rate_status(&st, &scope, Unit::Requests)),
-                tokens: limits.tpm.and(rate_status(&st, &scope, Unit::Tokens)),
-                quotas: quota_reports(&st, c, &scope, "key_id", &key.id, &limits.quotas)?,
+                requests: limits.rpm.and(rate_status(&st, scope, Unit::Requests)),
+                tokens: limits.tpm.and(rate_status(&st, scope, Unit::Tokens)),
+                quotas: quota_reports(&st, c, scope, "key_id", &key.id, &limits.quotas)?,
                 limits: serde_json::to_value(&limits).unwrap_or_default(),
                 models: Vec::new(),
-                scope,
+                scope: scope.to_string(),
             })
         })
     })
@@ -743,28 +743,27 @@ async fn get_org_limits(State(s): State<SharedState>, _a: Admin, Path(id): Path<
     let report = blocking(move || {
         st.read(|c| {
             let (org, limits) = store::org_limits(c, &id)?;
-            use switchboard_dataplane::policy::{org_model_scope, org_scope, Unit};
-            let scope = org_scope(&org.name);
+            let scope = Scope::Org(&org.name);
             let models = limits
                 .models
                 .iter()
                 .map(|m| {
-                    let ms = org_model_scope(&org.name, &m.model);
+                    let ms = Scope::OrgModel(&org.name, &m.model);
                     ModelLimitReport {
                         model: m.model.clone(),
-                        requests: m.rpm.and(rate_status(&st, &ms, Unit::Requests)),
-                        tokens: m.tpm.and(rate_status(&st, &ms, Unit::Tokens)),
+                        requests: m.rpm.and(rate_status(&st, ms, Unit::Requests)),
+                        tokens: m.tpm.and(rate_status(&st, ms, Unit::Tokens)),
                     }
                 })
                 .collect();
             Ok(LimitsReport {
                 object: "limits",
-                requests: limits.rpm.and(rate_status(&st, &scope, Unit::Requests)),
-                tokens: limits.tpm.and(rate_status(&st, &scope, Unit::Tokens)),
-                quotas: quota_reports(&st, c, &scope, "org", &org.name, &limits.quotas)?,
+                requests: limits.rpm.and(rate_status(&st, scope, Unit::Requests)),
+                tokens: limits.tpm.and(rate_status(&st, scope, Unit::Tokens)),
+                quotas: quota_reports(&st, c, scope, "org", &org.name, &limits.quotas)?,
                 limits: serde_json::to_value(&limits).unwrap_or_default(),
                 models,
-                scope,
+                scope: scope.to_string(),
             })
         })
     })

@@ -416,32 +416,26 @@ impl State {
     /// usage already accounted in its period, so a restart or a new cap
     /// starts from the real totals.
     fn seed_quotas(&self) -> ApiResult<()> {
-        use switchboard_dataplane::policy::{key_scope, org_scope};
+        use switchboard_dataplane::limits::Scope;
         let spec = self.watch.borrow().spec.clone();
-        let now = switchboard_dataplane::policy::now_unix_ms() as i64 / 1000;
-        let scopes = spec
-            .keys
-            .iter()
-            .flat_map(|k| k.quotas.iter().map(move |q| ("key_id", k.id.clone(), key_scope(&k.id), q.period)))
-            .chain(
-                spec.orgs
-                    .iter()
-                    .flat_map(|o| o.quotas.iter().map(move |q| ("org", o.name.clone(), org_scope(&o.name), q.period))),
-            );
-        for (column, value, scope, period) in scopes {
-            let q = self.prep.policy.quota_state(&scope, period);
+        let now = switchboard_dataplane::limits::now_unix_ms() as i64 / 1000;
+        let keys = spec.keys.iter().flat_map(|k| k.quotas.iter().map(move |q| ("key_id", &k.id, q.period)));
+        let orgs = spec.orgs.iter().flat_map(|o| o.quotas.iter().map(move |q| ("org", &o.name, q.period)));
+        for (column, value, period) in keys.chain(orgs) {
+            let scope = if column == "org" { Scope::Org(value) } else { Scope::Key(value) };
+            let q = self.prep.policy.quota_state(scope, period);
             if q.is_seeded() {
                 continue;
             }
             let (start, _) = period.bounds(now);
-            let (nanos, tokens) = self.read(|c| store::spent_since(c, column, &value, start))?;
+            let (nanos, tokens) = self.read(|c| store::spent_since(c, column, value, start))?;
             q.seed(start.max(0) as u64, nanos, tokens);
         }
         Ok(())
     }
 
     /// The rate-limit and quota state shared with the in-process data plane.
-    pub fn policy(&self) -> &switchboard_dataplane::policy::PolicyRegistry {
+    pub fn policy(&self) -> &switchboard_dataplane::limits::PolicyRegistry {
         &self.prep.policy
     }
 

@@ -1,44 +1,28 @@
 //! One client connection: HTTP/1.1 keep-alive with pipelining, each request
 //! taken through the phases in order — parse (head, body), authenticate,
-//! route, select / connect / relay (in `proxy`) — and answered before the next
+//! route — then the rest in its [`Exchange`] (`exchange::run`) — and answered before the next
 //! request is read, so pipelined responses go out in order.
 //!
 //! Every wait has a deadline: idle between requests, the head from its first
 //! byte, the body from the end of the head, and every write.
 
+use crate::account::{unix_ms, unrouted};
 use crate::auth::authenticate;
-use crate::error::{reason, GatewayError};
-use crate::fmt::push_dec;
+use crate::error::GatewayError;
+use crate::exchange::{Arrival, Buffers, Ending, Exchange};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
-use crate::http::head::{parse_request, CacheControl, Endpoint, HeadError, Method, RequestHead};
+use crate::http::head::{parse_request, Endpoint, HeadError, Method, RequestHead};
 use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
-use crate::policy::{self, Ask};
-use crate::proxy::{proxy, ProxyOutcome, ProxyRequest};
-use crate::request::{include_usage_edit, scan};
+use crate::request::scan;
+use crate::respond::{respond, respond_error, send_whole, Reply, CLOSING};
 use crate::route;
-use crate::usage::record::{account, unix_ms, unrouted, Subject, Tally};
-use crate::usage::scan::estimate_prompt;
 use crate::worker::{InFlightGuard, RequestId, WorkerCtx};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
 use std::ops::Range;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-use switchboard_shared::config::CacheMode;
-use switchboard_shared::usage::Outcome as UsageOutcome;
-
-/// Buffers a connection reuses from request to request.
-#[derive(Default)]
-pub struct Buffers {
-    /// Bytes on their way to the client.
-    pub out: Vec<u8>,
-    /// The request on its way upstream.
-    pub up_w: Vec<u8>,
-    /// Bytes read from the upstream.
-    pub up_r: Vec<u8>,
-}
 
 /// Buffers larger than this are shrunk after a request, so one large request
 /// does not pin memory for the rest of a keep-alive connection.
@@ -52,7 +36,7 @@ fn trim_capacity(v: &mut Vec<u8>) {
 
 /// Serve a client connection until it closes, errs, idles out or the worker
 /// drains — or a node agent attaches it, and it joins the upstream pool.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
+pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
     ctx: Rc<WorkerCtx>,
     mut io: S,
 ) {
@@ -224,294 +208,15 @@ async fn send_continue<S: AsyncWriteRent>(ctx: &WorkerCtx, io: &mut S, out: &mut
     Ok(())
 }
 
-/// How a whole response goes out on this connection.
-#[derive(Clone, Copy)]
-struct Reply {
-    keep_alive: bool,
-    /// An HTTP/1.0 client: a kept connection is said so (`Connection: keep-alive`).
-    http10: bool,
-    /// A HEAD request: the head (with the body's length) and no body.
-    head_only: bool,
-}
-
-/// Write a complete response with a known length.
-async fn respond<S: AsyncWriteRent>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    out: &mut Vec<u8>,
-    status: u16,
-    body: &[u8],
-    rid: &RequestId,
-    reply: Reply,
-) -> bool {
-    send_whole(ctx, io, out, status, "application/json", body, rid, reply, b"").await
-}
-
-/// Render a complete response and write it; false if the client is gone.
-#[allow(clippy::too_many_arguments)]
-async fn send_whole<S: AsyncWriteRent>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    rid: &RequestId,
-    reply: Reply,
-    extra: &[u8],
-) -> bool {
-    let connection = match (reply.keep_alive, reply.http10) {
-        (false, _) => Some("close"),
-        (true, true) => Some("keep-alive"),
-        (true, false) => None,
-    };
-    render_with(out, status, content_type, body, rid, connection, extra);
-    if reply.head_only {
-        out.truncate(out.len() - body.len());
-    }
-    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
-    out.clear();
-    ok
-}
-
-/// Render a complete JSON response (with its length) into `out`.
-pub fn render_json(out: &mut Vec<u8>, status: u16, body: &[u8], rid: &RequestId, keep_alive: bool) {
-    render(out, status, "application/json", body, rid, keep_alive, b"")
-}
-
-/// Render a complete response (with its length) into `out`.
-/// `extra` is whole header lines (`name: value\r\n`).
-pub fn render(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    rid: &RequestId,
-    keep_alive: bool,
-    extra: &[u8],
-) {
-    render_with(out, status, content_type, body, rid, (!keep_alive).then_some("close"), extra)
-}
-
-/// [`render`], with the `Connection` header's value, if any.
-fn render_with(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    rid: &RequestId,
-    connection: Option<&str>,
-    extra: &[u8],
-) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_dec(out, status as u64);
-    out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: ");
-    out.extend_from_slice(content_type.as_bytes());
-    out.extend_from_slice(b"\r\ncontent-length: ");
-    push_dec(out, body.len() as u64);
-    out.extend_from_slice(b"\r\nx-request-id: ");
-    out.extend_from_slice(rid.as_bytes());
-    if let Some(c) = connection {
-        out.extend_from_slice(b"\r\nconnection: ");
-        out.extend_from_slice(c.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(extra);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-}
-
-async fn respond_error<S: AsyncWriteRent>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    out: &mut Vec<u8>,
-    err: &GatewayError,
-    rid: &RequestId,
-    reply: Reply,
-    extra: &[u8],
-) -> bool {
-    let reply = Reply { keep_alive: reply.keep_alive && !err.close, ..reply };
-    send_whole(ctx, io, out, err.status, "application/json", &err.to_json(), rid, reply, extra).await
-}
-
-/// A connection that closes after this response (no request head to go by).
-const CLOSING: Reply = Reply { keep_alive: false, http10: false, head_only: false };
-
 /// What a request came to.
-enum Outcome {
+enum Answer {
     Json(u16, Vec<u8>),
     /// Plain text (the metrics exposition).
     Text(u16, Vec<u8>),
     Error(GatewayError),
-    /// The proxy wrote the response.
-    Proxied {
-        keep_alive: bool,
-    },
-    /// The response was cut off; the connection must close.
-    Aborted,
-}
-
-/// A routed request, parsed and authenticated.
-struct Call<'a> {
-    head: &'a RequestHead,
-    key: &'a crate::snapshot::KeyEntry,
-    route: &'a crate::snapshot::Route,
-    fields: &'a crate::request::BodyFields<'a>,
-    body: &'a [u8],
-    rid: &'a RequestId,
-    keep_alive: bool,
-    started: Instant,
-    started_unix_ms: u64,
-}
-
-/// Phases admit, select / connect / relay (in `proxy`) and account. Returns
-/// the outcome, the status the client got, and header lines for an error
-/// response.
-async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    bufs: &mut Buffers,
-    c: &Call<'_>,
-) -> (Outcome, u16, Vec<u8>) {
-    let subject = Subject {
-        started: c.started,
-        started_unix_ms: c.started_unix_ms,
-        request_id: c.rid.as_bytes(),
-        key: c.key,
-        model: &c.fields.model,
-        endpoint: &c.head.endpoint,
-        stream: c.fields.stream,
-        body: c.body,
-    };
-    let mut admission = if c.key.policy.is_empty() {
-        None
-    } else {
-        let ask = || Ask { prompt_estimate: estimate_prompt(c.body), max_tokens: c.fields.max_tokens };
-        match policy::admit(&c.key.policy, c.route, ask, ctx.cfg.completion_reserve_tokens) {
-            Ok(a) => Some(a),
-            Err((e, headers)) => {
-                ctx.metrics.refused(e.kind);
-                let tally = Tally { status: e.status, outcome: UsageOutcome::Error, ..Tally::default() };
-                account(ctx, &subject, c.route, &tally);
-                return (Outcome::Error(e), tally.status, headers);
-            }
-        }
-    };
-    let mut headers = admission.as_mut().map(|a| std::mem::take(&mut a.headers)).unwrap_or_default();
-    // The response cache, on routes that have it.
-    let mut store_key = None;
-    if !c.route.cache.is_off() {
-        let cache = &ctx.cache;
-        let eligible = c.route.cache.mode == CacheMode::Always
-            || c.fields.temperature_zero
-            || matches!(c.head.endpoint, Endpoint::Embeddings);
-        let key = (eligible && c.head.cache_control != CacheControl::NoStore)
-            .then(|| crate::cache::key(&c.key.org, &c.route.name, c.head.endpoint.name(), c.body))
-            .flatten();
-        let state = match key {
-            None => "bypass",
-            Some(k) => {
-                store_key = Some(k);
-                match c.head.cache_control {
-                    CacheControl::NoCache => "bypass",
-                    _ => match cache.get(&k) {
-                        Some(hit) => {
-                            cache.hits.fetch_add(1, Ordering::Relaxed);
-                            return serve_hit(ctx, io, bufs, c, &subject, &hit.body, headers, admission.as_ref()).await;
-                        }
-                        None => "miss",
-                    },
-                }
-            }
-        };
-        let counter = if state == "miss" { &cache.misses } else { &cache.bypasses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        headers.extend_from_slice(b"x-switchboard-cache: ");
-        headers.extend_from_slice(state.as_bytes());
-        headers.extend_from_slice(b"\r\n");
-    }
-    // Streams always ask the upstream for usage; the relay strips it if the
-    // client did not ask.
-    let asks_usage = matches!(c.head.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
-        && c.fields.stream
-        && c.fields.include_usage != Some(true);
-    let req = ProxyRequest {
-        endpoint: &c.head.endpoint,
-        body: c.body,
-        fields: c.fields,
-        request_id: c.rid.as_bytes(),
-        client_http10: c.head.http10,
-        client_keep_alive: c.keep_alive,
-        strategy: c.head.strategy,
-        usage_edit: if asks_usage { include_usage_edit(c.body, c.fields) } else { None },
-        extra_headers: &headers,
-        // Streams are replayed from stored answers, not stored.
-        capture: store_key.filter(|_| !c.fields.stream).map(|k| (k, Duration::from_millis(c.route.cache.ttl_ms))),
-        org: &c.key.org,
-    };
-    let mut tally = Tally::default();
-    let outcome = match proxy(ctx, io, bufs, &req, c.route, &mut tally).await {
-        ProxyOutcome::Done { keep_alive } => Outcome::Proxied { keep_alive },
-        ProxyOutcome::Failed(e) | ProxyOutcome::Retry(e) => {
-            tally.status = e.status;
-            tally.outcome = UsageOutcome::Error;
-            tally.target = None;
-            Outcome::Error(e)
-        }
-        ProxyOutcome::Aborted => Outcome::Aborted,
-    };
-    let (tokens, nanos) = account(ctx, &subject, c.route, &tally);
-    if let Some(a) = &admission {
-        policy::settle(a, tokens, nanos);
-    }
-    (outcome, tally.status, headers)
-}
-
-/// Answer from the response cache: the stored body, or for a stream its SSE
-/// replay; accounted as a cache hit (tokens from the stored `usage`, no cost).
-#[allow(clippy::too_many_arguments)]
-async fn serve_hit<S: AsyncReadRent + AsyncWriteRent>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    bufs: &mut Buffers,
-    c: &Call<'_>,
-    subject: &Subject<'_>,
-    stored: &[u8],
-    mut headers: Vec<u8>,
-    admission: Option<&policy::Admission<'_>>,
-) -> (Outcome, u16, Vec<u8>) {
-    headers.extend_from_slice(b"x-switchboard-cache: hit\r\nx-switchboard-route: ");
-    headers.extend_from_slice(c.route.name.as_bytes());
-    headers.extend_from_slice(b"\r\n");
-    let replay;
-    let (content_type, body): (&str, &[u8]) = if c.fields.stream {
-        match crate::cache::replay_as_sse(stored, c.fields.include_usage == Some(true)) {
-            Some(sse) => {
-                replay = sse;
-                headers.extend_from_slice(b"cache-control: no-cache\r\n");
-                ("text/event-stream", &replay)
-            }
-            None => ("application/json", stored),
-        }
-    } else {
-        ("application/json", stored)
-    };
-    let reply = Reply { keep_alive: c.keep_alive, http10: c.head.http10, head_only: false };
-    let written = send_whole(ctx, io, &mut bufs.out, 200, content_type, body, c.rid, reply, &headers).await;
-    let mut tally = Tally { status: 200, cache_hit: true, first_byte: Some(Instant::now()), ..Tally::default() };
-    tally.reply.feed(stored);
-    if !written {
-        tally.outcome = UsageOutcome::ClientClosed;
-    }
-    let (tokens, _) = account(ctx, subject, c.route, &tally);
-    if let Some(a) = admission {
-        policy::settle(a, tokens, 0);
-    }
-    let outcome = if written { Outcome::Proxied { keep_alive: c.keep_alive } } else { Outcome::Aborted };
-    (outcome, 200, Vec::new())
+    /// A routed request: its exchange ran (and was accounted); header lines
+    /// for its error response, if it ends in one.
+    Routed(Ending, Vec<u8>),
 }
 
 /// Handle one request, and say what becomes of the connection.
@@ -531,8 +236,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         }
     };
     let _inflight = InFlightGuard::new(ctx);
-    let started = Instant::now();
-    let started_unix_ms = unix_ms();
+    let started = (Instant::now(), unix_ms());
     let head = match parse_request(&rbuf[..head_end], ctx.cfg.max_headers) {
         Ok(h) => h,
         Err(e) => {
@@ -551,36 +255,23 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         None => ctx.next_request_id(),
     };
     let body_pending = head.chunked || head.content_length.unwrap_or(0) > 0;
+    // Where the next request starts: known once this one's body is read.
     let mut next_start = (!body_pending).then_some(head_end);
     let keep_alive = head.keep_alive && !ctx.draining();
-    let snapshot = ctx.snapshot();
-    // Set once the request reached a route (and was accounted).
-    let mut routed = false;
-    // The status of a proxied response.
-    let mut proxied_status = 0;
-    // Header lines for an error response (rate-limit headers).
+    // Header lines for an error response (rate-limit headers, `allow`).
     let mut error_headers: Vec<u8> = Vec::new();
 
     // HEAD is answered like GET, without the body (RFC 9110 §9.3.2).
     let gets = matches!(head.method, Method::Get | Method::Head);
-    let outcome = match &head.endpoint {
-        Endpoint::Healthz if gets => match ctx.registry.workers_down() {
-            0 => {
-                Outcome::Json(200, format!(r#"{{"status":"ok","snapshot_version":{}}}"#, snapshot.version).into_bytes())
-            }
-            // A worker died (see `supervise`): the process serves less than it should.
-            down => Outcome::Json(
-                503,
-                format!(r#"{{"status":"degraded","workers_down":{down},"snapshot_version":{}}}"#, snapshot.version)
-                    .into_bytes(),
-            ),
-        },
+    let answer = match &head.endpoint {
+        Endpoint::Healthz if gets => healthz(ctx),
         Endpoint::Metrics if gets && ctx.cfg.metrics => {
-            Outcome::Text(200, ctx.metrics_text(snapshot.version).into_bytes())
+            Answer::Text(200, ctx.metrics_text(ctx.snapshot().version).into_bytes())
         }
         Endpoint::NodeAttach if head.method == Method::Post && !body_pending && !ctx.draining() => {
+            let snapshot = ctx.snapshot();
             match crate::node::authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
-                Err(e) => Outcome::Error(e),
+                Err(e) => Answer::Error(e),
                 Ok(node) => {
                     let key = node.pool_key.clone();
                     let workers = ctx.registry.slots.len();
@@ -592,8 +283,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 }
             }
         }
-        Endpoint::NodeAttach if ctx.draining() => Outcome::Error(GatewayError::shutting_down()),
-        Endpoint::Unknown => Outcome::Error(GatewayError::unknown_url(
+        Endpoint::NodeAttach if ctx.draining() => Answer::Error(GatewayError::shutting_down()),
+        Endpoint::Unknown => Answer::Error(GatewayError::unknown_url(
             match head.method {
                 Method::Get => "GET",
                 Method::Head => "HEAD",
@@ -603,46 +294,15 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             request_path(&rbuf[..head_end]),
         )),
         Endpoint::Models | Endpoint::Model(_) if gets => {
+            let snapshot = ctx.snapshot();
             match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
-                Err(e) => Outcome::Error(e),
+                Err(e) => Answer::Error(e),
                 Ok(key) => models_response(&snapshot, key, &head.endpoint),
             }
         }
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {
-            match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
-                Err(e) => Outcome::Error(e),
-                Ok(key) => match read_body(ctx, io, rbuf, head_end, &head, &mut bufs.out).await {
-                    Err(e) => Outcome::Error(e),
-                    Ok((range, next)) => {
-                        next_start = Some(next);
-                        let body = &rbuf[range];
-                        match scan(body).and_then(|f| crate::validate::check(&head.endpoint, &f.checks).map(|()| f)) {
-                            Err(e) => Outcome::Error(e),
-                            Ok(fields) => match route::resolve(&snapshot, key, &fields.model) {
-                                Err(e) => Outcome::Error(e),
-                                Ok(route) => {
-                                    let call = Call {
-                                        head: &head,
-                                        key,
-                                        route,
-                                        fields: &fields,
-                                        body,
-                                        rid: &rid,
-                                        keep_alive,
-                                        started,
-                                        started_unix_ms,
-                                    };
-                                    let (outcome, status, headers) = admit_proxy_account(ctx, io, bufs, &call).await;
-                                    routed = true;
-                                    proxied_status = status;
-                                    error_headers = headers;
-                                    outcome
-                                }
-                            },
-                        }
-                    }
-                },
-            }
+            let arrival = Arrival { head: &head, rid: &rid, keep_alive, started };
+            routed(ctx, io, rbuf, bufs, arrival, head_end, &mut next_start).await
         }
         _ => {
             // RFC 9110 §15.5.6: a 405 says which methods the resource takes.
@@ -652,7 +312,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 }
                 _ => b"allow: GET, HEAD\r\n".as_slice(),
             });
-            Outcome::Error(GatewayError::method_not_allowed())
+            Answer::Error(GatewayError::method_not_allowed())
         }
     };
     let keep_alive = keep_alive && next_start.is_some();
@@ -661,32 +321,83 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Some(start) if kept => Next::Continue(start),
         _ => Next::Close,
     };
-    let status = match &outcome {
-        Outcome::Json(s, _) | Outcome::Text(s, _) => *s,
-        Outcome::Error(e) => e.status,
-        Outcome::Proxied { .. } | Outcome::Aborted => proxied_status,
+    let unrouted_status = match &answer {
+        Answer::Json(s, _) | Answer::Text(s, _) => Some(*s),
+        Answer::Error(e) => Some(e.status),
+        Answer::Routed(..) => None,
     };
-    if !routed {
+    if let Some(status) = unrouted_status {
         ctx.metrics.response(status);
-        unrouted(ctx, started, started_unix_ms, rid.as_bytes(), status);
+        unrouted(ctx, started.0, started.1, rid.as_bytes(), status);
     }
-    match outcome {
-        Outcome::Json(status, body) => {
-            next(respond(ctx, io, &mut bufs.out, status, &body, &rid, reply).await && keep_alive)
+    let error = match answer {
+        Answer::Json(status, body) => {
+            return next(respond(ctx, io, &mut bufs.out, status, &body, &rid, reply).await && keep_alive)
         }
-        Outcome::Text(status, body) => {
+        Answer::Text(status, body) => {
             let ct = "text/plain; version=0.0.4; charset=utf-8";
-            next(send_whole(ctx, io, &mut bufs.out, status, ct, &body, &rid, reply, b"").await && keep_alive)
+            return next(send_whole(ctx, io, &mut bufs.out, status, ct, &body, &rid, reply, b"").await && keep_alive);
         }
-        Outcome::Error(err) => {
-            let written = respond_error(ctx, io, &mut bufs.out, &err, &rid, reply, &error_headers).await;
-            match next(written && keep_alive && !err.close) {
-                Next::Close if written => Next::Linger,
-                n => n,
-            }
+        Answer::Routed(Ending::Written { keep_alive: k }, _) => return next(k && keep_alive),
+        Answer::Routed(Ending::Aborted, _) => return Next::Close,
+        Answer::Routed(Ending::Error(err), headers) => {
+            error_headers = headers;
+            err
         }
-        Outcome::Proxied { keep_alive: k } => next(k && keep_alive),
-        Outcome::Aborted => Next::Close,
+        Answer::Error(err) => err,
+    };
+    let written = respond_error(ctx, io, &mut bufs.out, &error, &rid, reply, &error_headers).await;
+    match next(written && keep_alive && !error.close) {
+        Next::Close if written => Next::Linger,
+        n => n,
+    }
+}
+
+/// Phases authenticate, parse (body, fields, contract) and route; then the
+/// exchange runs the rest (`exchange::run`). A request that reaches a route
+/// is accounted there.
+async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
+    ctx: &WorkerCtx,
+    io: &mut S,
+    rbuf: &mut Vec<u8>,
+    bufs: &mut Buffers,
+    c: Arrival<'_>,
+    head_end: usize,
+    next_start: &mut Option<usize>,
+) -> Answer {
+    let snapshot = ctx.snapshot();
+    let key = match authenticate(&snapshot, &c.head.credential, &rbuf[..head_end]) {
+        Ok(key) => key,
+        Err(e) => return Answer::Error(e),
+    };
+    let (range, next) = match read_body(ctx, io, rbuf, head_end, c.head, &mut bufs.out).await {
+        Ok(r) => r,
+        Err(e) => return Answer::Error(e),
+    };
+    *next_start = Some(next);
+    let body = &rbuf[range];
+    let fields = match scan(body).and_then(|f| crate::validate::check(&c.head.endpoint, &f.checks).map(|()| f)) {
+        Ok(f) => f,
+        Err(e) => return Answer::Error(e),
+    };
+    let route = match route::resolve(&snapshot, key, &fields.model) {
+        Ok(r) => r,
+        Err(e) => return Answer::Error(e),
+    };
+    let mut x = Exchange::new(c, key, route, &fields, body);
+    let ending = crate::exchange::run(ctx, io, bufs, &mut x).await;
+    Answer::Routed(ending, std::mem::take(&mut x.headers))
+}
+
+fn healthz(ctx: &WorkerCtx) -> Answer {
+    let version = ctx.snapshot().version;
+    match ctx.registry.workers_down() {
+        0 => Answer::Json(200, format!(r#"{{"status":"ok","snapshot_version":{version}}}"#).into_bytes()),
+        // A worker died (see `supervise`): the process serves less than it should.
+        down => Answer::Json(
+            503,
+            format!(r#"{{"status":"degraded","workers_down":{down},"snapshot_version":{version}}}"#).into_bytes(),
+        ),
     }
 }
 
@@ -702,7 +413,7 @@ fn models_response(
     snapshot: &crate::snapshot::Snapshot,
     key: &crate::snapshot::KeyEntry,
     endpoint: &Endpoint,
-) -> Outcome {
+) -> Answer {
     #[derive(serde::Serialize)]
     struct Model<'a> {
         id: &'a str,
@@ -719,7 +430,7 @@ fn models_response(
     let json = match endpoint {
         Endpoint::Model(id) => match route::resolve(snapshot, key, id) {
             Ok(r) => serde_json::to_vec(&entry(&r.name)),
-            Err(e) => return Outcome::Error(e),
+            Err(e) => return Answer::Error(e),
         },
         _ => serde_json::to_vec(&List {
             object: "list",
@@ -727,7 +438,7 @@ fn models_response(
         }),
     };
     match json {
-        Ok(body) => Outcome::Json(200, body),
-        Err(_) => Outcome::Error(GatewayError::bad_request("could not render the model list")),
+        Ok(body) => Answer::Json(200, body),
+        Err(_) => Answer::Error(GatewayError::bad_request("could not render the model list")),
     }
 }

@@ -19,33 +19,55 @@
 //! host names resolve in [`dns`] off the workers, [`reload`] watches the
 //! config file, and [`remote`] follows a remote admin API.
 
-pub mod auth;
-pub mod blocking;
-pub mod cache;
-pub mod conn;
+// The public surface: what the admin API and the binary use.
 pub mod dns;
-pub mod error;
-pub mod fmt;
 pub mod health;
-pub mod http;
+pub mod limits;
 pub mod metrics;
-pub mod node;
-pub mod policy;
 pub mod probe;
-pub mod proxy;
 pub mod reload;
 pub mod remote;
-pub mod request;
-pub mod route;
-pub mod select;
 pub mod server;
 pub mod snapshot;
-pub mod sse;
 pub mod supervise;
 pub mod tls;
-pub mod upstream;
 pub mod usage;
-pub mod validate;
-pub mod worker;
 
+pub use relay::HOLD_MAX_BYTES;
 pub use server::{start, start_with, ServerHandle};
+
+// The hot path's parsers, filters, lookups and upstream connections: public
+// only for the fuzz targets (`fuzz/`), the micro-benchmarks (`benches/`) and
+// the load generator (`loadtests/`); not an API.
+#[doc(hidden)]
+pub mod auth;
+#[doc(hidden)]
+pub mod fmt;
+#[doc(hidden)]
+pub mod http;
+#[doc(hidden)]
+pub mod request;
+#[doc(hidden)]
+pub mod route;
+#[doc(hidden)]
+pub mod select;
+#[doc(hidden)]
+pub mod sse;
+#[doc(hidden)]
+pub mod upstream;
+
+// The request's path, phase by phase, and what it runs on: private.
+mod account;
+mod admit;
+mod blocking;
+mod cache;
+mod conn;
+mod error;
+mod exchange;
+mod forward;
+mod node;
+mod policy;
+mod relay;
+mod respond;
+mod validate;
+mod worker;

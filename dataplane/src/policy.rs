@@ -16,7 +16,6 @@
 
 use crate::error::GatewayError;
 use crate::fmt::push_dec;
-use crate::snapshot::Route;
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -271,7 +270,7 @@ pub struct PolicyRegistry {
 
 impl PolicyRegistry {
     /// The bucket of `scope` (created on first use), with its limit set.
-    pub fn bucket(&self, scope: &str, unit: Unit, limit: u64) -> Arc<Bucket> {
+    pub fn bucket(&self, scope: Scope<'_>, unit: Unit, limit: u64) -> Arc<Bucket> {
         let id = format!("{scope}/{unit:?}");
         let mut m = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let b = m.entry(id).or_insert_with(|| Arc::new(Bucket::new(scope.to_string(), unit, limit))).clone();
@@ -280,35 +279,50 @@ impl PolicyRegistry {
     }
 
     /// The quota of `scope` for `period` (created on first use), caps set.
-    pub fn quota(&self, scope: &str, period: Period, max_usd: Option<f64>, max_tokens: Option<u64>) -> Arc<QuotaState> {
+    pub fn quota(
+        &self,
+        scope: Scope<'_>,
+        period: Period,
+        max_usd: Option<f64>,
+        max_tokens: Option<u64>,
+    ) -> Arc<QuotaState> {
         let q = self.quota_state(scope, period);
         q.set_caps(max_usd, max_tokens);
         q
     }
 
     /// The quota state of `scope` for `period`, caps untouched (seeding).
-    pub fn quota_state(&self, scope: &str, period: Period) -> Arc<QuotaState> {
+    pub fn quota_state(&self, scope: Scope<'_>, period: Period) -> Arc<QuotaState> {
         let id = format!("{scope}/{}", period.name());
         let mut m = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(id).or_insert_with(|| Arc::new(QuotaState::new(scope.to_string(), period))).clone()
     }
 
     /// A bucket, if it exists.
-    pub fn find_bucket(&self, scope: &str, unit: Unit) -> Option<Arc<Bucket>> {
+    pub fn find_bucket(&self, scope: Scope<'_>, unit: Unit) -> Option<Arc<Bucket>> {
         let m = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         m.get(&format!("{scope}/{unit:?}")).cloned()
     }
 }
 
-/// The scope names limits and messages use.
-pub fn key_scope(id: &str) -> String {
-    format!("key `{id}`")
+/// Whose limit or quota: a key's, an org's, or an org's on one model. Its
+/// text (`key `ID``, `org `NAME``, `org `NAME` on model `M``) names it in
+/// messages and in the admin API's reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Key(&'a str),
+    Org(&'a str),
+    OrgModel(&'a str, &'a str),
 }
-pub fn org_scope(org: &str) -> String {
-    format!("org `{org}`")
-}
-pub fn org_model_scope(org: &str, model: &str) -> String {
-    format!("org `{org}` on model `{model}`")
+
+impl std::fmt::Display for Scope<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Key(id) => write!(f, "key `{id}`"),
+            Scope::Org(org) => write!(f, "org `{org}`"),
+            Scope::OrgModel(org, model) => write!(f, "org `{org}` on model `{model}`"),
+        }
+    }
 }
 
 /// An org's (requests, tokens) limits on one model.
@@ -376,9 +390,13 @@ pub struct Ask {
 /// On refusal: 429 with the message naming the limit, and the headers
 /// (`retry-after` and the `x-ratelimit-*` lines) to send with it — no
 /// `retry-after` for a reservation over a whole limit, which never passes.
+///
+/// `route` is the route's name (for the org's per-model limits) and
+/// `price` its dearest price in USD per million tokens (quota holds).
 pub fn admit<'a>(
     policy: &'a KeyPolicy,
-    route: &Route,
+    route: &str,
+    price: f64,
     ask: impl FnOnce() -> Ask,
     default_reserve: u64,
 ) -> Result<Admission<'a>, (GatewayError, Vec<u8>)> {
@@ -387,7 +405,7 @@ pub fn admit<'a>(
     for q in &policy.quotas {
         q.check(now_s).map_err(|e| (e, Vec::new()))?;
     }
-    let model = if policy.per_model.is_empty() { None } else { policy.per_model.get(&*route.name) };
+    let model = if policy.per_model.is_empty() { None } else { policy.per_model.get(route) };
     let requests = Applicable::new(&policy.requests, model.and_then(|m| m.0.as_deref()));
     let tokens = Applicable::new(&policy.tokens, model.and_then(|m| m.1.as_deref()));
     let refuse = |b: &Bucket, wait: u64, requests: &Applicable<'_>, tokens: &Applicable<'_>| {
@@ -444,7 +462,6 @@ pub fn admit<'a>(
             }
         }
         // Hold the reservation against quotas, at the route's dearest price.
-        let price = route.targets.iter().filter_map(|t| t.prices).map(|(p, c)| p.max(c)).fold(0.0_f64, f64::max);
         held_nanos = switchboard_shared::usage::cost_nanos(reserved, 0, price, 0.0);
         for q in &policy.quotas {
             saturating_add(&q.held_tokens, reserved);

@@ -31,7 +31,7 @@ pub fn probe(up: &Upstream, path: &str, dns: &DnsCache) -> Result<Duration, Stri
     req.extend_from_slice(path.as_bytes());
     req.extend_from_slice(b" HTTP/1.1\r\n");
     req.extend_from_slice(&up.header_block);
-    if let Some(Some(k)) = up.pick_key(now_ms()) {
+    if let Ok(Some(k)) = up.pick_key(now_ms()) {
         req.extend_from_slice(&up.keys[k].line);
     }
     req.extend_from_slice(b"connection: close\r\n\r\n");

@@ -425,6 +425,6 @@ async fn worker_main(
 async fn refuse(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
     let err = GatewayError::overloaded();
     let mut out = Vec::new();
-    conn::render_json(&mut out, err.status, &err.to_json(), &ctx.next_request_id(), false);
+    crate::respond::render_json(&mut out, err.status, &err.to_json(), &ctx.next_request_id(), false);
     let _ = write_all(&mut stream, &mut out, Instant::now() + Duration::from_secs(1)).await;
 }

@@ -129,22 +129,26 @@ pub struct Upstream {
     pub require_finish_reason: bool,
 }
 
+/// Every provider key of an upstream is benched (refused or rate limited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllKeysBenched;
+
 impl Upstream {
     /// The next usable provider key (round-robin over keys not benched);
-    /// `None` when there are keys but all are benched, `Some(None)` when the
-    /// upstream has no key at all.
-    pub fn pick_key(&self, now: u64) -> Option<Option<usize>> {
+    /// `Ok(None)` when the upstream has no key at all; an error when it has
+    /// keys and all are benched.
+    pub fn pick_key(&self, now: u64) -> Result<Option<usize>, AllKeysBenched> {
         if self.keys.is_empty() {
-            return Some(None);
+            return Ok(None);
         }
         let usable = |k: &&ProviderKey| k.benched_until_ms.load(Ordering::Relaxed) <= now;
         let count = self.keys.iter().filter(usable).count();
         if count == 0 {
-            return None;
+            return Err(AllKeysBenched);
         }
         // The n-th usable key, so the load stays even when some are benched.
         let n = self.next_key.fetch_add(1, Ordering::Relaxed) % count;
-        self.keys.iter().enumerate().filter(|(_, k)| usable(k)).nth(n).map(|(i, _)| Some(i))
+        self.keys.iter().enumerate().filter(|(_, k)| usable(k)).nth(n).map(|(i, _)| Some(i)).ok_or(AllKeysBenched)
     }
 
     /// Bench a key: `until` = `u64::MAX` for good (401/403), or a time (429).
@@ -243,6 +247,14 @@ pub struct Route {
     pub weighted_order: Box<[u8]>,
     /// Some targets are nodes (checked per request: org, capacity, pools).
     pub has_nodes: bool,
+}
+
+impl Route {
+    /// The dearest price (USD per million tokens, prompt or completion) of
+    /// any target: quota holds are taken at it.
+    pub fn dearest_price(&self) -> f64 {
+        self.targets.iter().filter_map(|t| t.prices).map(|(p, c)| p.max(c)).fold(0.0_f64, f64::max)
+    }
 }
 
 /// One period of smooth weighted round-robin over `weights`: each index
@@ -358,9 +370,9 @@ fn key_policy(
     spec: &RoutingSpec,
     reg: &crate::policy::PolicyRegistry,
 ) -> crate::policy::KeyPolicy {
-    use crate::policy::{key_scope, org_model_scope, org_scope, Unit};
+    use crate::policy::{Scope, Unit};
     let mut p = crate::policy::KeyPolicy::default();
-    let mut add = |scope: &str, rpm: Option<u64>, tpm: Option<u64>, quotas: &[switchboard_shared::QuotaSpec]| {
+    let mut add = |scope: Scope<'_>, rpm: Option<u64>, tpm: Option<u64>, quotas: &[switchboard_shared::QuotaSpec]| {
         if let Some(n) = rpm {
             p.requests.push(reg.bucket(scope, Unit::Requests, n));
         }
@@ -371,13 +383,13 @@ fn key_policy(
             p.quotas.push(reg.quota(scope, q.period, q.max_usd, q.max_tokens));
         }
     };
-    add(&key_scope(&k.id), k.rpm, k.tpm, &k.quotas);
+    add(Scope::Key(&k.id), k.rpm, k.tpm, &k.quotas);
     if let Some(o) = spec.orgs.iter().find(|o| o.name == k.org) {
-        add(&org_scope(&o.name), o.rpm, o.tpm, &o.quotas);
+        add(Scope::Org(&o.name), o.rpm, o.tpm, &o.quotas);
         for m in &o.models {
-            let ms = org_model_scope(&o.name, &m.model);
-            let r = m.rpm.map(|n| reg.bucket(&ms, Unit::Requests, n));
-            let t = m.tpm.map(|n| reg.bucket(&ms, Unit::Tokens, n));
+            let ms = Scope::OrgModel(&o.name, &m.model);
+            let r = m.rpm.map(|n| reg.bucket(ms, Unit::Requests, n));
+            let t = m.tpm.map(|n| reg.bucket(ms, Unit::Tokens, n));
             p.per_model.insert(m.model.as_str().into(), (r, t));
         }
     }
@@ -840,7 +852,7 @@ models = ["m2"]
         assert!((0..6).all(|_| up.pick_key(10).unwrap() != Some(1)));
         up.bench_key(0, 20);
         up.bench_key(2, 20);
-        assert!(up.all_keys_benched(10) && up.pick_key(10).is_none());
+        assert!(up.all_keys_benched(10) && up.pick_key(10).is_err());
         assert!(!up.all_keys_benched(20));
     }
 

@@ -188,6 +188,6 @@ fn a_whole_answer_without_usage_gets_the_gateways_estimate() {
         r#"{"model":"solo","messages":[{"role":"user","content":"x"}],"mock":{"tokens":60000,"no_usage":true}}"#,
     );
     assert_eq!(big.status, 200);
-    assert!(big.body.len() > switchboard_dataplane::proxy::HOLD_MAX_BYTES);
+    assert!(big.body.len() > switchboard_dataplane::HOLD_MAX_BYTES);
     assert_eq!(big.json()["usage"], serde_json::Value::Null, "relayed as the upstream wrote it");
 }

@@ -247,11 +247,11 @@ fn a_token_quota_is_refused_with_insufficient_quota_and_resets_at_the_period_bou
     assert_eq!(lim["quotas"][0]["max_tokens"], 60);
     assert_eq!(lim["quotas"][0]["remaining_tokens"], 0);
     // Tomorrow (UTC), the quota is fresh.
-    let now_ms = switchboard_dataplane::policy::now_unix_ms() as i64;
+    let now_ms = switchboard_dataplane::limits::now_unix_ms() as i64;
     let next_day_ms = (now_ms / 86_400_000 + 1) * 86_400_000 + 1_000;
-    switchboard_dataplane::policy::set_clock_offset_ms(next_day_ms - now_ms);
+    switchboard_dataplane::limits::set_clock_offset_ms(next_day_ms - now_ms);
     let r = send(body);
-    switchboard_dataplane::policy::set_clock_offset_ms(0);
+    switchboard_dataplane::limits::set_clock_offset_ms(0);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

@@ -403,7 +403,7 @@ fn a_committed_limits_change_never_answers_5xx_even_over_rows_an_older_version_w
     // What an older version left behind: sums that overflowed into floats, and
     // a negative from 2^64-1 stored as an i64.
     let db = rusqlite::Connection::open(&gw.db_path).unwrap();
-    let minute = switchboard_dataplane::policy::now_unix_ms() as i64 / 60_000;
+    let minute = switchboard_dataplane::limits::now_unix_ms() as i64 / 60_000;
     db.execute(
         "INSERT INTO usage_minute (minute, org, key_id, model, route, target, requests, errors, cache_hits, estimated, \
          prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us) \
@@ -437,7 +437,7 @@ fn a_committed_limits_change_never_answers_5xx_even_over_rows_an_older_version_w
 fn request_log_pages_with_a_stable_cursor_through_rows_of_one_millisecond() {
     let up = mock();
     let gw = AdminGateway::start(&one_provider_config(&up.base_url()));
-    let ts = switchboard_dataplane::policy::now_unix_ms();
+    let ts = switchboard_dataplane::limits::now_unix_ms();
     let records: Vec<Value> = (0..7)
         .map(|i| {
             json!({

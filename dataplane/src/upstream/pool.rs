@@ -71,8 +71,4 @@ impl Pool {
     pub fn idle_by_pool(&self) -> Vec<(Box<str>, u64)> {
         self.idle.iter().map(|(k, v)| (k.split('#').next().unwrap_or(k).into(), v.len() as u64)).collect()
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
-    }
 }

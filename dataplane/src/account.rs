@@ -1,17 +1,16 @@
-//! Phase "account", on the worker: what the proxy learned while serving a
+//! Phase "account", on the worker: what the exchange learned while serving a
 //! request (its [`Tally`]) becomes one [`UsageRecord`], counted in the
 //! worker's metrics and queued for the database.
 
-use crate::http::head::Endpoint;
-use crate::snapshot::{KeyEntry, Route};
+use crate::exchange::Exchange;
 use crate::usage::scan::{token_counts, UsageScan};
 use crate::worker::WorkerCtx;
 use monoio::time::Instant;
 use std::time::Duration;
 use switchboard_shared::usage::{cost_nanos, Outcome, UsageRecord};
 
-/// What serving a request came to, filled in by the proxy.
-pub struct Tally {
+/// What serving a request came to, filled in by the phases.
+pub(crate) struct Tally {
     /// Upstream attempts made.
     pub attempts: u32,
     /// The route's target that answered, if any did.
@@ -27,9 +26,6 @@ pub struct Tally {
     pub reply: UsageScan,
     /// Answered from the response cache.
     pub cache_hit: bool,
-    /// The body relayed, kept for the response cache (non-streaming 200s on
-    /// cache-enabled routes, bounded).
-    pub captured: Option<Vec<u8>>,
 }
 
 impl Default for Tally {
@@ -43,34 +39,22 @@ impl Default for Tally {
             upstream: Duration::ZERO,
             reply: UsageScan::default(),
             cache_hit: false,
-            captured: None,
         }
     }
 }
 
-/// The request a record is about.
-pub struct Subject<'a> {
-    pub started: Instant,
-    pub started_unix_ms: u64,
-    pub request_id: &'a [u8],
-    pub key: &'a KeyEntry,
-    pub model: &'a str,
-    pub endpoint: &'a Endpoint,
-    pub stream: bool,
-    pub body: &'a [u8],
-}
-
 /// Unix milliseconds (the policy clock, so usage and quota periods agree).
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     crate::policy::now_unix_ms()
 }
 
 /// Build the record of a routed request, count it, and queue it. Returns
 /// the tokens and cost (nano-USD) accounted.
-pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u64, u64) {
+pub(crate) fn account(ctx: &WorkerCtx, x: &Exchange<'_>) -> (u64, u64) {
+    let (route, t) = (x.route, &x.tally);
     let target = t.target.and_then(|i| route.targets.get(i));
     let (prompt, completion, total, estimated) = if t.status / 100 == 2 && (target.is_some() || t.cache_hit) {
-        token_counts(&t.reply, s.body, s.stream)
+        token_counts(&t.reply, x.body, x.fields.stream)
     } else {
         (0, 0, 0, false)
     };
@@ -78,16 +62,16 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
     let micros = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
     let mut rec = UsageRecord {
         uid: String::from_utf8_lossy(ctx.next_request_id().as_bytes()).into_owned(),
-        ts_ms: s.started_unix_ms,
-        request_id: String::from_utf8_lossy(s.request_id).into_owned(),
-        org: s.key.org.to_string(),
-        key_id: s.key.id.to_string(),
-        model: s.model.to_string(),
+        ts_ms: x.started_unix_ms,
+        request_id: String::from_utf8_lossy(x.request_id()).into_owned(),
+        org: x.key.org.to_string(),
+        key_id: x.key.id.to_string(),
+        model: x.fields.model.to_string(),
         route: route.name.to_string(),
         target: target.map(|tg| tg.upstream.name.to_string()).unwrap_or_default(),
         upstream_model: target.map(|tg| tg.upstream_model.to_string()).unwrap_or_default(),
-        endpoint: s.endpoint.name().to_string(),
-        stream: s.stream,
+        endpoint: x.head.endpoint.name().to_string(),
+        stream: x.fields.stream,
         status: t.status,
         outcome: t.outcome,
         attempts: t.attempts,
@@ -97,8 +81,8 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
         total_tokens: total,
         estimated,
         cost_nanos: cost,
-        latency_us: micros(s.started.elapsed()),
-        ttft_us: t.first_byte.map_or(0, |f| micros(f.saturating_duration_since(s.started))),
+        latency_us: micros(x.started.elapsed()),
+        ttft_us: t.first_byte.map_or(0, |f| micros(f.saturating_duration_since(x.started))),
         upstream_us: micros(t.upstream),
         clamped: false,
     };
@@ -112,7 +96,7 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
 }
 
 /// A request that never reached a route, for the access log only (when it is on).
-pub fn unrouted(ctx: &WorkerCtx, started: Instant, started_unix_ms: u64, request_id: &[u8], status: u16) {
+pub(crate) fn unrouted(ctx: &WorkerCtx, started: Instant, started_unix_ms: u64, request_id: &[u8], status: u16) {
     if !ctx.access_log {
         return;
     }

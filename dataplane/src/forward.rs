@@ -1,0 +1,389 @@
+//! Phases "select" (the plan, from [`crate::select`]) and "connect or fail
+//! over"; the response is then relayed by [`crate::relay`].
+//!
+//! For each target in the order `select` gives: take a pooled connection or
+//! open one, send the request, wait for the response head. A failure before
+//! any byte reached the client (connect error, reset, timeout, garbage) moves
+//! on to the next target — a broken first chunk of the body too, as the head
+//! is held until the first body bytes (a stream's until its first token);
+//! after that, a failure ends the response (an SSE `error` event for streams)
+//! and closes the connection.
+//!
+//! Until the first byte reaches the client, the client's socket is watched:
+//! a client that leaves cancels the upstream request at once (the upstream
+//! connection is closed) and the request is recorded `client_closed`.
+
+use crate::error::{GatewayError, Source};
+use crate::exchange::{Buffers, Exchange};
+use crate::fmt::push_dec;
+use crate::health::{now_ms, InFlight, State as HealthState};
+use crate::http::find_head_end;
+use crate::http::head::{parse_response, ResponseHead};
+use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
+use crate::relay::relay;
+use crate::request::{edited_len, write_edited};
+use crate::select;
+use crate::snapshot::{Route, Target, Upstream};
+use crate::upstream::{connect, UpStream};
+use crate::worker::WorkerCtx;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::time::Instant;
+use std::time::Duration;
+use switchboard_shared::config::Trigger;
+use switchboard_shared::usage::Outcome;
+
+/// What forwarding a request came to.
+pub(crate) enum Forwarded {
+    /// The whole response reached the client.
+    Done { keep_alive: bool },
+    /// Nothing reached the client; answer with this error.
+    Failed(GatewayError),
+    /// The response was cut off after it started; close the connection.
+    Aborted,
+    /// A stream failed before any byte reached the client (an error event, or
+    /// an end, before the first content token): another attempt may serve it.
+    Retry(GatewayError),
+}
+
+/// The status recorded for a request whose client left before any byte of
+/// the answer reached it (nginx's "client closed request").
+pub(crate) const CLIENT_CLOSED_STATUS: u16 = 499;
+
+pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
+    ctx: &WorkerCtx,
+    client: &mut S,
+    bufs: &mut Buffers,
+    x: &mut Exchange<'_>,
+) -> Forwarded {
+    let route = x.route;
+    let started = Instant::now();
+    let strategy = match x.head.strategy {
+        Some(s) if route.allow_strategy_header => s,
+        _ => route.strategy,
+    };
+    let plan = select::plan(route, strategy, now_ms(), &x.key.org);
+    if plan.is_empty() {
+        return Forwarded::Failed(GatewayError::no_target(&route.name));
+    }
+    let retry = route.retry;
+    let deadline = retry.deadline.map(|d| started + d);
+    let mut last_err = None;
+    let mut attempts = 0u32;
+    for n in 0..retry.max_attempts {
+        let target = &route.targets[plan.nth(n)];
+        let up = &*target.upstream;
+        if n >= plan.len() {
+            // Round two and later: back off before trying a target again.
+            let round = (n / plan.len()) as u32;
+            let base = retry.backoff.saturating_mul(1 << round.min(10));
+            let pause = base + retry.backoff.mul_f64(ctx.random_unit());
+            let pause = deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(Instant::now())));
+            monoio::time::sleep(pause).await;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let now = now_ms();
+        if up.health.state(now) == HealthState::HalfOpen && !up.health.admit(now) {
+            // Another request is the half-open trial; don't pile on.
+            last_err.get_or_insert_with(|| GatewayError::upstream(format!("Upstream `{}` is recovering.", up.name)));
+            continue;
+        }
+        let Ok(key) = up.pick_key(now) else {
+            last_err =
+                Some(GatewayError::upstream(format!("Every provider key of upstream `{}` is benched.", up.name)));
+            continue;
+        };
+        attempts += 1;
+        x.tally.attempts = attempts;
+        let last = n + 1 >= retry.max_attempts;
+        build_request(&mut bufs.up_w, target, key, x);
+        let _busy = InFlight::new(&up.health);
+        let mut wait = up.first_byte_timeout;
+        if let Some(t) = retry.per_attempt_timeout {
+            wait = wait.min(t);
+        }
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(Instant::now()));
+        }
+        let sent = Instant::now();
+        let result = monoio::select! {
+            r = attempt(ctx, up, bufs, wait) => Some(r),
+            _ = client.peer_closed() => None,
+        };
+        x.tally.upstream += sent.elapsed();
+        let Some(result) = result else {
+            // Dropping the attempt closes the upstream connection: the
+            // upstream stops generating for nobody.
+            tracing::debug!(upstream = %up.name, "client left before the answer; upstream request cancelled");
+            x.tally.status = CLIENT_CLOSED_STATUS;
+            x.tally.outcome = Outcome::ClientClosed;
+            return Forwarded::Aborted;
+        };
+        match result {
+            Ok((conn, head)) => {
+                let now = now_ms();
+                let verdict = judge(route, up, key, &head, now);
+                let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                match verdict {
+                    Verdict::FailOver(e) if !last && !out_of_time => {
+                        tracing::debug!(upstream = %up.name, status = head.status, "failing over on status");
+                        last_err = Some(e);
+                        continue;
+                    }
+                    Verdict::FailOver(_) | Verdict::Relay => {}
+                }
+                if (200..500).contains(&head.status) && head.status != 429 {
+                    up.health.success(sent.elapsed());
+                }
+                let served = Served { route: &route.name, target: &up.name, attempts };
+                x.tally.target = Some(plan.nth(n));
+                x.tally.status = head.status;
+                let relay_started = Instant::now();
+                let outcome = relay(ctx, client, conn, head, bufs, x, up, &served).await;
+                x.tally.upstream += relay_started.elapsed();
+                match outcome {
+                    Forwarded::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
+                        x.tally.reply = Default::default();
+                        up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                        tracing::debug!(upstream = %up.name, error = %e.message, "stream failed before its first token; trying again");
+                        last_err = Some(e);
+                    }
+                    Forwarded::Retry(e) => return Forwarded::Failed(e),
+                    outcome => return outcome,
+                }
+            }
+            Err(e) => {
+                if e.source == Source::Upstream {
+                    up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                }
+                let trigger_on = e.cause.is_none_or(|c| route.triggers.has(c));
+                if e.retryable && trigger_on {
+                    tracing::debug!(upstream = %up.name, error = %e.message, "attempt failed; trying again");
+                    last_err = Some(e);
+                } else {
+                    return Forwarded::Failed(e);
+                }
+            }
+        }
+    }
+    Forwarded::Failed(last_err.unwrap_or_else(|| GatewayError::no_target(&route.name)))
+}
+
+enum Verdict {
+    Relay,
+    /// Fail over, unless this is the last attempt (then relay the response as it is).
+    FailOver(GatewayError),
+}
+
+/// What an upstream's status means for routing, and the health and key
+/// bookkeeping it implies. 400/404 and other client errors are relayed: the
+/// request, not the upstream, is wrong.
+fn judge(route: &Route, up: &Upstream, key: Option<usize>, head: &ResponseHead, now: u64) -> Verdict {
+    let t = &route.triggers;
+    let status = head.status;
+    let fail = |why: &str| GatewayError::upstream(format!("Upstream `{}` answered {status} ({why}).", up.name));
+    match status {
+        429 => {
+            let until = now + retry_after_ms(head.retry_after.as_deref());
+            match key {
+                // The provider key is rate limited: bench that key, not the upstream.
+                Some(k) if up.keys.len() > 1 => up.bench_key(k, until),
+                _ => up.health.cool(until),
+            }
+            if t.has(Trigger::Status429) {
+                return Verdict::FailOver(fail("rate limited").because(Trigger::Status429));
+            }
+        }
+        401 | 403 if key.is_some() => {
+            // The provider refused our key: bench it until the config changes.
+            if let Some(k) = key {
+                up.bench_key(k, u64::MAX);
+                tracing::warn!(upstream = %up.name, key = k, status, "provider key refused; benched");
+            }
+            if up.pick_key(now).is_ok() {
+                return Verdict::FailOver(fail("provider key refused").because(Trigger::Reset));
+            }
+        }
+        408 if t.has(Trigger::Status408) => return Verdict::FailOver(fail("timeout").because(Trigger::Status408)),
+        409 if t.has(Trigger::Status409) => return Verdict::FailOver(fail("conflict").because(Trigger::Status409)),
+        500..=599 => {
+            up.health.failure(now, up.eject_after_failures, up.eject_for);
+            if t.has(Trigger::Status5xx) {
+                return Verdict::FailOver(fail("server error").because(Trigger::Status5xx));
+            }
+        }
+        _ => {}
+    }
+    Verdict::Relay
+}
+
+/// `Retry-After` in milliseconds: seconds (at most 10 minutes), or 1 s when
+/// absent or a date.
+fn retry_after_ms(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(1_000, |secs| secs.min(600) * 1_000)
+}
+
+/// Which route, target and attempt served a response (sent as headers).
+pub(crate) struct Served<'a> {
+    pub route: &'a str,
+    pub target: &'a str,
+    pub attempts: u32,
+}
+
+/// Render the upstream request: request line, the upstream's pre-rendered
+/// headers and provider key, length, request id, then the body (model
+/// spliced if aliased).
+fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, x: &Exchange<'_>) {
+    let span = x.fields.model_span;
+    let mut edits: [(usize, usize, &[u8]); 2] = [(0, 0, &[]), (0, 0, &[])];
+    let mut n = 0;
+    if let Some(m) = &target.model_json {
+        edits[n] = (span.0, span.1, m);
+        n += 1;
+    }
+    if let Some((s, e, v)) = &x.usage_edit {
+        edits[n] = (*s, *e, v);
+        n += 1;
+    }
+    let edits = &mut edits[..n];
+    let up = &target.upstream;
+    w.clear();
+    w.extend_from_slice(b"POST ");
+    w.extend_from_slice(up.path_prefix.as_bytes());
+    w.extend_from_slice(x.endpoint().upstream_suffix().unwrap_or("/chat/completions").as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    w.extend_from_slice(&up.header_block);
+    if let Some(k) = key.and_then(|k| up.keys.get(k)) {
+        w.extend_from_slice(&k.line);
+    }
+    w.extend_from_slice(b"content-length: ");
+    push_dec(w, edited_len(x.body.len(), edits) as u64);
+    w.extend_from_slice(b"\r\nx-request-id: ");
+    w.extend_from_slice(x.request_id());
+    w.extend_from_slice(b"\r\n\r\n");
+    write_edited(x.body, edits, w);
+}
+
+/// Why sending a request and reading its answer's head failed.
+enum SendFail {
+    /// The connection died before any response byte: safe to resend on a new one.
+    Stale,
+    Fail(GatewayError),
+}
+
+/// One try at one upstream: a pooled connection (once more on a fresh one if
+/// the pooled one turns out closed), request out, response head in.
+async fn attempt(
+    ctx: &WorkerCtx,
+    up: &Upstream,
+    bufs: &mut Buffers,
+    wait: Duration,
+) -> Result<(UpStream, ResponseHead), GatewayError> {
+    let pooled = ctx.pool.borrow_mut().take(&up.pool_key);
+    let (mut conn, mut reused) = match pooled {
+        Some(c) => (c, true),
+        None => (connect(up, &ctx.dns).await?, false),
+    };
+    loop {
+        match send(ctx, &mut conn, up, bufs, wait).await {
+            Ok(head) => return Ok((conn, head)),
+            Err(SendFail::Stale) if reused => {
+                // A node's connections are all pooled: try its next one.
+                let next = match up.addr {
+                    crate::snapshot::UpstreamAddr::Reverse => ctx.pool.borrow_mut().take(&up.pool_key),
+                    _ => None,
+                };
+                match next {
+                    Some(c) => conn = c,
+                    None => {
+                        conn = connect(up, &ctx.dns).await?;
+                        reused = false;
+                    }
+                }
+            }
+            Err(SendFail::Stale) => {
+                return Err(GatewayError::upstream(format!(
+                    "Upstream `{}` closed the connection without answering.",
+                    up.name
+                )))
+            }
+            Err(SendFail::Fail(e)) => return Err(e),
+        }
+    }
+}
+
+/// Send the request on `conn` and read the response head (skipping interim
+/// 1xx responses).
+async fn send(
+    ctx: &WorkerCtx,
+    conn: &mut UpStream,
+    up: &Upstream,
+    bufs: &mut Buffers,
+    wait: Duration,
+) -> Result<ResponseHead, SendFail> {
+    let deadline = Instant::now() + wait;
+    let timed_out = || {
+        SendFail::Fail(GatewayError::upstream_timeout(format!(
+            "Upstream `{}` did not answer within {} ms.",
+            up.name,
+            wait.as_millis()
+        )))
+    };
+    match write_all(conn, &mut bufs.up_w, deadline).await {
+        Ok(()) => {}
+        Err(IoFail::Timeout) => return Err(timed_out()),
+        Err(IoFail::Io(_)) => return Err(SendFail::Stale),
+    }
+    let r = &mut bufs.up_r;
+    r.clear();
+    let limit = ctx.cfg.max_upstream_header_bytes;
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = find_head_end(r, scanned) {
+            let head = parse_response(&r[..end], false).map_err(|_| {
+                SendFail::Fail(GatewayError::upstream(format!("Upstream `{}` sent a malformed response.", up.name)))
+            })?;
+            if (100..200).contains(&head.status) {
+                // Interim response (100 Continue, 103 Early Hints): skip it.
+                r.drain(..end);
+                scanned = 0;
+                continue;
+            }
+            return Ok(head);
+        }
+        if r.len() >= limit {
+            return Err(SendFail::Fail(GatewayError::upstream(format!(
+                "Upstream `{}` sent a response head over {limit} bytes.",
+                up.name
+            ))));
+        }
+        scanned = r.len();
+        match read_append(conn, r, 4096, deadline).await {
+            Ok(0) | Err(IoFail::Io(_)) if r.is_empty() => return Err(SendFail::Stale),
+            Ok(0) | Err(IoFail::Io(_)) => {
+                return Err(SendFail::Fail(GatewayError::upstream(format!(
+                    "Upstream `{}` closed the connection in the middle of its response head.",
+                    up.name
+                ))))
+            }
+            Ok(_) => {}
+            Err(IoFail::Timeout) => return Err(timed_out()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_bounded() {
+        assert_eq!(retry_after_ms(Some(b"3")), 3_000);
+        assert_eq!(retry_after_ms(Some(b"99999")), 600_000);
+        assert_eq!(retry_after_ms(Some(b"Wed, 21 Oct 2015 07:28:00 GMT")), 1_000);
+        assert_eq!(retry_after_ms(None), 1_000);
+    }
+}

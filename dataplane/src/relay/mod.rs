@@ -1,0 +1,367 @@
+//! Phase "relay": the response head, re-written for the client, then the
+//! body as it arrives, through a chain of small body filters built once per
+//! response from what the route and the request need ([`Chain`]). Nothing is
+//! buffered whole (but a whole generation's answer, held up to
+//! [`HOLD_MAX_BYTES`]).
+//!
+//! The chain, in order, over each read from the upstream:
+//!
+//! | filter | type | on when |
+//! |---|---|---|
+//! | deframe | [`deframe::Deframer`] | always |
+//! | usage scan | [`crate::usage::scan::UsageScan`] (in the tally) | 2xx responses |
+//! | cache capture | [`capture::Capture`] | a 200 non-stream the cache will store |
+//! | stream gate | [`crate::sse::StreamGate`] | a 200 event stream: held until its first token |
+//! | stream filter (usage-chunk strip, end of stream) | [`crate::usage::scan::StreamFilter`] | a 2xx event stream the gateway re-frames |
+//! | `[DONE]` check | [`crate::sse::StreamTail`] | a 200 event stream that is not a generation |
+//! | hold | [`hold::Hold`] | a 200 whole chat or completion answer |
+//! | frame | [`frame::ClientBody`] | always |
+//!
+//! Until the first byte goes out (the head is held until the first body
+//! bytes, a stream's until its first token) a failure can still go to
+//! another target ([`Forwarded::Retry`]) or become a clean 502; after it, a
+//! failure ends the response (an SSE error event for streams).
+
+pub(crate) mod capture;
+pub(crate) mod deframe;
+pub(crate) mod frame;
+pub(crate) mod hold;
+
+pub use hold::HOLD_MAX_BYTES;
+
+use crate::error::GatewayError;
+use crate::exchange::{Buffers, Exchange};
+use crate::forward::{Forwarded, Served, CLIENT_CLOSED_STATUS};
+use crate::health::now_ms;
+use crate::http::head::{BodyFraming, Endpoint, ResponseHead};
+use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
+use crate::snapshot::Upstream;
+use crate::sse::{Gate, StreamGate, StreamTail};
+use crate::upstream::UpStream;
+use crate::usage::scan::{token_counts, OwedUsage, StreamEnd, StreamFilter};
+use crate::worker::WorkerCtx;
+use capture::Capture;
+use deframe::Deframer;
+use frame::{render_head, ClientBody};
+use hold::{with_owed_usage, Held, Hold};
+use monoio::io::AsyncWriteRent;
+use monoio::time::Instant;
+use switchboard_shared::usage::Outcome;
+
+/// The body filters one response passes through (see the module's table).
+/// Plain fields, `None` where a filter is off: a passthrough response pays
+/// for nothing it does not use.
+struct Chain {
+    deframe: Deframer,
+    scan: bool,
+    capture: Option<Capture>,
+    gate: Option<StreamGate>,
+    filter: Option<StreamFilter>,
+    tail: Option<StreamTail>,
+    hold: Option<Hold>,
+    frame: ClientBody,
+    /// A chat or completion (its end is checked by the stream filter).
+    generation: bool,
+}
+
+impl Chain {
+    fn new(ctx: &WorkerCtx, head: &ResponseHead, x: &Exchange<'_>) -> Chain {
+        let framing = head.framing;
+        let success = (200..300).contains(&head.status);
+        let generation = x.generation();
+        let ok_stream = head.event_stream && head.status == 200;
+        Chain {
+            deframe: Deframer::new(framing),
+            scan: success,
+            capture: (x.capture.is_some() && head.status == 200 && !head.event_stream)
+                .then(|| Capture::new(ctx.cache.max_entry())),
+            // A stream is held back (head included) until its first content
+            // token, so a stream that fails before it can still go to another target.
+            gate: ok_stream.then(StreamGate::default),
+            // Only where the body is re-framed anyway: a fixed length must pass as is.
+            filter: (head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
+                .then(|| StreamFilter::new(x.usage_edit.is_some(), generation)),
+            tail: (ok_stream && !generation).then(StreamTail::default),
+            hold: (generation && !head.event_stream && head.status == 200 && framing != BodyFraming::None)
+                .then(Hold::default),
+            frame: ClientBody::for_upstream(framing, x.head.http10),
+            generation,
+        }
+    }
+}
+
+/// Relay the response: head first, then the body as it arrives, through the
+/// chain; a clean response returns the upstream connection to the pool.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
+    ctx: &WorkerCtx,
+    client: &mut S,
+    mut conn: UpStream,
+    head: ResponseHead,
+    bufs: &mut Buffers,
+    x: &mut Exchange<'_>,
+    up: &Upstream,
+    served: &Served<'_>,
+) -> Forwarded {
+    let mut chain = Chain::new(ctx, &head, x);
+    let framing = head.framing;
+    let close_delimited = chain.frame == ClientBody::CloseDelimited;
+    let keep_alive = x.keep_alive && !close_delimited;
+
+    let out = &mut bufs.out;
+    render_head(out, &head, x, served, chain.frame, keep_alive);
+
+    let r = &mut bufs.up_r;
+    let mut pos = head.head_len;
+    let mut filtered = Vec::new();
+    // The response went out whole with a length of its own (a held body).
+    let mut sent_whole = false;
+    // Whether any byte went to the client. Until then a failure can still go
+    // to another target or become a clean 502.
+    let mut sent = false;
+    let before = if chain.gate.is_some() { "the first token" } else { "its response started" };
+    let retry = |why: String| {
+        Forwarded::Retry(GatewayError::upstream(format!("Upstream `{}` failed before {before}: {why}.", up.name)))
+    };
+    let client_chunked = chain.frame == ClientBody::Chunked;
+    loop {
+        let payload = match chain.deframe.payload(r, pos) {
+            Ok(p) => p,
+            Err(e) if !sent => return retry(format!("{e}")),
+            Err(e) => {
+                return fail_mid_stream(ctx, client, out, &head, client_chunked, up, x, &e.to_string()).await;
+            }
+        };
+        let done = chain.deframe.done;
+        let bytes = &r[payload];
+        if let Some(t) = chain.tail.as_mut() {
+            t.push(bytes);
+        }
+        if chain.scan {
+            x.tally.reply.feed(bytes);
+            if let Some(c) = chain.capture.as_mut() {
+                c.feed(bytes);
+            }
+        }
+        if let Some(g) = chain.gate.as_mut() {
+            match g.feed(bytes) {
+                Gate::Hold if done => return retry("the stream ended before its first token".into()),
+                Gate::Hold => {}
+                Gate::Release => chain.gate = None,
+                Gate::Fail(why) => return retry(why),
+            }
+        }
+        // The error event that ends a stream which did not finish.
+        let mut unfinished: Option<GatewayError> = None;
+        let payload: &[u8] = match chain.filter.as_mut() {
+            Some(f) => {
+                filtered.clear();
+                f.filter(bytes, &mut filtered);
+                if done {
+                    f.finish(&mut filtered);
+                    if chain.generation {
+                        match end_of_generation(f, &mut filtered, x, up) {
+                            GenerationEnd::Complete => {}
+                            GenerationEnd::RetryTruncated if !sent => {
+                                // Nothing reached the client: another target may serve it.
+                                return Forwarded::Retry(GatewayError::upstream_truncated(&up.name));
+                            }
+                            GenerationEnd::RetryTruncated => {
+                                x.tally.outcome = Outcome::UpstreamTruncated;
+                                // One error event: the upstream's own, if it sent one.
+                                unfinished = (!f.error_seen).then(|| GatewayError::upstream_truncated(&up.name));
+                            }
+                            GenerationEnd::Unfinished => {
+                                x.tally.outcome = Outcome::UpstreamCut;
+                                unfinished = (!f.error_seen).then(|| {
+                                    GatewayError::upstream(format!(
+                                        "Upstream `{}` ended the stream without [DONE].",
+                                        up.name
+                                    ))
+                                });
+                            }
+                        }
+                    }
+                }
+                &filtered
+            }
+            None => bytes,
+        };
+        if done && chain.tail.as_ref().is_some_and(|t| !t.ends_with_done()) {
+            // A stream that stops without `[DONE]` is not a clean finish.
+            unfinished =
+                Some(GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name)));
+        }
+        // Held: keep the bytes back; past the bound, let them go as they came.
+        let mut released: Option<Vec<u8>> = None;
+        if let Some(h) = chain.hold.as_mut() {
+            match h.feed(payload, done) {
+                Held::Holding => {}
+                Held::Whole(body) => {
+                    let body = with_owed_usage(body, &x.tally.reply, x.body);
+                    out.clear();
+                    render_head(out, &head, x, served, ClientBody::Length(body.len() as u64), x.keep_alive);
+                    out.extend_from_slice(&body);
+                    if let Some(c) = chain.capture.as_mut() {
+                        c.replace(&body);
+                    }
+                    chain.hold = None;
+                    sent_whole = true;
+                }
+                Held::Overflow(all) => {
+                    released = Some(all);
+                    chain.hold = None;
+                }
+            }
+        }
+        let payload: &[u8] = match &released {
+            Some(all) => all,
+            None => payload,
+        };
+        if chain.hold.is_some() || sent_whole {
+            // Nothing to frame now: the held body goes out whole, above.
+        } else {
+            chain.frame.push(out, payload);
+            if done {
+                let event = unfinished.as_ref().map(GatewayError::to_sse_event);
+                chain.frame.end(out, event.as_deref());
+            }
+        }
+        if done {
+            if let (Some((key, ttl)), Some(body)) = (x.capture, chain.capture.as_mut().and_then(Capture::take)) {
+                ctx.cache.put(key, &body, ttl);
+            }
+        }
+        // Hold the head until there is body to send with it (or the body is whole).
+        let something = sent || done || !payload.is_empty();
+        if chain.gate.is_none() && chain.hold.is_none() && !out.is_empty() && something {
+            if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
+                // The client went away: dropping `conn` closes the upstream side too.
+                x.tally.outcome = Outcome::ClientClosed;
+                return Forwarded::Aborted;
+            }
+            x.tally.first_byte.get_or_insert_with(Instant::now);
+            sent = true;
+            out.clear();
+        }
+        if done {
+            break;
+        }
+        r.clear();
+        pos = 0;
+        let deadline = Instant::now() + up.read_timeout;
+        let read = if sent {
+            read_append(&mut conn, r, 4096, deadline).await
+        } else {
+            let watched = monoio::select! {
+                read = read_append(&mut conn, r, 4096, deadline) => Some(read),
+                _ = client.peer_closed() => None,
+            };
+            let Some(read) = watched else {
+                tracing::debug!(upstream = %up.name, "client left before the first byte; upstream request cancelled");
+                x.tally.status = CLIENT_CLOSED_STATUS;
+                x.tally.outcome = Outcome::ClientClosed;
+                return Forwarded::Aborted;
+            };
+            read
+        };
+        if !sent {
+            match &read {
+                Ok(0) if framing != BodyFraming::Close => return retry("the connection closed".into()),
+                Err(IoFail::Timeout) => return retry(format!("nothing for {} ms", up.read_timeout.as_millis())),
+                Err(IoFail::Io(e)) => return retry(e.to_string()),
+                _ => {}
+            }
+        }
+        let after_done = chain.filter.as_ref().is_some_and(|f| f.done_seen);
+        let why = match read {
+            Ok(0) if framing == BodyFraming::Close => {
+                chain.deframe.eof = true;
+                continue;
+            }
+            // `[DONE]` then a close (or a reset): a normal end, not a failure.
+            Ok(0) | Err(IoFail::Io(_)) if after_done => {
+                chain.deframe.gone_after_done = true;
+                chain.deframe.surplus = true;
+                continue;
+            }
+            Ok(0) => "the upstream closed the connection".to_string(),
+            Ok(_) => continue,
+            Err(IoFail::Timeout) => format!("the upstream sent nothing for {} ms", up.read_timeout.as_millis()),
+            Err(IoFail::Io(e)) => e.to_string(),
+        };
+        return fail_mid_stream(ctx, client, out, &head, client_chunked, up, x, &why).await;
+    }
+    if head.keep_alive && !chain.deframe.surplus && framing != BodyFraming::Close {
+        ctx.pool.borrow_mut().put(&up.pool_key, conn, up.pool_max_idle, up.pool_idle_timeout);
+    }
+    if sent_whole {
+        return Forwarded::Done { keep_alive: x.keep_alive };
+    }
+    if close_delimited {
+        return Forwarded::Aborted;
+    }
+    Forwarded::Done { keep_alive }
+}
+
+/// How a generation's stream ended, for the relay.
+enum GenerationEnd {
+    Complete,
+    /// No `finish_reason` (where the upstream must send one): truncated.
+    RetryTruncated,
+    /// No `[DONE]`.
+    Unfinished,
+}
+
+/// The end of a chat or completion stream: the usage chunk the client asked
+/// for if the upstream sent none (the gateway's estimate), then `[DONE]` for
+/// a complete generation, written by the stream filter into `out`.
+fn end_of_generation(f: &mut StreamFilter, out: &mut Vec<u8>, x: &Exchange<'_>, up: &Upstream) -> GenerationEnd {
+    let owed = (x.fields.include_usage == Some(true) && !x.tally.reply.reported()).then(|| {
+        let (prompt_tokens, completion_tokens, total_tokens, _) = token_counts(&x.tally.reply, x.body, true);
+        OwedUsage {
+            id: x.request_id(),
+            object: if *x.endpoint() == Endpoint::Completions { "text_completion" } else { "chat.completion.chunk" },
+            model: &x.fields.model,
+            created_s: crate::policy::now_unix_ms() / 1000,
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+        }
+    });
+    match f.end(out, x.tally.reply.finish_seen, up.require_finish_reason, owed) {
+        StreamEnd::Complete => GenerationEnd::Complete,
+        StreamEnd::Truncated => {
+            tracing::warn!(upstream = %up.name, "stream ended without a finish_reason: truncated");
+            up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+            GenerationEnd::RetryTruncated
+        }
+        StreamEnd::Unfinished => GenerationEnd::Unfinished,
+    }
+}
+
+/// The upstream failed after the response started. A stream gets an SSE
+/// `error` event (which OpenAI's SDKs raise) and a proper end; any other body
+/// is cut off, so the client sees a truncated response, never a short one
+/// passed off as whole.
+#[allow(clippy::too_many_arguments)]
+async fn fail_mid_stream<S: AsyncWriteRent>(
+    ctx: &WorkerCtx,
+    client: &mut S,
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    client_chunked: bool,
+    up: &Upstream,
+    x: &mut Exchange<'_>,
+    why: &str,
+) -> Forwarded {
+    tracing::warn!(upstream = %up.name, reason = %why, "upstream failed mid-response");
+    x.tally.outcome = Outcome::UpstreamCut;
+    if client_chunked && head.event_stream {
+        let err = GatewayError::upstream(format!("Upstream `{}` failed mid-stream: {why}.", up.name));
+        out.clear();
+        ClientBody::Chunked.end(out, Some(&err.to_sse_event()));
+        let _ = write_all(client, out, Instant::now() + ctx.write_timeout).await;
+    }
+    Forwarded::Aborted
+}
