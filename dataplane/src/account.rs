@@ -1,47 +1,13 @@
 //! Phase "account", on the worker: what the exchange learned while serving a
-//! request (its [`Tally`]) becomes one [`UsageRecord`], counted in the
+//! request (its `Tally`) becomes one [`UsageRecord`], counted in the
 //! worker's metrics and queued for the database.
 
 use crate::exchange::Exchange;
-use crate::usage::scan::{token_counts, UsageScan};
+use crate::usage::scan::token_counts;
 use crate::worker::WorkerCtx;
 use monoio::time::Instant;
 use std::time::Duration;
 use switchboard_shared::usage::{cost_nanos, Outcome, UsageRecord};
-
-/// What serving a request came to, filled in by the phases.
-pub(crate) struct Tally {
-    /// Upstream attempts made.
-    pub attempts: u32,
-    /// The route's target that answered, if any did.
-    pub target: Option<usize>,
-    /// The status the client got (0 until known).
-    pub status: u16,
-    pub outcome: Outcome,
-    /// When the first token (streams) or the response head reached the client.
-    pub first_byte: Option<Instant>,
-    /// Time spent waiting on upstreams, all attempts.
-    pub upstream: Duration,
-    /// Usage read from the relayed body.
-    pub reply: UsageScan,
-    /// Answered from the response cache.
-    pub cache_hit: bool,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            attempts: 0,
-            target: None,
-            status: 0,
-            outcome: Outcome::Ok,
-            first_byte: None,
-            upstream: Duration::ZERO,
-            reply: UsageScan::default(),
-            cache_hit: false,
-        }
-    }
-}
 
 /// Unix milliseconds (the policy clock, so usage and quota periods agree).
 pub(crate) fn unix_ms() -> u64 {

@@ -3,9 +3,8 @@
 //! have one ([`crate::cache`]): a hit is answered here, a miss or bypass says
 //! so in a header, and an eligible request is marked for capture.
 
-use crate::account::Tally;
 use crate::error::GatewayError;
-use crate::exchange::{Buffers, Exchange};
+use crate::exchange::{Buffers, Exchange, Tally};
 use crate::http::head::{CacheControl, Endpoint};
 use crate::policy::{self, Ask};
 use crate::request::include_usage_edit;

@@ -1,6 +1,6 @@
 //! One client connection: HTTP/1.1 keep-alive with pipelining, each request
 //! taken through the phases in order — parse (head, body), authenticate,
-//! route — then the rest in its [`Exchange`] (`exchange::run`) — and answered before the next
+//! route — then the rest in its [`Exchange`] (`pipeline::run`) — and answered before the next
 //! request is read, so pipelined responses go out in order.
 //!
 //! Every wait has a deadline: idle between requests, the head from its first
@@ -9,11 +9,12 @@
 use crate::account::{unix_ms, unrouted};
 use crate::auth::authenticate;
 use crate::error::GatewayError;
-use crate::exchange::{Arrival, Buffers, Ending, Exchange};
+use crate::exchange::{Arrival, Buffers, Exchange};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::find_head_end;
 use crate::http::head::{parse_request, Endpoint, HeadError, Method, RequestHead};
 use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
+use crate::pipeline::Ending;
 use crate::request::scan;
 use crate::respond::{respond, respond_error, send_whole, Reply, CLOSING};
 use crate::route;
@@ -385,7 +386,7 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Err(e) => return Answer::Error(e),
     };
     let mut x = Exchange::new(c, key, route, &fields, body);
-    let ending = crate::exchange::run(ctx, io, bufs, &mut x).await;
+    let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
     Answer::Routed(ending, std::mem::take(&mut x.headers))
 }
 

@@ -1,30 +1,25 @@
 //! One request's context, from the moment it is routed to its accounting:
 //! the [`Exchange`]. The connection (`conn`) parses, authenticates and
-//! routes; then [`run`] takes the exchange through the remaining phases in
-//! order, each in its own module:
+//! routes; then `pipeline::run` takes the exchange through the remaining
+//! phases in order, each in its own module, each filling in its part:
 //!
-//! | phase | module | what it adds to the exchange |
+//! | phase | module | what it sets |
 //! |---|---|---|
-//! | admit | [`crate::admit`] | the admission (limits, quotas) and its headers; the cache's verdict |
-//! | select, connect / fail over | [`crate::forward`] | attempts, the target that answered |
-//! | relay | [`crate::relay`] | the body, through the chain of body filters; usage read from it |
-//! | account | [`crate::account`] | one usage record from the tally; limits settled |
+//! | admit | `admit` | `admission`, `headers`, `capture`, `usage_edit` |
+//! | select, connect / fail over | `forward` | `tally` (attempts, target, status) |
+//! | relay | `relay` | `tally` (usage read from the body, first byte, outcome) |
+//! | account | `account` | (reads it all: one usage record; limits settled) |
 
-use crate::account::{account, Tally};
-use crate::admit::{self, Admitted};
 use crate::cache;
-use crate::error::GatewayError;
-use crate::forward::{forward, Forwarded};
 use crate::http::head::{Endpoint, RequestHead};
-use crate::http::io::PeerClosed;
-use crate::policy::{self, Admission};
+use crate::policy::Admission;
 use crate::request::BodyFields;
 use crate::snapshot::{KeyEntry, Route};
-use crate::worker::{RequestId, WorkerCtx};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use crate::usage::scan::UsageScan;
+use crate::worker::RequestId;
 use monoio::time::Instant;
 use std::time::Duration;
-use switchboard_shared::usage::Outcome as UsageOutcome;
+use switchboard_shared::usage::Outcome;
 
 /// Buffers a connection reuses from request to request.
 #[derive(Default)]
@@ -66,16 +61,6 @@ pub(crate) struct Exchange<'a> {
 
     // Forward, relay, account.
     pub tally: Tally,
-}
-
-/// What a routed request came to, for the connection.
-pub(crate) enum Ending {
-    /// The response was written; the connection may stay if this says so.
-    Written { keep_alive: bool },
-    /// Nothing was written: answer with this error (and the exchange's headers).
-    Error(GatewayError),
-    /// The response was cut off, or the client left: close the connection.
-    Aborted,
 }
 
 /// A request as it arrived on the connection, before its body is read.
@@ -128,36 +113,40 @@ impl<'a> Exchange<'a> {
     }
 }
 
-/// Phases admit, select / connect / fail over, relay and account, in order.
-pub(crate) async fn run<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    bufs: &mut Buffers,
-    x: &mut Exchange<'_>,
-) -> Ending {
-    let ending = match admit::admit(ctx, io, bufs, x).await {
-        Admitted::Refused(e) => Ending::Error(e),
-        Admitted::Answered { written } => {
-            if written {
-                Ending::Written { keep_alive: x.keep_alive }
-            } else {
-                Ending::Aborted
-            }
-        }
-        Admitted::Forward => match forward(ctx, io, bufs, x).await {
-            Forwarded::Done { keep_alive } => Ending::Written { keep_alive },
-            Forwarded::Failed(e) | Forwarded::Retry(e) => {
-                x.tally.status = e.status;
-                x.tally.outcome = UsageOutcome::Error;
-                x.tally.target = None;
-                Ending::Error(e)
-            }
-            Forwarded::Aborted => Ending::Aborted,
-        },
-    };
-    let (tokens, nanos) = account(ctx, x);
-    if let Some(a) = &x.admission {
-        policy::settle(a, tokens, nanos);
-    }
-    ending
+/// What serving a request came to, filled in by the phases.
+pub(crate) struct Tally {
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The route's target that answered, if any did.
+    pub target: Option<usize>,
+    /// The status the client got (0 until known).
+    pub status: u16,
+    pub outcome: Outcome,
+    /// When the first token (streams) or the response head reached the client.
+    pub first_byte: Option<Instant>,
+    /// Time spent waiting on upstreams, all attempts.
+    pub upstream: Duration,
+    /// Usage read from the relayed body.
+    pub reply: UsageScan,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
 }
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            attempts: 0,
+            target: None,
+            status: 0,
+            outcome: Outcome::Ok,
+            first_byte: None,
+            upstream: Duration::ZERO,
+            reply: UsageScan::default(),
+            cache_hit: false,
+        }
+    }
+}
+
+/// The status recorded for a request whose client left before any byte of
+/// the answer reached it (nginx's "client closed request").
+pub(crate) const CLIENT_CLOSED_STATUS: u16 = 499;

@@ -14,13 +14,13 @@
 //! connection is closed) and the request is recorded `client_closed`.
 
 use crate::error::{GatewayError, Source};
-use crate::exchange::{Buffers, Exchange};
+use crate::exchange::{Buffers, Exchange, CLIENT_CLOSED_STATUS};
 use crate::fmt::push_dec;
 use crate::health::{now_ms, InFlight, State as HealthState};
 use crate::http::find_head_end;
 use crate::http::head::{parse_response, ResponseHead};
 use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
-use crate::relay::relay;
+use crate::relay::{relay, Relayed, Served};
 use crate::request::{edited_len, write_edited};
 use crate::select;
 use crate::snapshot::{Route, Target, Upstream};
@@ -38,16 +38,10 @@ pub(crate) enum Forwarded {
     Done { keep_alive: bool },
     /// Nothing reached the client; answer with this error.
     Failed(GatewayError),
-    /// The response was cut off after it started; close the connection.
+    /// The response was cut off after it started, or the client left; close
+    /// the connection.
     Aborted,
-    /// A stream failed before any byte reached the client (an error event, or
-    /// an end, before the first content token): another attempt may serve it.
-    Retry(GatewayError),
 }
-
-/// The status recorded for a request whose client left before any byte of
-/// the answer reached it (nginx's "client closed request").
-pub(crate) const CLIENT_CLOSED_STATUS: u16 = 499;
 
 pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
@@ -143,14 +137,15 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 let outcome = relay(ctx, client, conn, head, bufs, x, up, &served).await;
                 x.tally.upstream += relay_started.elapsed();
                 match outcome {
-                    Forwarded::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
+                    Relayed::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
                         x.tally.reply = Default::default();
                         up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
                         tracing::debug!(upstream = %up.name, error = %e.message, "stream failed before its first token; trying again");
                         last_err = Some(e);
                     }
-                    Forwarded::Retry(e) => return Forwarded::Failed(e),
-                    outcome => return outcome,
+                    Relayed::Retry(e) => return Forwarded::Failed(e),
+                    Relayed::Done { keep_alive } => return Forwarded::Done { keep_alive },
+                    Relayed::Aborted => return Forwarded::Aborted,
                 }
             }
             Err(e) => {
@@ -224,13 +219,6 @@ fn retry_after_ms(v: Option<&[u8]>) -> u64 {
     v.and_then(|b| std::str::from_utf8(b).ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map_or(1_000, |secs| secs.min(600) * 1_000)
-}
-
-/// Which route, target and attempt served a response (sent as headers).
-pub(crate) struct Served<'a> {
-    pub route: &'a str,
-    pub target: &'a str,
-    pub attempts: u32,
 }
 
 /// Render the upstream request: request line, the upstream's pre-rendered

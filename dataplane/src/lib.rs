@@ -66,6 +66,7 @@ mod error;
 mod exchange;
 mod forward;
 mod node;
+mod pipeline;
 mod policy;
 mod relay;
 mod respond;

@@ -3,10 +3,10 @@
 //! chunked to an HTTP/1.1 client and close-delimited to an HTTP/1.0 one. Also
 //! the response head the client gets ([`render_head`]).
 
+use super::Served;
 use crate::error::reason;
 use crate::exchange::Exchange;
 use crate::fmt::{push_chunk, push_dec};
-use crate::forward::Served;
 use crate::http::head::{BodyFraming, ResponseHead};
 
 /// How the client's response body is framed.

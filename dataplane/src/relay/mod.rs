@@ -19,7 +19,7 @@
 //!
 //! Until the first byte goes out (the head is held until the first body
 //! bytes, a stream's until its first token) a failure can still go to
-//! another target ([`Forwarded::Retry`]) or become a clean 502; after it, a
+//! another target ([`Relayed::Retry`]) or become a clean 502; after it, a
 //! failure ends the response (an SSE error event for streams).
 
 pub(crate) mod capture;
@@ -30,8 +30,7 @@ pub(crate) mod hold;
 pub use hold::HOLD_MAX_BYTES;
 
 use crate::error::GatewayError;
-use crate::exchange::{Buffers, Exchange};
-use crate::forward::{Forwarded, Served, CLIENT_CLOSED_STATUS};
+use crate::exchange::{Buffers, Exchange, CLIENT_CLOSED_STATUS};
 use crate::health::now_ms;
 use crate::http::head::{BodyFraming, Endpoint, ResponseHead};
 use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
@@ -47,6 +46,24 @@ use hold::{with_owed_usage, Held, Hold};
 use monoio::io::AsyncWriteRent;
 use monoio::time::Instant;
 use switchboard_shared::usage::Outcome;
+
+/// What relaying a response came to.
+pub(crate) enum Relayed {
+    /// The whole response reached the client.
+    Done { keep_alive: bool },
+    /// The response was cut off after it started, or the client left.
+    Aborted,
+    /// Nothing reached the client (the stream failed, or ended, before its
+    /// first token): another attempt may serve it.
+    Retry(GatewayError),
+}
+
+/// Which route, target and attempt served a response (sent as headers).
+pub(crate) struct Served<'a> {
+    pub route: &'a str,
+    pub target: &'a str,
+    pub attempts: u32,
+}
 
 /// The body filters one response passes through (see the module's table).
 /// Plain fields, `None` where a filter is off: a passthrough response pays
@@ -102,7 +119,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     x: &mut Exchange<'_>,
     up: &Upstream,
     served: &Served<'_>,
-) -> Forwarded {
+) -> Relayed {
     let mut chain = Chain::new(ctx, &head, x);
     let framing = head.framing;
     let close_delimited = chain.frame == ClientBody::CloseDelimited;
@@ -121,7 +138,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     let mut sent = false;
     let before = if chain.gate.is_some() { "the first token" } else { "its response started" };
     let retry = |why: String| {
-        Forwarded::Retry(GatewayError::upstream(format!("Upstream `{}` failed before {before}: {why}.", up.name)))
+        Relayed::Retry(GatewayError::upstream(format!("Upstream `{}` failed before {before}: {why}.", up.name)))
     };
     let client_chunked = chain.frame == ClientBody::Chunked;
     loop {
@@ -164,7 +181,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                             GenerationEnd::Complete => {}
                             GenerationEnd::RetryTruncated if !sent => {
                                 // Nothing reached the client: another target may serve it.
-                                return Forwarded::Retry(GatewayError::upstream_truncated(&up.name));
+                                return Relayed::Retry(GatewayError::upstream_truncated(&up.name));
                             }
                             GenerationEnd::RetryTruncated => {
                                 x.tally.outcome = Outcome::UpstreamTruncated;
@@ -238,7 +255,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
             if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
                 x.tally.outcome = Outcome::ClientClosed;
-                return Forwarded::Aborted;
+                return Relayed::Aborted;
             }
             x.tally.first_byte.get_or_insert_with(Instant::now);
             sent = true;
@@ -261,7 +278,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 tracing::debug!(upstream = %up.name, "client left before the first byte; upstream request cancelled");
                 x.tally.status = CLIENT_CLOSED_STATUS;
                 x.tally.outcome = Outcome::ClientClosed;
-                return Forwarded::Aborted;
+                return Relayed::Aborted;
             };
             read
         };
@@ -296,12 +313,12 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         ctx.pool.borrow_mut().put(&up.pool_key, conn, up.pool_max_idle, up.pool_idle_timeout);
     }
     if sent_whole {
-        return Forwarded::Done { keep_alive: x.keep_alive };
+        return Relayed::Done { keep_alive: x.keep_alive };
     }
     if close_delimited {
-        return Forwarded::Aborted;
+        return Relayed::Aborted;
     }
-    Forwarded::Done { keep_alive }
+    Relayed::Done { keep_alive }
 }
 
 /// How a generation's stream ended, for the relay.
@@ -354,7 +371,7 @@ async fn fail_mid_stream<S: AsyncWriteRent>(
     up: &Upstream,
     x: &mut Exchange<'_>,
     why: &str,
-) -> Forwarded {
+) -> Relayed {
     tracing::warn!(upstream = %up.name, reason = %why, "upstream failed mid-response");
     x.tally.outcome = Outcome::UpstreamCut;
     if client_chunked && head.event_stream {
@@ -363,5 +380,5 @@ async fn fail_mid_stream<S: AsyncWriteRent>(
         ClientBody::Chunked.end(out, Some(&err.to_sse_event()));
         let _ = write_all(client, out, Instant::now() + ctx.write_timeout).await;
     }
-    Forwarded::Aborted
+    Relayed::Aborted
 }
