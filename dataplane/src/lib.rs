@@ -1,19 +1,22 @@
 //! Switchboard's data plane: an OpenAI-compatible proxy, thread-per-core on
 //! monoio (io_uring, or epoll where io_uring is unavailable).
 //!
-//! A request's path, phase by phase (see docs/architecture.md):
+//! A request's path, phase by phase (see docs/architecture.md), one file each:
 //!
 //! | phase        | module                         |
 //! |--------------|--------------------------------|
-//! | accept       | [`server`]                     |
-//! | parse        | [`http::head`], [`conn`] (body), [`request`] (fields), [`validate`] (OpenAI's checks) |
-//! | authenticate | [`auth`]                       |
-//! | route        | [`route`]                      |
-//! | admit        | [`policy`] (rate limits, quotas) |
-//! | select       | [`select`]                     |
-//! | connect / fail over | [`proxy`], [`upstream`] |
-//! | relay        | [`proxy`] (`relay`), [`usage::scan`] (token counts) |
-//! | account      | [`usage::record`], [`metrics`]; off the workers: [`usage::pipeline`] |
+//! | accept       | `server`                       |
+//! | parse        | `conn` (with `http`, `request`, `validate`) |
+//! | authenticate | `auth`                         |
+//! | route        | `route`                        |
+//! | admit        | `admit` (with `policy`, `cache`) |
+//! | select       | `select`                       |
+//! | connect / fail over | `forward` (with `upstream`) |
+//! | relay        | `relay` (a chain of body filters) |
+//! | account      | `account`; off the workers: [`usage::pipeline`] |
+//!
+//! From route to account a request is one `Exchange` (`exchange`), taken
+//! through the phases by `pipeline`.
 //!
 //! State that changes at run time lives in the [`snapshot`] (swapped whole),
 //! host names resolve in [`dns`] off the workers, [`reload`] watches the
@@ -55,6 +58,14 @@ pub mod select;
 pub mod sse;
 #[doc(hidden)]
 pub mod upstream;
+/// The relay's body filters, for the fuzz targets; not an API.
+#[doc(hidden)]
+pub mod relay_filters {
+    pub use crate::relay::capture::Capture;
+    pub use crate::relay::deframe::Deframer;
+    pub use crate::relay::frame::ClientBody;
+    pub use crate::relay::hold::{Held, Hold, HOLD_MAX_BYTES};
+}
 
 // The request's path, phase by phase, and what it runs on: private.
 mod account;

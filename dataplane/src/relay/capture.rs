@@ -2,7 +2,7 @@
 //! kept while it fits the cache's entry size and dropped as soon as it does
 //! not, stored when the body is complete.
 
-pub(crate) struct Capture {
+pub struct Capture {
     kept: Option<Vec<u8>>,
     max: usize,
 }

@@ -7,7 +7,7 @@ use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::head::BodyFraming;
 use std::ops::Range;
 
-pub(crate) struct Deframer {
+pub struct Deframer {
     framing: BodyFraming,
     decoder: ChunkedDecoder,
     /// Bytes still to come of a Content-Length body.

@@ -11,7 +11,7 @@ use crate::http::head::{BodyFraming, ResponseHead};
 
 /// How the client's response body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ClientBody {
+pub enum ClientBody {
     Length(u64),
     Chunked,
     CloseDelimited,

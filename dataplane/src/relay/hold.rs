@@ -10,12 +10,12 @@ use crate::usage::scan::{token_counts, UsageScan};
 pub const HOLD_MAX_BYTES: usize = 256 * 1024;
 
 #[derive(Default)]
-pub(crate) struct Hold {
+pub struct Hold {
     buf: Vec<u8>,
 }
 
 /// What the hold makes of the bytes fed to it.
-pub(crate) enum Held {
+pub enum Held {
     /// Kept back; nothing to send yet.
     Holding,
     /// The body is complete: all of it.
