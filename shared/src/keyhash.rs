@@ -9,7 +9,7 @@
 //! computation plus one map lookup, and comparing digests leaks nothing useful
 //! about the keys through timing.
 
-use sha2::{Digest, Sha256};
+use ring::{digest, hmac};
 use std::fmt;
 
 /// The SHA-256 digest of a client API key.
@@ -21,9 +21,13 @@ const PREFIX: &str = "sha256:";
 impl KeyHash {
     /// Hash a plaintext key.
     pub fn of(plaintext: &[u8]) -> KeyHash {
-        let digest = Sha256::digest(plaintext);
+        KeyHash::from_digest(digest::digest(&digest::SHA256, plaintext).as_ref())
+    }
+
+    /// From a 32-byte SHA-256 output.
+    fn from_digest(d: &[u8]) -> KeyHash {
         let mut out = [0u8; 32];
-        out.copy_from_slice(&digest);
+        out.copy_from_slice(d);
         KeyHash(out)
     }
 
@@ -53,12 +57,13 @@ impl KeyHash {
     }
 }
 
-/// Hashes keys: HMAC-SHA256 with the server-side key when there is one,
-/// plain SHA-256 otherwise. The HMAC's inner and outer states are computed
-/// once, so a keyed hash costs two more block compressions than a plain one.
+/// Hashes keys: HMAC-SHA256 (`ring`) with the server-side key when there is
+/// one, plain SHA-256 otherwise. `ring`'s HMAC key holds the inner and outer
+/// states computed once, so a keyed hash costs two more block compressions
+/// than a plain one.
 #[derive(Clone)]
 pub struct KeyHasher {
-    hmac: Option<(Sha256, Sha256)>,
+    hmac: Option<hmac::Key>,
     /// The key itself, for handing to data planes in other processes.
     secret: Option<crate::Secret>,
 }
@@ -93,17 +98,9 @@ impl KeyHasher {
         }
         // Text, so it can be handed to remote data planes as it is.
         let text = std::str::from_utf8(secret).map_err(|_| "the hash key must be UTF-8 text".to_string())?;
-        let mut block = [0u8; 64];
-        if secret.len() > 64 {
-            block[..32].copy_from_slice(&Sha256::digest(secret));
-        } else {
-            block[..secret.len()].copy_from_slice(secret);
-        }
-        let mut inner = Sha256::new();
-        let mut outer = Sha256::new();
-        inner.update(block.map(|b| b ^ 0x36));
-        outer.update(block.map(|b| b ^ 0x5c));
-        Ok(KeyHasher { hmac: Some((inner, outer)), secret: Some(crate::Secret::new(text)) })
+        // A key longer than a block is hashed first (RFC 2104); ring does that.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        Ok(KeyHasher { hmac: Some(key), secret: Some(crate::Secret::new(text)) })
     }
 
     /// From `SWITCHBOARD_HASH_KEY` (the key itself) or
@@ -148,15 +145,7 @@ impl KeyHasher {
     pub fn hash(&self, token: &[u8]) -> KeyHash {
         match &self.hmac {
             None => KeyHash::of(token),
-            Some((inner, outer)) => {
-                let mut i = inner.clone();
-                i.update(token);
-                let mut o = outer.clone();
-                o.update(i.finalize());
-                let mut out = [0u8; 32];
-                out.copy_from_slice(&o.finalize());
-                KeyHash(out)
-            }
+            Some(key) => KeyHash::from_digest(hmac::sign(key, token).as_ref()),
         }
     }
 
@@ -258,16 +247,35 @@ mod tests {
         assert!(KeyHasher::keyed(&[0xff; 20]).is_err(), "not UTF-8");
     }
 
-    /// HMAC straight from its definition, to check the precomputed states.
+    /// HMAC straight from its definition (RFC 2104), over plain SHA-256.
     fn rfc_hmac(key: &[u8], msg: &[u8]) -> KeyHash {
-        let k: Vec<u8> = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
+        let sha = |parts: &[&[u8]]| {
+            let mut c = digest::Context::new(&digest::SHA256);
+            parts.iter().for_each(|p| c.update(p));
+            c.finish()
+        };
+        let k: Vec<u8> = if key.len() > 64 { sha(&[key]).as_ref().to_vec() } else { key.to_vec() };
         let mut block = [0u8; 64];
         block[..k.len()].copy_from_slice(&k);
-        let inner = Sha256::new().chain_update(block.map(|b| b ^ 0x36)).chain_update(msg).finalize();
-        let outer = Sha256::new().chain_update(block.map(|b| b ^ 0x5c)).chain_update(inner).finalize();
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&outer);
-        KeyHash(out)
+        let inner = sha(&[&block.map(|b| b ^ 0x36), msg]);
+        let outer = sha(&[&block.map(|b| b ^ 0x5c), inner.as_ref()]);
+        KeyHash::from_digest(outer.as_ref())
+    }
+
+    /// Hashes stored before the HMAC came from `ring` (the hand-rolled
+    /// precomputed-state version) must still verify: these are its outputs.
+    #[test]
+    fn stored_hashes_still_verify() {
+        let keyed = KeyHasher::keyed(b"0123456789abcdef-server-key").unwrap();
+        let stored = "hmac-sha256:3ee37a030df3ac9b3f28c840c0e15dc71c9468575c9ac8f3abd2037742f9442d";
+        assert_eq!(keyed.hash_str(b"sk-live-0123456789"), stored);
+        assert_eq!(keyed.parse(stored).unwrap(), keyed.hash(b"sk-live-0123456789"));
+        // A key longer than one SHA-256 block (hashed first).
+        let long = KeyHasher::keyed(&[b'x'; 100]).unwrap();
+        assert_eq!(
+            long.hash_str(b"sk-live-0123456789"),
+            "hmac-sha256:d8437b008a38aa0f3f2d049546ae38379bce791499c12fcb454dbd0709ab8356"
+        );
     }
 
     #[test]
