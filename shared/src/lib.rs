@@ -2,12 +2,15 @@
 //!
 //! * [`config`]: the declarative configuration (TOML) and the routing spec the
 //!   admin API will publish: keys, upstreams and model routes.
+//! * [`error`]: the one OpenAI-shaped error body (JSON and SSE event) every
+//!   server writes.
 //! * [`keyhash`]: how client API keys are hashed; the data plane only ever
 //!   stores and compares hashes.
 //! * [`url`]: the small, strict base-URL parser for upstreams.
 //! * [`usage`]: usage records, from the data plane to the accounting.
 
 pub mod config;
+pub mod error;
 pub mod keyhash;
 pub mod limits;
 pub mod node;
