@@ -422,12 +422,10 @@ impl State {
         let scopes = spec
             .keys
             .iter()
-            .flat_map(|k| k.quotas.iter().map(move |q| ("key_id", k.id.clone(), key_scope(&k.id), q.period)))
-            .chain(
-                spec.orgs
-                    .iter()
-                    .flat_map(|o| o.quotas.iter().map(move |q| ("org", o.name.clone(), org_scope(&o.name), q.period))),
-            );
+            .flat_map(|k| k.limits.quotas.iter().map(move |q| ("key_id", k.id.clone(), key_scope(&k.id), q.period)))
+            .chain(spec.orgs.iter().flat_map(|o| {
+                o.limits.quotas.iter().map(move |q| ("org", o.name.clone(), org_scope(&o.name), q.period))
+            }));
         for (column, value, scope, period) in scopes {
             let q = self.prep.policy.quota_state(&scope, period);
             if q.is_seeded() {

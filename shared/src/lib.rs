@@ -20,8 +20,8 @@ pub mod url;
 pub mod usage;
 
 pub use config::{
-    Config, ConfigError, KeyLimits, KeySpec, ModelSpec, NodeModel, NodeReach, NodeSpec, OrgLimits, OrgSpec, Period,
-    QuotaSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
+    Config, ConfigError, KeyLimits, KeySpec, Limits, ModelSpec, NodeModel, NodeReach, NodeSpec, OrgLimits, OrgSpec,
+    Period, QuotaSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
 };
 pub use keyhash::{KeyHash, KeyHasher};
 pub use secret::Secret;
