@@ -280,6 +280,9 @@ impl Drop for Running {
 pub fn build(options: Options) -> Result<Running, Failure> {
     let Options { path, text, config: cfg, handover, hasher, admin_token, db_busy_timeout, background, usage_drain } =
         options;
+    for d in &cfg.deprecations {
+        tracing::warn!(config = %path.display(), "{d}");
+    }
     let dns = DnsCache::new();
     let prep = Prepare::new(dns.clone(), hasher);
     // Before anything is written (the database seeded from this file): a
@@ -439,6 +442,11 @@ pub fn build_dataplane(options: DataplaneOptions) -> Result<Running, Failure> {
             .and_then(|t| Config::parse(&t).map_err(|e| e.to_string()))
             .map_err(|e| Failure::new(exit::CONFIG, format!("{}: {e}", path.display())))?,
     };
+    if let Some(path) = &config {
+        for d in &cfg.deprecations {
+            tracing::warn!(config = %path.display(), "{d}");
+        }
+    }
     refuse_served(&[cfg.server.listen_addr()], handover)?;
     if !cfg.keys.is_empty() || !cfg.upstreams.is_empty() || !cfg.models.is_empty() || cfg.admin.is_some() {
         tracing::warn!("this data plane follows the admin: the config file's routing tables and [admin] are ignored");

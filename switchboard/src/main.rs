@@ -122,6 +122,9 @@ fn main() -> ExitCode {
             init_logging();
             match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {
                 let cfg = Config::parse(&t).map_err(|e| e.to_string())?;
+                for d in &cfg.deprecations {
+                    eprintln!("{}: warning: {d}", config.display());
+                }
                 // What a running gateway would refuse to reload to.
                 if let Some(why) = refusal(&t, &cfg, None) {
                     return Err(format!("a running gateway would refuse this file: {why}"));
@@ -130,7 +133,7 @@ fn main() -> ExitCode {
                 compile(&cfg.routing(), 1, &Prepare::new(DnsCache::new(), hasher)).map_err(|e| e.to_string())
             }) {
                 Ok(s) => {
-                    println!("{}: ok ({} keys, {} models)", config.display(), s.key_count(), s.routes.len());
+                    println!("{}: ok ({} keys, {} routes)", config.display(), s.key_count(), s.routes.len());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

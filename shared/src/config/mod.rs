@@ -1,5 +1,5 @@
 //! The declarative configuration: `[server]` settings for this process, and the
-//! routing spec (`[[keys]]`, `[[upstreams]]`, `[[models]]`) that the data plane
+//! routing spec (`[[keys]]`, `[[providers]]`, `[[routes]]`) that the data plane
 //! compiles into its routing snapshot.
 //!
 //! Every table denies unknown fields, so a typo is an error naming the key, not
@@ -11,6 +11,8 @@
 //! * [`policy`]: rate limits and quotas, one block ([`Limits`]) for keys and
 //!   orgs.
 //! * [`validate`]: the routing spec's checks (ranges, names, cross-references).
+//! * [`vocabulary`]: the deprecated spellings of the file (`[[upstreams]]`,
+//!   `[[models]]`, a target's `upstream`), still read, and reported.
 //!
 //! Everything is re-exported here: `switchboard_shared::config::X` is the path.
 
@@ -18,6 +20,7 @@ pub mod policy;
 pub mod routing;
 pub mod server;
 mod validate;
+pub mod vocabulary;
 
 pub use policy::*;
 pub use routing::*;
@@ -79,17 +82,33 @@ pub struct Config {
     pub orgs: Vec<OrgSpec>,
     #[serde(default)]
     pub keys: Vec<KeySpec>,
-    #[serde(default)]
+    /// The providers (`[[providers]]`; read from `[[upstreams]]` too, the
+    /// deprecated spelling).
+    #[serde(default, rename = "providers", alias = "upstreams")]
     pub upstreams: Vec<UpstreamSpec>,
-    #[serde(default)]
+    /// The routes (`[[routes]]`; read from `[[models]]` too, the deprecated
+    /// spelling).
+    #[serde(default, rename = "routes", alias = "models")]
     pub models: Vec<ModelSpec>,
+    /// What the file spells the deprecated way, one sentence each, for the
+    /// loader to log (see [`vocabulary`]).
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 impl Config {
     /// Parse and validate TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config =
+        let mut cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::at("", e.to_string().trim_end().to_string()))?;
+        let spelling = vocabulary::Spelling::of(text);
+        cfg.deprecations = spelling.deprecations();
+        cfg.validate().map_err(|e| spelling.respell(e))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let cfg = self;
         cfg.server.validate()?;
         if let Some(a) = &cfg.admin {
             a.listen_addr()?;
@@ -104,8 +123,7 @@ impl Config {
         }
         cfg.usage.validate()?;
         cfg.check_names()?;
-        cfg.routing().validate()?;
-        Ok(cfg)
+        cfg.routing().validate()
     }
 
     /// What the admin API checks in what it is given, checked in a file too:

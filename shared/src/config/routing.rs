@@ -1,7 +1,8 @@
 //! The routing spec: what the data plane compiles into its snapshot and
-//! reloads live. Keys (`[[keys]]`), upstreams (`[[upstreams]]`, the admin
-//! API's providers), models (`[[models]]`, the admin API's routes) and their
-//! targets, and the nodes the admin service publishes.
+//! reloads live. Keys (`[[keys]]`), providers (`[[providers]]`; `upstreams`
+//! in code and on the wire), routes (`[[routes]]`; `models` in code and on
+//! the wire) and their targets, and the nodes the admin service publishes.
+//! The names are explained in [`super::vocabulary`].
 
 use super::policy::{Limits, OrgSpec};
 use crate::limits;
@@ -397,8 +398,10 @@ pub struct RetrySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
-    /// Name of an `[[upstreams]]` entry (or set `nodes`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Name of a provider (`[[providers]]` entry), or set `nodes`. Written
+    /// `provider` in a file (`upstream`, the deprecated spelling, is read
+    /// too); `upstream` on the wire between the admin and remote data planes.
+    #[serde(default, skip_serializing_if = "String::is_empty", alias = "provider")]
     pub upstream: String,
     /// A node pool instead of an upstream: the nodes that advertise this model
     /// (the requesting key's org's own, and shared ones), tried in the

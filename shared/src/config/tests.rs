@@ -165,7 +165,8 @@ fn the_limits_block_is_flat_in_toml_and_refuses_unknown_fields() {
     let written = toml::to_string(&cfg).unwrap();
     assert!(written.contains("rpm = 60\ntpm = 1000"), "{written}");
     assert!(!written.contains("limits"), "{written}");
-    assert_eq!(Config::parse(&written).unwrap(), cfg);
+    let reread = Config::parse(&written).unwrap();
+    assert_eq!(Config { deprecations: Vec::new(), ..reread }, Config { deprecations: Vec::new(), ..cfg });
 
     let cfg = Config::parse(&with("rpm = 5\n[[orgs.models]]\nmodel = \"fast\"\nrpm = 2")).unwrap();
     assert_eq!((cfg.orgs[0].limits.rpm, cfg.orgs[0].models[0].rpm), (Some(5), Some(2)));
@@ -214,4 +215,46 @@ fn the_admin_limits_bodies_are_the_block() {
     assert!(err.starts_with("rpm: invalid type"), "{err}");
     let key: KeyLimits = serde_json::from_str(r#"{"tpm":7}"#).unwrap();
     assert_eq!(serde_json::to_string(&key).unwrap(), r#"{"tpm":7}"#);
+}
+
+/// The file says `[[providers]]`, `[[routes]]` and a target's `provider`, as
+/// the admin API does; the old spellings still read the same, reported as
+/// deprecated, and errors name paths in the file's own spelling.
+#[test]
+fn old_and_new_spellings_read_the_same_and_the_old_is_reported() {
+    let old = sample();
+    let new = old
+        .replace("[[upstreams]]", "[[providers]]")
+        .replace("[[models]]", "[[routes]]")
+        .replace("upstream =", "provider =");
+    let (o, n) = (Config::parse(&old).unwrap(), Config::parse(&new).unwrap());
+    assert!(n.deprecations.is_empty(), "{:?}", n.deprecations);
+    assert_eq!(o.deprecations.len(), 3, "{:?}", o.deprecations);
+    assert!(o.deprecations[0].contains("[[upstreams]]") && o.deprecations[0].contains("[[providers]]"));
+    assert!(o.deprecations[1].contains("[[models]]") && o.deprecations[1].contains("[[routes]]"));
+    assert!(o.deprecations[2].contains("2 in this file"), "{}", o.deprecations[2]);
+    assert_eq!(Config { deprecations: Vec::new(), ..o.clone() }, n);
+    assert_eq!(o.routing(), n.routing(), "the same routing spec (and wire format)");
+    // A mix: each table in either spelling.
+    let mixed = old.replace("[[models]]", "[[routes]]");
+    let m = Config::parse(&mixed).unwrap();
+    assert_eq!(m.routing(), n.routing());
+    assert_eq!(m.deprecations.len(), 2);
+    // Both spellings of one table: refused.
+    let both = format!("{old}\n[[providers]]\nname = \"other\"\nbase_url = \"http://127.0.0.1:1/v1\"\n");
+    assert!(Config::parse(&both).unwrap_err().to_string().contains("duplicate field"));
+    let target = new.replace("provider = \"mock\" }", "provider = \"mock\", upstream = \"mock\" }");
+    assert!(Config::parse(&target).unwrap_err().to_string().contains("duplicate field"));
+    // Paths in the file's spelling.
+    let bad = |text: &str| Config::parse(&text.replacen("\"mock\" }", "\"nope\" }", 1)).unwrap_err().path;
+    assert_eq!(bad(&new), "routes[0].targets[0].provider");
+    assert_eq!(bad(&old), "models[0].targets[0].upstream");
+    let dup = |text: &str| Config::parse(&text.replace("name = \"fast\"", "name = \"gpt-4o-mini\"")).unwrap_err().path;
+    assert!(dup(&new).starts_with("routes[1]"), "{}", dup(&new));
+    assert!(dup(&old).starts_with("models[1]"), "{}", dup(&old));
+    let url = |text: &str| Config::parse(&text.replace("9000/v1", "9000/v1?x")).unwrap_err().path;
+    assert_eq!((url(&new).as_str(), url(&old).as_str()), ("providers[0].base_url", "upstreams[0].base_url"));
+    // Written out, a config uses the new spelling of the tables.
+    let written = toml::to_string(&n).unwrap();
+    assert!(written.contains("[[providers]]") && written.contains("[[routes]]"), "{written}");
 }
