@@ -758,9 +758,9 @@ async fn get_org_limits(State(s): State<SharedState>, _a: Admin, Path(id): Path<
                 .collect();
             Ok(LimitsReport {
                 object: "limits",
-                requests: limits.rpm.and(rate_status(&st, scope, Unit::Requests)),
-                tokens: limits.tpm.and(rate_status(&st, scope, Unit::Tokens)),
-                quotas: quota_reports(&st, c, scope, "org", &org.name, &limits.quotas)?,
+                requests: limits.limits.rpm.and(rate_status(&st, scope, Unit::Requests)),
+                tokens: limits.limits.tpm.and(rate_status(&st, scope, Unit::Tokens)),
+                quotas: quota_reports(&st, c, scope, "org", &org.name, &limits.limits.quotas)?,
                 limits: serde_json::to_value(&limits).unwrap_or_default(),
                 models,
                 scope: scope.to_string(),

@@ -1,9 +1,10 @@
-//! The admin API's one error type, rendered in one place as
-//! `{"error":{"message","type","param","code"}}` (the data plane's shape).
+//! The admin API's one error type, rendered in one place through the shared
+//! OpenAI error body (`switchboard_shared::error::ErrorBody`):
+//! `{"error":{"message","type","param","code"}}`, as the data plane writes it.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use switchboard_shared::error::ErrorBody;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -92,9 +93,9 @@ impl From<rusqlite::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let kind = if self.status.is_server_error() { "server_error" } else { "invalid_request_error" };
-        let body = json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}});
-        (self.status, axum::Json(body)).into_response()
+        let body = ErrorBody::for_status(self.status, self.code, &self.message).with_param(self.param.as_deref());
+        (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_json())
+            .into_response()
     }
 }
 

@@ -419,8 +419,8 @@ impl State {
         use switchboard_dataplane::limits::Scope;
         let spec = self.watch.borrow().spec.clone();
         let now = switchboard_dataplane::limits::now_unix_ms() as i64 / 1000;
-        let keys = spec.keys.iter().flat_map(|k| k.quotas.iter().map(move |q| ("key_id", &k.id, q.period)));
-        let orgs = spec.orgs.iter().flat_map(|o| o.quotas.iter().map(move |q| ("org", &o.name, q.period)));
+        let keys = spec.keys.iter().flat_map(|k| k.limits.quotas.iter().map(move |q| ("key_id", &k.id, q.period)));
+        let orgs = spec.orgs.iter().flat_map(|o| o.limits.quotas.iter().map(move |q| ("org", &o.name, q.period)));
         for (column, value, period) in keys.chain(orgs) {
             let scope = if column == "org" { Scope::Org(value) } else { Scope::Key(value) };
             let q = self.prep.policy.quota_state(scope, period);

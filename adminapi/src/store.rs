@@ -908,9 +908,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                 models: json_col(r, 3)?,
                 enabled: r.get(4)?,
                 expires_at: r.get::<_, Option<i64>>(5)?.map(|t| t.max(0) as u64),
-                rpm: limits.rpm,
-                tpm: limits.tpm,
-                quotas: limits.quotas,
+                limits,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -918,13 +916,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
     let orgs = st
         .query_map([], |r| {
             let l: switchboard_shared::OrgLimits = json_col(r, 1)?;
-            Ok(switchboard_shared::OrgSpec {
-                name: r.get(0)?,
-                rpm: l.rpm,
-                tpm: l.tpm,
-                quotas: l.quotas,
-                models: l.models,
-            })
+            Ok(switchboard_shared::OrgSpec { name: r.get(0)?, limits: l.limits, models: l.models })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RoutingSpec { orgs, keys, upstreams, models, nodes: Vec::new() })
@@ -1077,20 +1069,14 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
         }
     }
     for k in &spec.keys {
-        let limits = switchboard_shared::KeyLimits { rpm: k.rpm, tpm: k.tpm, quotas: k.quotas.clone() };
-        set_key_limits(c, actor, &k.id, &limits)?;
+        set_key_limits(c, actor, &k.id, &k.limits)?;
     }
     for o in &spec.orgs {
         let org = match find_org(c, &o.name) {
             Ok(org) => org,
             Err(_) => create_org_with_id(c, actor, &new_id("org"), &o.name)?,
         };
-        let limits = switchboard_shared::OrgLimits {
-            rpm: o.rpm,
-            tpm: o.tpm,
-            quotas: o.quotas.clone(),
-            models: o.models.clone(),
-        };
+        let limits = switchboard_shared::OrgLimits { limits: o.limits.clone(), models: o.models.clone() };
         set_org_limits(c, actor, &org.id, &limits)?;
     }
     let after = last_audit_id(c)?;

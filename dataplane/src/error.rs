@@ -1,14 +1,14 @@
-//! One error type for everything the gateway refuses or fails at, and the one
-//! place that renders it as OpenAI-shaped JSON:
+//! One error type for everything the gateway refuses or fails at, rendered
+//! through the shared OpenAI error body ([`ErrorBody`]):
 //! `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
 //!
 //! Each error says where it came from ([`Source`]) and whether another
 //! upstream may be tried ([`GatewayError::retryable`]); routing reads that to
 //! fail over.
 
-use serde::Serialize;
 use std::borrow::Cow;
 use switchboard_shared::config::Trigger;
+use switchboard_shared::error::{ErrorBody, INVALID_REQUEST as INVALID, SERVER_ERROR as SERVER};
 
 /// Who caused the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +37,6 @@ pub struct GatewayError {
     /// For upstream failures: which failover trigger this is.
     pub cause: Option<Trigger>,
 }
-
-const INVALID: &str = "invalid_request_error";
-const SERVER: &str = "server_error";
 
 impl GatewayError {
     fn new(status: u16, kind: &'static str, code: Option<&'static str>, message: impl Into<Cow<'static, str>>) -> Self {
@@ -249,36 +246,20 @@ impl GatewayError {
         self
     }
 
+    /// The shared OpenAI error body, borrowing this error's fields.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code }
+    }
+
     /// The body as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Inner<'a>,
-        }
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            message: &'a str,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            param: Option<&'a str>,
-            code: Option<&'a str>,
-        }
-        let body = Body {
-            error: Inner { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
-        };
-        // Serializing plain strings cannot fail; fall back to a fixed body to be total.
-        serde_json::to_vec(&body).unwrap_or_else(|_| {
-            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_vec()
-        })
+        self.body().to_json()
     }
 
     /// The error as one SSE event, for a failure after a stream has started.
     /// OpenAI's SDKs raise `APIError` on a `data:` event carrying `error`.
     pub fn to_sse_event(&self) -> Vec<u8> {
-        let mut out = b"data: ".to_vec();
-        out.extend_from_slice(&self.to_json());
-        out.extend_from_slice(b"\n\n");
-        out
+        self.body().to_sse_event()
     }
 }
 

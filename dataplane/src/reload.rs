@@ -251,6 +251,9 @@ impl Reloader {
         if cfg.server != self.server {
             tracing::warn!("[server] settings changed; they take effect only after a restart");
         }
+        for d in &cfg.deprecations {
+            tracing::warn!(config = %self.path.display(), "{d}");
+        }
         let version = (self.apply)(&cfg)?;
         self.version.store(version, Ordering::Release);
         last.text = text;

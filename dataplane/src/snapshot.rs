@@ -383,9 +383,9 @@ fn key_policy(
             p.quotas.push(reg.quota(scope, q.period, q.max_usd, q.max_tokens));
         }
     };
-    add(Scope::Key(&k.id), k.rpm, k.tpm, &k.quotas);
+    add(Scope::Key(&k.id), k.limits.rpm, k.limits.tpm, &k.limits.quotas);
     if let Some(o) = spec.orgs.iter().find(|o| o.name == k.org) {
-        add(Scope::Org(&o.name), o.rpm, o.tpm, &o.quotas);
+        add(Scope::Org(&o.name), o.limits.rpm, o.limits.tpm, &o.limits.quotas);
         for m in &o.models {
             let ms = Scope::OrgModel(&o.name, &m.model);
             let r = m.rpm.map(|n| reg.bucket(ms, Unit::Requests, n));

@@ -2,12 +2,15 @@
 //!
 //! * [`config`]: the declarative configuration (TOML) and the routing spec the
 //!   admin API will publish: keys, upstreams and model routes.
+//! * [`error`]: the one OpenAI-shaped error body (JSON and SSE event) every
+//!   server writes.
 //! * [`keyhash`]: how client API keys are hashed; the data plane only ever
 //!   stores and compares hashes.
 //! * [`url`]: the small, strict base-URL parser for upstreams.
 //! * [`usage`]: usage records, from the data plane to the accounting.
 
 pub mod config;
+pub mod error;
 pub mod keyhash;
 pub mod limits;
 pub mod node;
@@ -17,8 +20,8 @@ pub mod url;
 pub mod usage;
 
 pub use config::{
-    Config, ConfigError, KeyLimits, KeySpec, ModelSpec, NodeModel, NodeReach, NodeSpec, OrgLimits, OrgSpec, Period,
-    QuotaSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
+    Config, ConfigError, KeyLimits, KeySpec, Limits, ModelSpec, NodeModel, NodeReach, NodeSpec, OrgLimits, OrgSpec,
+    Period, QuotaSpec, RoutingSpec, ServerConfig, TargetSpec, UpstreamSpec, UsageSettings,
 };
 pub use keyhash::{KeyHash, KeyHasher};
 pub use secret::Secret;

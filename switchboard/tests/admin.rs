@@ -515,3 +515,34 @@ fn provider_secrets_are_encrypted_at_rest_with_a_key_outside_the_database() {
     let key = gw.dir.path().join("switchboard.db.key");
     assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// The limits bodies are the config's one limits block (flattened into the
+/// org's): unknown fields are refused and a bad value is named, as before.
+#[test]
+fn limits_bodies_refuse_unknown_fields_and_name_bad_values() {
+    let up = mock();
+    let gw = AdminGateway::start(&empty_config());
+    setup(&gw, &up.base_url());
+    let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "acme", "name": "limited"})));
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let key = format!("/v1/admin/keys/{id}/limits");
+    for (path, body, param) in [
+        (key.as_str(), json!({"rpm": 5, "rpmm": 1}), "rpmm"),
+        (key.as_str(), json!({"rpm": "five"}), "rpm"),
+        (key.as_str(), json!({"models": []}), "models"),
+        ("/v1/admin/orgs/acme/limits", json!({"tpm": 5, "burst": 1}), "burst"),
+        ("/v1/admin/orgs/acme/limits", json!({"tpm": -1}), "tpm"),
+    ] {
+        let r = gw.call("PUT", path, Some(&body));
+        assert_eq!((r.status, r.error()["param"].as_str()), (422, Some(param)), "{body}: {}", r.text());
+    }
+    let body =
+        json!({"rpm": 5, "quotas": [{"period": "day", "max_tokens": 100}], "models": [{"model": "m", "tpm": 9}]});
+    let r = gw.call("PUT", "/v1/admin/orgs/acme/limits", Some(&body));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = gw.call("GET", "/v1/admin/orgs/acme/limits", None).json();
+    assert_eq!(got["limits"], body, "{got}");
+    let r = gw.call("PUT", &key, Some(&json!({"tpm": 7})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.call("GET", &key, None).json()["limits"], json!({"tpm": 7}));
+}

@@ -196,3 +196,46 @@ fn switchboard_driver_overrides_the_configured_driver() {
     assert_eq!(p.wait_exit(Duration::from_secs(30)), 78);
     p.wait_line("SWITCHBOARD_DRIVER=`uring`");
 }
+
+/// The file says `[[providers]]`, `[[routes]]` and `provider =`; the old
+/// spellings (`[[upstreams]]`, `[[models]]`, `upstream =`) still work, with a
+/// deprecation warning from `check` and in `serve`'s log.
+#[test]
+fn the_old_spelling_of_providers_and_routes_still_serves_with_a_warning() {
+    let a = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let old = config("127.0.0.1:0", &a.base_url(), None);
+    let new = old
+        .replace("[[upstreams]]", "[[providers]]")
+        .replace("[[models]]", "[[routes]]")
+        .replace("upstream =", "provider =");
+    let check = |name: &str, text: &str| {
+        let path = write(dir.path(), name, text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["check", "--config", &path])
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check("new.toml", &new);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("deprecated"), "{err}");
+    let (code, err) = check("old.toml", &old);
+    assert_eq!(code, 0, "{err}");
+    for spelling in
+        ["`[[upstreams]]` is deprecated", "`[[models]]` is deprecated", "`upstream = \"...\"` is deprecated"]
+    {
+        assert!(err.contains(spelling), "{spelling}: {err}");
+    }
+    // Both serve the same.
+    for (name, text, warns) in [("serve-old.toml", &old, true), ("serve-new.toml", &new, false)] {
+        let path = write(dir.path(), name, text);
+        let mut p = Proc::spawn(&["serve", "--config", &path], &[]);
+        let addr = p.address("data plane listening on ");
+        if warns {
+            p.wait_line("`[[upstreams]]` is deprecated: rename the tables to `[[providers]]`");
+        }
+        assert_eq!(chats(addr, 2), 2, "{name}");
+        assert_eq!(p.stop(), 0);
+    }
+}

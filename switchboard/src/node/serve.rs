@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use switchboard_dataplane::sse::StreamTail;
+use switchboard_shared::error::ErrorBody;
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::KeyHash;
 use tokio::sync::watch;
@@ -30,9 +31,8 @@ const HOP: [&str; 8] =
     ["host", "authorization", "connection", "keep-alive", "proxy-connection", "te", "upgrade", "x-forwarded-for"];
 
 fn error(status: StatusCode, code: &str, message: &str) -> Reply {
-    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
-    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed());
+    let body = ErrorBody::for_status(status, code, message).to_json();
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     r

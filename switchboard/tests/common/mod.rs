@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchboard::app::{self, Options, Running};
 use switchboard_dataplane::dns::DnsCache;
 use switchboard_dataplane::reload::Reloader;
-use switchboard_dataplane::ServerHandle;
 use switchboard_loadtests::{MockConfig, MockHandle, MockUpstream};
 use switchboard_shared::KeyHash;
 
@@ -101,20 +101,26 @@ pub struct Gateway {
     pub reloader: Arc<Reloader>,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
-    handle: Option<ServerHandle>,
+    running: Option<Running>,
 }
 
 impl Gateway {
+    /// File mode, built by `switchboard::app::build` as `serve` builds it,
+    /// without the background services (config watcher, prober, DNS refresher).
     pub fn start(config: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, config).unwrap();
-        let dns = DnsCache::new();
-        let prep = switchboard_dataplane::snapshot::Prepare::new(dns.clone(), Default::default());
-        let (reloader, cfg) = Reloader::load(path.clone(), prep).expect("config loads");
-        let store = reloader.store().expect("file mode has a store").clone();
-        let handle = switchboard_dataplane::start(cfg.server, store, dns.clone()).expect("gateway starts");
-        Gateway { addr: handle.local_addr, dns, reloader, config_path: path, _dir: dir, handle: Some(handle) }
+        let options = Options::from_text(path.clone(), config.to_string()).expect("config loads");
+        let running = app::build(options).unwrap_or_else(|f| panic!("gateway starts: {f}"));
+        Gateway {
+            addr: running.addr(),
+            dns: running.dns().clone(),
+            reloader: running.reloader().expect("file mode has a reloader").clone(),
+            config_path: path,
+            _dir: dir,
+            running: Some(running),
+        }
     }
 
     /// Start the active health prober, as `switchboard serve` does.
@@ -145,22 +151,23 @@ impl Gateway {
     }
 
     pub fn shutdown(mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
+        if let Some(mut r) = self.running.take() {
+            r.stop_dataplane();
         }
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
-        }
+        // Before the directory goes.
+        drop(self.running.take());
     }
 }
 
 /// The gateway with the admin API owning its state (SQLite in a temp dir),
-/// seeded from `config` like `switchboard serve` does.
+/// seeded from `config`: built by `switchboard::app::build` as `serve` builds
+/// it, with the file's `[admin]` replaced by one on an ephemeral port and a
+/// database in the directory.
 pub struct AdminGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
@@ -168,8 +175,7 @@ pub struct AdminGateway {
     pub state: switchboard_adminapi::SharedState,
     pub db_path: PathBuf,
     pub dir: tempfile::TempDir,
-    admin_handle: Option<switchboard_adminapi::AdminHandle>,
-    handle: Option<ServerHandle>,
+    running: Option<Running>,
     /// The usage pipeline (SQLite sink, spill file in `dir`).
     pub usage: Option<Arc<switchboard_dataplane::usage::pipeline::UsagePipeline>>,
 }
@@ -187,61 +193,43 @@ impl AdminGateway {
 
     /// As `start_in`, with a key hasher (keyed = a server hash key is set).
     pub fn start_with(dir: tempfile::TempDir, config: &str, hasher: switchboard_shared::KeyHasher) -> AdminGateway {
-        let cfg = switchboard_shared::Config::parse(config).expect("config parses");
-        let dns = DnsCache::new();
-        let store =
-            switchboard_dataplane::snapshot::SnapshotStore::new(switchboard_dataplane::snapshot::Snapshot::empty());
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut options = Options::from_text(path, config.to_string()).expect("config parses");
         let db_path = dir.path().join("switchboard.db");
-        // A short busy timeout, so a test that holds the database lock sees 503 quickly.
-        let state = switchboard_adminapi::State::open_with(
-            &db_path,
-            switchboard_dataplane::snapshot::Prepare::new(dns.clone(), hasher),
-            Some(store.clone()),
-            Duration::from_millis(300),
-        )
-        .expect("db opens");
-        state.seed(&cfg.routing()).expect("seed");
-        let token = "sba-test-admin-token".to_string();
-        state.bootstrap_token(Some(&token)).unwrap();
-        let admin_cfg = switchboard_adminapi::AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+        let heartbeat = options.config.admin.as_ref().map(|a| a.node_heartbeat_ms);
+        options.config.admin = Some(switchboard_shared::config::AdminSettings {
+            listen: "127.0.0.1:0".into(),
             database: db_path.clone(),
             max_body_bytes: 64 * 1024,
-            tls: None,
-            node_heartbeat_ms: cfg.admin.unwrap_or_default().node_heartbeat_ms,
-            conns: switchboard_adminapi::ConnLimits::default(),
-            sharing: Default::default(),
-        };
-        let admin_handle = switchboard_adminapi::start(&admin_cfg, state.clone()).expect("admin starts");
-        let sink = switchboard_adminapi::usage::StateSink::new(state.clone(), cfg.usage.retention_days);
-        let spill = cfg.usage.spill_file.clone().unwrap_or_else(|| dir.path().join("usage.spill"));
-        let access_log =
-            cfg.usage.access_log.as_ref().map(|p| switchboard_dataplane::usage::access::AccessLog::open(p).unwrap());
-        let usage = switchboard_dataplane::usage::pipeline::UsagePipeline::start(
-            &cfg.usage,
-            &spill,
-            Some(Box::new(sink)),
-            access_log,
-        )
-        .unwrap();
-        let handle =
-            switchboard_dataplane::start_with(cfg.server, store, dns, Some(usage.clone())).expect("gateway starts");
+            tls_cert_file: None,
+            tls_key_file: None,
+            node_heartbeat_ms: heartbeat.unwrap_or(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
+        });
+        let usage = &mut options.config.usage;
+        usage.spill_file = Some(usage.spill_file.take().unwrap_or_else(|| dir.path().join("usage.spill")));
+        options.hasher = hasher;
+        let token = "sba-test-admin-token".to_string();
+        options.admin_token = Some(token.clone());
+        // A short busy timeout, so a test that holds the database lock sees 503 quickly.
+        options.db_busy_timeout = Some(Duration::from_millis(300));
+        options.usage_drain = Duration::from_secs(5);
+        let running = app::build(options).unwrap_or_else(|f| panic!("gateway starts: {f}"));
         AdminGateway {
-            addr: handle.local_addr,
-            admin: admin_handle.addr,
+            addr: running.addr(),
+            admin: running.admin_addr().expect("admin API"),
             token,
-            state,
+            state: running.state().expect("admin state").clone(),
             db_path,
+            usage: running.usage().cloned(),
             dir,
-            admin_handle: Some(admin_handle),
-            handle: Some(handle),
-            usage: Some(usage),
+            running: Some(running),
         }
     }
 
     /// The data plane's metrics registry.
     pub fn metrics(&self) -> Arc<switchboard_dataplane::metrics::Metrics> {
-        self.handle.as_ref().expect("running").metrics.clone()
+        self.running.as_ref().expect("running").metrics()
     }
 
     /// Wait until `n` usage records are in the database.
@@ -253,20 +241,16 @@ impl AdminGateway {
 
     /// Stop the data plane (drain), then the usage pipeline (flush).
     pub fn stop_dataplane(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
+        if let Some(r) = self.running.as_mut() {
+            r.stop_dataplane();
         }
-        if let Some(u) = self.usage.take() {
-            u.shutdown(Duration::from_secs(5));
-        }
+        self.usage = None;
     }
 
     /// Stop both services and hand back the directory (for a restart).
     pub fn stop(mut self) -> tempfile::TempDir {
         self.stop_dataplane();
-        if let Some(h) = self.admin_handle.take() {
-            h.shutdown();
-        }
+        drop(self.running.take());
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
     }
@@ -298,10 +282,8 @@ impl AdminGateway {
 
 impl Drop for AdminGateway {
     fn drop(&mut self) {
-        self.stop_dataplane();
-        if let Some(h) = self.admin_handle.take() {
-            h.shutdown();
-        }
+        // Before the directory goes.
+        drop(self.running.take());
     }
 }
 
