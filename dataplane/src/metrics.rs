@@ -96,6 +96,11 @@ impl WorkerSlot {
         }
     }
 
+    /// Responses counted so far.
+    pub fn answered(&self) -> u64 {
+        self.m.lock().map_or(0, |m| m.responses.values().sum())
+    }
+
     /// Count a routed request (and its response).
     pub fn request(&self, r: &UsageRecord) {
         let Ok(mut m) = self.m.lock() else { return };

@@ -339,7 +339,7 @@ async fn worker_main(
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
-            crate::supervise::debug_panic_hook(sweeper.id);
+            crate::supervise::debug_panic_hook(sweeper.id, || sweeper.registry.slots.iter().any(|s| s.answered() > 0));
             let snapshot = sweeper.snapshot();
             let pools = {
                 let mut pool = sweeper.pool.borrow_mut();

@@ -85,21 +85,23 @@ pub fn worker(id: usize, slot: &WorkerSlot, run: impl FnOnce()) {
 }
 
 /// Test builds only: `SWITCHBOARD_DEBUG_PANIC_WORKER=<id>` makes that worker
-/// panic outside any connection (from its once-a-second sweep), so a test can
-/// drive a real worker death through the binary. Nothing in release builds.
+/// panic outside any connection (from its once-a-second sweep, the first one
+/// after the process answered a request — `served` — so a test can show it
+/// serving first however slow the machine), so a test can drive a real
+/// worker death through the binary. Nothing in release builds.
 #[cfg(debug_assertions)]
 #[allow(clippy::panic)]
-pub fn debug_panic_hook(worker: usize) {
+pub fn debug_panic_hook(worker: usize, served: impl FnOnce() -> bool) {
     static WHICH: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let which = WHICH.get_or_init(|| std::env::var("SWITCHBOARD_DEBUG_PANIC_WORKER").ok().and_then(|v| v.parse().ok()));
-    if *which == Some(worker) {
+    if *which == Some(worker) && served() {
         panic!("SWITCHBOARD_DEBUG_PANIC_WORKER: worker {worker} panics on purpose");
     }
 }
 
 #[cfg(not(debug_assertions))]
 #[inline(always)]
-pub fn debug_panic_hook(_worker: usize) {}
+pub fn debug_panic_hook(_worker: usize, _served: impl FnOnce() -> bool) {}
 
 #[cfg(test)]
 mod tests {

@@ -350,12 +350,16 @@ fn full_cycle(mode: Mode) {
     }
 
     // Node traffic is accounted like any target, at the pool's price (0).
-    gw.wait_usage_written(3);
-    let u = gw.call("GET", "/v1/admin/usage?group_by=target&granularity=total", None);
-    assert_eq!(u.status, 200, "{}", u.text());
-    let rows = u.json()["data"].as_array().unwrap().clone();
-    let node_row = rows.iter().find(|r| r["target"] == "node:ws1").expect("node usage");
-    assert!(node_row["requests"].as_u64().unwrap() >= 2, "{node_row}");
+    let node_row = || {
+        let u = gw.call("GET", "/v1/admin/usage?group_by=target&granularity=total", None);
+        assert_eq!(u.status, 200, "{}", u.text());
+        let rows = u.json()["data"].as_array().unwrap().clone();
+        rows.into_iter().find(|r| r["target"] == "node:ws1").unwrap_or_default()
+    };
+    // The usage pipeline writes in batches: wait for the node's requests.
+    eventually(Duration::from_secs(10), || node_row()["requests"].as_u64().unwrap_or(0) >= 2);
+    let node_row = node_row();
+    assert!(node_row["requests"].as_u64().unwrap_or(0) >= 2, "{node_row}");
     assert_eq!(node_row["cost_usd"].as_f64().unwrap(), 0.0, "{node_row}");
 
     // SIGTERM under load: the node drains, traffic moves to the provider, nothing fails.
