@@ -365,6 +365,8 @@ struct Call<'a> {
     keep_alive: bool,
     started: Instant,
     started_unix_ms: u64,
+    /// A test key's injected fault or forced target (`crate::fault`).
+    fault: Option<&'a crate::fault::Fault>,
 }
 
 /// Phases admit, select / connect / relay (in `proxy`) and account. Returns
@@ -416,6 +418,8 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             Some(k) => {
                 store_key = Some(k);
                 match c.head.cache_control {
+                    // A test request's fault must reach the attempt loop.
+                    _ if c.fault.is_some() => "bypass",
                     CacheControl::NoCache => "bypass",
                     _ => match cache.get(&k) {
                         Some(hit) => {
@@ -451,6 +455,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         // Streams are replayed from stored answers, not stored.
         capture: store_key.filter(|_| !c.fields.stream).map(|k| (k, Duration::from_millis(c.route.cache.ttl_ms))),
         org: &c.key.org,
+        fault: c.fault,
     };
     let mut tally = Tally::default();
     let outcome = match proxy(ctx, io, bufs, &req, c.route, &mut tally).await {
@@ -618,10 +623,14 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                         let body = &rbuf[range];
                         match scan(body).and_then(|f| crate::validate::check(&head.endpoint, &f.checks).map(|()| f)) {
                             Err(e) => Outcome::Error(e),
-                            Ok(fields) => match route::resolve(&snapshot, key, &fields.model) {
+                            Ok(fields) => match route::resolve(&snapshot, key, &fields.model).and_then(|route| {
+                                // ---- fault injection: test keys only, else 400 ----
+                                crate::fault::from_request(&head.fault, key.test, route).map(|f| (route, f))
+                            }) {
                                 Err(e) => Outcome::Error(e),
-                                Ok(route) => {
+                                Ok((route, fault)) => {
                                     let call = Call {
+                                        fault: fault.as_ref(),
                                         head: &head,
                                         key,
                                         route,

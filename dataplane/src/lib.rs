@@ -25,6 +25,7 @@ pub mod cache;
 pub mod conn;
 pub mod dns;
 pub mod error;
+pub mod fault;
 pub mod fmt;
 pub mod health;
 pub mod http;

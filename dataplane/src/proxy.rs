@@ -55,6 +55,8 @@ pub struct ProxyRequest<'a> {
     pub capture: Option<(crate::cache::Key, Duration)>,
     /// The org of the request's key (nodes serve their own org only).
     pub org: &'a str,
+    /// A test key's injected fault or forced target (`crate::fault`).
+    pub fault: Option<&'a crate::fault::Fault>,
 }
 
 pub enum ProxyOutcome {
@@ -86,7 +88,12 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Some(s) if route.allow_strategy_header => s,
         _ => route.strategy,
     };
-    let plan = select::plan(route, strategy, now_ms(), req.org);
+    let mut plan = select::plan(route, strategy, now_ms(), req.org);
+    // ---- fault injection: a forced target (test keys only) ----
+    if let Some(f) = req.fault {
+        plan.retain(|i| f.allows(&route.targets[i].upstream.name));
+    }
+    // ----
     if plan.is_empty() {
         return ProxyOutcome::Failed(GatewayError::no_target(&route.name));
     }
@@ -108,6 +115,22 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        // ---- fault injection (test keys only): this attempt fails as the
+        // named failure would, without contacting the target and without
+        // touching its health; failover is the route's, as for a real one.
+        if let Some(e) = req.fault.and_then(|f| f.inject(&up.name)) {
+            attempts += 1;
+            tally.attempts = attempts;
+            tally.injected = true;
+            let trigger_on = e.cause.is_some_and(|c| route.triggers.has(c));
+            if e.retryable && trigger_on && n + 1 < retry.max_attempts {
+                tracing::debug!(upstream = %up.name, error = %e.message, "injected fault; trying again");
+                last_err = Some(e);
+                continue;
+            }
+            return ProxyOutcome::Failed(e);
+        }
+        // ----
         let now = now_ms();
         if up.health.state(now) == HealthState::HalfOpen && !up.health.admit(now) {
             // Another request is the half-open trial; don't pile on.

@@ -29,6 +29,20 @@ impl Plan {
         self.len == 0
     }
 
+    /// Keep only the targets `keep` accepts, in their order (a test request's
+    /// `x-switchboard-target-only`, `crate::fault`).
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut n = 0;
+        for i in 0..self.len {
+            let t = self.order[i];
+            if keep(t as usize) {
+                self.order[n] = t;
+                n += 1;
+            }
+        }
+        self.len = n;
+    }
+
     /// The target for attempt `n` (targets come round again past the end).
     pub fn nth(&self, n: usize) -> usize {
         self.order[n % self.len.max(1)] as usize

@@ -504,6 +504,11 @@ pub struct KeySpec {
     /// Spend and token caps per day or calendar month (UTC).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<QuotaSpec>,
+    /// A key for testing a deployment (`switchboard smoke`): it may send
+    /// `x-switchboard-fault` and `x-switchboard-target-only`, which any
+    /// other key is refused for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// Limits of an org: over all its keys, and per model.

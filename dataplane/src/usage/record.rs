@@ -30,6 +30,8 @@ pub struct Tally {
     /// The body relayed, kept for the response cache (non-streaming 200s on
     /// cache-enabled routes, bounded).
     pub captured: Option<Vec<u8>>,
+    /// An attempt failed by fault injection (`crate::fault`).
+    pub injected: bool,
 }
 
 impl Default for Tally {
@@ -44,6 +46,7 @@ impl Default for Tally {
             reply: UsageScan::default(),
             cache_hit: false,
             captured: None,
+            injected: false,
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn account(ctx: &WorkerCtx, s: &Subject<'_>, route: &Route, t: &Tally) -> (u
         ttft_us: t.first_byte.map_or(0, |f| micros(f.saturating_duration_since(s.started))),
         upstream_us: micros(t.upstream),
         clamped: false,
+        injected: t.injected,
     };
     if rec.sanitize() {
         tracing::warn!(upstream = %rec.target, route = %rec.route, "the target reported usage past the documented maxima; clamped");
