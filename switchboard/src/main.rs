@@ -2,6 +2,7 @@
 //! the config (exit 78 on a bad one), start, and stop cleanly on a signal.
 
 mod node;
+mod smoke;
 
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -78,6 +79,10 @@ enum Command {
     /// advertise its local OpenAI-compatible server's models, and serve
     /// gateway requests with it. SIGTERM drains and exits.
     Node(Box<node::NodeArgs>),
+    /// Check a live deployment route by route (the admin's smoke check): every
+    /// target, failover by fault injection, costs, cache, rate limits. Exit 0
+    /// only when every check passed.
+    Smoke(Box<smoke::SmokeArgs>),
     /// Check a config file and exit (0 = valid).
     Check {
         #[arg(long, short)]
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
             init_logging();
             node::run(*args)
         }
+        Command::Smoke(args) => smoke::run(*args),
         Command::Check { config } => {
             init_logging();
             match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {
@@ -238,9 +244,14 @@ fn dataplane(
         return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
     }
     let server_cfg = switchboard_shared::ServerConfig { handover, ..cfg.server.clone() };
-    run(&server_cfg, store, dns, usage, || {
-        tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart")
-    })
+    run(
+        &server_cfg,
+        store,
+        dns,
+        usage,
+        || tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart"),
+        |_, _| {},
+    )
 }
 
 /// Start the usage pipeline: records to `sink` (if any), the access log if
@@ -274,6 +285,7 @@ fn run(
     dns: std::sync::Arc<DnsCache>,
     usage: Option<Arc<UsagePipeline>>,
     mut on_hup: impl FnMut(),
+    on_listening: impl FnOnce(std::net::SocketAddr, bool),
 ) -> ExitCode {
     if let Err(e) = dns.spawn_refresher(Duration::from_millis(server_cfg.dns_refresh_ms)) {
         return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
@@ -292,6 +304,7 @@ fn run(
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return fail(EX_CONFIG, e),
         Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", server_cfg.listen)),
     };
+    on_listening(server.local_addr, server.tls.is_some());
     for signal in signals.forever() {
         if signal == SIGHUP {
             on_hup();
@@ -322,6 +335,18 @@ fn run(
     ExitCode::SUCCESS
 }
 
+/// The URL a process uses to reach its own listener (a wildcard address is
+/// reached on loopback).
+fn local_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
 fn serve(path: PathBuf, handover: bool) -> ExitCode {
     let dns = DnsCache::new();
     let hasher = match KeyHasher::from_env() {
@@ -346,6 +371,7 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
     }
     // Keep the admin service alive for the life of the process.
     let mut admin_handle = None;
+    let mut admin_state: Option<switchboard_adminapi::SharedState> = None;
     let config_dir = path.parent().map(PathBuf::from).unwrap_or_default();
     let mut usage_sink: Option<(Box<dyn UsageSink>, PathBuf)> = None;
     let (reloader, store) = match &cfg.admin {
@@ -416,6 +442,7 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
                 Ok(h) => admin_handle = Some(h),
                 Err(e) => return fail(EX_CANTCREAT, format!("cannot start the admin API on {listen}: {e}")),
             }
+            admin_state = Some(state.clone());
             let seeder = state.clone();
             let apply: Apply = Box::new(move |cfg: &Config| {
                 seeder
@@ -452,10 +479,18 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
         Err(e) => return fail(EX_CANTCREAT, e),
     };
     let server_cfg = switchboard_shared::ServerConfig { handover, ..cfg.server.clone() };
-    let code = run(&server_cfg, store, dns, usage, || match reloader.reload_now() {
+    let on_hup = || match reloader.reload_now() {
         Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
         Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
-    });
+    };
+    // The smoke check sends through this process's own listener.
+    let smoke_state = admin_state.clone();
+    let on_listening = move |addr: std::net::SocketAddr, tls: bool| {
+        if let Some(s) = smoke_state {
+            s.set_dataplane_url(local_url(addr, tls));
+        }
+    };
+    let code = run(&server_cfg, store, dns, usage, on_hup, on_listening);
     if let Some(a) = admin_handle.take() {
         a.shutdown();
     }
