@@ -734,7 +734,7 @@ pub async fn run(state: &SharedState, input: SmokeInput) -> ApiResult<SmokeRepor
     } else {
         let free = costs.iter().filter(|c| c.cost_nanos == 0).count();
         let mut d = format!(
-            "{} route/target pairs read back from {} usage records; cheapest `{}` via `{}` ${:.6}, dearest `{}` via `{}` ${:.6}",
+            "{} route/target pairs, read back from the usage records of {} answers; cheapest `{}` via `{}` ${:.6}, dearest `{}` via `{}` ${:.6}",
             costs.len(),
             served,
             costs[0].route,
