@@ -588,7 +588,7 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             return send(io, out).await;
         }
     };
-    if ctx.cfg.strict_models && !ctx.cfg.models.iter().any(|m| *m == req.model) {
+    if ctx.cfg.strict_models && !ctx.cfg.models.contains(&req.model) {
         push_error(out, 404, &format!("The model `{}` does not exist or you do not have access to it.", req.model));
         return send(io, out).await;
     }

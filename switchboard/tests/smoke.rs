@@ -476,3 +476,54 @@ targets = [{{ upstream = "a" }}]
     assert_eq!(chats(&a), 0);
     assert_eq!(gw.stop(), 0);
 }
+
+#[test]
+fn the_test_flag_is_set_through_the_admin_api_audited_and_takes_effect_at_once() {
+    let (a, b) = (mock(), mock());
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{SERVER}
+{}{}
+[[models]]
+name = "chat"
+targets = [{{ upstream = "a" }}, {{ upstream = "b" }}]
+{}"#,
+        priced("a", &a, PROVIDER_KEY, 1.0),
+        priced("b", &b, PROVIDER_KEY, 2.0),
+        keys("acme", ""),
+    );
+    let (gw, admin, dp) = serve(dir.path(), &config);
+    let created = admin_call(admin, "POST", "/v1/admin/keys", Some(json!({"org": "acme", "name": "ci"})));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let (id, secret) = (
+        created.json()["id"].as_str().unwrap().to_string(),
+        created.json()["key_secret"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(created.json()["test"], false);
+    let body = r#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#;
+    let faulted = || {
+        let mut c = Conn::open(dp);
+        c.send(&request("POST", "/v1/chat/completions", Some(&secret), body, &[("x-switchboard-fault", "fail=a")]));
+        c.response()
+    };
+    assert_eq!(faulted().status, 400);
+    let mut patch = format!(
+        "PATCH /v1/admin/keys/{id} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"
+    );
+    patch.push_str(r#"{"test":true}"#);
+    let mut c = Conn::open(admin);
+    c.send(patch.as_bytes());
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["test"], true);
+    let r = faulted();
+    assert_eq!((r.status, r.header("x-switchboard-target")), (200, Some("b")), "{}", r.text());
+    let audit = admin_call(admin, "GET", &format!("/v1/admin/audit?resource=key&resource_id={id}"), None).json();
+    let changed =
+        audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "update" && e["change"]["test"]["to"] == true);
+    assert!(changed, "{audit}");
+    // The file's keys say it too.
+    let listed = admin_call(admin, "GET", "/v1/admin/keys/smoke-key", None).json();
+    assert_eq!(listed["test"], true, "{listed}");
+    assert_eq!(gw.stop(), 0);
+}
