@@ -526,8 +526,8 @@ async fn smoke(
     a: Admin,
     ApiJson(b): ApiJson<crate::smoke::SmokeInput>,
 ) -> ApiResult<Response> {
-    a.writer()?;
-    Ok(Json(crate::smoke::run(&s, b).await?).into_response())
+    let actor = a.writer()?.to_string();
+    Ok(Json(crate::smoke::run(&s, &actor, b).await?).into_response())
 }
 
 // ---- target health

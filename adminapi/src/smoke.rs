@@ -181,6 +181,9 @@ pub struct LimitsSeen {
     /// The request limits (per minute) that apply to the key on some route checked.
     pub configured_rpm: Vec<u64>,
     pub configured_tpm: Vec<u64>,
+    /// Spend and token caps that apply to the key (its own, its org's), as
+    /// `key day max_usd 5` (no header shows them; listed to be read).
+    pub quotas: Vec<String>,
     /// Answers whose `x-ratelimit-*` headers were checked.
     pub answers_checked: usize,
 }
@@ -293,6 +296,9 @@ fn check_input(i: &SmokeInput) -> ApiResult<()> {
             "burst_key",
             "`burst` needs `burst_key`: a dedicated test key with a small request limit",
         ));
+    }
+    if !i.burst && i.burst_key.is_some() {
+        return Err(ApiError::invalid_field("burst_key", "`burst_key` is only used with `burst: true`"));
     }
     if i.burst_key.is_some() && i.burst_key.as_deref() == Some(i.key.as_str()) {
         return Err(ApiError::invalid_field(
@@ -449,8 +455,8 @@ impl Builder<'_> {
     }
 }
 
-/// Run the smoke check (or plan it, for a dry run).
-pub async fn run(state: &SharedState, input: SmokeInput) -> ApiResult<SmokeReport> {
+/// Run the smoke check (or plan it, for a dry run) for the admin token `actor`.
+pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResult<SmokeReport> {
     check_input(&input)?;
     let url = match input.dataplane_url.as_deref().or(state.dataplane_url()) {
         Some(u) => u.to_string(),
@@ -565,6 +571,18 @@ pub async fn run(state: &SharedState, input: SmokeInput) -> ApiResult<SmokeRepor
     if input.dry_run {
         return Ok(report);
     }
+    // Traffic with a test key, maybe past a rate limit: on the record.
+    let change = serde_json::json!({
+        "key": key.id,
+        "burst_key": burst_key.as_ref().map(|k| k.id.clone()),
+        "routes": routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        "requests": jobs.len(),
+        "dataplane_url": url,
+    });
+    let (st, who, id) = (state.clone(), actor.to_string(), format!("smoke-{run_id}"));
+    tokio::task::spawn_blocking(move || st.write(false, |c| crate::store::audit(c, &who, "run", "smoke", &id, change)))
+        .await
+        .map_err(|_| ApiError::internal("the database task failed"))??;
 
     // Send, in order (the cache's miss before its hit, the burst last).
     let mut results: Vec<Sent> = Vec::with_capacity(jobs.len());
@@ -821,7 +839,24 @@ pub async fn run(state: &SharedState, input: SmokeInput) -> ApiResult<SmokeRepor
         )
     };
     checks.push(line("limits", None, None, v, detail));
-    report.limits = Some(LimitsSeen { configured_rpm: all_rpm, configured_tpm: all_tpm, answers_checked: checked });
+    let mut quotas = Vec::new();
+    let key_quotas = spec.keys.iter().filter(|k| k.id == key.id).flat_map(|k| k.quotas.iter().map(|q| ("key", q)));
+    let org_quotas = spec.orgs.iter().filter(|o| o.name == key.org).flat_map(|o| o.quotas.iter().map(|q| ("org", q)));
+    for (whose, q) in key_quotas.chain(org_quotas) {
+        let period =
+            serde_json::to_value(q.period).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        if let Some(usd) = q.max_usd {
+            quotas.push(format!("{whose} {period} max_usd {usd}"));
+        }
+        if let Some(t) = q.max_tokens {
+            quotas.push(format!("{whose} {period} max_tokens {t}"));
+        }
+    }
+    if let (Some(last), false) = (checks.last_mut(), quotas.is_empty()) {
+        last.detail.push_str(&format!("; quotas: {}", quotas.join(", ")));
+    }
+    report.limits =
+        Some(LimitsSeen { configured_rpm: all_rpm, configured_tpm: all_tpm, quotas, answers_checked: checked });
 
     // 5b. burst
     match (&burst_plan, &burst_key) {
@@ -1177,6 +1212,7 @@ mod tests {
         assert!(check_input(&SmokeInput { prompt: Some(String::new()), ..ok() }).is_err());
         assert!(check_input(&SmokeInput { burst: true, ..ok() }).is_err());
         assert!(check_input(&SmokeInput { burst: true, burst_key: Some("k".into()), ..ok() }).is_err());
+        assert!(check_input(&SmokeInput { burst_key: Some("b".into()), ..ok() }).is_err());
         assert!(check_input(&SmokeInput { burst: true, burst_key: Some("b".into()), ..ok() }).is_ok());
     }
 }

@@ -90,7 +90,7 @@ pub fn run(a: SmokeArgs) -> ExitCode {
         prompt: a.prompt.clone(),
         expect_cache: a.expect_cache.clone(),
         burst: a.burst,
-        burst_key: a.burst_key.clone(),
+        burst_key: a.burst_key.clone().filter(|_| a.burst),
         dry_run,
         dataplane_url: a.dataplane.clone(),
         timeout_ms: a.timeout_ms,

@@ -167,14 +167,17 @@ fn node_agent(admin: SocketAddr, dp: SocketAddr, local: &MockHandle, dir: &Path)
         r.status == 200 && r.json()["routable"] == true
     });
     assert!(online, "the node never came online");
-    // Its connections attached: a production request is answered by it
-    // (the route's first target).
+    // Its connections attached: production requests are answered by it
+    // (the route's first target) on every worker: 8 fresh connections in a
+    // row, spread over the workers by the kernel.
     let served = eventually(Duration::from_secs(10), || {
-        let mut c = Conn::open(dp);
-        let body = r#"{"model":"chat","messages":[{"role":"user","content":"warm"}]}"#;
-        c.send(&request("POST", "/v1/chat/completions", Some(PROD_KEY), body, &[]));
-        let r = c.response();
-        r.status == 200 && r.header("x-switchboard-target") == Some("node:ws1")
+        (0..8).all(|_| {
+            let mut c = Conn::open(dp);
+            let body = r#"{"model":"chat","messages":[{"role":"user","content":"warm"}]}"#;
+            c.send(&request("POST", "/v1/chat/completions", Some(PROD_KEY), body, &[]));
+            let r = c.response();
+            r.status == 200 && r.header("x-switchboard-target") == Some("node:ws1")
+        })
     });
     assert!(served, "the node never served");
     agent
@@ -189,6 +192,7 @@ fn a_healthy_deployment_passes_every_check_and_its_costs_match_the_usage_report(
 [[orgs]]
 name = "acme"
 rpm = 1000
+quotas = [{{ period = "day", max_usd = 100.0 }}]
 {}{}
 [[models]]
 name = "chat"
@@ -242,6 +246,15 @@ cache = {{ mode = "deterministic", ttl_ms = 60000 }}
     assert_eq!(r["burst"]["admitted"], 3);
     assert_eq!(r["burst"]["refused_429"], 2);
     assert_eq!(r["limits"]["configured_rpm"], json!([1000]));
+    assert_eq!(r["limits"]["quotas"], json!(["org day max_usd 100"]));
+    // The run is in the audit log (the key by id, never its secret).
+    let audit = admin_call(admin, "GET", "/v1/admin/audit?resource=smoke", None);
+    let entries = audit.json()["data"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{}", audit.text());
+    assert_eq!(entries[0]["action"], "run");
+    assert_eq!(entries[0]["change"]["key"], "smoke-key");
+    assert_eq!(entries[0]["change"]["burst_key"], "burst-key");
+    assert!(!audit.text().contains(TEST_KEY) && !audit.text().contains(BURST_KEY));
 
     // The report's costs are the usage records': the smoke run's two keys
     // sent nothing else.
@@ -432,8 +445,12 @@ targets = [{{ upstream = "a" }}, {{ upstream = "b" }}]
     assert!(rows.iter().all(|r| r["injected"] == true && r["key"] == "smoke-key"));
     assert_eq!(rows.iter().filter(|r| r["status"] == 503 && r["target"] == "").count(), 1, "{injected}");
     assert_eq!(rows.iter().filter(|r| r["status"] == 200 && r["target"] == "b" && r["attempts"] == 2).count(), 11);
-    let plain = admin_call(admin, "GET", "/v1/admin/requests?injected=false&key=smoke-key", None).json();
-    assert_eq!(plain["data"].as_array().unwrap().len(), 2, "{plain}");
+    let mut plain = json!(null);
+    let both = eventually(Duration::from_secs(10), || {
+        plain = admin_call(admin, "GET", "/v1/admin/requests?injected=false&key=smoke-key", None).json();
+        plain["data"].as_array().map_or(0, |a| a.len()) == 2
+    });
+    assert!(both, "{plain}");
     assert_eq!(gw.stop(), 0);
 }
 
