@@ -1120,8 +1120,7 @@ impl Client {
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let path = format!("{}/chat/completions", self.url.path_prefix.trim_end_matches('/'));
-        let path = if path.starts_with("/v1/") { path } else { format!("/v1{path}") };
+        let path = chat_path(&self.url.path_prefix);
         let mut req = Request::post(path)
             .header("host", self.url.host_header())
             .header("content-type", "application/json")
@@ -1148,6 +1147,18 @@ impl Client {
         }
         driver.abort();
         Ok((status, headers, out, first))
+    }
+}
+
+/// The chat completions path under a data plane URL's path: `/v1/...` for a
+/// bare host, the path's own `.../v1/...` when it names one (a gateway
+/// behind a path-routing proxy).
+fn chat_path(prefix: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.ends_with("/v1") {
+        format!("{prefix}/chat/completions")
+    } else {
+        format!("{prefix}/v1/chat/completions")
     }
 }
 
@@ -1188,6 +1199,14 @@ mod tests {
         assert_eq!(error_message(&[b'a'; 500]).len(), 203);
         assert!(stream_finished(b"data: {}\n\ndata: [DONE]\n\n"));
         assert!(!stream_finished(b"data: {\"error\":{}}\n\ndata: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn chat_paths_follow_the_url() {
+        assert_eq!(chat_path(""), "/v1/chat/completions");
+        assert_eq!(chat_path("/v1"), "/v1/chat/completions");
+        assert_eq!(chat_path("/gw/v1/"), "/gw/v1/chat/completions");
+        assert_eq!(chat_path("/gw"), "/gw/v1/chat/completions");
     }
 
     #[test]
