@@ -141,6 +141,8 @@ pub struct Sent {
     pub stream: bool,
     /// The status the client got (0: no answer).
     pub status: u16,
+    /// A `200` whose body ended cleanly (a stream with `[DONE]` and no error event).
+    pub complete: bool,
     /// `x-switchboard-target`: what served it.
     pub served_by: Option<String>,
     pub attempts: Option<u32>,
@@ -632,7 +634,7 @@ pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResu
                 .iter()
                 .filter_map(|s| {
                     let kind = if s.stream { "streamed" } else { "whole" };
-                    if s.status != 200 {
+                    if !s.complete {
                         Some(format!("{kind}: {}", failure(s)))
                     } else if s.served_by.as_deref() != Some(t.as_str()) {
                         Some(format!("{kind}: served by `{}`", s.served_by.as_deref().unwrap_or("?")))
@@ -693,7 +695,7 @@ pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResu
         for (_, s) in &got {
             let kind = if s.stream { "streamed" } else { "whole" };
             let attempts = s.attempts.unwrap_or(0);
-            if s.status != 200 {
+            if !s.complete {
                 bad.push(format!("{kind}: {}", failure(s)));
             } else if s.served_by.as_deref() == Some(first.as_str()) {
                 bad.push(format!("{kind}: served by the failed target `{first}`"));
@@ -721,7 +723,7 @@ pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResu
     let mut costs = Vec::new();
     for (i, s) in results.iter().enumerate() {
         let j = &jobs[i].plan;
-        if j.check != "targets" || j.stream || s.status != 200 {
+        if j.check != "targets" || j.stream || !s.complete {
             continue;
         }
         if let (Some(cost), Some(target)) = (s.cost_nanos, &j.target_only) {
@@ -736,8 +738,7 @@ pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResu
         }
     }
     costs.sort_by(|a, b| a.cost_nanos.cmp(&b.cost_nanos).then_with(|| a.route.cmp(&b.route)));
-    let served =
-        results.iter().enumerate().filter(|(i, s)| jobs[*i].plan.check == "targets" && s.status == 200).count();
+    let served = results.iter().enumerate().filter(|(i, s)| jobs[*i].plan.check == "targets" && s.complete).count();
     let (v, detail) = if missing > 0 {
         (
             Verdict::Failed,
@@ -958,6 +959,7 @@ fn header_problem(s: &Sent, unit: &str, configured: &[u64]) -> Option<String> {
 fn failure(s: &Sent) -> String {
     match (s.status, &s.error) {
         (0, Some(e)) => format!("no answer ({e})"),
+        (200, Some(e)) => format!("status 200, but {e}"),
         (st, Some(e)) => format!("status {st} ({e})"),
         (st, None) => format!("status {st}"),
     }
@@ -1040,6 +1042,7 @@ impl Client {
             route: job.plan.route.clone(),
             stream: job.plan.stream,
             status: 0,
+            complete: false,
             served_by: None,
             attempts: None,
             latency_ms: 0.0,
@@ -1081,8 +1084,9 @@ impl Client {
         if status != 200 {
             s.error = Some(error_message(&body));
         } else if job.plan.stream && !stream_finished(&body) {
-            s.status = 0;
             s.error = Some(format!("the stream did not end cleanly: {}", error_message(&body)));
+        } else {
+            s.complete = true;
         }
         s
     }
