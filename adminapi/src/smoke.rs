@@ -1096,8 +1096,10 @@ impl Client {
         job: &Job,
         started: Instant,
     ) -> Result<(u16, HeaderMap, Vec<u8>, Option<Duration>), String> {
-        let addr = format!("{}:{}", self.url.host, self.url.port);
-        let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+        let addr = self.url.host_header();
+        let tcp = tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port))
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => self.over(TokioIo::new(tcp), job, started).await,
