@@ -363,7 +363,9 @@ fn plan_routes(spec: &RoutingSpec, key: &KeyInfo, input: &SmokeInput) -> ApiResu
         ]
         .into_iter()
         .find(|(t, _)| m.failover_on.contains(t))
-        .map(|(_, f)| f);
+        .map(|(_, f)| f)
+        // One attempt in all: nothing can fail over.
+        .filter(|_| m.retry.max_attempts != Some(1));
         let mut rpm = Vec::new();
         let mut tpm = Vec::new();
         let model_limits = org_spec.and_then(|o| o.models.iter().find(|x| x.model == m.name));
@@ -684,7 +686,10 @@ pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResu
             continue;
         }
         if r.failover_fault.is_none() {
-            let detail = "not possible: the route fails over on none of 5xx, connect, reset, timeout".to_string();
+            let detail =
+                "not possible: the route makes one attempt (`retry.max_attempts` 1), or fails over on none of \
+                          5xx, connect, reset, timeout"
+                    .to_string();
             checks.push(line("failover", Some(&r.name), None, Verdict::NotPossible, detail));
             continue;
         }
@@ -700,9 +705,9 @@ pub async fn run(state: &SharedState, actor: &str, input: SmokeInput) -> ApiResu
             } else if s.served_by.as_deref() == Some(first.as_str()) {
                 bad.push(format!("{kind}: served by the failed target `{first}`"));
             } else if attempts < 2 {
-                // The strategy put another target first: nothing failed over.
+                // The failed target is tried first: one attempt means it never was.
                 bad.push(format!(
-                    "{kind}: served by `{}` in 1 attempt (the route's strategy did not try `{first}` first)",
+                    "{kind}: served by `{}` in 1 attempt: `{first}` was not tried",
                     s.served_by.as_deref().unwrap_or("?")
                 ));
             } else if s.injected != Some(true) {

@@ -155,6 +155,12 @@ fn parse_kind(v: &str) -> Option<Kind> {
 }
 
 impl Fault {
+    /// The target whose attempts fail, if any (tried first, whatever the
+    /// route's strategy, so that the failure is always met).
+    pub fn failed_target(&self) -> Option<&str> {
+        self.fail.as_ref().map(|(t, _)| &**t)
+    }
+
     /// Whether `target` (an upstream name) is to be tried at all.
     pub fn allows(&self, target: &str) -> bool {
         self.only.as_deref().is_none_or(|o| o == target)

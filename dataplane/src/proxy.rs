@@ -89,9 +89,13 @@ pub async fn proxy<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         _ => route.strategy,
     };
     let mut plan = select::plan(route, strategy, now_ms(), req.org);
-    // ---- fault injection: a forced target (test keys only) ----
+    // ---- fault injection (test keys only): a forced target; the failed
+    // target tried first, whatever the strategy, so the failure is met ----
     if let Some(f) = req.fault {
         plan.retain(|i| f.allows(&route.targets[i].upstream.name));
+        if let Some(failed) = f.failed_target() {
+            plan.put_first(|i| *route.targets[i].upstream.name == *failed);
+        }
     }
     // ----
     if plan.is_empty() {

@@ -198,6 +198,11 @@ quotas = [{{ period = "day", max_usd = 100.0 }}]
 name = "chat"
 targets = [{{ nodes = "llama", prompt_per_mtok = 0.05, completion_per_mtok = 0.1 }}, {{ upstream = "a" }}, {{ upstream = "b" }}]
 cache = {{ mode = "deterministic", ttl_ms = 60000 }}
+
+[[models]]
+name = "rr"
+strategy = "round_robin"
+targets = [{{ upstream = "a", model = "chat" }}, {{ upstream = "b", model = "chat" }}]
 {}"#,
         priced("a", &a, PROVIDER_KEY, 1.0),
         priced("b", &b, PROVIDER_KEY, 3.0),
@@ -213,8 +218,9 @@ cache = {{ mode = "deterministic", ttl_ms = 60000 }}
     let plan = report(&out);
     assert_eq!(plan["dry_run"], true);
     let planned = plan["requests"].as_array().unwrap();
-    // 3 targets x 2, failover x 2, cache x 3, burst 3 + 2.
-    assert_eq!(planned.len(), 6 + 2 + 3 + 5, "{out}");
+    // chat: 3 targets x 2, failover x 2, cache x 3; rr: 2 targets x 2,
+    // failover x 2; burst 3 + 2.
+    assert_eq!(planned.len(), 6 + 2 + 3 + 4 + 2 + 5, "{out}");
     assert!(planned.iter().all(|q| q["worst_case_tokens"].as_u64().unwrap() > 1));
     assert_eq!((chats(&a), chats(&b), chats(&local)), before, "a dry run sent requests");
 
@@ -223,7 +229,8 @@ cache = {{ mode = "deterministic", ttl_ms = 60000 }}
     assert_eq!(code, 0, "{out}");
     assert_eq!(r["passed"], true);
     for c in r["checks"].as_array().unwrap() {
-        assert_eq!(c["verdict"], "passed", "{c}");
+        let skipped = c["check"] == "cache" && c["route"] == "rr";
+        assert_eq!(c["verdict"], if skipped { "skipped" } else { "passed" }, "{c}");
     }
     // Check 1: every target forced, whole and streamed, with numbers.
     let t = checks(&r, "targets", Some("chat"));
@@ -238,9 +245,20 @@ cache = {{ mode = "deterministic", ttl_ms = 60000 }}
     let f = checks(&r, "failover", Some("chat"));
     assert_eq!(f.len(), 1);
     assert!(f[0]["detail"].as_str().unwrap().contains("answered by `a` in 2 attempts"), "{}", f[0]);
+    // Whatever the strategy: the failed target is tried first.
+    let f = checks(&r, "failover", Some("rr"));
+    assert!(f[0]["detail"].as_str().unwrap().contains("answered by `b` in 2 attempts"), "{}", f[0]);
     // Check 3: sorted by cost, node cheapest, b dearest.
-    let costs: Vec<&str> = r["costs"].as_array().unwrap().iter().map(|c| c["target"].as_str().unwrap()).collect();
+    let costs: Vec<&str> = r["costs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["route"] == "chat")
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
     assert_eq!(costs, ["node:ws1", "a", "b"]);
+    let all: Vec<i64> = r["costs"].as_array().unwrap().iter().map(|c| c["cost_nanos"].as_i64().unwrap()).collect();
+    assert!(all.windows(2).all(|w| w[0] <= w[1]) && all.len() == 5, "{all:?}");
     // Check 4 and 5.
     assert!(checks(&r, "cache", Some("chat"))[0]["detail"].as_str().unwrap().contains("miss, hit, bypass"));
     assert_eq!(r["burst"]["admitted"], 3);
