@@ -610,7 +610,11 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Endpoint::Models | Endpoint::Model(_) if gets => {
             match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
                 Err(e) => Outcome::Error(e),
-                Ok(key) => models_response(&snapshot, key, &head.endpoint),
+                // Fault-injection headers from a key that is not a test key: 400.
+                Ok(key) => match crate::fault::allowed(&head.fault, key.test) {
+                    Err(e) => Outcome::Error(e),
+                    Ok(()) => models_response(&snapshot, key, &head.endpoint),
+                },
             }
         }
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {

@@ -75,13 +75,7 @@ pub fn from_request(raw: &RawHeaders, test_key: bool, route: &Route) -> Result<O
         return Ok(None);
     }
     let which = if raw.fault.is_some() { FAULT_HEADER } else { TARGET_ONLY_HEADER };
-    if !test_key {
-        return Err(GatewayError::invalid_param(
-            which,
-            "fault_injection_not_allowed",
-            format!("`{which}` is only accepted from keys marked `test = true`; this key is not one."),
-        ));
-    }
+    allowed(raw, test_key)?;
     if raw.repeated {
         return Err(bad(which, format!("`{which}` was sent more than once.")));
     }
@@ -102,6 +96,21 @@ pub fn from_request(raw: &RawHeaders, test_key: bool, route: &Route) -> Result<O
         }
     }
     Ok(Some(fault))
+}
+
+/// A 400 when a key that is not a test key sends either header, on any
+/// endpoint (a test key's headers mean nothing on the model list, and are
+/// not read there).
+pub fn allowed(raw: &RawHeaders, test_key: bool) -> Result<(), GatewayError> {
+    if raw.is_empty() || test_key {
+        return Ok(());
+    }
+    let which = if raw.fault.is_some() { FAULT_HEADER } else { TARGET_ONLY_HEADER };
+    Err(GatewayError::invalid_param(
+        which,
+        "fault_injection_not_allowed",
+        format!("`{which}` is only accepted from keys marked `test = true`; this key is not one."),
+    ))
 }
 
 fn text<'a>(header: &'static str, v: &'a [u8]) -> Result<&'a str, GatewayError> {

@@ -408,6 +408,12 @@ targets = [{{ upstream = "a" }}, {{ upstream = "b" }}]
         assert_eq!(r.error()["param"], h);
     }
     assert_eq!(chats(&a) + chats(&b), 0);
+    // On the model list too (where a test key's headers have nothing to do).
+    for (key, status) in [(PROD_KEY, 400), (TEST_KEY, 200)] {
+        let mut c = Conn::open(dp);
+        c.send(&request("GET", "/v1/models", Some(key), "", &[("x-switchboard-fault", "fail=a")]));
+        assert_eq!(c.response().status, status);
+    }
     // Malformed values and unknown targets: 400 naming the header.
     for (h, v) in [
         ("x-switchboard-fault", "fail=a,status=200"),
