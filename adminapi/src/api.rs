@@ -200,7 +200,8 @@ impl utoipa::Modify for BearerAuth {
         usage_report, usage_top_keys, request_log, ingest_usage,
         get_key_limits, put_key_limits, get_org_limits, put_org_limits,
         create_enrollment_token, list_enrollment_tokens, revoke_enrollment_token,
-        list_nodes, get_node, update_node, delete_node
+        list_nodes, get_node, update_node, delete_node,
+        smoke
     ),
     modifiers(&BearerAuth)
 )]
@@ -234,6 +235,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/enrollment-tokens/{id}/revoke", post(revoke_enrollment_token))
         .route("/v1/admin/nodes", get(list_nodes))
         .route("/v1/admin/nodes/{id}", get(get_node).patch(update_node).delete(delete_node))
+        .route("/v1/admin/smoke", post(smoke))
         .route("/v1/nodes/enroll", post(node_enroll))
         .route("/v1/nodes/heartbeat", post(node_heartbeat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown_url", "No such admin endpoint.") })
@@ -511,6 +513,22 @@ async fn create_token(
 async fn revoke_token(State(s): State<SharedState>, a: Admin, Path(id): Path<String>) -> ApiResult<Response> {
     let actor = a.writer()?.to_string();
     Ok(Json(write!(s, false, |c| store::revoke_token(c, &actor, &id))?).into_response())
+}
+
+// ---- smoke check
+
+/// Run the smoke check (`switchboard smoke`): real requests through a data
+/// plane with a test key, fault injection for failover, costs read back from
+/// the usage records. 200 with the report whatever the checks found
+/// (`passed` says); 422 for input it cannot run with.
+#[utoipa::path(post, path = "/v1/admin/smoke", tag = "routing", request_body = crate::smoke::SmokeInput, responses((status = 200, body = crate::smoke::SmokeReport), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody)), security(("admin_token" = [])))]
+async fn smoke(
+    State(s): State<SharedState>,
+    a: Admin,
+    ApiJson(b): ApiJson<crate::smoke::SmokeInput>,
+) -> ApiResult<Response> {
+    let actor = a.writer()?.to_string();
+    Ok(Json(crate::smoke::run(&s, &actor, b).await?).into_response())
 }
 
 // ---- target health

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod model;
 pub mod nodes;
+pub mod smoke;
 pub mod store;
 pub mod usage;
 
@@ -51,6 +52,9 @@ pub struct State {
     /// recreated database may count from a lower version), so a data plane
     /// that saw another instance takes the snapshot whatever its number.
     instance: String,
+    /// Where the smoke check sends its requests by default: the in-process
+    /// data plane's listener (`switchboard serve`).
+    dataplane_url: std::sync::OnceLock<String>,
 }
 
 /// When a change publishes a snapshot.
@@ -268,6 +272,7 @@ impl State {
             live,
             heartbeat_ms: std::sync::atomic::AtomicU64::new(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
             instance: db::random_hex(8),
+            dataplane_url: std::sync::OnceLock::new(),
         });
         state.republish()?;
         // Start-up never depends on the usage tables: quotas that cannot be
@@ -303,6 +308,17 @@ impl State {
 
     pub fn current(&self) -> Published {
         self.watch.borrow().clone()
+    }
+
+    /// Tell the smoke check where the in-process data plane listens
+    /// (`http://127.0.0.1:PORT`); the first call wins.
+    pub fn set_dataplane_url(&self, url: String) {
+        let _ = self.dataplane_url.set(url);
+    }
+
+    /// The in-process data plane's URL, when there is one.
+    pub fn dataplane_url(&self) -> Option<&str> {
+        self.dataplane_url.get().map(String::as_str)
     }
 
     /// This admin's instance id (see the field).

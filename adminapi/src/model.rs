@@ -57,6 +57,8 @@ pub struct Key {
     pub models: Vec<String>,
     pub expires_at: Option<i64>,
     pub enabled: bool,
+    /// A test key: may inject faults (`x-switchboard-fault`), for `switchboard smoke`.
+    pub test: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -81,6 +83,9 @@ pub struct KeyCreate {
     pub expires_at: Option<i64>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// A test key: may send `x-switchboard-fault` and `x-switchboard-target-only`.
+    #[serde(default)]
+    pub test: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize, Default, ToSchema)]
@@ -96,6 +101,8 @@ pub struct KeyUpdate {
     pub expires_at: Option<Option<i64>>,
     #[serde(default, deserialize_with = "non_null")]
     pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub test: Option<bool>,
 }
 
 fn all_models() -> Vec<String> {

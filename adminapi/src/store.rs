@@ -151,7 +151,7 @@ pub fn delete_org(c: &Db<'_>, actor: &str, id: &str) -> ApiResult<()> {
 // ---------------------------------------------------------------- API keys
 
 const KEY_COLS: &str =
-    "k.id, k.org_id, o.name, k.name, k.hint, k.models, k.expires_at, k.enabled, k.created_at, k.updated_at";
+    "k.id, k.org_id, o.name, k.name, k.hint, k.models, k.expires_at, k.enabled, k.created_at, k.updated_at, k.test";
 
 fn key_row(r: &Row) -> rusqlite::Result<Key> {
     Ok(Key {
@@ -165,6 +165,7 @@ fn key_row(r: &Row) -> rusqlite::Result<Key> {
         enabled: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+        test: r.get(10)?,
     })
 }
 
@@ -232,8 +233,8 @@ pub fn create_key(c: &Db<'_>, h: &KeyHasher, actor: &str, input: &KeyCreate) -> 
     let id = new_id("key");
     let now = now_secs();
     c.execute(
-        "INSERT INTO api_keys (id, org_id, name, hash, hint, models, expires_at, enabled, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        "INSERT INTO api_keys (id, org_id, name, hash, hint, models, expires_at, enabled, created_at, updated_at, test) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
         params![
             id,
             org.id,
@@ -243,7 +244,8 @@ pub fn create_key(c: &Db<'_>, h: &KeyHasher, actor: &str, input: &KeyCreate) -> 
             json!(input.models).to_string(),
             input.expires_at,
             input.enabled,
-            now
+            now,
+            input.test
         ],
     )?;
     audit(
@@ -252,7 +254,7 @@ pub fn create_key(c: &Db<'_>, h: &KeyHasher, actor: &str, input: &KeyCreate) -> 
         "create",
         "key",
         &id,
-        json!({"org": org.id, "name": input.name, "models": input.models, "expires_at": input.expires_at, "enabled": input.enabled, "hint": hint}),
+        json!({"org": org.id, "name": input.name, "models": input.models, "expires_at": input.expires_at, "enabled": input.enabled, "test": input.test, "hint": hint}),
     )?;
     Ok(KeyWithSecret { key: find_key(c, &id)?, key_secret: secret })
 }
@@ -275,12 +277,15 @@ pub fn update_key(c: &Db<'_>, actor: &str, id: &str, u: &KeyUpdate) -> ApiResult
     if let Some(en) = u.enabled {
         after.enabled = en;
     }
+    if let Some(t) = u.test {
+        after.test = t;
+    }
     if after == before {
         return Ok(before);
     }
     c.execute(
-        "UPDATE api_keys SET name = ?2, models = ?3, expires_at = ?4, enabled = ?5, updated_at = ?6 WHERE id = ?1",
-        params![id, after.name, json!(after.models).to_string(), after.expires_at, after.enabled, now_secs()],
+        "UPDATE api_keys SET name = ?2, models = ?3, expires_at = ?4, enabled = ?5, updated_at = ?6, test = ?7 WHERE id = ?1",
+        params![id, after.name, json!(after.models).to_string(), after.expires_at, after.enabled, now_secs(), after.test],
     )?;
     audit(c, actor, "update", "key", id, diff(&json!(before), &json!(after)))?;
     find_key(c, id)
@@ -895,7 +900,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
         })
         .collect();
     let mut st = c.prepare(
-        "SELECT k.id, k.hash, o.name, k.models, k.enabled, k.expires_at, k.limits FROM api_keys k \
+        "SELECT k.id, k.hash, o.name, k.models, k.enabled, k.expires_at, k.limits, k.test FROM api_keys k \
          JOIN orgs o ON o.id = k.org_id ORDER BY k.rowid",
     )?;
     let keys = st
@@ -909,6 +914,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                 enabled: r.get(4)?,
                 expires_at: r.get::<_, Option<i64>>(5)?.map(|t| t.max(0) as u64),
                 limits,
+                test: r.get(7)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -1039,6 +1045,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                     models: Some(k.models.clone()),
                     expires_at: Some(expires),
                     enabled: Some(k.enabled),
+                    test: Some(k.test),
                 };
                 update_key(c, actor, &existing.id, &u)?;
                 if stored != hash || existing.org_id != org.id {
@@ -1053,9 +1060,9 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                 check_models(&k.models)?;
                 let now = now_secs();
                 c.execute(
-                    "INSERT INTO api_keys (id, org_id, name, hash, hint, models, expires_at, enabled, created_at, updated_at) \
-                     VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                    params![k.id, org.id, hash, hint, json!(k.models).to_string(), expires, k.enabled, now],
+                    "INSERT INTO api_keys (id, org_id, name, hash, hint, models, expires_at, enabled, created_at, updated_at, test) \
+                     VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                    params![k.id, org.id, hash, hint, json!(k.models).to_string(), expires, k.enabled, now, k.test],
                 )?;
                 audit(
                     c,
@@ -1063,7 +1070,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                     "create",
                     "key",
                     &k.id,
-                    json!({"org": org.id, "name": k.id, "models": k.models, "hint": hint}),
+                    json!({"org": org.id, "name": k.id, "models": k.models, "test": k.test, "hint": hint}),
                 )?;
             }
         }

@@ -69,8 +69,8 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO request_log (uid, ts_ms, request_id, org, key_id, model, route, target, \
              upstream_model, endpoint, stream, status, outcome, attempts, cache_hit, prompt_tokens, \
-             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us, clamped) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us, clamped, injected) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         )?;
         let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 9]> = FxHashMap::default();
         for r in &batch {
@@ -99,6 +99,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 r.ttft_us as i64,
                 r.upstream_us as i64,
                 r.clamped,
+                r.injected,
             ])?;
             if n == 0 {
                 continue;
@@ -576,6 +577,8 @@ pub struct RequestLogQuery {
     /// `ok`, `error`, `client_closed` or `upstream_cut`.
     pub outcome: Option<String>,
     pub request_id: Option<String>,
+    /// Only records with (`true`) or without (`false`) an injected failure.
+    pub injected: Option<bool>,
     /// Newest first; pass the last row's `ts_ms` as `before` and its `id` as
     /// `before_id` for the next page (rows sharing that millisecond are
     /// ordered by `id`, so none is skipped or repeated).
@@ -617,6 +620,10 @@ pub struct LoggedRequest {
     /// Counts or times were past the documented maxima and were clamped.
     #[serde(default)]
     pub clamped: bool,
+    /// A failure was injected into this request (`x-switchboard-fault`, a
+    /// test key): its failed attempts say nothing about the targets.
+    #[serde(default)]
+    pub injected: bool,
 }
 
 pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedRequest>> {
@@ -631,7 +638,7 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
          outcome, attempts, cache_hit, MAX(CAST(prompt_tokens AS INTEGER), 0), \
          MAX(CAST(completion_tokens AS INTEGER), 0), MAX(CAST(total_tokens AS INTEGER), 0), estimated, \
          MAX(CAST(cost_nanos AS INTEGER), 0), MAX(CAST(latency_us AS INTEGER), 0), MAX(CAST(ttft_us AS INTEGER), 0), \
-         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
+         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid, injected FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![(from * 1000).into(), (to * 1000).into()];
     let mut filter = |col: &str, v: rusqlite::types::Value| {
@@ -653,6 +660,9 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
     }
     if let Some(s) = q.status {
         filter("status", (s as i64).into());
+    }
+    if let Some(i) = q.injected {
+        filter("injected", (i as i64).into());
     }
     match (q.before, &q.before_id) {
         (Some(b), Some(id)) => {
@@ -703,6 +713,7 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
             ttft_ms: ms(r.get(20)?),
             upstream_ms: ms(r.get(21)?),
             clamped: r.get(22)?,
+            injected: r.get(24)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -51,6 +51,7 @@ pub(crate) fn account(ctx: &WorkerCtx, x: &Exchange<'_>) -> (u64, u64) {
         ttft_us: t.first_byte.map_or(0, |f| micros(f.saturating_duration_since(x.started))),
         upstream_us: micros(t.upstream),
         clamped: false,
+        injected: t.injected,
     };
     if rec.sanitize() {
         tracing::warn!(upstream = %rec.target, route = %rec.route, "the target reported usage past the documented maxima; clamped");

@@ -298,7 +298,11 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             let snapshot = ctx.snapshot();
             match authenticate(&snapshot, &head.credential, &rbuf[..head_end]) {
                 Err(e) => Answer::Error(e),
-                Ok(key) => models_response(&snapshot, key, &head.endpoint),
+                // Fault-injection headers from a key that is not a test key: 400.
+                Ok(key) => match crate::fault::allowed(&head.fault, key.test) {
+                    Err(e) => Answer::Error(e),
+                    Ok(()) => models_response(&snapshot, key, &head.endpoint),
+                },
             }
         }
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {
@@ -385,7 +389,13 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Ok(r) => r,
         Err(e) => return Answer::Error(e),
     };
+    // Fault injection: test keys only, else 400 (`crate::fault`).
+    let fault = match crate::fault::from_request(&c.head.fault, key.test, route) {
+        Ok(f) => f,
+        Err(e) => return Answer::Error(e),
+    };
     let mut x = Exchange::new(c, key, route, &fields, body);
+    x.fault = fault;
     let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
     Answer::Routed(ending, std::mem::take(&mut x.headers))
 }

@@ -240,6 +240,22 @@ impl GatewayError {
         e
     }
 
+    /// A status an upstream answered, injected by `x-switchboard-fault`
+    /// (`crate::fault`): fails over on `trigger` when the route does, else
+    /// goes to the client as is.
+    pub fn injected_status(status: u16, message: String, trigger: Option<Trigger>) -> Self {
+        let kind = match status {
+            429 => "rate_limit_error",
+            500..=599 => SERVER,
+            _ => INVALID,
+        };
+        let mut e = Self::new(status, kind, Some("upstream_error"), message);
+        e.source = Source::Upstream;
+        e.retryable = trigger.is_some();
+        e.cause = trigger;
+        e
+    }
+
     /// Set which failover trigger this upstream failure is.
     pub fn because(mut self, t: Trigger) -> Self {
         self.cause = Some(t);

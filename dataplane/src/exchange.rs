@@ -59,6 +59,9 @@ pub(crate) struct Exchange<'a> {
     /// with this body edit, and the relay takes the usage chunk out.
     pub usage_edit: Option<(usize, usize, Vec<u8>)>,
 
+    /// A test key's injected fault or forced target (`crate::fault`).
+    pub fault: Option<crate::fault::Fault>,
+
     // Forward, relay, account.
     pub tally: Tally,
 }
@@ -95,6 +98,7 @@ impl<'a> Exchange<'a> {
             headers: Vec::new(),
             capture: None,
             usage_edit: None,
+            fault: None,
             tally: Tally::default(),
         }
     }
@@ -130,6 +134,8 @@ pub(crate) struct Tally {
     pub reply: UsageScan,
     /// Answered from the response cache.
     pub cache_hit: bool,
+    /// An attempt failed by fault injection (`crate::fault`).
+    pub injected: bool,
 }
 
 impl Default for Tally {
@@ -143,6 +149,7 @@ impl Default for Tally {
             upstream: Duration::ZERO,
             reply: UsageScan::default(),
             cache_hit: false,
+            injected: false,
         }
     }
 }

@@ -55,7 +55,16 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Some(s) if route.allow_strategy_header => s,
         _ => route.strategy,
     };
-    let plan = select::plan(route, strategy, now_ms(), &x.key.org);
+    let mut plan = select::plan(route, strategy, now_ms(), &x.key.org);
+    // ---- fault injection (test keys only): a forced target; the failed
+    // target tried first, whatever the strategy, so the failure is met ----
+    if let Some(f) = &x.fault {
+        plan.retain(|i| f.allows(&route.targets[i].upstream.name));
+        if let Some(failed) = f.failed_target() {
+            plan.put_first(|i| *route.targets[i].upstream.name == *failed);
+        }
+    }
+    // ----
     if plan.is_empty() {
         return Forwarded::Failed(GatewayError::no_target(&route.name));
     }
@@ -77,6 +86,22 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        // ---- fault injection (test keys only): this attempt fails as the
+        // named failure would, without contacting the target and without
+        // touching its health; failover is the route's, as for a real one.
+        if let Some(e) = x.fault.as_ref().and_then(|f| f.inject(&up.name)) {
+            attempts += 1;
+            x.tally.attempts = attempts;
+            x.tally.injected = true;
+            let trigger_on = e.cause.is_some_and(|c| route.triggers.has(c));
+            if e.retryable && trigger_on && n + 1 < retry.max_attempts {
+                tracing::debug!(upstream = %up.name, error = %e.message, "injected fault; trying again");
+                last_err = Some(e);
+                continue;
+            }
+            return Forwarded::Failed(e);
+        }
+        // ----
         let now = now_ms();
         if up.health.state(now) == HealthState::HalfOpen && !up.health.admit(now) {
             // Another request is the half-open trial; don't pile on.

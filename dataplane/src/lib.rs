@@ -75,6 +75,7 @@ mod cache;
 mod conn;
 mod error;
 mod exchange;
+mod fault;
 mod forward;
 mod node;
 mod pipeline;

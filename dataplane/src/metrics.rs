@@ -442,6 +442,7 @@ mod tests {
             ttft_us: latency_us,
             upstream_us: latency_us / 2,
             clamped: false,
+            injected: false,
         }
     }
 

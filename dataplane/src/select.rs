@@ -29,6 +29,28 @@ impl Plan {
         self.len == 0
     }
 
+    /// Keep only the targets `keep` accepts, in their order (a test request's
+    /// `x-switchboard-target-only`, `crate::fault`).
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut n = 0;
+        for i in 0..self.len {
+            let t = self.order[i];
+            if keep(t as usize) {
+                self.order[n] = t;
+                n += 1;
+            }
+        }
+        self.len = n;
+    }
+
+    /// Move the first target `pick` accepts to the front, the others keeping
+    /// their order (a test request's failed target, `crate::fault`).
+    pub fn put_first(&mut self, mut pick: impl FnMut(usize) -> bool) {
+        if let Some(at) = self.order[..self.len].iter().position(|&t| pick(t as usize)) {
+            self.order[..=at].rotate_right(1);
+        }
+    }
+
     /// The target for attempt `n` (targets come round again past the end).
     pub fn nth(&self, n: usize) -> usize {
         self.order[n % self.len.max(1)] as usize
@@ -94,4 +116,28 @@ pub fn plan(route: &Route, strategy: Strategy, now: u64, org: &str) -> Plan {
     };
     order[..n].sort_by_key(|&i| !usable(i));
     Plan { order, len: n }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(order: &[u8]) -> Plan {
+        let mut p = Plan { order: [0; MAX_EXPANDED_TARGETS], len: order.len() };
+        p.order[..order.len()].copy_from_slice(order);
+        p
+    }
+
+    #[test]
+    fn a_test_requests_plan_is_narrowed_or_reordered() {
+        let mut p = plan(&[2, 0, 3, 1]);
+        p.put_first(|i| i == 3);
+        assert_eq!(p.as_slice(), [3, 2, 0, 1]);
+        p.put_first(|i| i == 9);
+        assert_eq!(p.as_slice(), [3, 2, 0, 1]);
+        p.retain(|i| i == 0);
+        assert_eq!(p.as_slice(), [0]);
+        p.retain(|_| false);
+        assert!(p.is_empty());
+    }
 }

@@ -64,6 +64,8 @@ pub struct KeyEntry {
     pub expires_at: Option<u64>,
     /// Rate limits and quotas of the key and its org.
     pub policy: crate::policy::KeyPolicy,
+    /// A test key: may inject faults (`crate::fault`).
+    pub test: bool,
 }
 
 impl KeyEntry {
@@ -692,6 +694,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 allowed,
                 expires_at: k.expires_at,
                 policy: key_policy(k, spec, &prep.policy),
+                test: k.test,
             },
         );
     }

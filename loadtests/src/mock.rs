@@ -162,6 +162,9 @@ pub struct MockConfig {
     /// too), every stream running ends at once with `data: [DONE]` and no
     /// `finish_reason`. Counted in [`MockHandle::interrupted`].
     pub interrupt_on_request: bool,
+    /// Answer a generation for a model not in `models` with 404
+    /// `model_not_found`, as OpenAI does (off: any model is served).
+    pub strict_models: bool,
 }
 
 impl Default for MockConfig {
@@ -176,6 +179,7 @@ impl Default for MockConfig {
             record: false,
             reject_keys: Vec::new(),
             interrupt_on_request: false,
+            strict_models: false,
         }
     }
 }
@@ -584,6 +588,10 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             return send(io, out).await;
         }
     };
+    if ctx.cfg.strict_models && !ctx.cfg.models.contains(&req.model) {
+        push_error(out, 404, &format!("The model `{}` does not exist or you do not have access to it.", req.model));
+        return send(io, out).await;
+    }
     let b = req.mock.clone().unwrap_or_default().over(&header_behaviour.over(&ctx.cfg.behaviour));
     let delay = b.delay_ms.unwrap_or(0) + jitter(ctx, b.jitter_ms.unwrap_or(0));
     if delay > 0 && !wait_watching(io, Duration::from_millis(delay)).await {

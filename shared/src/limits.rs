@@ -103,6 +103,22 @@ pub const COMPLETION_RESERVE_TOKENS: Range = Range::new(0, MAX_TOKENS_PER_REQUES
 pub const RETENTION_DAYS: Range = Range::new(0, 36_500);
 /// A key's expiry, Unix seconds (up to the end of year 9999).
 pub const EXPIRES_AT_S: Range = Range::new(0, 253_402_300_799);
+
+// ---- the smoke check (`POST /v1/admin/smoke`, `switchboard smoke`) ----
+
+/// `max_tokens` of every request the smoke check sends.
+pub const SMOKE_MAX_TOKENS: Range = Range::new(1, 16);
+/// The wait for one smoke request's whole answer.
+pub const SMOKE_TIMEOUT_MS: Range = Range::new(100, 10 * 60 * SECOND_MS);
+/// The wait for the smoke requests' usage records to reach the database.
+pub const SMOKE_USAGE_WAIT_MS: Range = Range::new(100, 10 * 60 * SECOND_MS);
+/// Routes named in one smoke run.
+pub const SMOKE_MAX_ROUTES: usize = 256;
+/// The prompt of the smoke requests, in bytes.
+pub const SMOKE_PROMPT_BYTES: Range = Range::new(1, 4 * KIB);
+/// The request limit a burst check drives a key past (a larger limit costs
+/// that many requests: use a dedicated key with a small one).
+pub const SMOKE_BURST_LIMIT: Range = Range::new(1, 1_000);
 pub const USAGE_QUEUE_RECORDS: Range = Range::new(256, 1 << 24);
 pub const USAGE_PENDING_RECORDS: Range = Range::new(256, 1 << 26);
 pub const USAGE_BATCH_RECORDS: Range = Range::new(1, 1 << 20);

@@ -90,6 +90,10 @@ pub struct UsageRecord {
     /// clamped to it: the upstream or node reported nonsense.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clamped: bool,
+    /// A failure was injected into this request (`x-switchboard-fault`, test
+    /// keys only): its failed attempts say nothing about the targets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub injected: bool,
 }
 
 impl UsageRecord {

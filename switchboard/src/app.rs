@@ -395,10 +395,26 @@ pub fn build(options: Options) -> Result<Running, Failure> {
     let usage = start_usage(&usage_settings, &spill, sink).map_err(|e| Failure::new(exit::CANTCREAT, e))?;
     let server_cfg = ServerConfig { handover, ..cfg.server.clone() };
     let mut running = start(&server_cfg, store, dns, usage, Routing::File(reloader), background, usage_drain)?;
+    // The smoke check (`POST /v1/admin/smoke`) sends through this process's own listener.
+    if let (Some(state), Some(server)) = (&state, &running.server) {
+        state.set_dataplane_url(local_url(running.addr, server.tls.is_some()));
+    }
     running.admin_addr = guard.0.as_ref().map(|h| h.addr);
     running.admin = guard.0.take();
     running.state = state;
     Ok(running)
+}
+
+/// The URL a process uses to reach its own listener (a wildcard address is
+/// reached on loopback).
+fn local_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 /// Stops an admin API started by a [`build`] that then fails.

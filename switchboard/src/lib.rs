@@ -4,3 +4,4 @@
 
 pub mod app;
 pub mod node;
+pub mod smoke;

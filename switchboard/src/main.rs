@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard::app::{self, exit, Background, DataplaneOptions, Failure, Options, Running};
-use switchboard::node;
+use switchboard::{node, smoke};
 use switchboard_dataplane::dns::DnsCache;
 use switchboard_dataplane::reload::refusal;
 use switchboard_dataplane::snapshot::{compile, Prepare};
@@ -66,6 +66,10 @@ enum Command {
     /// advertise its local OpenAI-compatible server's models, and serve
     /// gateway requests with it. SIGTERM drains and exits.
     Node(Box<node::NodeArgs>),
+    /// Check a live deployment route by route (the admin's smoke check): every
+    /// target, failover by fault injection, costs, cache, rate limits. Exit 0
+    /// only when every check passed.
+    Smoke(Box<smoke::SmokeArgs>),
     /// Check a config file and exit (0 = valid).
     Check {
         #[arg(long, short)]
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             init_logging();
             node::run(*args)
         }
+        Command::Smoke(args) => smoke::run(*args),
         Command::Check { config } => {
             init_logging();
             match std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {

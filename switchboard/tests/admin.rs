@@ -387,6 +387,7 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("get", "/v1/admin/nodes/{id}"),
         ("patch", "/v1/admin/nodes/{id}"),
         ("delete", "/v1/admin/nodes/{id}"),
+        ("post", "/v1/admin/smoke"),
     ];
     let documented: Vec<(String, String)> = paths
         .iter()

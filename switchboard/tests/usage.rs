@@ -387,6 +387,7 @@ fn spilled(uid: &str, ts_ms: u64) -> switchboard_shared::usage::UsageRecord {
         ttft_us: 500,
         upstream_us: 800,
         clamped: false,
+        injected: false,
     }
 }
 

@@ -161,6 +161,8 @@ pub struct RequestHead {
     pub strategy: Option<Strategy>,
     /// `Cache-Control` as the response cache reads it.
     pub cache_control: CacheControl,
+    /// `x-switchboard-fault` and `x-switchboard-target-only`, as sent (`crate::fault`).
+    pub fault: crate::fault::RawHeaders,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
 }
@@ -239,6 +241,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     let mut request_id = None;
     let mut strategy = None;
     let mut cache_control = CacheControl::Default;
+    let mut fault = crate::fault::RawHeaders::default();
     let mut host = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -303,6 +306,12 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
             22 if eq_ignore_case(name, b"x-switchboard-strategy") => {
                 strategy = std::str::from_utf8(trim(value)).ok().and_then(Strategy::parse);
             }
+            19 if eq_ignore_case(name, b"x-switchboard-fault") => {
+                fault.repeated |= fault.fault.replace(value.into()).is_some();
+            }
+            25 if eq_ignore_case(name, b"x-switchboard-target-only") => {
+                fault.repeated |= fault.target_only.replace(value.into()).is_some();
+            }
             13 if eq_ignore_case(name, b"cache-control") => {
                 for d in value.split(|&b| b == b',').map(trim) {
                     if eq_ignore_case(d, b"no-store") {
@@ -337,6 +346,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         request_id,
         strategy,
         cache_control,
+        fault,
         head_len,
     })
 }

@@ -53,6 +53,9 @@ struct Args {
     /// no finish_reason.
     #[arg(long)]
     interrupt_on_request: bool,
+    /// Answer 404 `model_not_found` for a model not listed with --model.
+    #[arg(long)]
+    strict_models: bool,
 }
 
 fn main() {
@@ -94,6 +97,7 @@ fn main() {
         record: false,
         reject_keys: Vec::new(),
         interrupt_on_request: args.interrupt_on_request,
+        strict_models: args.strict_models,
     };
     match MockUpstream::start(cfg) {
         Ok(handle) => {

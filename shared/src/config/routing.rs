@@ -124,6 +124,11 @@ pub struct KeySpec {
     /// Unix seconds after which the key is refused; none = never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// A key for testing a deployment (`switchboard smoke`): it may send
+    /// `x-switchboard-fault` and `x-switchboard-target-only`, which any
+    /// other key is refused for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
     /// Requests and tokens per minute, and quotas: `rpm`, `tpm`, `quotas`
     /// in the key's table.
     #[serde(flatten)]

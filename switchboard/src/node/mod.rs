@@ -20,7 +20,7 @@
 //!    in flight finish, then the agent exits.
 
 mod local;
-mod net;
+pub(crate) mod net;
 mod serve;
 
 use serde::{Deserialize, Serialize};
