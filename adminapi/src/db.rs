@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_limits.sql"),
     include_str!("../migrations/0004_nodes.sql"),
     include_str!("../migrations/0005_clamped.sql"),
+    include_str!("../migrations/0008_console_latency.sql"),
 ];
 
 /// How long a write waits for a lock held by another connection before the

@@ -8,6 +8,7 @@
 //! on the versioned watch that remote data planes long-poll.
 
 pub mod api;
+pub mod console;
 pub mod crypt;
 pub mod db;
 pub mod error;
@@ -51,6 +52,8 @@ pub struct State {
     /// recreated database may count from a lower version), so a data plane
     /// that saw another instance takes the snapshot whatever its number.
     instance: String,
+    /// The web console's sessions and settings.
+    pub console: console::Console,
 }
 
 /// When a change publishes a snapshot.
@@ -268,6 +271,7 @@ impl State {
             live,
             heartbeat_ms: std::sync::atomic::AtomicU64::new(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
             instance: db::random_hex(8),
+            console: console::Console::default(),
         });
         state.republish()?;
         // Start-up never depends on the usage tables: quotas that cannot be
@@ -595,6 +599,7 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
     let addr = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     state.set_heartbeat_ms(cfg.node_heartbeat_ms);
+    state.console.set_secure(cfg.tls.is_some());
     let sweeper = state.clone();
     let app = api::app(state, cfg.max_body_bytes);
     let tls = cfg.tls.clone();

@@ -92,6 +92,12 @@ pub struct AdminSettings {
     /// How often enrolled nodes send heartbeats; a node that misses 2.5
     /// intervals is offline and leaves the snapshot.
     pub node_heartbeat_ms: u64,
+    /// Serve the web console at `/` of the admin listener.
+    pub console: bool,
+    /// How long a console session lasts after sign-in (then sign in again).
+    pub console_session_ttl_ms: u64,
+    /// Console sessions open at once; signing in past it ends the oldest.
+    pub console_max_sessions: u64,
 }
 
 /// How often nodes heartbeat unless `[admin] node_heartbeat_ms` says otherwise.
@@ -106,6 +112,9 @@ impl Default for AdminSettings {
             tls_cert_file: None,
             tls_key_file: None,
             node_heartbeat_ms: DEFAULT_NODE_HEARTBEAT_MS,
+            console: true,
+            console_session_ttl_ms: 8 * 3_600_000,
+            console_max_sessions: 256,
         }
     }
 }
@@ -128,6 +137,8 @@ impl Config {
             a.listen_addr()?;
             in_range("admin.max_body_bytes", a.max_body_bytes as u64, limits::ADMIN_MAX_BODY_BYTES)?;
             in_range("admin.node_heartbeat_ms", a.node_heartbeat_ms, limits::NODE_HEARTBEAT_MS)?;
+            in_range("admin.console_session_ttl_ms", a.console_session_ttl_ms, limits::CONSOLE_SESSION_TTL_MS)?;
+            in_range("admin.console_max_sessions", a.console_max_sessions, limits::CONSOLE_MAX_SESSIONS)?;
             if a.tls_cert_file.is_some() != a.tls_key_file.is_some() {
                 return Err(ConfigError::at(
                     "admin.tls_cert_file",

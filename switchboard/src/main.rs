@@ -238,9 +238,14 @@ fn dataplane(
         return fail(EX_CANTCREAT, format!("cannot start following the admin: {e}"));
     }
     let server_cfg = switchboard_shared::ServerConfig { handover, ..cfg.server.clone() };
-    run(&server_cfg, store, dns, usage, || {
-        tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart")
-    })
+    run(
+        &server_cfg,
+        store,
+        dns,
+        usage,
+        || tracing::info!("SIGHUP: routing follows the admin; [server] changes need a restart"),
+        |_, _| {},
+    )
 }
 
 /// Start the usage pipeline: records to `sink` (if any), the access log if
@@ -274,6 +279,7 @@ fn run(
     dns: std::sync::Arc<DnsCache>,
     usage: Option<Arc<UsagePipeline>>,
     mut on_hup: impl FnMut(),
+    on_listening: impl FnOnce(std::net::SocketAddr, bool),
 ) -> ExitCode {
     if let Err(e) = dns.spawn_refresher(Duration::from_millis(server_cfg.dns_refresh_ms)) {
         return fail(EX_CANTCREAT, format!("cannot start the DNS refresher: {e}"));
@@ -292,6 +298,7 @@ fn run(
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return fail(EX_CONFIG, e),
         Err(e) => return fail(EX_CANTCREAT, format!("cannot start the data plane on {}: {e}", server_cfg.listen)),
     };
+    on_listening(server.local_addr, server.tls.is_some());
     for signal in signals.forever() {
         if signal == SIGHUP {
             on_hup();
@@ -348,6 +355,7 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
     let mut admin_handle = None;
     let config_dir = path.parent().map(PathBuf::from).unwrap_or_default();
     let mut usage_sink: Option<(Box<dyn UsageSink>, PathBuf)> = None;
+    let mut console_state = None;
     let (reloader, store) = match &cfg.admin {
         None => match Reloader::load(path.clone(), prep.clone()) {
             Ok((r, _)) => match r.store() {
@@ -412,6 +420,12 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
             let mut spill = database.clone().into_os_string();
             spill.push(".usage-spill");
             usage_sink = Some((Box::new(sink), PathBuf::from(spill)));
+            state.console.configure(switchboard_adminapi::console::ConsoleSettings {
+                enabled: admin.console,
+                session_ttl_ms: admin.console_session_ttl_ms,
+                max_sessions: admin.console_max_sessions,
+            });
+            console_state = Some(state.clone());
             match switchboard_adminapi::start(&admin_cfg, state.clone()) {
                 Ok(h) => admin_handle = Some(h),
                 Err(e) => return fail(EX_CANTCREAT, format!("cannot start the admin API on {listen}: {e}")),
@@ -452,10 +466,23 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
         Err(e) => return fail(EX_CANTCREAT, e),
     };
     let server_cfg = switchboard_shared::ServerConfig { handover, ..cfg.server.clone() };
-    let code = run(&server_cfg, store, dns, usage, || match reloader.reload_now() {
-        Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
-        Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
-    });
+    let console = console_state.clone();
+    let code = run(
+        &server_cfg,
+        store,
+        dns,
+        usage,
+        || match reloader.reload_now() {
+            Ok(v) => tracing::info!(version = v, "reloaded on SIGHUP"),
+            Err(e) => tracing::error!(error = %e, "reload on SIGHUP failed; keeping what runs"),
+        },
+        // The console's playground sends its chats to this data plane.
+        move |addr, tls| {
+            if let Some(st) = console {
+                st.console.set_dataplane(addr, tls);
+            }
+        },
+    );
     if let Some(a) = admin_handle.take() {
         a.shutdown();
     }
