@@ -31,6 +31,7 @@ function route() {
 
 function signedIn(info) {
   session.role = info.role; session.csrf = info.csrf_token; session.tokenId = info.token_id;
+  session.gateway = info.gateway_url ? info.gateway_url.replace('{host}', location.hostname) : null;
   $('signin').hidden = true;
   $('top').hidden = false;
   $('who').textContent = `${info.token_id} (${info.role === 'admin' ? 'admin' : 'read-only'})`;

@@ -30,8 +30,8 @@ export function overview(page) {
     const width = Math.max(260, Math.min(box.clientWidth || 600, 900));
     const opts = {
       width, height: 220,
-      series: [{}, ...series.map((s, i) => ({ label: s, stroke: COLORS[i % COLORS.length], width: 1.5, value: (u, v) => v === null ? '—' : fmtY(v) }))],
-      axes: [{ stroke: getComputedStyle(document.body).color }, { stroke: getComputedStyle(document.body).color, values: (u, vals) => vals.map(v => fmtY(v)) }],
+      series: [{}, ...series.map((s, i) => ({ label: s, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: true, size: 4 }, value: (u, v) => v === null ? '—' : fmtY(v) }))],
+      axes: [{ stroke: getComputedStyle(document.body).color }, { stroke: getComputedStyle(document.body).color, size: 70, values: (u, vals) => vals.map(v => fmtY(v)) }],
       scales: { x: { time: true } },
     };
     plots.push(new uPlot(opts, data, box));
@@ -52,7 +52,7 @@ export function overview(page) {
     const names = o.splits.map(s => s.name || '(none)');
     chart(`Requests per ${o.bucket_seconds / 60} min, by ${o.split}`, 'chart-requests', names.length ? names : ['requests'],
       [xs, ...(o.splits.length ? o.splits.map(s => s.requests) : [o.series.map(p => p.requests)])], v => fmt.int(v));
-    chart('Latency (ms)', 'chart-latency', ['p50', 'p99'], [xs, o.series.map(p => p.p50_ms), o.series.map(p => p.p99_ms)], v => v === null ? '—' : Number(v).toFixed(1));
+    chart('Latency (ms)', 'chart-latency', ['p50', 'p99'], [xs, o.series.map(p => p.p50_ms), o.series.map(p => p.p99_ms)], v => v === null ? '—' : (Number(v) < 10 ? Number(v).toFixed(1) : Math.round(Number(v)).toLocaleString('en-US')));
     chart('Errors', 'chart-errors', ['errors'], [xs, o.series.map(p => p.errors)], v => fmt.int(v));
     chart(`Spend (USD), by ${o.split}`, 'chart-spend', names.length ? names : ['spend'],
       [xs, ...(o.splits.length ? o.splits.map(s => s.cost_usd) : [o.series.map(p => p.cost_usd)])], v => `$${Number(v).toFixed(4)}`);
@@ -246,6 +246,7 @@ export function providers(page) {
   async function load() {
     const [p, r, t] = await Promise.all([api('GET', `${A}/providers?limit=1000`), api('GET', `${A}/routes?limit=1000`), api('GET', `${A}/targets?limit=1000`)]);
     const health = Object.fromEntries(t.data.map(x => [x.name, x]));
+    const names = Object.fromEntries(p.data.map(x => [x.id, x.name]));
     plist.replaceChildren(table([
       { label: 'Name', key: 'name' }, { label: 'Base URL', key: 'base_url' },
       { label: 'Keys', render: r => r.api_keys.length ? r.api_keys.join(' ') : 'none' },
@@ -262,8 +263,8 @@ export function providers(page) {
     ], p.data, { name: 'providers' }));
     rlist.replaceChildren(table([
       { label: 'Model', key: 'name' }, { label: 'Strategy', key: 'strategy' },
-      { label: 'Targets', render: r => r.targets.map(t => t.nodes ? `nodes:${t.nodes}` : (t.upstream || t.provider) + (t.model ? `:${t.model}` : '') + (t.weight ? ` ×${t.weight}` : '')).join(' → ') },
-      { label: 'Retries', render: r => r.retry ? JSON.stringify(r.retry) : '—' },
+      { label: 'Targets', render: r => r.targets.map(t => t.nodes ? `nodes:${t.nodes}` : (names[t.upstream || t.provider] || t.upstream || t.provider) + (t.model ? `:${t.model}` : '') + (t.weight ? ` ×${t.weight}` : '')).join(' → ') },
+      { label: 'Retries', render: r => Object.entries(r.retry || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(', ') || 'default' },
       { label: 'Fail over on', render: r => (r.failover_on || []).join(', ') || 'default' },
       { label: 'Cache', render: r => r.cache ? (r.cache.mode || 'off') : 'off' },
       { label: '', render: r => canWrite() ? h('button', { type: 'button', class: 'danger', onclick: () => del('routes', r) }, 'Delete') : null },
@@ -364,7 +365,7 @@ export function nodes(page) {
     if (d.name) body.name = d.name;
     try {
       const out = await api('POST', `${A}/enrollment-tokens`, body);
-      const cmd = `switchboard node --admin ${location.origin} --enroll ${out.secret} --local http://127.0.0.1:8000 --connect GATEWAY_URL`;
+      const cmd = `switchboard node --admin ${location.origin} --enroll ${out.secret} --local http://127.0.0.1:8000 --connect ${session.gateway || 'GATEWAY_URL'}`;
       shown.replaceChildren(secretBox(`Enrollment token ${out.id}`, out.secret,
         h('div', {}, h('div', { class: 'muted' }, 'On the machine to enroll (set --local to your llama.cpp / vLLM / Ollama server, --connect to the gateway, or --listen for direct mode):'), h('pre', { id: 'enroll-command' }, cmd))));
       await load();

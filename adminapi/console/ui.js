@@ -1,7 +1,7 @@
 // Small DOM and API helpers. Every text goes in through textContent (never
 // innerHTML), so nothing an API returns can run as markup.
 
-export const session = { role: null, csrf: null, tokenId: null };
+export const session = { role: null, csrf: null, tokenId: null, gateway: null };
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);

@@ -262,6 +262,7 @@ def test_enroll_a_node_disable_it_and_see_the_audit(stack, browser, tmp_path):
         secret = page.text_content("#enroll-secret [data-secret]")
         command = page.text_content("#enroll-command")
         assert f"--enroll {secret}" in command and f"--admin {admin}" in command
+        assert f"--connect {stack['gateway']}" in command
         local_url = local.match.group(1)
         if not local_url.startswith("http"):
             local_url = "http://" + local_url

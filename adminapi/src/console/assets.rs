@@ -20,8 +20,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("pages.js", "text/javascript; charset=utf-8", include_bytes!("../../console/pages.js")),
     ("ui.js", "text/javascript; charset=utf-8", include_bytes!("../../console/ui.js")),
     ("style.css", "text/css; charset=utf-8", include_bytes!("../../console/style.css")),
-    ("vendor/uplot/uPlot.esm.js", "text/javascript; charset=utf-8", include_bytes!("../../console/vendor/uplot/uPlot.esm.js")),
-    ("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../../console/vendor/uplot/uPlot.min.css")),
+    (
+        "vendor/uplot/uPlot.esm.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/vendor/uplot/uPlot.esm.js"),
+    ),
+    (
+        "vendor/uplot/uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../console/vendor/uplot/uPlot.min.css"),
+    ),
     ("vendor/uplot/LICENSE", "text/plain; charset=utf-8", include_bytes!("../../console/vendor/uplot/LICENSE")),
 ];
 

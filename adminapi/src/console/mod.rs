@@ -166,7 +166,10 @@ impl Console {
     /// End a session; returns its playground keys (to delete).
     fn close(&self, id: &str) -> Vec<String> {
         let Ok(mut sessions) = self.sessions.lock() else { return Vec::new() };
-        sessions.remove(&session_key(id)).map(|s| s.temp_keys.into_values().map(|(k, _)| k).collect()).unwrap_or_default()
+        sessions
+            .remove(&session_key(id))
+            .map(|s| s.temp_keys.into_values().map(|(k, _)| k).collect())
+            .unwrap_or_default()
     }
 
     fn remember_key(&self, id: &str, org: &str, key_id: &str, secret: &str) {
@@ -250,8 +253,7 @@ pub async fn authenticate(state: &SharedState, method: &Method, headers: &Header
 /// A token's role while it is not revoked.
 fn token_role(c: &store::Db<'_>, token_id: &str) -> ApiResult<Option<String>> {
     use rusqlite::OptionalExtension;
-    Ok(c
-        .query_row("SELECT role FROM admin_tokens WHERE id = ?1 AND revoked_at IS NULL", [token_id], |r| r.get(0))
+    Ok(c.query_row("SELECT role FROM admin_tokens WHERE id = ?1 AND revoked_at IS NULL", [token_id], |r| r.get(0))
         .optional()?)
 }
 
@@ -308,6 +310,9 @@ pub struct SessionInfo {
     pub csrf_token: String,
     /// Unix milliseconds.
     pub expires_at_ms: i64,
+    /// The data plane in this process (`{host}` stands for the console's
+    /// host when it listens on every address); null when there is none.
+    pub gateway_url: Option<String>,
 }
 
 /// Sign in: exchange an admin token for a session cookie and an anti-forgery token.
@@ -338,9 +343,17 @@ pub async fn sign_in(
     let max_age = ((expires_ms - now) / 1000).max(1);
     let secure = if s.console.secure() { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
-    let body = SessionInfo { object: "console_session", token_id, role, csrf_token: csrf, expires_at_ms: expires_ms };
+    let body = SessionInfo {
+        object: "console_session",
+        token_id,
+        role,
+        csrf_token: csrf,
+        expires_at_ms: expires_ms,
+        gateway_url: s.console.dataplane().map(|d| d.url()),
+    };
     let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| ApiError::internal("bad cookie"))?);
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| ApiError::internal("bad cookie"))?);
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
@@ -357,6 +370,7 @@ pub async fn current(State(s): State<SharedState>, headers: HeaderMap) -> ApiRes
         role: if a.can_write { "admin" } else { "read" }.to_string(),
         csrf_token: session.csrf,
         expires_at_ms: session.expires_ms,
+        gateway_url: s.console.dataplane().map(|d| d.url()),
     };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
@@ -371,10 +385,7 @@ pub async fn sign_out(State(s): State<SharedState>, method: Method, headers: Hea
     tracing::info!(token = %a.token_id, "console sign-out");
     let secure = if s.console.secure() { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
-    Ok((
-        [(header::SET_COOKIE, cookie)],
-        Json(serde_json::json!({"object": "console_session", "signed_out": true})),
-    )
+    Ok(([(header::SET_COOKIE, cookie)], Json(serde_json::json!({"object": "console_session", "signed_out": true})))
         .into_response())
 }
 
@@ -416,4 +427,47 @@ async fn playground_key(s: &SharedState, a: &Admin, session_id: &str, org: &str)
         crate::api::blocking(move || st.write(true, |c| store::create_key(c, st.hasher(), &actor, &input))).await?;
     s.console.remember_key(session_id, org, &created.key.id, &created.key_secret);
     Ok(created.key_secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_are_capped_and_end_at_sign_out() {
+        let c = Console::default();
+        c.configure(ConsoleSettings { enabled: true, session_ttl_ms: 60_000, max_sessions: 2 });
+        let (a, csrf_a, exp_a, ended) = c.open("tok_a", 1_000).unwrap();
+        assert!(ended.is_empty());
+        assert_eq!(exp_a, 61_000);
+        let s = c.find(&a, 60_999).expect("live until it expires");
+        assert_eq!(s.token_id, "tok_a");
+        assert!(same(&s.csrf, &csrf_a) && !same(&s.csrf, "x") && s.csrf.len() == 64);
+        assert!(c.find(&a, 61_000).is_none(), "expired");
+        // At the cap the oldest session ends, and its playground keys are returned for deletion.
+        c.remember_key(&a, "acme", "key_1", "sk-1");
+        let (b, _, _, _) = c.open("tok_b", 2_000).unwrap();
+        let (_, _, _, ended) = c.open("tok_c", 3_000).unwrap();
+        assert_eq!(ended, vec!["key_1".to_string()]);
+        assert!(c.find(&a, 3_000).is_none());
+        assert!(c.find(&b, 3_000).is_some());
+        // Sign-out ends it; an unknown id finds nothing.
+        assert!(c.close(&b).is_empty());
+        assert!(c.find(&b, 3_000).is_none());
+        assert!(c.find("not-a-session", 3_000).is_none());
+    }
+
+    #[test]
+    fn cookie_is_read_from_any_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; sb_console=abc; b=2"));
+        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("sb_console="));
+        assert_eq!(session_cookie(&h), None);
+        let long = format!("sb_console={}", "a".repeat(200));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(session_cookie(&h), None, "over-long values are no session");
+    }
 }

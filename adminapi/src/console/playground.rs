@@ -26,18 +26,32 @@ pub const MAX_MESSAGES: usize = 256;
 pub struct Dataplane {
     addr: SocketAddr,
     tls: bool,
+    /// It listens on every address (the console shows the page's host).
+    wildcard: bool,
 }
 
 impl Dataplane {
     /// A wildcard listen address is reached on loopback.
     pub fn new(mut addr: SocketAddr, tls: bool) -> Dataplane {
-        if addr.ip().is_unspecified() {
+        let wildcard = addr.ip().is_unspecified();
+        if wildcard {
             addr.set_ip(match addr {
                 SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        Dataplane { addr, tls }
+        Dataplane { addr, tls, wildcard }
+    }
+
+    /// The gateway's URL as the console shows it (`{host}` for the page's
+    /// host when the data plane listens on every address).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.wildcard {
+            format!("{scheme}://{{host}}:{}", self.addr.port())
+        } else {
+            format!("{scheme}://{}", self.addr)
+        }
     }
 }
 
