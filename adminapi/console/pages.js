@@ -50,7 +50,7 @@ export function overview(page) {
     charts.replaceChildren();
     const xs = o.series.map(p => p.t);
     const names = o.splits.map(s => s.name || '(none)');
-    chart(`Requests per ${o.bucket_seconds / 60} min, by ${o.split}`, 'chart-requests', names.length ? names : ['requests'],
+    chart(`Requests per ${o.bucket_seconds >= 3600 ? `${o.bucket_seconds / 3600} h` : `${o.bucket_seconds / 60} min`}, by ${o.split}`, 'chart-requests', names.length ? names : ['requests'],
       [xs, ...(o.splits.length ? o.splits.map(s => s.requests) : [o.series.map(p => p.requests)])], v => fmt.int(v));
     chart('Latency (ms)', 'chart-latency', ['p50', 'p99'], [xs, o.series.map(p => p.p50_ms), o.series.map(p => p.p99_ms)], v => v === null ? '—' : (Number(v) < 10 ? Number(v).toFixed(1) : Math.round(Number(v)).toLocaleString('en-US')));
     chart('Errors', 'chart-errors', ['errors'], [xs, o.series.map(p => p.errors)], v => fmt.int(v));

@@ -1,8 +1,10 @@
--- Switchboard admin schema: latency histograms for the console's p50/p99.
--- One row per (minute, target, bucket): how many requests of that target
--- took a latency in that bucket (bucket b holds latencies from 2^(b/8) us up
--- to 2^((b+1)/8) us, so a quantile read back is within 9 %). Written with the
--- per-minute rollups, in the same transaction.
+-- Switchboard admin schema: what the console's overview reads.
+
+-- Latency histograms: how many requests of a target took a latency in each
+-- bucket (bucket b holds latencies from 2^(b/8) us up to 2^((b+1)/8) us, so
+-- a quantile read back is within 9 %). Per minute, and per hour for the
+-- day and month views. Written with the per-minute rollups, in the same
+-- transaction.
 CREATE TABLE usage_latency (
     minute  INTEGER NOT NULL,   -- unix minutes
     target  TEXT NOT NULL,
@@ -10,3 +12,36 @@ CREATE TABLE usage_latency (
     count   INTEGER NOT NULL,
     PRIMARY KEY (minute, target, bucket)
 ) WITHOUT ROWID;
+
+CREATE TABLE usage_latency_hour (
+    hour    INTEGER NOT NULL,   -- unix hours
+    target  TEXT NOT NULL,
+    bucket  INTEGER NOT NULL,
+    count   INTEGER NOT NULL,
+    PRIMARY KEY (hour, target, bucket)
+) WITHOUT ROWID;
+
+-- Hourly rollups without the key (the overview splits by org, model, route
+-- or target): a month is at most 720 hours of a few rows each, whatever the
+-- number of keys.
+CREATE TABLE usage_hour (
+    hour              INTEGER NOT NULL,   -- unix hours
+    org               TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    route             TEXT NOT NULL,
+    target            TEXT NOT NULL,
+    requests          INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    total_tokens      INTEGER NOT NULL,
+    cost_nanos        INTEGER NOT NULL,
+    PRIMARY KEY (hour, org, model, route, target)
+) WITHOUT ROWID;
+
+-- What was accounted before this version (latencies were not histogrammed).
+INSERT INTO usage_hour (hour, org, model, route, target, requests, errors, total_tokens, cost_nanos)
+SELECT minute / 60, org, model, route, target,
+       CAST(MIN(TOTAL(MAX(requests, 0)), 9223372036854775807) AS INTEGER),
+       CAST(MIN(TOTAL(MAX(errors, 0)), 9223372036854775807) AS INTEGER),
+       CAST(MIN(TOTAL(MAX(total_tokens, 0)), 9223372036854775807) AS INTEGER),
+       CAST(MIN(TOTAL(MAX(cost_nanos, 0)), 9223372036854775807) AS INTEGER)
+FROM usage_minute GROUP BY minute / 60, org, model, route, target;

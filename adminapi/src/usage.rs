@@ -73,7 +73,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
         )?;
         let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 9]> = FxHashMap::default();
-        let mut latency = crate::console::series::LatencyBatch::default();
+        let mut console = crate::console::series::ConsoleRollup::default();
         for r in &batch {
             let n = insert.execute(params![
                 r.uid,
@@ -109,7 +109,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 out.clamped_targets.push(r.target.clone());
             }
             let minute = (r.ts_ms / 60_000) as i64;
-            latency.add(minute, &r.target, r.latency_us);
+            console.add(r);
             let e = rollup.entry((minute, &r.org, &r.key_id, &r.model, &r.route, &r.target)).or_default();
             let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
             let add = [
@@ -140,7 +140,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 minute, org, key, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
             ])?;
         }
-        latency.write(&tx)?;
+        console.write(&tx)?;
     }
     tx.commit()?;
     Ok(out)

@@ -29,26 +29,60 @@ fn bucket_ms(b: i64) -> f64 {
     2f64.powf((b as f64 + 0.5) / PER_DOUBLING) / 1000.0
 }
 
-/// A batch's latency counts per (minute, target, bucket), written with its rollups.
-#[derive(Default)]
-pub struct LatencyBatch {
-    counts: FxHashMap<(i64, String, i64), i64>,
+/// Saturating `col = col + excluded.col`.
+fn sat_add(col: &str) -> String {
+    format!("{col} = CASE WHEN {col} > 9223372036854775807 - excluded.{col} THEN 9223372036854775807 ELSE {col} + excluded.{col} END")
 }
 
-impl LatencyBatch {
-    pub fn add(&mut self, minute: i64, target: &str, latency_us: u64) {
-        let e = self.counts.entry((minute, target.to_string(), bucket_of(latency_us))).or_default();
-        *e = e.saturating_add(1);
+/// A batch's share of the console's tables: latency counts per (minute,
+/// target, bucket) and (hour, target, bucket), and hourly rollups per
+/// (hour, org, model, route, target). Written with the per-minute rollups.
+#[derive(Default)]
+pub struct ConsoleRollup {
+    minute_latency: FxHashMap<(i64, String, i64), i64>,
+    hour_latency: FxHashMap<(i64, String, i64), i64>,
+    hours: FxHashMap<(i64, String, String, String, String), [i64; 4]>,
+}
+
+impl ConsoleRollup {
+    /// Count a fresh (sanitized) record.
+    pub fn add(&mut self, r: &switchboard_shared::usage::UsageRecord) {
+        let minute = (r.ts_ms / 60_000) as i64;
+        let hour = minute.div_euclid(60);
+        let b = bucket_of(r.latency_us);
+        for (map, t) in [(&mut self.minute_latency, minute), (&mut self.hour_latency, hour)] {
+            let e = map.entry((t, r.target.clone(), b)).or_default();
+            *e = e.saturating_add(1);
+        }
+        let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
+        let e =
+            self.hours.entry((hour, r.org.clone(), r.model.clone(), r.route.clone(), r.target.clone())).or_default();
+        for (a, v) in e.iter_mut().zip([1, failed as i64, r.total_tokens as i64, r.cost_nanos as i64]) {
+            *a = a.saturating_add(v.max(0));
+        }
     }
 
     pub fn write(self, c: &Connection) -> rusqlite::Result<()> {
-        let mut up = c.prepare_cached(
-            "INSERT INTO usage_latency (minute, target, bucket, count) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (minute, target, bucket) DO UPDATE SET count = \
-             CASE WHEN count > 9223372036854775807 - excluded.count THEN 9223372036854775807 ELSE count + excluded.count END",
-        )?;
-        for ((minute, target, bucket), n) in self.counts {
-            up.execute(params![minute, target, bucket, n])?;
+        for (table, col, map) in
+            [("usage_latency", "minute", self.minute_latency), ("usage_latency_hour", "hour", self.hour_latency)]
+        {
+            let mut up = c.prepare_cached(&format!(
+                "INSERT INTO {table} ({col}, target, bucket, count) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT ({col}, target, bucket) DO UPDATE SET {}",
+                sat_add("count")
+            ))?;
+            for ((t, target, bucket), n) in map {
+                up.execute(params![t, target, bucket, n])?;
+            }
+        }
+        let sums = ["requests", "errors", "total_tokens", "cost_nanos"].map(sat_add).join(", ");
+        let mut up = c.prepare_cached(&format!(
+            "INSERT INTO usage_hour (hour, org, model, route, target, requests, errors, total_tokens, cost_nanos) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (hour, org, model, route, target) DO UPDATE SET {sums}"
+        ))?;
+        for ((hour, org, model, route, target), v) in self.hours {
+            up.execute(params![hour, org, model, route, target, v[0], v[1], v[2], v[3]])?;
         }
         Ok(())
     }
@@ -97,8 +131,8 @@ fn round3(v: f64) -> f64 {
 #[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
     /// `hour` (default: the last 60 minutes, one point a minute), `day`
-    /// (the last 24 hours, one point per 15 minutes) or `month` (the last
-    /// 30 days, one point per 6 hours).
+    /// (the last 24 hours, one point an hour) or `month` (the last 30 days,
+    /// one point per 6 hours).
     pub window: Option<String>,
     /// Split the series by `model`, `route`, `target` or `org` (default `model`).
     pub split: Option<String>,
@@ -177,10 +211,11 @@ const MAX_TARGETS: usize = 100;
 
 pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Overview> {
     let window = q.window.as_deref().unwrap_or("hour");
-    let (span_min, bucket_min): (i64, i64) = match window {
-        "hour" => (60, 1),
-        "day" => (1_440, 15),
-        "month" => (43_200, 360),
+    // (window in units, bucket in units, unit in seconds, tables, time column)
+    let (span_min, bucket_min, unit_s, counts, latency, col) = match window {
+        "hour" => (60i64, 1i64, 60i64, "usage_minute", "usage_latency", "minute"),
+        "day" => (24, 1, 3_600, "usage_hour", "usage_latency_hour", "hour"),
+        "month" => (720, 6, 3_600, "usage_hour", "usage_latency_hour", "hour"),
         _ => return Err(ApiError::invalid_field("window", "expected hour, day or month")),
     };
     let split = q.split.as_deref().unwrap_or("model");
@@ -191,20 +226,20 @@ pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Over
         "org" => "org",
         _ => return Err(ApiError::invalid_field("split", "expected model, route, target or org")),
     };
-    let now_min = now_s.div_euclid(60);
+    let now_min = now_s.div_euclid(unit_s);
     // Buckets aligned to their size, the last one holding this minute.
     let last = now_min.div_euclid(bucket_min) * bucket_min;
     let n = (span_min / bucket_min) as usize;
     let first = last - (n as i64 - 1) * bucket_min;
     let mut series: Vec<OverviewPoint> =
-        (0..n).map(|i| OverviewPoint { t: (first + i as i64 * bucket_min) * 60, ..Default::default() }).collect();
+        (0..n).map(|i| OverviewPoint { t: (first + i as i64 * bucket_min) * unit_s, ..Default::default() }).collect();
 
     // Counts per bucket and split value.
     let sql = format!(
-        "SELECT (minute - ?1) / ?3, {split_col}, CAST(TOTAL(MAX(requests, 0)) AS INTEGER), \
+        "SELECT ({col} - ?1) / ?3, {split_col}, CAST(TOTAL(MAX(requests, 0)) AS INTEGER), \
          CAST(TOTAL(MAX(errors, 0)) AS INTEGER), CAST(TOTAL(MAX(total_tokens, 0)) AS INTEGER), \
          CAST(TOTAL(MAX(cost_nanos, 0)) AS INTEGER) \
-         FROM usage_minute WHERE minute >= ?1 AND minute < ?2 GROUP BY 1, 2"
+         FROM {counts} WHERE {col} >= ?1 AND {col} < ?2 GROUP BY 1, 2"
     );
     let mut st = c.prepare_cached(&sql)?;
     let rows = st.query_map(params![first, last + bucket_min, bucket_min], |r| {
@@ -246,7 +281,7 @@ pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Over
     }
     totals.cost_usd = cost_nanos_total as f64 / 1e9;
     totals.error_rate = if totals.requests > 0 { totals.errors as f64 / totals.requests as f64 } else { 0.0 };
-    totals.requests_per_minute = round3(totals.requests as f64 / span_min as f64);
+    totals.requests_per_minute = round3(totals.requests as f64 / (span_min * unit_s / 60) as f64);
     let mut splits: Vec<OverviewSplit> = by_split.into_values().collect();
     splits.sort_by(|a, b| b.requests_total.cmp(&a.requests_total).then_with(|| a.name.cmp(&b.name)));
     splits.truncate(MAX_SPLITS);
@@ -255,10 +290,10 @@ pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Over
     let mut per_bucket: Vec<Hist> = (0..n).map(|_| Hist::default()).collect();
     let mut all = Hist::default();
     let mut per_target: FxHashMap<String, Hist> = FxHashMap::default();
-    let mut st = c.prepare_cached(
-        "SELECT (minute - ?1) / ?3, target, bucket, CAST(TOTAL(MAX(count, 0)) AS INTEGER) FROM usage_latency \
-         WHERE minute >= ?1 AND minute < ?2 GROUP BY 1, 2, 3",
-    )?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT ({col} - ?1) / ?3, target, bucket, CAST(TOTAL(MAX(count, 0)) AS INTEGER) FROM {latency} \
+         WHERE {col} >= ?1 AND {col} < ?2 GROUP BY 1, 2, 3"
+    ))?;
     let rows = st.query_map(params![first, last + bucket_min, bucket_min], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
     })?;
@@ -282,10 +317,10 @@ pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Over
     }
 
     // Per target: requests and errors from the rollups.
-    let mut st = c.prepare_cached(
+    let mut st = c.prepare_cached(&format!(
         "SELECT target, CAST(TOTAL(MAX(requests, 0)) AS INTEGER), CAST(TOTAL(MAX(errors, 0)) AS INTEGER) \
-         FROM usage_minute WHERE minute >= ?1 AND minute < ?2 GROUP BY target",
-    )?;
+         FROM {counts} WHERE {col} >= ?1 AND {col} < ?2 GROUP BY target"
+    ))?;
     let rows = st.query_map(params![first, last + bucket_min], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     })?;
@@ -308,9 +343,9 @@ pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Over
     Ok(Overview {
         object: "console_overview",
         window: window.to_string(),
-        from: first * 60,
-        to: (last + bucket_min) * 60,
-        bucket_seconds: bucket_min * 60,
+        from: first * unit_s,
+        to: (last + bucket_min) * unit_s,
+        bucket_seconds: bucket_min * unit_s,
         totals,
         series,
         split: split.to_string(),
@@ -326,6 +361,77 @@ fn round9(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_shared::usage::{Outcome, UsageRecord};
+
+    fn record(i: u64, ts_ms: u64, model: &str, target: &str, latency_ms: u64, status: u16) -> UsageRecord {
+        UsageRecord {
+            uid: format!("u{i}"),
+            ts_ms,
+            request_id: format!("r{i}"),
+            org: "acme".into(),
+            key_id: format!("key_{}", i % 3),
+            model: model.into(),
+            route: model.into(),
+            target: target.into(),
+            upstream_model: model.into(),
+            endpoint: "chat.completions".into(),
+            status,
+            outcome: if status < 400 { Outcome::Ok } else { Outcome::Error },
+            attempts: 1,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+            cost_nanos: 1_000,
+            latency_us: latency_ms * 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_overview_reads_what_was_accounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = crate::db::open(&dir.path().join("o.db")).unwrap();
+        let now_s: i64 = 1_795_305_600 + 3_600 * 5 + 30; // 05:00:30 UTC
+        let now_ms = now_s as u64 * 1000;
+        let mut batch = Vec::new();
+        // 99 fast requests to "a" this minute, 1 slow failing one to "b" 10 minutes ago,
+        // 1 a week ago (outside hour and day, inside month).
+        for i in 0..99 {
+            batch.push(record(i, now_ms - 1_000, "m1", "a", 10, 200));
+        }
+        batch.push(record(99, now_ms - 600_000, "m2", "b", 2_000, 502));
+        batch.push(record(100, now_ms - 7 * 86_400_000, "m1", "a", 10, 200));
+        crate::usage::write_batch(&mut c, &batch).unwrap();
+        // Accounting twice changes nothing.
+        crate::usage::write_batch(&mut c, &batch).unwrap();
+
+        let q = |w: &str, s: &str| OverviewQuery { window: Some(w.into()), split: Some(s.into()) };
+        let o = overview(&c, &q("hour", "model"), now_s).unwrap();
+        assert_eq!(o.series.len(), 60);
+        assert_eq!((o.totals.requests, o.totals.errors, o.totals.total_tokens), (100, 1, 1_500));
+        assert!((o.totals.cost_usd - 100.0 * 1e-6).abs() < 1e-12);
+        let last = o.series.last().unwrap();
+        assert_eq!(last.requests, 99);
+        assert!((last.p50_ms.unwrap() - 10.0).abs() < 1.0, "{:?}", last.p50_ms);
+        assert!((o.totals.p99_ms.unwrap() - 10.0).abs() < 1.0);
+        assert_eq!(o.series[49].errors, 1);
+        assert!((o.series[49].p99_ms.unwrap() - 2_000.0).abs() < 180.0);
+        assert_eq!(o.splits[0].name, "m1");
+        assert_eq!(o.splits[0].requests_total, 99);
+        let b = o.targets.iter().find(|t| t.target == "b").unwrap();
+        assert_eq!((b.requests, b.errors, b.error_rate), (1, 1, 1.0));
+
+        let d = overview(&c, &q("day", "target"), now_s).unwrap();
+        assert_eq!((d.series.len(), d.bucket_seconds), (24, 3_600));
+        assert_eq!(d.totals.requests, 100);
+        assert_eq!((d.series[23].requests, d.series[22].requests, d.series[22].errors), (99, 1, 1));
+        assert!(d.totals.p50_ms.is_some());
+        let m = overview(&c, &q("month", "org"), now_s).unwrap();
+        assert_eq!((m.series.len(), m.totals.requests), (120, 101));
+        assert_eq!(m.splits[0].name, "acme");
+        assert!(overview(&c, &q("year", "model"), now_s).is_err());
+        assert!(overview(&c, &q("hour", "key"), now_s).is_err());
+    }
 
     #[test]
     fn buckets_and_quantiles() {

@@ -41,7 +41,9 @@ impl Rng {
 
 fn main() {
     let args = Args::parse();
-    if !(1..=100_000_000).contains(&args.rows) || !(1..=3650).contains(&args.days) || !(1..=100_000).contains(&args.batch)
+    if !(1..=100_000_000).contains(&args.rows)
+        || !(1..=3650).contains(&args.days)
+        || !(1..=100_000).contains(&args.batch)
     {
         eprintln!("console-fill: --rows 1..=1e8, --days 1..=3650, --batch 1..=100000");
         std::process::exit(64);
@@ -77,7 +79,8 @@ fn main() {
             let prompt = 20 + rng.below(2_000);
             let completion = if failed { 0 } else { 1 + rng.below(800) };
             // Mostly 100 ms - 2 s, a tail to 20 s.
-            let latency_us = if rng.below(100) == 0 { 2_000_000 + rng.below(18_000_000) } else { 100_000 + rng.below(1_900_000) };
+            let latency_us =
+                if rng.below(100) == 0 { 2_000_000 + rng.below(18_000_000) } else { 100_000 + rng.below(1_900_000) };
             batch.push(UsageRecord {
                 uid: format!("fill-{seq:012}"),
                 ts_ms,
