@@ -23,10 +23,18 @@ export function overview(page) {
   const ssel = h('select', { id: 'ov-split', 'aria-label': 'Split by', onchange: e => { split = e.target.value; sessionStorage.setItem('sb-split', split); load(); } },
     ['model', 'route', 'target', 'org'].map(v => h('option', { value: v, selected: v === split }, `by ${v}`)));
   page.append(h('h1', {}, 'Overview'), h('div', { class: 'row' }, wsel, ssel, status), cards, charts, targets);
-  const plots = [];
+  const plots = new Map();
+  // A chart, made once per set of series and then only given new data (no flicker on refresh).
   function chart(title, id, series, data, fmtY) {
+    const key = `${title}|${series.join('\u0000')}`;
+    const old = plots.get(id);
+    if (old && old.key === key) { old.plot.setData(data); return; }
+    if (old) { old.plot.destroy(); old.wrap.remove(); }
     const box = h('div', { class: 'chart', id });
-    charts.append(h('div', {}, h('h2', {}, title), box));
+    const wrap = h('div', { 'data-chart': id }, h('h2', {}, title), box);
+    const order = ['chart-requests', 'chart-latency', 'chart-errors', 'chart-spend', 'chart-tokens'];
+    const next = [...charts.children].find(c => order.indexOf(c.dataset.chart) > order.indexOf(id));
+    charts.insertBefore(wrap, next || null);
     const width = Math.max(260, Math.min(box.clientWidth || 600, 900));
     const opts = {
       width, height: 220,
@@ -34,7 +42,7 @@ export function overview(page) {
       axes: [{ stroke: getComputedStyle(document.body).color }, { stroke: getComputedStyle(document.body).color, size: 70, values: (u, vals) => vals.map(v => fmtY(v)) }],
       scales: { x: { time: true } },
     };
-    plots.push(new uPlot(opts, data, box));
+    plots.set(id, { key, wrap, plot: new uPlot(opts, data, box) });
   }
   async function load() {
     let o;
@@ -46,8 +54,6 @@ export function overview(page) {
       ['Error rate', fmt.pct(t.error_rate), 'error-rate'], ['p50 latency', fmt.ms(t.p50_ms), 'p50'], ['p99 latency', fmt.ms(t.p99_ms), 'p99'],
       ['Tokens', fmt.int(t.total_tokens), 'tokens'], ['Spend', fmt.usd(t.cost_usd), 'spend'],
     ].map(([k, v, id]) => h('div', { class: 'card', 'data-kpi': id }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v))));
-    plots.splice(0).forEach(p => p.destroy());
-    charts.replaceChildren();
     const xs = o.series.map(p => p.t);
     const names = o.splits.map(s => s.name || '(none)');
     chart(`Requests per ${o.bucket_seconds >= 3600 ? `${o.bucket_seconds / 3600} h` : `${o.bucket_seconds / 60} min`}, by ${o.split}`, 'chart-requests', names.length ? names : ['requests'],
@@ -69,7 +75,7 @@ export function overview(page) {
   }
   load();
   const timer = setInterval(load, 5000);
-  return () => { clearInterval(timer); plots.forEach(p => p.destroy()); };
+  return () => { clearInterval(timer); plots.forEach(p => p.plot.destroy()); };
 }
 
 // ---------------------------------------------------------------- usage
@@ -95,7 +101,9 @@ export function usage(page) {
   async function load(append) {
     clearErrors(f);
     const p = params();
-    const filters = { from: p.from, to: p.to, org: p.org, key: p.key, model: p.model, route: p.route, target: p.target };
+    // Empty times: the last 24 hours, widened to whole hours (reports then read the hourly rollups).
+    const hourNow = Math.floor(Date.now() / 3600000) * 3600;
+    const filters = { from: p.from || String(hourNow - 23 * 3600), to: p.to || String(hourNow + 3600), org: p.org, key: p.key, model: p.model, route: p.route, target: p.target };
     csv.href = `${A}/usage${qs({ ...filters, group_by: p.group_by, granularity: p.granularity, format: 'csv' })}`;
     try {
       const [rep, reqs] = await Promise.all([

@@ -34,14 +34,19 @@ fn sat_add(col: &str) -> String {
     format!("{col} = CASE WHEN {col} > 9223372036854775807 - excluded.{col} THEN 9223372036854775807 ELSE {col} + excluded.{col} END")
 }
 
-/// A batch's share of the console's tables: latency counts per (minute,
-/// target, bucket) and (hour, target, bucket), and hourly rollups per
-/// (hour, org, model, route, target). Written with the per-minute rollups.
+type Latencies = FxHashMap<(i64, String, i64), i64>;
+type Counts = FxHashMap<(i64, String, String, String, String), [i64; 9]>;
+
+/// A batch's share of the console's tables: latency counts per (minute |
+/// hour | day, target, bucket), and hourly and daily rollups per (hour | day,
+/// org, model, route, target). Written with the per-minute rollups.
 #[derive(Default)]
 pub struct ConsoleRollup {
-    minute_latency: FxHashMap<(i64, String, i64), i64>,
-    hour_latency: FxHashMap<(i64, String, i64), i64>,
-    hours: FxHashMap<(i64, String, String, String, String), [i64; 4]>,
+    minute_latency: Latencies,
+    hour_latency: Latencies,
+    day_latency: Latencies,
+    hours: Counts,
+    days: Counts,
 }
 
 impl ConsoleRollup {
@@ -49,23 +54,40 @@ impl ConsoleRollup {
     pub fn add(&mut self, r: &switchboard_shared::usage::UsageRecord) {
         let minute = (r.ts_ms / 60_000) as i64;
         let hour = minute.div_euclid(60);
+        let day = hour.div_euclid(24);
         let b = bucket_of(r.latency_us);
-        for (map, t) in [(&mut self.minute_latency, minute), (&mut self.hour_latency, hour)] {
+        for (map, t) in
+            [(&mut self.minute_latency, minute), (&mut self.hour_latency, hour), (&mut self.day_latency, day)]
+        {
             let e = map.entry((t, r.target.clone(), b)).or_default();
             *e = e.saturating_add(1);
         }
         let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
-        let e =
-            self.hours.entry((hour, r.org.clone(), r.model.clone(), r.route.clone(), r.target.clone())).or_default();
-        for (a, v) in e.iter_mut().zip([1, failed as i64, r.total_tokens as i64, r.cost_nanos as i64]) {
-            *a = a.saturating_add(v.max(0));
+        for (map, t) in [(&mut self.hours, hour), (&mut self.days, day)] {
+            let e = map.entry((t, r.org.clone(), r.model.clone(), r.route.clone(), r.target.clone())).or_default();
+            let add = [
+                1,
+                failed as i64,
+                r.cache_hit as i64,
+                r.estimated as i64,
+                r.prompt_tokens as i64,
+                r.completion_tokens as i64,
+                r.total_tokens as i64,
+                r.cost_nanos as i64,
+                r.latency_us as i64,
+            ];
+            for (a, v) in e.iter_mut().zip(add) {
+                *a = a.saturating_add(v.max(0));
+            }
         }
     }
 
     pub fn write(self, c: &Connection) -> rusqlite::Result<()> {
-        for (table, col, map) in
-            [("usage_latency", "minute", self.minute_latency), ("usage_latency_hour", "hour", self.hour_latency)]
-        {
+        for (table, col, map) in [
+            ("usage_latency", "minute", self.minute_latency),
+            ("usage_latency_hour", "hour", self.hour_latency),
+            ("usage_latency_day", "day", self.day_latency),
+        ] {
             let mut up = c.prepare_cached(&format!(
                 "INSERT INTO {table} ({col}, target, bucket, count) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT ({col}, target, bucket) DO UPDATE SET {}",
@@ -75,14 +97,19 @@ impl ConsoleRollup {
                 up.execute(params![t, target, bucket, n])?;
             }
         }
-        let sums = ["requests", "errors", "total_tokens", "cost_nanos"].map(sat_add).join(", ");
-        let mut up = c.prepare_cached(&format!(
-            "INSERT INTO usage_hour (hour, org, model, route, target, requests, errors, total_tokens, cost_nanos) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT (hour, org, model, route, target) DO UPDATE SET {sums}"
-        ))?;
-        for ((hour, org, model, route, target), v) in self.hours {
-            up.execute(params![hour, org, model, route, target, v[0], v[1], v[2], v[3]])?;
+        let sums = crate::usage::ROLLUP_SUMS.map(sat_add).join(", ");
+        for (table, col, map) in [("usage_hour", "hour", self.hours), ("usage_day", "day", self.days)] {
+            let mut up = c.prepare_cached(&format!(
+                "INSERT INTO {table} ({col}, org, model, route, target, {}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 ON CONFLICT ({col}, org, model, route, target) DO UPDATE SET {sums}",
+                crate::usage::ROLLUP_SUMS.join(", ")
+            ))?;
+            for ((t, org, model, route, target), v) in map {
+                up.execute(params![
+                    t, org, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+                ])?;
+            }
         }
         Ok(())
     }
@@ -132,7 +159,7 @@ fn round3(v: f64) -> f64 {
 pub struct OverviewQuery {
     /// `hour` (default: the last 60 minutes, one point a minute), `day`
     /// (the last 24 hours, one point an hour) or `month` (the last 30 days,
-    /// one point per 6 hours).
+    /// one point a day).
     pub window: Option<String>,
     /// Split the series by `model`, `route`, `target` or `org` (default `model`).
     pub split: Option<String>,
@@ -215,7 +242,7 @@ pub fn overview(c: &Connection, q: &OverviewQuery, now_s: i64) -> ApiResult<Over
     let (span_min, bucket_min, unit_s, counts, latency, col) = match window {
         "hour" => (60i64, 1i64, 60i64, "usage_minute", "usage_latency", "minute"),
         "day" => (24, 1, 3_600, "usage_hour", "usage_latency_hour", "hour"),
-        "month" => (720, 6, 3_600, "usage_hour", "usage_latency_hour", "hour"),
+        "month" => (30, 1, 86_400, "usage_day", "usage_latency_day", "day"),
         _ => return Err(ApiError::invalid_field("window", "expected hour, day or month")),
     };
     let split = q.split.as_deref().unwrap_or("model");
@@ -427,7 +454,7 @@ mod tests {
         assert_eq!((d.series[23].requests, d.series[22].requests, d.series[22].errors), (99, 1, 1));
         assert!(d.totals.p50_ms.is_some());
         let m = overview(&c, &q("month", "org"), now_s).unwrap();
-        assert_eq!((m.series.len(), m.totals.requests), (120, 101));
+        assert_eq!((m.series.len(), m.bucket_seconds, m.totals.requests), (30, 86_400, 101));
         assert_eq!(m.splits[0].name, "acme");
         assert!(overview(&c, &q("year", "model"), now_s).is_err());
         assert!(overview(&c, &q("hour", "key"), now_s).is_err());
