@@ -5,12 +5,13 @@
 # each console page makes (REPS times each, one connection, after a warm-up):
 # p50 and p99 in milliseconds, as a Markdown table (docs/performance.md).
 #
-#   loadtests/console.sh [ROWS]        # default 1000000; REPS=50 by default
+#   loadtests/console.sh [ROWS]        # default 1000000; REPS=50 by default;
+#                                      # NO_BUILD=1 uses the release binaries as they are
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
 REPS=${REPS:-50}
-cargo build --release --quiet -p switchboard -p switchboard-loadtests --bins
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p switchboard -p switchboard-loadtests --bins
 BIN=${CARGO_TARGET_DIR:-target}/release
 dir=$(mktemp -d)
 gw=

@@ -28,19 +28,26 @@ import json  # noqa: E402
 
 first = json.loads(get("/v1/admin/requests?limit=50"))["data"]
 cursor = f"&before={first[-1]['ts_ms']}&before_id={first[-1]['id']}" if first else ""
-month = int(time.time()) - 30 * 86400
+now = int(time.time())
+month = now - 30 * 86400
+# The console's Usage page asks for whole hours (the hourly rollups answer).
+hour = now // 3600 * 3600
+day_range = f"from={hour - 23 * 3600}&to={hour + 3600}"
+month_range = f"from={hour - 30 * 86400}&to={hour + 3600}"
 
 CALLS = [
     ("Overview", "/v1/admin/console/overview?window=hour&split=model"),
     ("Overview", "/v1/admin/console/overview?window=day&split=target"),
     ("Overview", "/v1/admin/console/overview?window=month&split=model"),
-    ("Usage", "/v1/admin/usage?group_by=model&granularity=total"),
-    ("Usage", f"/v1/admin/usage?group_by=org,model&granularity=day&from={month}"),
+    ("Usage", f"/v1/admin/usage?group_by=model&granularity=total&{day_range}"),
+    ("Usage", f"/v1/admin/usage?group_by=org,model&granularity=day&{month_range}"),
+    ("Usage", f"/v1/admin/usage?group_by=key&granularity=total&{day_range}"),
+    ("Usage", f"/v1/admin/usage?group_by=model&granularity=hour&from={month}"),
     ("Usage", "/v1/admin/requests?limit=50"),
     ("Usage", "/v1/admin/requests?limit=50" + cursor),
     ("Usage", f"/v1/admin/requests?limit=50&key=key_fill07&from={month}"),
     ("Usage", f"/v1/admin/requests?limit=50&model=fast&target=groq&from={month}"),
-    ("Usage", f"/v1/admin/usage?group_by=model&granularity=day&from={month}&format=csv"),
+    ("Usage", f"/v1/admin/usage?group_by=model&granularity=day&{month_range}&format=csv"),
     ("Keys", "/v1/admin/keys?limit=1000"),
     ("Keys", "/v1/admin/orgs?limit=1000"),
     ("Providers & routes", "/v1/admin/providers?limit=1000"),
@@ -65,5 +72,9 @@ for page, path in CALLS:
     times.sort()
     p50 = statistics.median(times)
     p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
-    shown = path.replace(str(month), "<30 days ago>")
+    shown = (
+        path.replace(day_range, "<last 24 h, whole hours>")
+        .replace(month_range, "<last 30 days, whole hours>")
+        .replace(str(month), "<30 days ago, any second>")
+    )
     print(f"| {page} | `GET {shown}` | {p50:.1f} | {p99:.1f} | {size} |")

@@ -402,7 +402,7 @@ export function audit(page) {
     const d = Object.fromEntries(new FormData(f).entries());
     const since = d.since ? Date.parse(`${d.since}T00:00:00Z`) : undefined;
     try {
-      const out = await api('GET', `${A}/audit${qs({ resource: d.resource, resource_id: d.resource_id, actor: d.actor, since, limit: 200, offset: append ? offset : 0 })}`);
+      const out = await api('GET', `${A}/audit${qs({ resource: d.resource, resource_id: d.resource_id, actor: d.actor, since, order: 'desc', limit: 200, offset: append ? offset : 0 })}`);
       rows = append ? rows.concat(out.data) : out.data;
       offset = out.next_offset ?? offset;
       more.hidden = out.next_offset === null;
