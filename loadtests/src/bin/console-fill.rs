@@ -113,7 +113,7 @@ fn main() {
             std::process::exit(74);
         }
         done += n;
-        if done % 100_000 == 0 || done == args.rows {
+        if done.is_multiple_of(100_000) || done == args.rows {
             eprintln!("console-fill: {done} rows ({:.1} s)", started.elapsed().as_secs_f64());
         }
     }
