@@ -169,7 +169,7 @@ export function keys(page) {
       { label: 'Models', render: r => r.models.join(', ') }, { label: 'Expires', render: r => r.expires_at ? fmt.secs(r.expires_at) : 'never' },
       { label: 'State', render: r => badge(r.enabled ? 'enabled' : 'disabled', r.enabled ? 'ok' : 'disabled') },
       { label: '', render: r => h('span', { class: 'row' },
-        h('button', { type: 'button', onclick: () => showLimits(r) }, 'Limits'),
+        h('button', { type: 'button', 'data-details': r.name, onclick: () => showLimits(r) }, 'Details'),
         canWrite() && r.enabled ? h('button', { type: 'button', class: 'danger', 'data-action': 'revoke', onclick: () => act(r, 'revoke') }, 'Revoke') : null,
         canWrite() && !r.enabled ? h('button', { type: 'button', 'data-action': 'enable', onclick: () => act(r, 'enable') }, 'Enable') : null,
         canWrite() ? h('button', { type: 'button', 'data-action': 'rotate', onclick: () => act(r, 'rotate') }, 'Rotate') : null) },
@@ -206,7 +206,18 @@ export function keys(page) {
         try { await api('PUT', `${A}/keys/${encodeURIComponent(r.id)}/limits`, { rpm: num(d.rpm), tpm: num(d.tpm), quotas }); toast('Limits saved'); showLimits(r); }
         catch (err) { showError(lf, err); }
       });
-      limits.replaceChildren(h('h2', {}, `Limits of ${r.name}`),
+      const ef = h('form', { class: 'row', id: 'key-edit' },
+        h('label', {}, 'Allowed models (comma; * = all)', h('input', { name: 'models', 'data-param': 'models', value: r.models.join(', ') })),
+        h('label', {}, 'Expires (date, UTC; empty = never)', h('input', { name: 'expires', type: 'date', 'data-param': 'expires_at', value: r.expires_at ? new Date(r.expires_at * 1000).toISOString().slice(0, 10) : '' })),
+        h('button', { type: 'submit' }, 'Save key'));
+      ef.addEventListener('submit', async e => {
+        e.preventDefault(); clearErrors(ef);
+        const d = Object.fromEntries(new FormData(ef).entries());
+        const body = { models: lines(d.models || '*'), expires_at: d.expires ? Math.floor(Date.parse(`${d.expires}T00:00:00Z`) / 1000) : null };
+        try { const k = await api('PATCH', `${A}/keys/${encodeURIComponent(r.id)}`, body); toast(`Key ${k.name} saved`); await load(); showLimits(k); }
+        catch (err) { showError(ef, err); }
+      });
+      limits.replaceChildren(h('h2', {}, `Key ${r.name}`), canWrite() ? ef : null, h('h2', {}, 'Limits and quotas'),
         h('dl', { class: 'details' }, h('dt', {}, 'Requests'), h('dd', {}, rate(l.requests)), h('dt', {}, 'Tokens'), h('dd', {}, rate(l.tokens)),
           ...l.quotas.flatMap(q => [h('dt', {}, `Quota (${q.period})`), h('dd', {}, `${fmt.usd(q.used_usd)} used` + (q.max_usd !== null ? `, ${fmt.usd(q.remaining_usd)} of ${fmt.usd(q.max_usd)} left` : '') + `; resets ${q.resets_at}`)])),
         canWrite() ? lf : null);

@@ -184,6 +184,15 @@ def test_create_key_shows_plaintext_once(stack, browser, tmp_path):
     client = openai.OpenAI(base_url=stack["gateway"] + "/v1", api_key=secret)
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content.startswith("tok ")
+    # Edit its allowed models and expiry; the API has them.
+    page.click("button[data-details=browser-key]")
+    page.fill("#key-edit input[name=models]", "gpt-4o-mini")
+    page.fill("#key-edit input[name=expires]", "2099-01-31")
+    page.click("#key-edit button[type=submit]")
+    page.wait_for_selector("table[data-table=keys] td:text('2099-01-31 00:00:00Z')")
+    _, keys = call(stack["admin"], "GET", "/v1/admin/keys?limit=1000")
+    edited = next(k for k in keys["data"] if k["name"] == "browser-key")
+    assert edited["models"] == ["gpt-4o-mini"] and edited["expires_at"] == 4073500800
     # Exactly once: after a reload the plaintext is nowhere, in the page or the API.
     page.reload()
     page.wait_for_selector("table[data-table=keys] td:text('browser-key')")
@@ -298,6 +307,7 @@ def test_read_token_sees_no_write_control(stack, browser, tmp_path):
     admin = stack["admin"]
     status, tok = call(admin, "POST", "/v1/admin/tokens", {"name": "dashboards", "role": "read"})
     assert status == 201
+    assert call(admin, "POST", "/v1/admin/keys", {"org": "acme", "name": "for-readers"})[0] == 201
     ctx, page, urls, errors = sign_in(browser, admin, token=tok["token_secret"])
     assert page.text_content("#who").endswith("(read-only)")
     for name, ready in [
@@ -310,7 +320,11 @@ def test_read_token_sees_no_write_control(stack, browser, tmp_path):
     ]:
         page.goto(f"{admin}/#/{name}")
         page.wait_for_selector(ready)
-        for sel in ["#key-create", "#org-create", "#provider-create", "#route-create", "#enroll-create", "#limits-form",
+        if name == "keys":
+            # A key's details (its limits) are readable; their forms are not there.
+            page.click("button[data-details=for-readers]")
+            page.wait_for_selector("#key-limits h2")
+        for sel in ["#key-create", "#key-edit", "#org-create", "#provider-create", "#route-create", "#enroll-create", "#limits-form",
                     "#pg-org", "[data-action]", "button.danger", "button.primary:not(#pg-send):not([type=submit])"]:
             assert page.query_selector(sel) is None, f"{name}: {sel} shown to a read token"
         shot(page, f"read-only-{name}", tmp_path)
