@@ -105,7 +105,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    fn writer(&self) -> ApiResult<&str> {
+    pub(crate) fn writer(&self) -> ApiResult<&str> {
         if self.can_write {
             Ok(&self.token_id)
         } else {
@@ -118,7 +118,13 @@ impl FromRequestParts<SharedState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let Some(token) = bearer(&parts.headers) else {
+            // The web console: a session cookie (with anti-forgery checks on writes).
+            if crate::console::session_cookie(&parts.headers).is_some() {
+                return crate::console::authenticate(state, &parts.method, &parts.headers).await;
+            }
+            return Err(ApiError::unauthorized());
+        };
         let st = state.clone();
         let found = blocking(move || st.read(|c| store::authenticate_token(c, st.hasher(), &token))).await?;
         match found {
@@ -139,7 +145,7 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("the database task failed"))?
 }
 
@@ -201,7 +207,9 @@ impl utoipa::Modify for BearerAuth {
         get_key_limits, put_key_limits, get_org_limits, put_org_limits,
         create_enrollment_token, list_enrollment_tokens, revoke_enrollment_token,
         list_nodes, get_node, update_node, delete_node,
-        smoke
+        smoke,
+        crate::console::sign_in, crate::console::current, crate::console::sign_out,
+        crate::console::overview, crate::console::playground::chat
     ),
     modifiers(&BearerAuth)
 )]
@@ -236,6 +244,14 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/nodes", get(list_nodes))
         .route("/v1/admin/nodes/{id}", get(get_node).patch(update_node).delete(delete_node))
         .route("/v1/admin/smoke", post(smoke))
+        .route(
+            "/v1/admin/console/session",
+            post(crate::console::sign_in).get(crate::console::current).delete(crate::console::sign_out),
+        )
+        .route("/v1/admin/console/overview", get(crate::console::overview))
+        .route("/v1/admin/console/playground/chat", post(crate::console::playground::chat))
+        .route("/", get(crate::console::assets::index))
+        .route("/console/{*path}", get(crate::console::assets::file))
         .route("/v1/nodes/enroll", post(node_enroll))
         .route("/v1/nodes/heartbeat", post(node_heartbeat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown_url", "No such admin endpoint.") })

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_nodes.sql"),
     include_str!("../migrations/0005_clamped.sql"),
     include_str!("../migrations/0006_smoke.sql"),
+    include_str!("../migrations/0008_console_latency.sql"),
 ];
 
 /// How long a write waits for a lock held by another connection before the

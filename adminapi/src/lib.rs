@@ -8,6 +8,7 @@
 //! on the versioned watch that remote data planes long-poll.
 
 pub mod api;
+pub mod console;
 pub mod crypt;
 pub mod db;
 pub mod error;
@@ -55,6 +56,8 @@ pub struct State {
     /// Where the smoke check sends its requests by default: the in-process
     /// data plane's listener (`switchboard serve`).
     dataplane_url: std::sync::OnceLock<String>,
+    /// The web console's sessions and settings.
+    pub console: console::Console,
 }
 
 /// When a change publishes a snapshot.
@@ -273,6 +276,7 @@ impl State {
             heartbeat_ms: std::sync::atomic::AtomicU64::new(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
             instance: db::random_hex(8),
             dataplane_url: std::sync::OnceLock::new(),
+            console: console::Console::default(),
         });
         state.republish()?;
         // Start-up never depends on the usage tables: quotas that cannot be
@@ -605,6 +609,7 @@ pub fn start(cfg: &AdminConfig, state: SharedState) -> std::io::Result<AdminHand
     let addr = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     state.set_heartbeat_ms(cfg.node_heartbeat_ms);
+    state.console.set_secure(cfg.tls.is_some());
     let sweeper = state.clone();
     let app = api::app(state, cfg.max_body_bytes);
     let tls = cfg.tls.clone();

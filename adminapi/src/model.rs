@@ -486,6 +486,9 @@ pub struct AuditQuery {
     pub offset: u64,
     #[serde(default = "default_limit")]
     pub limit: u64,
+    /// `asc` (default: oldest first) or `desc` (newest first, as the console shows it).
+    #[serde(default)]
+    pub order: Option<String>,
 }
 
 /// A `PATCH` field that cannot be cleared: `null` is refused (422 naming

@@ -777,12 +777,17 @@ pub fn authenticate_token(c: &Db<'_>, h: &KeyHasher, secret: &str) -> ApiResult<
 pub fn list_audit(c: &Db<'_>, q: &AuditQuery) -> ApiResult<Page<AuditEntry>> {
     let pq = PageQuery { offset: q.offset, limit: q.limit };
     let (n, off) = limit(&pq)?;
-    let mut st = c.prepare(
+    let order = match q.order.as_deref() {
+        None | Some("asc") => "",
+        Some("desc") => " DESC",
+        Some(_) => return Err(ApiError::invalid_field("order", "expected asc or desc")),
+    };
+    let mut st = c.prepare(&format!(
         "SELECT id, at, actor, action, resource, resource_id, change FROM audit_log \
          WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) AND (?3 IS NULL OR actor = ?3) \
            AND (?4 IS NULL OR resource = ?4) AND (?5 IS NULL OR resource_id = ?5) \
-         ORDER BY id LIMIT ?6 OFFSET ?7",
-    )?;
+         ORDER BY id{order} LIMIT ?6 OFFSET ?7"
+    ))?;
     let rows = st
         .query_map(params![q.since, q.until, q.actor, q.resource, q.resource_id, n, off], |r| {
             Ok(AuditEntry {

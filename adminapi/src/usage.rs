@@ -11,7 +11,7 @@ use switchboard_shared::usage::{nanos_to_usd, UsageRecord};
 use utoipa::{IntoParams, ToSchema};
 
 /// The summed columns of `usage_minute`, in the order rows and reports use.
-const ROLLUP_SUMS: [&str; 9] = [
+pub(crate) const ROLLUP_SUMS: [&str; 9] = [
     "requests",
     "errors",
     "cache_hits",
@@ -73,6 +73,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         )?;
         let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 9]> = FxHashMap::default();
+        let mut console = crate::console::series::ConsoleRollup::default();
         for r in &batch {
             let n = insert.execute(params![
                 r.uid,
@@ -109,6 +110,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 out.clamped_targets.push(r.target.clone());
             }
             let minute = (r.ts_ms / 60_000) as i64;
+            console.add(r);
             let e = rollup.entry((minute, &r.org, &r.key_id, &r.model, &r.route, &r.target)).or_default();
             let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
             let add = [
@@ -139,6 +141,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 minute, org, key, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
             ])?;
         }
+        console.write(&tx)?;
     }
     tx.commit()?;
     Ok(out)
@@ -380,17 +383,27 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
             groups.push(*dim);
         }
     }
+    // Whole hours without the key: the hourly rollups (the same sums, far
+    // fewer rows); otherwise the per-minute ones.
+    let hourly = bucket_minutes.is_none_or(|b| b % 60 == 0)
+        && q.key.is_none()
+        && !groups.iter().any(|(name, _)| *name == "key")
+        && from % 3_600 == 0
+        && to % 3_600 == 0;
+    let (table, col, unit) = if hourly { ("usage_hour", "hour", 60) } else { ("usage_minute", "minute", 1) };
     let period = match bucket_minutes {
-        Some(b) => format!("(minute / {b}) * {b}"),
+        Some(b) => format!("({col} / {}) * {}", b / unit, b / unit),
         None => "0".into(),
     };
     let cols: String = groups.iter().map(|(_, c)| format!(", {c}")).collect();
     let mut sql = format!(
-        "SELECT {period} AS p{cols}, {} FROM usage_minute WHERE minute >= ?1 AND minute < ?2",
+        "SELECT {period} AS p{cols}, {} FROM {table} WHERE {col} >= ?1 AND {col} < ?2",
         ROLLUP_SUMS.map(sat_sum).join(", ")
     );
-    // Minutes overlapping [from, to).
-    let mut args: Vec<rusqlite::types::Value> = vec![from.div_euclid(60).into(), (to + 59).div_euclid(60).into()];
+    // Minutes (hours) overlapping [from, to).
+    let unit_s = 60 * unit;
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![from.div_euclid(unit_s).into(), (to + unit_s - 1).div_euclid(unit_s).into()];
     for (value, col) in
         [(&q.org, "org"), (&q.key, "key_id"), (&q.model, "model"), (&q.route, "route"), (&q.target, "target")]
     {
@@ -405,7 +418,7 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
     let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
         let mut row = UsageRow::default();
         if bucket_minutes.is_some() {
-            row.period = Some(format_time(r.get::<_, i64>(0)? * 60));
+            row.period = Some(format_time(r.get::<_, i64>(0)? * unit_s));
         }
         for (i, (name, _)) in groups.iter().enumerate() {
             let v: String = r.get(1 + i)?;

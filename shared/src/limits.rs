@@ -66,6 +66,8 @@ pub const RELOAD_SETTLE_MS: Range = Range::new(0, 60 * SECOND_MS);
 pub const DNS_REFRESH_MS: Range = Range::new(100, DAY_MS);
 /// How often nodes heartbeat.
 pub const NODE_HEARTBEAT_MS: Range = Range::new(100, HOUR_MS);
+/// How long a console session lasts after sign-in.
+pub const CONSOLE_SESSION_TTL_MS: Range = Range::new(60 * SECOND_MS, 7 * DAY_MS);
 /// How often workers hand usage records over.
 pub const FLUSH_INTERVAL_MS: Range = Range::new(1, 60 * SECOND_MS);
 
@@ -78,6 +80,9 @@ pub const CACHE_MAX_BYTES: Range = Range::new(0, 64 * GIB);
 pub const ADMIN_MAX_BODY_BYTES: Range = Range::new(KIB, 64 * MIB);
 
 // ---- counts ----
+
+/// Console sessions open at once.
+pub const CONSOLE_MAX_SESSIONS: Range = Range::new(1, 65_536);
 
 /// Data-plane worker threads (0 = one per core).
 pub const WORKERS: Range = Range::new(0, 1024);

@@ -352,6 +352,11 @@ pub fn build(options: Options) -> Result<Running, Failure> {
             let mut spill = database.clone().into_os_string();
             spill.push(".usage-spill");
             usage_sink = Some((Box::new(sink), PathBuf::from(spill)));
+            state.console.configure(switchboard_adminapi::console::ConsoleSettings {
+                enabled: settings.console,
+                session_ttl_ms: settings.console_session_ttl_ms,
+                max_sessions: settings.console_max_sessions,
+            });
             let handle = switchboard_adminapi::start(&admin_cfg, state.clone())
                 .map_err(|e| Failure::new(exit::CANTCREAT, format!("cannot start the admin API on {listen}: {e}")))?;
             let seeder = state.clone();
@@ -395,9 +400,12 @@ pub fn build(options: Options) -> Result<Running, Failure> {
     let usage = start_usage(&usage_settings, &spill, sink).map_err(|e| Failure::new(exit::CANTCREAT, e))?;
     let server_cfg = ServerConfig { handover, ..cfg.server.clone() };
     let mut running = start(&server_cfg, store, dns, usage, Routing::File(reloader), background, usage_drain)?;
-    // The smoke check (`POST /v1/admin/smoke`) sends through this process's own listener.
+    // The smoke check (`POST /v1/admin/smoke`) and the console's playground
+    // send through this process's own listener.
     if let (Some(state), Some(server)) = (&state, &running.server) {
         state.set_dataplane_url(local_url(running.addr, server.tls.is_some()));
+        // The console's playground sends its chats to this data plane too.
+        state.console.set_dataplane(running.addr, server.tls.is_some());
     }
     running.admin_addr = guard.0.as_ref().map(|h| h.addr);
     running.admin = guard.0.take();

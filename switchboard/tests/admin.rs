@@ -388,6 +388,11 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("patch", "/v1/admin/nodes/{id}"),
         ("delete", "/v1/admin/nodes/{id}"),
         ("post", "/v1/admin/smoke"),
+        ("post", "/v1/admin/console/session"),
+        ("get", "/v1/admin/console/session"),
+        ("delete", "/v1/admin/console/session"),
+        ("get", "/v1/admin/console/overview"),
+        ("post", "/v1/admin/console/playground/chat"),
     ];
     let documented: Vec<(String, String)> = paths
         .iter()

@@ -114,6 +114,8 @@ impl Config {
             a.listen_addr()?;
             in_range("admin.max_body_bytes", a.max_body_bytes as u64, limits::ADMIN_MAX_BODY_BYTES)?;
             in_range("admin.node_heartbeat_ms", a.node_heartbeat_ms, limits::NODE_HEARTBEAT_MS)?;
+            in_range("admin.console_session_ttl_ms", a.console_session_ttl_ms, limits::CONSOLE_SESSION_TTL_MS)?;
+            in_range("admin.console_max_sessions", a.console_max_sessions, limits::CONSOLE_MAX_SESSIONS)?;
             if a.tls_cert_file.is_some() != a.tls_key_file.is_some() {
                 return Err(ConfigError::at(
                     "admin.tls_cert_file",

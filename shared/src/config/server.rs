@@ -27,6 +27,12 @@ pub struct AdminSettings {
     /// How often enrolled nodes send heartbeats; a node that misses 2.5
     /// intervals is offline and leaves the snapshot.
     pub node_heartbeat_ms: u64,
+    /// Serve the web console at `/` of the admin listener.
+    pub console: bool,
+    /// How long a console session lasts after sign-in (then sign in again).
+    pub console_session_ttl_ms: u64,
+    /// Console sessions open at once; signing in past it ends the oldest.
+    pub console_max_sessions: u64,
 }
 
 /// How often nodes heartbeat unless `[admin] node_heartbeat_ms` says otherwise.
@@ -41,6 +47,9 @@ impl Default for AdminSettings {
             tls_cert_file: None,
             tls_key_file: None,
             node_heartbeat_ms: DEFAULT_NODE_HEARTBEAT_MS,
+            console: true,
+            console_session_ttl_ms: 8 * 3_600_000,
+            console_max_sessions: 256,
         }
     }
 }

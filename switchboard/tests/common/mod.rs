@@ -205,6 +205,7 @@ impl AdminGateway {
             tls_cert_file: None,
             tls_key_file: None,
             node_heartbeat_ms: heartbeat.unwrap_or(switchboard_shared::config::DEFAULT_NODE_HEARTBEAT_MS),
+            ..Default::default()
         });
         let usage = &mut options.config.usage;
         usage.spill_file = Some(usage.spill_file.take().unwrap_or_else(|| dir.path().join("usage.spill")));
