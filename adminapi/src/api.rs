@@ -199,7 +199,8 @@ impl utoipa::Modify for BearerAuth {
         usage_report, usage_top_keys, request_log, ingest_usage,
         get_key_limits, put_key_limits, get_org_limits, put_org_limits,
         create_enrollment_token, list_enrollment_tokens, revoke_enrollment_token,
-        list_nodes, get_node, update_node, delete_node
+        list_nodes, get_node, update_node, delete_node,
+        crate::cluster::get_cluster
     ),
     modifiers(&BearerAuth)
 )]
@@ -224,6 +225,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/audit", get(list_audit))
         .route("/v1/admin/targets", get(list_targets))
         .route("/v1/admin/snapshot", get(watch_snapshot))
+        .route("/v1/admin/cluster", get(crate::cluster::get_cluster))
         .route("/v1/admin/keys/{id}/limits", get(get_key_limits).put(put_key_limits))
         .route("/v1/admin/orgs/{id}/limits", get(get_org_limits).put(put_org_limits))
         .route("/v1/admin/usage", get(usage_report))
@@ -886,6 +888,9 @@ struct SnapshotBody<'a> {
     /// The server's key-hash key, so a remote data plane hashes bearer tokens
     /// as the stored hashes were made.
     hash_key: Option<&'a str>,
+    /// `[cluster]` (issue 18), for data planes whose own file has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<switchboard_shared::cluster::ClusterConfig>,
 }
 
 /// Long poll: the routing spec once its version is past `after`, or 204 when
@@ -917,7 +922,8 @@ async fn watch_snapshot(
     match found {
         Ok(Some(p)) => {
             let hash_key = s.hasher().secret().map(|k| k.expose());
-            Ok(Json(SnapshotBody { version: p.version, instance: s.instance(), spec: &p.spec, hash_key })
+            let cluster = switchboard_dataplane::cluster::current().map(|c| c.cfg.clone());
+            Ok(Json(SnapshotBody { version: p.version, instance: s.instance(), spec: &p.spec, hash_key, cluster })
                 .into_response())
         }
         _ => Ok(StatusCode::NO_CONTENT.into_response()),

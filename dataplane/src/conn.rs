@@ -390,7 +390,21 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         None
     } else {
         let ask = || Ask { prompt_estimate: estimate_prompt(c.body), max_tokens: c.fields.max_tokens };
-        match policy::admit(&c.key.policy, c.route, ask, ctx.cfg.completion_reserve_tokens) {
+        // ---- issue 18: limits shared through Redis when `[cluster]` is on ----
+        let decided = match crate::cluster::current() {
+            None => crate::cluster::limits::Decision::Local,
+            Some(_) => {
+                let reserve = ctx.cfg.completion_reserve_tokens;
+                crate::cluster::limits::admit(&c.key.org, &c.key.policy, c.route, ask, reserve).await
+            }
+        };
+        let admitted = match decided {
+            crate::cluster::limits::Decision::Done(r) => r,
+            crate::cluster::limits::Decision::Local => {
+                policy::admit(&c.key.policy, c.route, ask, ctx.cfg.completion_reserve_tokens)
+            }
+        };
+        match admitted {
             Ok(a) => Some(a),
             Err((e, headers)) => {
                 ctx.metrics.refused(e.kind);

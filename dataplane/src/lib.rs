@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod blocking;
 pub mod cache;
+pub mod cluster;
 pub mod conn;
 pub mod dns;
 pub mod error;

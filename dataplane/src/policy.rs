@@ -220,6 +220,12 @@ impl QuotaState {
         }
     }
 
+    /// The caps: (spend in nano-USD, tokens); `None` where there is none.
+    pub fn caps(&self) -> (Option<u64>, Option<u64>) {
+        let cap = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
+        (cap(&self.max_nanos), cap(&self.max_tokens))
+    }
+
     fn check(&self, now_s: u64) -> Result<(), GatewayError> {
         self.roll(now_s);
         let (_, end) = period_bounds(self.period, now_s);
@@ -364,6 +370,39 @@ pub struct Admission<'a> {
     held_nanos: u64,
     /// `x-ratelimit-*` header lines for the response.
     pub headers: Vec<u8>,
+    // ---- issue 18: admitted through Redis instead (crate::cluster) ----
+    remote: Option<Box<crate::cluster::limits::Held>>,
+}
+
+impl Admission<'_> {
+    /// Admitted without any limit (`on_redis_down = "allow"`).
+    pub fn unlimited() -> Self {
+        Admission {
+            tokens: Applicable::default(),
+            quotas: &[],
+            reserved_tokens: 0,
+            held_nanos: 0,
+            headers: Vec::new(),
+            remote: None,
+        }
+    }
+
+    /// Admitted by the cluster's script; reconciled there when it ends.
+    pub fn remote(held: Box<crate::cluster::limits::Held>, reserved: u64, held_nanos: u64, headers: Vec<u8>) -> Self {
+        Admission {
+            tokens: Applicable::default(),
+            quotas: &[],
+            reserved_tokens: reserved,
+            held_nanos,
+            headers,
+            remote: Some(held),
+        }
+    }
+}
+
+/// The per-token price a reservation is held at: the route's dearest target.
+pub fn dearest_price(route: &Route) -> f64 {
+    route.targets.iter().filter_map(|t| t.prices).map(|(p, c)| p.max(c)).fold(0.0_f64, f64::max)
 }
 
 /// The request's reservation: prompt estimate + completion allowance.
@@ -444,7 +483,7 @@ pub fn admit<'a>(
             }
         }
         // Hold the reservation against quotas, at the route's dearest price.
-        let price = route.targets.iter().filter_map(|t| t.prices).map(|(p, c)| p.max(c)).fold(0.0_f64, f64::max);
+        let price = dearest_price(route);
         held_nanos = switchboard_shared::usage::cost_nanos(reserved, 0, price, 0.0);
         for q in &policy.quotas {
             saturating_add(&q.held_tokens, reserved);
@@ -452,11 +491,15 @@ pub fn admit<'a>(
         }
     }
     let headers = headers(&requests, &tokens, now);
-    Ok(Admission { tokens, quotas: &policy.quotas, reserved_tokens: reserved, held_nanos, headers })
+    Ok(Admission { tokens, quotas: &policy.quotas, reserved_tokens: reserved, held_nanos, headers, remote: None })
 }
 
 /// The request ended: charge what it really used.
 pub fn settle(a: &Admission<'_>, tokens: u64, nanos: u64) {
+    if let Some(held) = &a.remote {
+        crate::cluster::limits::settle(held, tokens, nanos);
+        return;
+    }
     let now = mono_ns();
     for b in a.tokens.iter() {
         if tokens > a.reserved_tokens {
@@ -508,7 +551,7 @@ fn headers(requests: &Applicable<'_>, tokens: &Applicable<'_>, now: u64) -> Vec<
 }
 
 /// OpenAI's reset format: `1s`, `6m0s`, `120ms`.
-fn push_duration(h: &mut Vec<u8>, ns: u64) {
+pub(crate) fn push_duration(h: &mut Vec<u8>, ns: u64) {
     let ms = ns / 1_000_000;
     if ms < 1000 {
         push_dec(h, ms);

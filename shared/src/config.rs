@@ -23,7 +23,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { path: path.into(), message: message.into() }
     }
 }
@@ -71,6 +71,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSpec>,
     #[serde(default)]
     pub models: Vec<ModelSpec>,
+    // ---- issue 18: scale-out on Redis (shared/src/cluster.rs) ----
+    /// Limits and quotas shared by every data plane through Redis (`[cluster]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The admin API (`[admin]`).
@@ -136,6 +140,9 @@ impl Config {
             }
         }
         cfg.usage.validate()?;
+        if let Some(c) = &cfg.cluster {
+            c.validate()?;
+        }
         cfg.check_names()?;
         cfg.routing().validate()?;
         Ok(cfg)

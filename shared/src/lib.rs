@@ -7,6 +7,7 @@
 //! * [`url`]: the small, strict base-URL parser for upstreams.
 //! * [`usage`]: usage records, from the data plane to the accounting.
 
+pub mod cluster;
 pub mod config;
 pub mod keyhash;
 pub mod limits;

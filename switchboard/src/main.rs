@@ -213,9 +213,9 @@ fn dataplane(
     let dns = DnsCache::new();
     // The first snapshot, before serving: retry until the admin answers.
     let deadline = std::time::Instant::now() + startup_timeout;
-    let (version, instance, snapshot) = loop {
+    let (version, instance, snapshot, admin_cluster) = loop {
         let attempt = remote.poll(0, None).and_then(|r| match r {
-            Some(f) => f.compile(&dns).map(|s| (f.version, f.instance, s)),
+            Some(f) => f.compile(&dns).map(|s| (f.version, f.instance, s, f.cluster)),
             None => Err("the admin has no snapshot yet".into()),
         });
         match attempt {
@@ -228,6 +228,12 @@ fn dataplane(
         }
     };
     tracing::info!(version, admin, "following the admin");
+    // issue 18: this file's [cluster], else the admin's (read once, at start).
+    if let Some(c) = cfg.cluster.clone().or(admin_cluster) {
+        if let Err(e) = switchboard_dataplane::cluster::install(&c) {
+            return fail(EX_CONFIG, format!("[cluster]: {e}"));
+        }
+    }
     let store = SnapshotStore::new(snapshot);
     let spill = cfg.usage.spill_file.clone().unwrap_or_else(|| PathBuf::from("switchboard-usage.spill"));
     let usage = match start_usage(&cfg.usage, &spill, Some(Box::new(remote.usage_sink()))) {
@@ -344,12 +350,33 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
     if let Err(e) = refuse_served(&addrs, handover) {
         return e;
     }
+    // issue 18: limits and quotas shared through Redis.
+    let cluster = match &cfg.cluster {
+        Some(c) => match switchboard_dataplane::cluster::install(c) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(EX_CONFIG, format!("[cluster]: {e}")),
+        },
+        None => None,
+    };
     // Keep the admin service alive for the life of the process.
     let mut admin_handle = None;
     let config_dir = path.parent().map(PathBuf::from).unwrap_or_default();
     let mut usage_sink: Option<(Box<dyn UsageSink>, PathBuf)> = None;
     let (reloader, store) = match &cfg.admin {
-        None => match Reloader::load(path.clone(), prep.clone()) {
+        None => match Reloader::load(path.clone(), prep.clone()).inspect(|_| {
+            // No database: quota counters start from zero (the spec of the start).
+            if let Some(c) = &cluster {
+                let spec = Arc::new(cfg.routing());
+                let seeded = switchboard_dataplane::cluster::seed::spawn(
+                    c.clone(),
+                    Box::new(move || spec.clone()),
+                    Box::new(|_: &str, _: &str, _: i64| Ok((0, 0))),
+                );
+                if let Err(e) = seeded {
+                    tracing::error!(error = %e, "cannot start the quota seeder");
+                }
+            }
+        }) {
             Ok((r, _)) => match r.store() {
                 Some(s) => {
                     let s = s.clone();
@@ -415,6 +442,11 @@ fn serve(path: PathBuf, handover: bool) -> ExitCode {
             match switchboard_adminapi::start(&admin_cfg, state.clone()) {
                 Ok(h) => admin_handle = Some(h),
                 Err(e) => return fail(EX_CANTCREAT, format!("cannot start the admin API on {listen}: {e}")),
+            }
+            if let Some(c) = &cluster {
+                if let Err(e) = switchboard_adminapi::cluster::start_seeder(state.clone(), c.clone()) {
+                    return fail(EX_CANTCREAT, format!("cannot start the quota seeder: {e}"));
+                }
             }
             let seeder = state.clone();
             let apply: Apply = Box::new(move |cfg: &Config| {
