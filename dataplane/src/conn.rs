@@ -431,7 +431,11 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 store_key = Some(k);
                 match c.head.cache_control {
                     CacheControl::NoCache => "bypass",
-                    _ => match cache.get(&k) {
+                    _ => match match cache.get(&k) {
+                        // issue 18: after a local miss, the shared tier (Redis).
+                        None if c.route.cache.shared => crate::cluster::cache::get(&c.key.org, &k, cache).await,
+                        local => local,
+                    } {
                         Some(hit) => {
                             cache.hits.fetch_add(1, Ordering::Relaxed);
                             return serve_hit(ctx, io, bufs, c, &subject, &hit.body, headers, admission.as_ref()).await;
@@ -464,6 +468,7 @@ async fn admit_proxy_account<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         extra_headers: &headers,
         // Streams are replayed from stored answers, not stored.
         capture: store_key.filter(|_| !c.fields.stream).map(|k| (k, Duration::from_millis(c.route.cache.ttl_ms))),
+        shared_cache: c.route.cache.shared,
         org: &c.key.org,
     };
     let mut tally = Tally::default();

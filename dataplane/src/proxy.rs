@@ -53,6 +53,8 @@ pub struct ProxyRequest<'a> {
     /// (if it is not over the cache's entry size). Stored before the body's
     /// last bytes go out, so a client that has the answer finds it cached.
     pub capture: Option<(crate::cache::Key, Duration)>,
+    /// issue 18: store captured answers in the shared tier (Redis) too.
+    pub shared_cache: bool,
     /// The org of the request's key (nodes serve their own org only).
     pub org: &'a str,
 }
@@ -633,6 +635,10 @@ async fn relay<S: AsyncWriteRent + PeerClosed>(
         if done {
             if let (Some((key, ttl)), Some(body)) = (req.capture, tally.captured.take()) {
                 ctx.cache.put(key, &body, ttl);
+                // issue 18: the shared tier.
+                if req.shared_cache {
+                    crate::cluster::cache::put(req.org, &key, &body, ttl);
+                }
             }
         }
         // Hold the head until there is body to send with it (or the body is whole).

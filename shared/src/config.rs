@@ -795,11 +795,15 @@ pub struct CacheSpec {
     /// How long an answer stays cached.
     #[serde(default = "default_cache_ttl")]
     pub ttl_ms: u64,
+    /// issue 18: also keep answers in Redis (`[cluster]`), shared by every
+    /// data plane: local first, then Redis.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 impl Default for CacheSpec {
     fn default() -> Self {
-        CacheSpec { mode: CacheMode::Off, ttl_ms: default_cache_ttl() }
+        CacheSpec { mode: CacheMode::Off, ttl_ms: default_cache_ttl(), shared: false }
     }
 }
 

@@ -346,3 +346,60 @@ fn redis_restarted_empty_gets_quotas_reseeded_from_the_database() {
     let after = admin_get(&p, "/v1/admin/cluster")["quotas_reseeded"].as_u64().unwrap();
     assert!(after > before, "the admin re-seeded ({before} -> {after})");
 }
+
+#[test]
+fn the_shared_cache_answers_across_data_planes_and_falls_back_to_local() {
+    let mock = mock();
+    let mut redis = Redis::start();
+    let routing = format!("[[keys]]\nid = \"k1\"\nhash = \"{}\"\n", key_hash(KEY));
+    let p = start(&mock, &redis, "", &routing, 2);
+    // Route the model with the shared cache on (the admin API, as a user would).
+    let body = serde_json::json!({"cache": {"mode": "always", "ttl_ms": 60000, "shared": true}}).to_string();
+    let mut c = Conn::open(p.admin);
+    c.send(
+        format!(
+            "PATCH /v1/admin/routes/m HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let prompt = r#"{"model":"m","messages":[{"role":"user","content":"shared across planes"}]}"#;
+    assert!(eventually(Duration::from_secs(5), || chat_at(p.addrs[1], KEY, prompt).header("x-switchboard-cache").is_some()));
+    let upstream_calls = mock.requests();
+    // Answered through one plane: a hit through the others, the same answer.
+    let first = chat_at(p.addrs[1], KEY, prompt);
+    for addr in [p.addrs[0], p.addrs[2]] {
+        let r = chat_at(addr, KEY, prompt);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-switchboard-cache"), Some("hit"), "{}", r.text());
+        assert_eq!(r.json()["choices"], first.json()["choices"]);
+    }
+    assert_eq!(mock.requests(), upstream_calls, "no upstream call for a shared hit");
+    // A streamed replay of a prompt stored through another plane.
+    let other = r#"{"model":"m","messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
+    assert_eq!(chat_at(p.addrs[0], KEY, other).header("x-switchboard-cache"), Some("miss"));
+    let streamed = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
+    let r = chat_at(p.addrs[2], KEY, streamed);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchboard-cache"), Some("hit"));
+    let events = sse_data(&r.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("\"content\"")), "{events:?}");
+    // Redis down: the local cache alone, and no errors.
+    redis.kill();
+    let fresh = r#"{"model":"m","messages":[{"role":"user","content":"while redis is down"}]}"#;
+    for (i, addr) in p.addrs.iter().enumerate() {
+        let started = Instant::now();
+        let r = chat_at(*addr, KEY, fresh);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-switchboard-cache"), Some("miss"), "plane {i}");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        let again = chat_at(*addr, KEY, fresh);
+        assert_eq!(again.status, 200);
+        assert_eq!(again.header("x-switchboard-cache"), Some("hit"), "plane {i}: the local tier");
+    }
+    // What was copied locally before still answers.
+    assert_eq!(chat_at(p.addrs[0], KEY, prompt).header("x-switchboard-cache"), Some("hit"));
+}

@@ -12,6 +12,7 @@
 //! its org's tag, so all of a request's keys are in one hash slot and one
 //! script call works on Redis Cluster too.
 
+pub mod cache;
 pub mod client;
 pub mod limits;
 pub mod seed;
@@ -53,6 +54,9 @@ pub struct Stats {
     pub unseeded: AtomicU64,
     pub reconciles: AtomicU64,
     pub reseeded: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub cache_stores: AtomicU64,
 }
 
 /// The process's connection settings and Redis health.
@@ -238,6 +242,7 @@ impl Cluster {
             "went_down": n(&s.went_down),
             "came_up": n(&s.came_up),
             "quotas_reseeded": n(&s.reseeded),
+            "shared_cache": {"hits": n(&s.cache_hits), "misses": n(&s.cache_misses), "stores": n(&s.cache_stores)},
         })
     }
 }
@@ -266,6 +271,9 @@ pub fn render_metrics(o: &mut String) {
         ("errors", &s.errors),
         ("timeouts", &s.timeouts),
         ("reconciles", &s.reconciles),
+        ("cache_hits", &s.cache_hits),
+        ("cache_misses", &s.cache_misses),
+        ("cache_stores", &s.cache_stores),
     ] {
         let _ = writeln!(o, "# TYPE switchboard_cluster_{name}_total counter\nswitchboard_cluster_{name}_total {}", n(v));
     }
