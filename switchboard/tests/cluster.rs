@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 use std::net::SocketAddr;
-use switchboard_loadtests::MockHandle;
 use std::time::{Duration, Instant};
+use switchboard_loadtests::MockHandle;
 
 struct Planes {
     /// serve, then the remote data planes.
@@ -172,7 +172,8 @@ fn an_org_token_limit_reserves_and_reconciles_across_data_planes() {
         key_hash(KEY)
     );
     let p = start(&mock, &redis, "", &routing, 2);
-    let slow = r#"{"model":"m","max_tokens":1000,"mock":{"delay_ms":1500},"messages":[{"role":"user","content":"hi"}]}"#;
+    let slow =
+        r#"{"model":"m","max_tokens":1000,"mock":{"delay_ms":1500},"messages":[{"role":"user","content":"hi"}]}"#;
     // 9 at once, 3 per data plane, all in flight together: 3 reservations fit.
     let rs = hammer(&p, KEY, slow, 3, 3);
     assert_eq!(count(&rs, 200), 3, "3 x ~1000 of 3100 fit: {:?}", rs.iter().map(|r| r.status).collect::<Vec<_>>());
@@ -311,8 +312,10 @@ fn redis_restarted_empty_gets_quotas_reseeded_from_the_database() {
     let mut redis = Redis::start();
     // A daily token cap of 200; a request uses ~30 and holds its reservation
     // (~21 with max_tokens 16) while it runs.
-    let routing =
-        format!("[[keys]]\nid = \"k1\"\nhash = \"{}\"\nquotas = [{{ period = \"day\", max_tokens = 200 }}]\n", key_hash(KEY));
+    let routing = format!(
+        "[[keys]]\nid = \"k1\"\nhash = \"{}\"\nquotas = [{{ period = \"day\", max_tokens = 200 }}]\n",
+        key_hash(KEY)
+    );
     let p = start(&mock, &redis, "on_redis_down = \"deny\"", &routing, 1);
     let small = r#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut admitted = 0;
@@ -366,7 +369,9 @@ fn the_shared_cache_answers_across_data_planes_and_falls_back_to_local() {
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());
     let prompt = r#"{"model":"m","messages":[{"role":"user","content":"shared across planes"}]}"#;
-    assert!(eventually(Duration::from_secs(5), || chat_at(p.addrs[1], KEY, prompt).header("x-switchboard-cache").is_some()));
+    assert!(eventually(Duration::from_secs(5), || chat_at(p.addrs[1], KEY, prompt)
+        .header("x-switchboard-cache")
+        .is_some()));
     let upstream_calls = mock.requests();
     // Answered through one plane: a hit through the others, the same answer.
     let first = chat_at(p.addrs[1], KEY, prompt);
@@ -380,7 +385,8 @@ fn the_shared_cache_answers_across_data_planes_and_falls_back_to_local() {
     // A streamed replay of a prompt stored through another plane.
     let other = r#"{"model":"m","messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
     assert_eq!(chat_at(p.addrs[0], KEY, other).header("x-switchboard-cache"), Some("miss"));
-    let streamed = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
+    let streamed =
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
     let r = chat_at(p.addrs[2], KEY, streamed);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchboard-cache"), Some("hit"));

@@ -59,10 +59,17 @@ struct Queue {
     waker: Option<Waker>,
 }
 
+/// How long a reconcile may wait for a command to go out with.
+const RECONCILE_BATCH: std::time::Duration = std::time::Duration::from_millis(2);
+
 #[derive(Default)]
 struct Conn {
     q: RefCell<Queue>,
+    /// A flush of queued reconciles is scheduled.
+    flush_due: Cell<bool>,
     running: Cell<bool>,
+    /// Its task has a connection (it is past connecting).
+    connected: Cell<bool>,
     closed: Cell<bool>,
     /// Commands written and not yet answered.
     in_flight: Cell<usize>,
@@ -120,20 +127,38 @@ impl Client {
         &self.conns[shard % self.conns.len()]
     }
 
-    fn enqueue(&self, shard: usize, cmd: &[u8], slot: Option<Rc<Slot>>) {
+    /// Queue a command; whether it goes on a connection that was open already.
+    fn enqueue(&self, shard: usize, cmd: &[u8], slot: Option<Rc<Slot>>) -> bool {
         let conn = self.conn(shard);
+        let reused = conn.running.get() && conn.connected.get();
         {
             let mut q = conn.q.borrow_mut();
             q.out.extend_from_slice(cmd);
+            let now = slot.is_some();
             q.waiting.push_back(slot);
-            if let Some(w) = q.waker.take() {
-                w.wake();
+            if now {
+                if let Some(w) = q.waker.take() {
+                    w.wake();
+                }
+            } else if !conn.flush_due.get() {
+                // A command nobody waits for (a reconcile) goes out with the
+                // next command on this connection, or after RECONCILE_BATCH.
+                conn.flush_due.set(true);
+                let c = conn.clone();
+                monoio::spawn(async move {
+                    monoio::time::sleep(RECONCILE_BATCH).await;
+                    c.flush_due.set(false);
+                    if let Some(w) = c.q.borrow_mut().waker.take() {
+                        w.wake();
+                    }
+                });
             }
         }
         if !conn.running.get() {
             conn.running.set(true);
             monoio::spawn(run(self.cluster.clone(), conn.clone()));
         }
+        reused
     }
 
     /// Send one encoded command on connection `shard` (commands on one
@@ -141,23 +166,32 @@ impl Client {
     /// command timeout.
     pub async fn call(&self, shard: usize, cmd: &[u8]) -> Result<Frame, Fail> {
         self.cluster.stats.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let slot = Rc::new(Slot::default());
-        self.enqueue(shard, cmd, Some(slot.clone()));
-        let wait = std::future::poll_fn(|cx| match slot.reply.borrow_mut().take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                *slot.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
+        let deadline = monoio::time::Instant::now() + self.cluster.command_timeout();
+        let mut result = Err(Fail::Timeout);
+        // A connection Redis closed while it sat idle (Redis restarted, an
+        // idle timeout) fails the first command written on it: that command
+        // is sent once more, on a new connection, within the same deadline.
+        for _ in 0..2 {
+            let slot = Rc::new(Slot::default());
+            let reused = self.enqueue(shard, cmd, Some(slot.clone()));
+            let wait = std::future::poll_fn(|cx| match slot.reply.borrow_mut().take() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            });
+            result = monoio::time::timeout_at(deadline, wait).await.unwrap_or(Err(Fail::Timeout));
+            if !(reused && matches!(result, Err(Fail::Io(_)))) {
+                break;
             }
-        });
-        match monoio::time::timeout(self.cluster.command_timeout(), wait).await {
-            Ok(r) => r,
-            Err(_) => Err(Fail::Timeout),
         }
+        result
     }
 
     /// Send one encoded command whose reply nobody waits for (reconciles):
-    /// it goes out with the next write on that connection.
+    /// it goes out with the next command on that connection (in order), or
+    /// after [`RECONCILE_BATCH`] — batched per worker and connection.
     pub fn send(&self, shard: usize, cmd: &[u8]) {
         self.cluster.stats.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.enqueue(shard, cmd, None);
@@ -212,7 +246,8 @@ async fn connect(c: &Cluster) -> Result<RStream, Fail> {
     if let Some((user, pass)) = &c.auth {
         let mut out = Vec::new();
         let user = user.as_deref().unwrap_or("default");
-        super::sync::encode_command(&mut out, &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()]).map_err(Fail::Io)?;
+        super::sync::encode_command(&mut out, &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()])
+            .map_err(Fail::Io)?;
         let mut rbuf = Vec::with_capacity(256);
         let replies = monoio::time::timeout(c.command_timeout(), exchange(&mut s, out, 1, &mut rbuf))
             .await
@@ -268,12 +303,14 @@ async fn run(cluster: Arc<Cluster>, conn: Rc<Conn>) {
         Err(e) => e,
     };
     conn.running.set(false);
+    conn.connected.set(false);
     conn.in_flight.set(0);
     conn.fail_queued(&why);
 }
 
 async fn drive(cluster: &Cluster, conn: &Conn) -> Result<(), Fail> {
     let mut s = connect(cluster).await?;
+    conn.connected.set(true);
     let mut rbuf = Vec::with_capacity(16 * 1024);
     let mut spare = Vec::with_capacity(4096);
     loop {

@@ -88,7 +88,8 @@ pub async fn admit<'a>(
         return fallback(&c);
     }
     let model = if policy.per_model.is_empty() { None } else { policy.per_model.get(&*route.name) };
-    let requests: Vec<&Bucket> = policy.requests.iter().map(|b| &**b).chain(model.and_then(|m| m.0.as_deref())).collect();
+    let requests: Vec<&Bucket> =
+        policy.requests.iter().map(|b| &**b).chain(model.and_then(|m| m.0.as_deref())).collect();
     let tokens: Vec<&Bucket> = policy.tokens.iter().map(|b| &**b).chain(model.and_then(|m| m.1.as_deref())).collect();
     let quotas: &[Arc<QuotaState>] = &policy.quotas;
     let mut reserved = 0;
@@ -153,7 +154,8 @@ pub async fn admit<'a>(
     };
     let (code, index, wait_us) = (v[0], v[1].max(0) as usize, v[2].max(0) as u64);
     // Per bucket: (remaining, reset in us).
-    let state: Vec<(u64, u64)> = v[3..].chunks(2).map(|p| (p[0].max(0) as u64, p.get(1).map_or(0, |r| (*r).max(0) as u64))).collect();
+    let state: Vec<(u64, u64)> =
+        v[3..].chunks(2).map(|p| (p[0].max(0) as u64, p.get(1).map_or(0, |r| (*r).max(0) as u64))).collect();
     if state.len() != buckets.len() {
         c.failure(false, "the admission script answered for a different number of limits");
         return fallback(&c);

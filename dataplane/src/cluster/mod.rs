@@ -253,17 +253,14 @@ pub fn render_metrics(o: &mut String) {
     let Some(c) = current() else { return };
     let s = &c.stats;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let _ = writeln!(o, "# TYPE switchboard_cluster_redis_up gauge\nswitchboard_cluster_redis_up {}", u8::from(c.is_up()));
+    let _ =
+        writeln!(o, "# TYPE switchboard_cluster_redis_up gauge\nswitchboard_cluster_redis_up {}", u8::from(c.is_up()));
     let _ = writeln!(o, "# TYPE switchboard_cluster_transitions_total counter");
     let _ = writeln!(o, "switchboard_cluster_transitions_total{{to=\"down\"}} {}", n(&s.went_down));
     let _ = writeln!(o, "switchboard_cluster_transitions_total{{to=\"up\"}} {}", n(&s.came_up));
     let _ = writeln!(o, "# TYPE switchboard_cluster_fallback_total counter");
-    let _ = writeln!(
-        o,
-        "switchboard_cluster_fallback_total{{mode=\"{}\"}} {}",
-        c.cfg.on_redis_down.name(),
-        n(&s.fallback)
-    );
+    let _ =
+        writeln!(o, "switchboard_cluster_fallback_total{{mode=\"{}\"}} {}", c.cfg.on_redis_down.name(), n(&s.fallback));
     for (name, v) in [
         ("admitted", &s.admitted),
         ("refused", &s.refused),
@@ -275,6 +272,7 @@ pub fn render_metrics(o: &mut String) {
         ("cache_misses", &s.cache_misses),
         ("cache_stores", &s.cache_stores),
     ] {
-        let _ = writeln!(o, "# TYPE switchboard_cluster_{name}_total counter\nswitchboard_cluster_{name}_total {}", n(v));
+        let _ =
+            writeln!(o, "# TYPE switchboard_cluster_{name}_total counter\nswitchboard_cluster_{name}_total {}", n(v));
     }
 }

@@ -61,17 +61,25 @@ pub fn seed_once(c: &Cluster, conn: &mut SyncConn, quotas: &[QuotaRef], used: &U
         return Ok(0);
     }
     let now_s = crate::policy::now_unix_ms() / 1000;
-    let keys: Vec<(String, u64)> =
-        quotas.iter().map(|q| super::limits::quota_key(&q.org, &q.scope, q.period, now_s)).collect();
-    let checks: Vec<Vec<&[u8]>> = keys.iter().map(|(k, _)| vec![&b"HEXISTS"[..], k.as_bytes(), b"s"]).collect();
+    // The current period's counter, and the next one's (seeded with zero
+    // ahead of time, so a new day or month starts seeded).
+    let mut keys: Vec<(&QuotaRef, String, u64, bool)> = Vec::with_capacity(2 * quotas.len());
+    for q in quotas {
+        let (key, exp) = super::limits::quota_key(&q.org, &q.scope, q.period, now_s);
+        keys.push((q, key, exp, false));
+        let (_, end) = q.period.bounds(now_s as i64);
+        let (key, exp) = super::limits::quota_key(&q.org, &q.scope, q.period, end.max(0) as u64);
+        keys.push((q, key, exp, true));
+    }
+    let checks: Vec<Vec<&[u8]>> = keys.iter().map(|(_, k, _, _)| vec![&b"HEXISTS"[..], k.as_bytes(), b"s"]).collect();
     let replies = conn.pipeline(&checks)?;
     let mut seeded = 0;
-    for ((q, (key, exp)), r) in quotas.iter().zip(&keys).zip(replies) {
+    for ((q, key, exp, next), r) in keys.iter().zip(replies) {
         if matches!(r, Frame::Integer(1)) {
             continue;
         }
         let (start, _) = q.period.bounds(now_s as i64);
-        let (nanos, tokens) = used(q.column, &q.value, start)?;
+        let (nanos, tokens) = if *next { (0, 0) } else { used(q.column, &q.value, start)? };
         let cap = switchboard_shared::limits::CLUSTER_MAX_COUNTER;
         let (n, t, e) = (nanos.min(cap).to_string(), tokens.min(cap).to_string(), exp.to_string());
         let r = conn.call(&[
@@ -84,6 +92,7 @@ pub fn seed_once(c: &Cluster, conn: &mut SyncConn, quotas: &[QuotaRef], used: &U
             e.as_bytes(),
         ])?;
         match r {
+            Frame::Integer(1) if *next => {}
             Frame::Integer(1) => {
                 seeded += 1;
                 tracing::info!(scope = %q.scope, period = q.period.name(), used_nanos = nanos, used_tokens = tokens,
