@@ -373,8 +373,10 @@ fn the_shared_cache_answers_across_data_planes_and_falls_back_to_local() {
         .header("x-switchboard-cache")
         .is_some()));
     let upstream_calls = mock.requests();
-    // Answered through one plane: a hit through the others, the same answer.
+    // Answered through one plane (stored in Redis as its answer goes out):
+    // a hit through the others, the same answer.
     let first = chat_at(p.addrs[1], KEY, prompt);
+    assert!(eventually(Duration::from_secs(2), || redis.cmd(&["DBSIZE"]) == ":1"));
     for addr in [p.addrs[0], p.addrs[2]] {
         let r = chat_at(addr, KEY, prompt);
         assert_eq!(r.status, 200);
@@ -385,6 +387,7 @@ fn the_shared_cache_answers_across_data_planes_and_falls_back_to_local() {
     // A streamed replay of a prompt stored through another plane.
     let other = r#"{"model":"m","messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
     assert_eq!(chat_at(p.addrs[0], KEY, other).header("x-switchboard-cache"), Some("miss"));
+    assert!(eventually(Duration::from_secs(2), || redis.cmd(&["DBSIZE"]) == ":2"));
     let streamed =
         r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"streamed from the shared tier"}]}"#;
     let r = chat_at(p.addrs[2], KEY, streamed);

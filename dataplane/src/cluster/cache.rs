@@ -78,6 +78,6 @@ pub fn put(org: &str, key: &Key, body: &[u8], ttl: Duration) {
     let mut cmd = Vec::with_capacity(64 + value.len());
     if encode_command(&mut cmd, &[b"SET", &redis_key(org, key), &value, b"PX", px.as_bytes()]).is_ok() {
         c.stats.cache_stores.fetch_add(1, Ordering::Relaxed);
-        worker_client(&c).send(shard_of(key), &cmd);
+        worker_client(&c).send_now(shard_of(key), &cmd);
     }
 }

@@ -128,13 +128,12 @@ impl Client {
     }
 
     /// Queue a command; whether it goes on a connection that was open already.
-    fn enqueue(&self, shard: usize, cmd: &[u8], slot: Option<Rc<Slot>>) -> bool {
+    fn enqueue(&self, shard: usize, cmd: &[u8], slot: Option<Rc<Slot>>, now: bool) -> bool {
         let conn = self.conn(shard);
         let reused = conn.running.get() && conn.connected.get();
         {
             let mut q = conn.q.borrow_mut();
             q.out.extend_from_slice(cmd);
-            let now = slot.is_some();
             q.waiting.push_back(slot);
             if now {
                 if let Some(w) = q.waker.take() {
@@ -173,7 +172,7 @@ impl Client {
         // is sent once more, on a new connection, within the same deadline.
         for _ in 0..2 {
             let slot = Rc::new(Slot::default());
-            let reused = self.enqueue(shard, cmd, Some(slot.clone()));
+            let reused = self.enqueue(shard, cmd, Some(slot.clone()), true);
             let wait = std::future::poll_fn(|cx| match slot.reply.borrow_mut().take() {
                 Some(r) => Poll::Ready(r),
                 None => {
@@ -194,7 +193,14 @@ impl Client {
     /// after [`RECONCILE_BATCH`] — batched per worker and connection.
     pub fn send(&self, shard: usize, cmd: &[u8]) {
         self.cluster.stats.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.enqueue(shard, cmd, None);
+        self.enqueue(shard, cmd, None, false);
+    }
+
+    /// Send one encoded command whose reply nobody waits for, at once
+    /// (a shared-cache store: other data planes should find it soon).
+    pub fn send_now(&self, shard: usize, cmd: &[u8]) {
+        self.cluster.stats.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.enqueue(shard, cmd, None, true);
     }
 }
 

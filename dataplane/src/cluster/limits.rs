@@ -252,7 +252,7 @@ async fn eval(
             // reconcile script too, ahead of this worker's next reconciles.
             let mut load = Vec::new();
             if encode_command(&mut load, &[b"SCRIPT", b"LOAD", c.settle_script.body.as_bytes()]).is_ok() {
-                client.send(shard, &load);
+                client.send_now(shard, &load);
             }
             args[0] = b"EVAL".to_vec();
             args[1] = body.as_bytes().to_vec();
