@@ -22,6 +22,11 @@ struct Planes {
 /// One `serve` with `[cluster]` and `routing` (keys, orgs), and `remotes`
 /// data planes following it (they get `[cluster]` from the admin).
 fn start(mock: &MockHandle, redis: &Redis, cluster: &str, routing: &str, remotes: usize) -> Planes {
+    start_with_cluster(mock, &format!("redis_url = \"{}\"\n{cluster}", redis.url()), routing, remotes, &[])
+}
+
+/// As [`start`], with all of `[cluster]` but the test timings given.
+fn start_with_cluster(mock: &MockHandle, cluster: &str, routing: &str, remotes: usize, env: &[(&str, &str)]) -> Planes {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("admin.toml");
     std::fs::write(
@@ -41,7 +46,6 @@ database = "switchboard.db"
 flush_interval_ms = 20
 
 [cluster]
-redis_url = "{}"
 probe_interval_ms = 100
 command_timeout_ms = 300
 {cluster}
@@ -57,12 +61,11 @@ targets = [{{ upstream = "mock" }}]
 
 {routing}
 "#,
-            redis.url(),
             mock.base_url(),
         ),
     )
     .unwrap();
-    let mut admin = Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], &[]);
+    let mut admin = Proc::spawn(&["serve", "--config", cfg.to_str().unwrap()], env);
     let admin_addr = admin.address("admin API listening on ");
     let mut addrs = vec![admin.address("data plane listening on ")];
     let mut procs = vec![admin];
@@ -79,7 +82,7 @@ targets = [{{ upstream = "mock" }}]
         .unwrap();
         let mut dp = Proc::spawn(
             &["dataplane", "--admin", &format!("http://{admin_addr}"), "--config", dp_cfg.to_str().unwrap()],
-            &[],
+            env,
         );
         addrs.push(dp.address("data plane listening on "));
         procs.push(dp);
@@ -417,4 +420,29 @@ fn the_shared_cache_answers_across_data_planes_and_falls_back_to_local() {
     }
     // What was copied locally before still answers.
     assert_eq!(chat_at(p.addrs[0], KEY, prompt).header("x-switchboard-cache"), Some("hit"));
+}
+
+#[test]
+fn rediss_with_a_password_shares_limits_over_tls() {
+    let mock = mock();
+    let redis = Redis::start_tls("s3cret-redis-password");
+    let (tls_port, ca) = redis.tls.clone().unwrap();
+    let routing = format!("[[keys]]\nid = \"k1\"\nhash = \"{}\"\nrpm = 4\n", key_hash(KEY));
+    // The admin's [cluster] names where the password is read: the remote
+    // data plane reads the same variable from its own environment.
+    let cluster = format!(
+        "redis_url = \"rediss://127.0.0.1:{tls_port}\"\npassword_env = \"SB_TEST_REDIS_PASSWORD\"\nca_file = \"{}\"\non_redis_down = \"deny\"",
+        ca.display()
+    );
+    let env = [("SB_TEST_REDIS_PASSWORD", "s3cret-redis-password")];
+    let p = start_with_cluster(&mock, &cluster, &routing, 1, &env);
+    let rs = hammer(&p, KEY, HI, 4, 2);
+    assert_eq!(count(&rs, 200), 4, "{:?}", rs.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(count(&rs, 429), 4);
+    assert_eq!(count(&rs, 503), 0, "deny would answer 503 if Redis could not be reached");
+    let status = admin_get(&p, "/v1/admin/cluster");
+    assert_eq!(status["state"], "up", "{status}");
+    assert!(!status.to_string().contains("s3cret"), "the password never shows");
+    // It went over TLS with the password: the limit's key is in Redis.
+    assert_eq!(redis.cmd(&["EXISTS", "sb:{default}:rl:key `k1`:r"]), ":1");
 }
