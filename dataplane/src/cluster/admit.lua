@@ -5,7 +5,8 @@
 -- KEYS: nb GCRA buckets (request limits, then token limits), then nq quota hashes.
 -- ARGV[1] = nb, ARGV[2] = nq,
 --   then per bucket: interval (microseconds per unit), cost (units);
---   then per quota: max_nanos (-1: none), max_tokens (-1: none), hold_tokens, hold_nanos, expire_at (unix s).
+--   then per quota: max_nanos (-1: none), max_tokens (-1: none), hold_tokens, hold_nanos, expire_at (unix s;
+--   unused here: the seed set it).
 -- Returns {code, index, wait_us, rem_1, reset_us_1, ..., rem_nb, reset_us_nb}
 --   code 0 admitted; 1 bucket `index` refused (wait_us until it would fit);
 --   2 quota `index` spend cap reached; 3 quota `index` token cap reached;
@@ -81,6 +82,6 @@ for j = 1, nq do
   local k = KEYS[nb + j]
   redis.call('HINCRBY', k, 'ht', ARGV[o + 3])
   redis.call('HINCRBY', k, 'hn', ARGV[o + 4])
-  redis.call('EXPIREAT', k, ARGV[o + 5])
+  -- No EXPIREAT here: a seeded counter has its expiry already (seed.lua).
 end
 return report(0, 0, 0, true)
