@@ -209,7 +209,8 @@ impl utoipa::Modify for BearerAuth {
         list_nodes, get_node, update_node, delete_node,
         smoke,
         crate::console::sign_in, crate::console::current, crate::console::sign_out,
-        crate::console::overview, crate::console::playground::chat
+        crate::console::overview, crate::console::playground::chat,
+        crate::cluster::get_cluster
     ),
     modifiers(&BearerAuth)
 )]
@@ -234,6 +235,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/v1/admin/audit", get(list_audit))
         .route("/v1/admin/targets", get(list_targets))
         .route("/v1/admin/snapshot", get(watch_snapshot))
+        .route("/v1/admin/cluster", get(crate::cluster::get_cluster))
         .route("/v1/admin/keys/{id}/limits", get(get_key_limits).put(put_key_limits))
         .route("/v1/admin/orgs/{id}/limits", get(get_org_limits).put(put_org_limits))
         .route("/v1/admin/usage", get(usage_report))
@@ -919,6 +921,9 @@ struct SnapshotBody<'a> {
     /// The server's key-hash key, so a remote data plane hashes bearer tokens
     /// as the stored hashes were made.
     hash_key: Option<&'a str>,
+    /// `[cluster]` (issue 18), for data planes whose own file has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<switchboard_shared::cluster::ClusterConfig>,
 }
 
 /// Long poll: the routing spec once its version is past `after`, or 204 when
@@ -950,7 +955,8 @@ async fn watch_snapshot(
     match found {
         Ok(Some(p)) => {
             let hash_key = s.hasher().secret().map(|k| k.expose());
-            Ok(Json(SnapshotBody { version: p.version, instance: s.instance(), spec: &p.spec, hash_key })
+            let cluster = switchboard_dataplane::cluster::current().map(|c| c.cfg.clone());
+            Ok(Json(SnapshotBody { version: p.version, instance: s.instance(), spec: &p.spec, hash_key, cluster })
                 .into_response())
         }
         _ => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -8,6 +8,7 @@
 //! on the versioned watch that remote data planes long-poll.
 
 pub mod api;
+pub mod cluster;
 pub mod console;
 pub mod crypt;
 pub mod db;

@@ -3,6 +3,7 @@
 //! have one ([`crate::cache`]): a hit is answered here, a miss or bypass says
 //! so in a header, and an eligible request is marked for capture.
 
+use crate::cluster::limits::{Decision, Taken};
 use crate::error::GatewayError;
 use crate::exchange::{Buffers, Exchange, Tally};
 use crate::http::head::{CacheControl, Endpoint};
@@ -37,11 +38,27 @@ pub(crate) async fn admit<S: AsyncWriteRent>(
     if !x.key.policy.is_empty() {
         let (body, max_tokens) = (x.body, x.fields.max_tokens);
         let ask = || Ask { prompt_estimate: estimate_prompt(body), max_tokens };
-        let price = x.route.dearest_price();
-        match policy::admit(&x.key.policy, &x.route.name, price, ask, ctx.cfg.completion_reserve_tokens) {
-            Ok(mut a) => {
-                x.headers = std::mem::take(&mut a.headers);
-                x.admission = Some(a);
+        let reserve = ctx.cfg.completion_reserve_tokens;
+        // With `[cluster]`, Redis decides for every data plane at once
+        // (`crate::cluster::limits`); else, or with Redis down and
+        // `on_redis_down = "local"`, this process's own limits.
+        let decided = match crate::cluster::current() {
+            None => Decision::Local,
+            Some(_) => crate::cluster::limits::admit(&x.key.org, &x.key.policy, x.route, ask, reserve).await,
+        };
+        let admitted = match decided {
+            Decision::Done(r) => r,
+            Decision::Local => {
+                let price = x.route.dearest_price();
+                policy::admit(&x.key.policy, &x.route.name, price, ask, reserve)
+                    .map(|mut a| (std::mem::take(&mut a.headers), a))
+                    .map(|(headers, a)| (Taken::Local(a), headers))
+            }
+        };
+        match admitted {
+            Ok((taken, headers)) => {
+                x.headers = headers;
+                x.admission = Some(taken);
             }
             Err((e, headers)) => {
                 ctx.metrics.refused(e.kind);
@@ -52,7 +69,7 @@ pub(crate) async fn admit<S: AsyncWriteRent>(
         }
     }
     if !x.route.cache.is_off() {
-        if let Some(stored) = cache_lookup(ctx, x) {
+        if let Some(stored) = cache_lookup(ctx, x).await {
             return serve_hit(ctx, io, bufs, x, &stored).await;
         }
     }
@@ -70,7 +87,7 @@ pub(crate) async fn admit<S: AsyncWriteRent>(
 /// The cache's verdict: a stored answer (a hit), or none — then the state
 /// (`miss`, `bypass`) goes in a header and an eligible non-stream is marked
 /// for capture.
-fn cache_lookup(ctx: &WorkerCtx, x: &mut Exchange<'_>) -> Option<std::sync::Arc<crate::cache::Entry>> {
+async fn cache_lookup(ctx: &WorkerCtx, x: &mut Exchange<'_>) -> Option<std::sync::Arc<crate::cache::Entry>> {
     let cache = &ctx.cache;
     let eligible = x.route.cache.mode == CacheMode::Always
         || x.fields.temperature_zero
@@ -89,7 +106,11 @@ fn cache_lookup(ctx: &WorkerCtx, x: &mut Exchange<'_>) -> Option<std::sync::Arc<
                 // A test request's fault must reach the attempt loop.
                 _ if x.fault.is_some() => "bypass",
                 CacheControl::NoCache => "bypass",
-                _ => match cache.get(&k) {
+                _ => match match cache.get(&k) {
+                    // After a local miss, the shared tier (Redis), on routes that ask for it.
+                    None if x.route.cache.shared => crate::cluster::cache::get(&x.key.org, &k, cache).await,
+                    local => local,
+                } {
                     Some(hit) => {
                         cache.hits.fetch_add(1, Ordering::Relaxed);
                         return Some(hit);

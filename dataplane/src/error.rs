@@ -188,6 +188,16 @@ impl GatewayError {
         Self::new(429, "insufficient_quota", Some("insufficient_quota"), message)
     }
 
+    /// `[cluster]` with `on_redis_down = "deny"`: limits cannot be checked.
+    pub fn limits_unavailable() -> Self {
+        Self::new(
+            503,
+            SERVER,
+            Some("limits_unavailable"),
+            "Rate limits and quotas cannot be checked right now (the shared limits store is unavailable); retry shortly.",
+        )
+    }
+
     pub fn overloaded() -> Self {
         Self::new(503, SERVER, Some("overloaded"), "The gateway is at its connection limit; retry shortly.").closing()
     }

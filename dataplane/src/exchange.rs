@@ -11,8 +11,8 @@
 //! | account | `account` | (reads it all: one usage record; limits settled) |
 
 use crate::cache;
+use crate::cluster::limits::Taken;
 use crate::http::head::{Endpoint, RequestHead};
-use crate::policy::Admission;
 use crate::request::BodyFields;
 use crate::snapshot::{KeyEntry, Route};
 use crate::usage::scan::UsageScan;
@@ -49,8 +49,9 @@ pub(crate) struct Exchange<'a> {
     pub started_unix_ms: u64,
 
     // Admit.
-    /// What admission took (limits, quota holds), settled at the end.
-    pub admission: Option<Admission<'a>>,
+    /// What admission took (limits, quota holds: this process's, or
+    /// Redis's with `[cluster]`), settled at the end.
+    pub admission: Option<Taken<'a>>,
     /// Header lines for the client's response (`x-ratelimit-*`, the cache's verdict).
     pub headers: Vec<u8>,
     /// Store a 200 body in the response cache under this key, for this long.

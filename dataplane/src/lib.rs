@@ -23,6 +23,7 @@
 //! config file, and [`remote`] follows a remote admin API.
 
 // The public surface: what the admin API and the binary use.
+pub mod cluster;
 pub mod dns;
 pub mod health;
 pub mod limits;

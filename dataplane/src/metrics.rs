@@ -377,6 +377,8 @@ impl Metrics {
             help(&mut o, "switchboard_usage_write_errors_total", "counter", "Failed usage writes (each retried).");
             let _ = writeln!(o, "switchboard_usage_write_errors_total {}", c(&u.write_errors));
         }
+        // issue 18: Redis health and the cluster's admissions.
+        crate::cluster::render_metrics(&mut o);
         o
     }
 }

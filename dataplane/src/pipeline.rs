@@ -8,7 +8,6 @@ use crate::error::GatewayError;
 use crate::exchange::{Buffers, Exchange};
 use crate::forward::{forward, Forwarded};
 use crate::http::io::PeerClosed;
-use crate::policy;
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use switchboard_shared::usage::Outcome as UsageOutcome;
@@ -52,7 +51,7 @@ pub(crate) async fn run<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     };
     let (tokens, nanos) = account(ctx, x);
     if let Some(a) = &x.admission {
-        policy::settle(a, tokens, nanos);
+        a.settle(tokens, nanos);
     }
     ending
 }

@@ -219,6 +219,12 @@ impl QuotaState {
         }
     }
 
+    /// The caps: (spend in nano-USD, tokens); `None` where there is none.
+    pub fn caps(&self) -> (Option<u64>, Option<u64>) {
+        let cap = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
+        (cap(&self.max_nanos), cap(&self.max_tokens))
+    }
+
     fn check(&self, now_s: u64) -> Result<(), GatewayError> {
         self.roll(now_s);
         let (_, end) = period_bounds(self.period, now_s);
@@ -525,7 +531,7 @@ fn headers(requests: &Applicable<'_>, tokens: &Applicable<'_>, now: u64) -> Vec<
 }
 
 /// OpenAI's reset format: `1s`, `6m0s`, `120ms`.
-fn push_duration(h: &mut Vec<u8>, ns: u64) {
+pub(crate) fn push_duration(h: &mut Vec<u8>, ns: u64) {
     let ms = ns / 1_000_000;
     if ms < 1000 {
         push_dec(h, ms);

@@ -30,6 +30,9 @@ struct SnapshotBody {
     /// The admin's key-hash key, when keys are hashed with one.
     #[serde(default)]
     hash_key: Option<Secret>,
+    /// The admin's `[cluster]` (issue 18).
+    #[serde(default)]
+    cluster: Option<switchboard_shared::cluster::ClusterConfig>,
 }
 
 /// One version from the admin: what a snapshot is compiled from.
@@ -39,6 +42,8 @@ pub struct Fetched {
     pub instance: Option<String>,
     pub spec: RoutingSpec,
     pub hasher: KeyHasher,
+    /// The admin's `[cluster]`, used when this data plane's file has none.
+    pub cluster: Option<switchboard_shared::cluster::ClusterConfig>,
 }
 
 impl Fetched {
@@ -74,7 +79,7 @@ impl RemoteAdmin {
                     Some(k) => KeyHasher::keyed(k.expose().as_bytes())?,
                     None => KeyHasher::unkeyed(),
                 };
-                Ok(Some(Fetched { version: b.version, instance: b.instance, spec: b.spec, hasher }))
+                Ok(Some(Fetched { version: b.version, instance: b.instance, spec: b.spec, hasher, cluster: b.cluster }))
             }
             204 => Ok(None),
             s => Err(format!("the admin answered {s}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))),

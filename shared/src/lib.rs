@@ -9,6 +9,7 @@
 //! * [`url`]: the small, strict base-URL parser for upstreams.
 //! * [`usage`]: usage records, from the data plane to the accounting.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod keyhash;

@@ -128,6 +128,22 @@ pub const USAGE_QUEUE_RECORDS: Range = Range::new(256, 1 << 24);
 pub const USAGE_PENDING_RECORDS: Range = Range::new(256, 1 << 26);
 pub const USAGE_BATCH_RECORDS: Range = Range::new(1, 1 << 20);
 
+// ---- [cluster] (Redis) ----
+
+/// Connecting to Redis, and one command on it.
+pub const CLUSTER_TIMEOUT_MS: Range = Range::new(1, 60 * SECOND_MS);
+/// Redis connections per data-plane worker.
+pub const CLUSTER_POOL_SIZE: Range = Range::new(1, 64);
+/// Failed commands in a row that take Redis as down.
+pub const CLUSTER_DOWN_AFTER_FAILURES: Range = Range::new(1, 1_000);
+/// Redis health probes (and the admin's re-seed check).
+pub const CLUSTER_PROBE_INTERVAL_MS: Range = Range::new(50, HOUR_MS);
+/// Largest reply accepted from Redis (a cached answer is the largest).
+pub const CLUSTER_MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
+/// Numbers the admission script takes: counters above this are refused
+/// before they reach Redis's Lua (doubles are exact below 2^53).
+pub const CLUSTER_MAX_COUNTER: u64 = 1 << 52;
+
 // ---- names ----
 
 /// The most characters (not bytes) a name may have.

@@ -290,6 +290,14 @@ pub fn build(options: Options) -> Result<Running, Failure> {
     let mut addrs = vec![cfg.server.listen_addr()];
     addrs.extend(cfg.admin.as_ref().map(|a| a.listen_addr()));
     refuse_served(&addrs, handover)?;
+    // Limits and quotas shared through Redis (`[cluster]`, docs/scale-out.md).
+    let cluster = match &cfg.cluster {
+        Some(c) => Some(
+            switchboard_dataplane::cluster::install(c)
+                .map_err(|e| Failure::new(exit::CONFIG, format!("[cluster]: {e}")))?,
+        ),
+        None => None,
+    };
     let config_dir = path.parent().map(PathBuf::from).unwrap_or_default();
     let mut admin = None;
     let mut usage_sink: Option<(Box<dyn UsageSink>, PathBuf)> = None;
@@ -297,6 +305,19 @@ pub fn build(options: Options) -> Result<Running, Failure> {
         None => {
             let (r, _) = Reloader::load(path.clone(), prep.clone())
                 .map_err(|e| Failure::new(exit::CONFIG, format!("{}: {e}", path.display())))?;
+            // No database: the cluster's quota counters start from zero (the
+            // file's quotas at start).
+            if let Some(c) = &cluster {
+                let spec = Arc::new(cfg.routing());
+                let seeded = switchboard_dataplane::cluster::seed::spawn(
+                    c.clone(),
+                    Box::new(move || spec.clone()),
+                    Box::new(|_: &str, _: &str, _: i64| Ok((0, 0))),
+                );
+                if let Err(e) = seeded {
+                    tracing::error!(error = %e, "cannot start the quota seeder");
+                }
+            }
             let store =
                 r.store().cloned().ok_or_else(|| Failure::new(exit::CONFIG, "file mode has no snapshot store"))?;
             (r, store)
@@ -359,6 +380,13 @@ pub fn build(options: Options) -> Result<Running, Failure> {
             });
             let handle = switchboard_adminapi::start(&admin_cfg, state.clone())
                 .map_err(|e| Failure::new(exit::CANTCREAT, format!("cannot start the admin API on {listen}: {e}")))?;
+            // The cluster's quota counters, re-seeded from the database whenever Redis comes back empty.
+            if let Some(c) = &cluster {
+                if let Err(e) = switchboard_adminapi::cluster::start_seeder(state.clone(), c.clone()) {
+                    handle.shutdown();
+                    return Err(Failure::new(exit::CANTCREAT, format!("cannot start the quota seeder: {e}")));
+                }
+            }
             let seeder = state.clone();
             let apply: Apply = Box::new(move |cfg: &Config| {
                 seeder
@@ -481,9 +509,9 @@ pub fn build_dataplane(options: DataplaneOptions) -> Result<Running, Failure> {
     // The first snapshot, before serving: retry until the admin answers.
     let deadline = std::time::Instant::now() + startup_timeout;
     let stopped = || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-    let (version, instance, snapshot) = loop {
+    let (version, instance, snapshot, admin_cluster) = loop {
         let attempt = remote.poll(0, None).and_then(|r| match r {
-            Some(f) => f.compile(&dns).map(|s| (f.version, f.instance, s)),
+            Some(f) => f.compile(&dns).map(|s| (f.version, f.instance, s, f.cluster)),
             None => Err("the admin has no snapshot yet".into()),
         });
         match attempt {
@@ -497,6 +525,11 @@ pub fn build_dataplane(options: DataplaneOptions) -> Result<Running, Failure> {
         }
     };
     tracing::info!(version, admin, "following the admin");
+    // This file's `[cluster]`, else the admin's (read once, at start).
+    if let Some(c) = cfg.cluster.clone().or(admin_cluster) {
+        switchboard_dataplane::cluster::install(&c)
+            .map_err(|e| Failure::new(exit::CONFIG, format!("[cluster]: {e}")))?;
+    }
     let store = SnapshotStore::new(snapshot);
     let spill = cfg.usage.spill_file.clone().unwrap_or_else(|| PathBuf::from("switchboard-usage.spill"));
     let usage = start_usage(&cfg.usage, &spill, Some(Box::new(remote.usage_sink())))

@@ -371,6 +371,7 @@ fn the_openapi_document_covers_every_endpoint_and_resolves() {
         ("post", "/v1/admin/tokens/{id}/revoke"),
         ("get", "/v1/admin/audit"),
         ("get", "/v1/admin/snapshot"),
+        ("get", "/v1/admin/cluster"),
         ("get", "/v1/admin/targets"),
         ("get", "/v1/admin/usage"),
         ("get", "/v1/admin/usage/top-keys"),

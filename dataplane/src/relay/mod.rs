@@ -247,6 +247,10 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         if done {
             if let (Some((key, ttl)), Some(body)) = (x.capture, chain.capture.as_mut().and_then(Capture::take)) {
                 ctx.cache.put(key, &body, ttl);
+                // The shared tier (Redis), on routes that ask for it.
+                if x.route.cache.shared {
+                    crate::cluster::cache::put(&x.key.org, &key, &body, ttl);
+                }
             }
         }
         // Hold the head until there is body to send with it (or the body is whole).

@@ -90,6 +90,10 @@ pub struct Config {
     /// spelling).
     #[serde(default, rename = "routes", alias = "models")]
     pub models: Vec<ModelSpec>,
+    /// Limits and quotas shared by every data plane through Redis
+    /// (`[cluster]`, `shared/src/cluster.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// What the file spells the deprecated way, one sentence each, for the
     /// loader to log (see [`vocabulary`]).
     #[serde(skip)]
@@ -124,6 +128,9 @@ impl Config {
             }
         }
         cfg.usage.validate()?;
+        if let Some(c) = &cfg.cluster {
+            c.validate()?;
+        }
         cfg.check_names()?;
         cfg.routing().validate()
     }

@@ -287,11 +287,15 @@ pub struct CacheSpec {
     /// How long an answer stays cached.
     #[serde(default = "default_cache_ttl")]
     pub ttl_ms: u64,
+    /// Also keep answers in Redis (`[cluster]`), shared by every data plane:
+    /// local first, then Redis.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 impl Default for CacheSpec {
     fn default() -> Self {
-        CacheSpec { mode: CacheMode::Off, ttl_ms: default_cache_ttl() }
+        CacheSpec { mode: CacheMode::Off, ttl_ms: default_cache_ttl(), shared: false }
     }
 }
 

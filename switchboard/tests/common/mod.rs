@@ -618,3 +618,126 @@ impl Proc {
         self.child.id()
     }
 }
+
+/// A real `redis-server` (Debian's package) on an ephemeral loopback port,
+/// in a temporary folder, persistence off; killable and restartable (empty)
+/// on the same port mid-test.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    /// `requirepass`, and the TLS port (with its CA's PEM file) when on.
+    password: Option<String>,
+    pub tls: Option<(u16, PathBuf)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r =
+            Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), password: None, tls: None };
+        r.spawn();
+        r
+    }
+
+    /// With a password, and TLS on a second port (certificate for 127.0.0.1).
+    pub fn start_tls(password: &str) -> Redis {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            password: Some(password.to_string()),
+            tls: Some((free_port(), ca_file)),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        if let Some((port, _)) = &self.tls {
+            let d = self.dir.path();
+            cmd.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"]);
+            cmd.arg("--tls-cert-file").arg(d.join("cert.pem")).arg("--tls-key-file").arg(d.join("key.pem"));
+        }
+        let child = cmd
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (apt-get install redis-server)");
+        self.child = Some(child);
+        assert!(eventually(Duration::from_secs(10), || self.try_cmd(&["PING"]).is_some_and(|r| r == "+PONG")));
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: Redis vanishes mid-run (its data with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// One command; the raw first line of the reply (`+OK`, `:1`, `$5` ...).
+    pub fn cmd(&self, args: &[&str]) -> String {
+        self.try_cmd(args).expect("redis answers")
+    }
+
+    fn try_cmd(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        if let Some(p) = &self.password {
+            req = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n{req}", p.len());
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        if self.password.is_some() {
+            r.read_line(&mut line).ok()?;
+            line.clear();
+        }
+        r.read_line(&mut line).ok()?;
+        Some(line.trim_end().to_string())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
