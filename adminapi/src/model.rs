@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use switchboard_shared::config::ProviderKind;
 use switchboard_shared::Secret;
 use utoipa::{IntoParams, ToSchema};
 
@@ -124,6 +125,11 @@ pub struct ModelPrice {
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
+    /// `openai` (default) or `anthropic` (the Messages API: key sent as
+    /// `x-api-key`, `anthropic-version` added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<ProviderKind>,
     pub base_url: String,
     /// Provider API keys, for rotation; the first enabled one is used today.
     #[serde(default)]
@@ -164,6 +170,11 @@ pub struct ProviderSpec {
 #[serde(deny_unknown_fields)]
 pub struct ProviderCreate {
     pub name: String,
+    /// `openai` (default) or `anthropic` (the Messages API: key sent as
+    /// `x-api-key`, `anthropic-version` added).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<ProviderKind>,
     pub base_url: String,
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
@@ -196,6 +207,7 @@ pub struct ProviderCreate {
 impl ProviderCreate {
     pub fn into_parts(self) -> (String, ProviderSpec) {
         let spec = ProviderSpec {
+            kind: self.kind,
             base_url: self.base_url,
             api_keys: self.api_keys,
             headers: self.headers,
@@ -260,12 +272,17 @@ pub struct ProviderUpdate {
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<bool>)]
     pub require_finish_reason: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<ProviderKind>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct Provider {
     pub id: String,
     pub name: String,
+    /// `openai` or `anthropic`.
+    pub kind: &'static str,
     pub base_url: String,
     /// Masked hints of the provider keys (`...abcd`; `***` below 16 characters).
     pub api_keys: Vec<String>,

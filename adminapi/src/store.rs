@@ -313,6 +313,7 @@ fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, 
         base_url: spec.base_url,
         api_keys: spec.api_keys.iter().map(Secret::hint).collect(),
         headers: spec.headers.iter().map(|(k, v)| (k.clone(), v.hint())).collect(),
+        kind: spec.kind.unwrap_or_default().as_str(),
         ca_file: spec.ca_file,
         connect_timeout_ms: spec.connect_timeout_ms,
         first_byte_timeout_ms: spec.first_byte_timeout_ms,
@@ -462,6 +463,9 @@ pub fn update_provider(c: &Db<'_>, actor: &str, id: &str, u: ProviderUpdate) -> 
     }
     if let Some(v) = u.require_finish_reason {
         spec.require_finish_reason = v;
+    }
+    if let Some(k) = u.kind {
+        spec.kind = (!k.is_openai()).then_some(k);
     }
     write_provider(c, actor, &id, &name, &before, &new_name, &spec)
 }
@@ -837,6 +841,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
             let d = |v: Option<u64>, dflt: u64| v.unwrap_or(dflt);
             UpstreamSpec {
                 name: name.clone(),
+                kind: p.kind.unwrap_or_default(),
                 base_url: p.base_url.clone(),
                 api_key: None,
                 api_keys: p.api_keys.clone(),
@@ -931,6 +936,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
     let before = last_audit_id(c)?;
     for u in &spec.upstreams {
         let p = ProviderSpec {
+            kind: (!u.kind.is_openai()).then_some(u.kind),
             base_url: u.base_url.clone(),
             api_keys: match (&u.api_key, &u.api_key_env) {
                 (Some(k), _) => vec![k.clone()],

@@ -301,16 +301,20 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 Ok(key) => models_response(&snapshot, key, &head.endpoint),
             }
         }
-        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Messages
+            if head.method == Method::Post =>
+        {
             let arrival = Arrival { head: &head, rid: &rid, keep_alive, started };
             routed(ctx, io, rbuf, bufs, arrival, head_end, &mut next_start).await
         }
         _ => {
             // RFC 9110 §15.5.6: a 405 says which methods the resource takes.
             error_headers.extend_from_slice(match head.endpoint {
-                Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::NodeAttach => {
-                    b"allow: POST\r\n".as_slice()
-                }
+                Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Embeddings
+                | Endpoint::Messages
+                | Endpoint::NodeAttach => b"allow: POST\r\n".as_slice(),
                 _ => b"allow: GET, HEAD\r\n".as_slice(),
             });
             Answer::Error(GatewayError::method_not_allowed())
@@ -347,6 +351,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         }
         Answer::Error(err) => err,
     };
+    // On Anthropic's paths, Anthropic's error shape (its SDKs read the type from it).
+    let error = error.dialect(head.endpoint.is_anthropic());
     let written = respond_error(ctx, io, &mut bufs.out, &error, &rid, reply, &error_headers).await;
     match next(written && keep_alive && !error.close) {
         Next::Close if written => Next::Linger,
@@ -385,7 +391,7 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Ok(r) => r,
         Err(e) => return Answer::Error(e),
     };
-    let mut x = Exchange::new(c, key, route, &fields, body);
+    let mut x = Exchange::new(c, key, route, &fields, body, &rbuf[..head_end]);
     let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
     Answer::Routed(ending, std::mem::take(&mut x.headers))
 }

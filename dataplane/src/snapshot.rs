@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_shared::config::ConfigError;
-use switchboard_shared::config::{Strategy, Trigger};
+use switchboard_shared::config::{ProviderKind, Strategy, Trigger};
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::{KeyHash, KeyHasher, RoutingSpec};
 
@@ -127,6 +127,8 @@ pub struct Upstream {
     pub pool_max_idle: usize,
     /// A stream without any `finish_reason` is truncated (`upstream_truncated`).
     pub require_finish_reason: bool,
+    /// The API it speaks: which ingress requests it can serve, how its key goes.
+    pub kind: ProviderKind,
 }
 
 /// Every provider key of an upstream is benched (refused or rate limited).
@@ -466,7 +468,11 @@ fn build_upstream(
         if key.is_empty() || key.bytes().any(|b| b < b' ' || b == 0x7f) {
             return Err(err(format!("{p}.api_key"), "is empty or has control characters"));
         }
-        let line = format!("authorization: Bearer {key}\r\n").into_bytes().into_boxed_slice();
+        let line = match u.kind {
+            ProviderKind::OpenAI => format!("authorization: Bearer {key}\r\n"),
+            ProviderKind::Anthropic => format!("x-api-key: {key}\r\n"),
+        };
+        let line = line.into_bytes().into_boxed_slice();
         keys.push(ProviderKey { line, benched_until_ms: AtomicU64::new(0) });
     }
     let mut block = Vec::with_capacity(256);
@@ -510,6 +516,7 @@ fn build_upstream(
         pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
         pool_max_idle: u.pool_max_idle,
         require_finish_reason: u.require_finish_reason,
+        kind: u.kind,
     };
     Ok(upstream)
 }
@@ -555,6 +562,8 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         let reverse = matches!(link, NodeLink::Reverse(_));
         let u = switchboard_shared::UpstreamSpec {
             name: format!("{}{}", switchboard_shared::config::NODE_TARGET_PREFIX, n.name),
+            // Nodes speak OpenAI chat.
+            kind: switchboard_shared::config::ProviderKind::OpenAI,
             base_url,
             api_key: Some(n.gateway_token.clone()),
             api_keys: vec![],

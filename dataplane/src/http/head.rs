@@ -23,6 +23,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API (`POST /v1/messages`).
+    Messages,
     Models,
     Model(String),
     Healthz,
@@ -39,6 +41,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
             _ => "other",
         }
     }
@@ -50,6 +53,7 @@ impl Endpoint {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
             "/v1/completions" => Endpoint::Completions,
             "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/messages" => Endpoint::Messages,
             "/v1/models" => Endpoint::Models,
             "/healthz" => Endpoint::Healthz,
             "/metrics" => Endpoint::Metrics,
@@ -68,6 +72,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => Some("/chat/completions"),
             Endpoint::Completions => Some("/completions"),
             Endpoint::Embeddings => Some("/embeddings"),
+            Endpoint::Messages => Some("/messages"),
             _ => None,
         }
     }
@@ -161,8 +166,19 @@ pub struct RequestHead {
     pub strategy: Option<Strategy>,
     /// `Cache-Control` as the response cache reads it.
     pub cache_control: CacheControl,
+    /// Where `anthropic-version` and `anthropic-beta` are in the head (their
+    /// values, trimmed), forwarded to Anthropic-kind providers as sent.
+    pub anthropic_version: Option<(usize, usize)>,
+    pub anthropic_beta: Option<(usize, usize)>,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
+}
+
+impl Endpoint {
+    /// An endpoint of Anthropic's API: its errors take Anthropic's shape.
+    pub fn is_anthropic(&self) -> bool {
+        matches!(self, Endpoint::Messages)
+    }
 }
 
 /// What a request's `Cache-Control` asks of the response cache.
@@ -236,6 +252,14 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut credential = Credential::Missing;
+    // Anthropic's SDKs send the key as `x-api-key`; `Authorization` wins if both come.
+    let mut api_key = Credential::Missing;
+    let mut anthropic_version = None;
+    let mut anthropic_beta = None;
+    let span = |v: &[u8]| {
+        let start = v.as_ptr() as usize - buf.as_ptr() as usize;
+        (start, start + v.len())
+    };
     let mut request_id = None;
     let mut strategy = None;
     let mut cache_control = CacheControl::Default;
@@ -286,6 +310,20 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
                     _ => Credential::Malformed,
                 };
             }
+            9 if eq_ignore_case(name, b"x-api-key") => {
+                if api_key != Credential::Missing {
+                    return Err(HeadError::Malformed("more than one x-api-key header"));
+                }
+                let v = trim(value);
+                api_key = if v.is_empty() || v.iter().any(|b| matches!(b, b' ' | b'\t')) {
+                    Credential::Malformed
+                } else {
+                    let (start, end) = span(v);
+                    Credential::Bearer { start, end }
+                };
+            }
+            17 if eq_ignore_case(name, b"anthropic-version") => anthropic_version = Some(span(trim(value))),
+            14 if eq_ignore_case(name, b"anthropic-beta") => anthropic_beta = Some(span(trim(value))),
             14 if eq_ignore_case(name, b"content-length") => {
                 let n = parse_content_length(value).ok_or(HeadError::Malformed("invalid Content-Length"))?;
                 if content_length.is_some_and(|prev| prev != n) {
@@ -325,6 +363,9 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         return Err(HeadError::Malformed("missing Host header"));
     }
     let keep_alive = if http10 { conn_keep_alive && !conn_close } else { !conn_close };
+    if credential == Credential::Missing {
+        credential = api_key;
+    }
     Ok(RequestHead {
         method,
         endpoint: Endpoint::from_path(path),
@@ -337,6 +378,8 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         request_id,
         strategy,
         cache_control,
+        anthropic_version,
+        anthropic_beta,
         head_len,
     })
 }

@@ -1,0 +1,245 @@
+//! `/v1/messages` (Anthropic's Messages API) in, Anthropic-kind providers
+//! out, passthrough: `x-api-key` auth both ways, `anthropic-version` and
+//! `anthropic-beta` forwarded, the body forwarded as sent (but the model),
+//! Anthropic's error shape on this path (`event: error` in streams), kinds
+//! that cannot serve a request skipped, failover on 529, usage from
+//! Anthropic's counts with prompt-cache reads and writes.
+
+mod common;
+
+use common::*;
+use switchboard_loadtests::MockHandle;
+
+const AKEY: &str = "sk-ant-provider-key-0001";
+
+fn config(a: &MockHandle, b: &MockHandle, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "{a}"
+api_key = "{AKEY}"
+prices = [{{ model = "claude-sonnet-4-5", prompt_per_mtok = 3.0, completion_per_mtok = 15.0 }}]
+
+[[providers]]
+name = "claude-b"
+kind = "anthropic"
+base_url = "{b}"
+api_key = "{AKEY}"
+
+[[providers]]
+name = "openai"
+base_url = "{b}"
+api_key = "{PROVIDER_KEY}"
+
+[[routes]]
+name = "claude-sonnet-4-5"
+targets = [{{ provider = "claude" }}]
+
+[[routes]]
+name = "sonnet"
+targets = [{{ provider = "claude", model = "claude-sonnet-4-5" }}]
+
+[[routes]]
+name = "claude-pair"
+strategy = "priority"
+targets = [{{ provider = "claude" }}, {{ provider = "claude-b" }}]
+
+[[routes]]
+name = "gpt-only"
+targets = [{{ provider = "openai" }}]
+
+[[routes]]
+name = "mixed"
+strategy = "priority"
+targets = [{{ provider = "openai" }}, {{ provider = "claude" }}]
+
+[[keys]]
+id = "test"
+hash = "{}"
+{extra}
+"#,
+        key_hash(KEY),
+        a = a.base_url(),
+        b = b.base_url(),
+    )
+}
+
+fn messages(gw_addr: std::net::SocketAddr, body: &str, headers: &[(&str, &str)]) -> Response {
+    let mut c = Conn::open(gw_addr);
+    let mut h = vec![("x-api-key", KEY)];
+    h.extend_from_slice(headers);
+    c.send(&request("POST", "/v1/messages", None, body, &h));
+    c.response()
+}
+
+fn anthropic_error(r: &Response) -> (String, String) {
+    let v = r.json();
+    assert_eq!(v["type"], "error", "Anthropic's error shape: {v}");
+    let e = &v["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    (e["type"].as_str().unwrap_or_default().to_string(), e["message"].as_str().unwrap_or_default().to_string())
+}
+
+const HELLO: &str = r#"{"model":"sonnet","max_tokens":64,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"mock":{"tokens":3}}"#;
+
+#[test]
+fn a_message_passes_through_with_the_providers_key_and_the_clients_anthropic_headers() {
+    let (a, b) = (mock(), mock());
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let r = messages(
+        gw.addr,
+        HELLO,
+        &[("anthropic-version", "2023-06-01"), ("anthropic-beta", "prompt-caching-2024-07-31")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["model"], "claude-sonnet-4-5", "the target's model name was spliced in");
+    assert_eq!(v["stop_reason"], "end_turn");
+    let sent = a.recorded().pop().unwrap();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.header("x-api-key"), Some(AKEY), "the provider's key, as x-api-key");
+    assert_eq!(sent.header("authorization"), None, "no bearer to an Anthropic-kind provider");
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(sent.header("anthropic-beta"), Some("prompt-caching-2024-07-31"));
+    assert_eq!(
+        String::from_utf8(sent.body).unwrap(),
+        HELLO.replace(r#""model":"sonnet""#, r#""model":"claude-sonnet-4-5""#),
+        "bytes as sent (cache_control included), but the model"
+    );
+    // Without the client's version, the gateway sends the API's one version.
+    let r = messages(gw.addr, HELLO, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = a.recorded().pop().unwrap();
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(sent.header("anthropic-beta"), None);
+    // `Authorization: Bearer` with a client key works on this path too.
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/messages", Some(KEY), HELLO, &[]));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn errors_on_the_messages_path_take_anthropics_shape() {
+    let (a, b) = (mock(), mock());
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/messages", None, HELLO, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 401);
+    assert_eq!(anthropic_error(&r).0, "authentication_error");
+    let mut c = gw.conn();
+    c.send(&request("POST", "/v1/messages", None, HELLO, &[("x-api-key", "sk-wrong")]));
+    let r = c.response();
+    assert_eq!((r.status, anthropic_error(&r).0.as_str()), (401, "authentication_error"));
+
+    let r = messages(gw.addr, &HELLO.replace("sonnet", "no-such-model"), &[]);
+    assert_eq!((r.status, anthropic_error(&r).0.as_str()), (404, "not_found_error"));
+
+    let r = messages(gw.addr, &HELLO.replace(r#""max_tokens":64,"#, ""), &[]);
+    let (kind, message) = anthropic_error(&r);
+    assert_eq!((r.status, kind.as_str()), (400, "invalid_request_error"));
+    assert!(message.contains("max_tokens"), "{message}");
+
+    let r = messages(gw.addr, &HELLO.replace("sonnet", "gpt-only"), &[]);
+    let (kind, message) = anthropic_error(&r);
+    assert_eq!((r.status, kind.as_str()), (400, "invalid_request_error"));
+    assert!(message.contains("anthropic"), "names the kind the route lacks: {message}");
+    assert_eq!(b.requests(), 0, "an OpenAI-kind provider never gets a Messages body");
+
+    // OpenAI's paths keep OpenAI's shape; an Anthropic-kind target is skipped there.
+    let r = gw.chat(r#"{"model":"mixed","messages":[{"role":"user","content":"hi"}]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.chat(r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error()["code"], "unsupported_target_kind");
+    assert_eq!(a.requests(), 0, "the Anthropic-kind provider never got a chat body");
+    // The route with both kinds serves Messages from its Anthropic target.
+    let r = messages(gw.addr, &HELLO.replace("sonnet", "mixed"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(a.requests(), 1);
+}
+
+#[test]
+fn an_upstream_error_is_relayed_as_sent() {
+    let (a, b) = (mock(), mock());
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let overloaded = HELLO.replace(r#""tokens":3"#, r#""tokens":3,"status":529"#);
+    let r = messages(gw.addr, &overloaded, &[]);
+    assert_eq!(r.status, 529, "one target: its answer relayed");
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})
+    );
+    let r = messages(gw.addr, &HELLO.replace(r#""tokens":3"#, r#""tokens":3,"status":400"#), &[]);
+    assert_eq!((r.status, anthropic_error(&r).0.as_str()), (400, "invalid_request_error"));
+}
+
+#[test]
+fn an_overloaded_anthropic_target_is_passed_over_before_the_first_byte() {
+    use switchboard_loadtests::{Behaviour, MockConfig};
+    let overloaded = |b: Behaviour| mock_with(MockConfig { record: true, behaviour: b, ..MockConfig::default() });
+    let a = overloaded(Behaviour { status: Some(529), ..Behaviour::default() });
+    let b = mock();
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let pair = HELLO.replace("sonnet", "claude-pair");
+    let r = messages(gw.addr, &pair, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-attempts"), Some("2"));
+    assert_eq!(r.header("x-switchboard-target"), Some("claude-b"));
+    // A stream whose first target fails before its first token: the next one serves it, no error shown.
+    let a = overloaded(Behaviour { error_after: Some(0), interval_ms: Some(1), ..Behaviour::default() });
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let stream = pair.replace(r#""mock":{"tokens":3}"#, r#""stream":true,"mock":{"tokens":3}"#);
+    let r = messages(gw.addr, &stream, &[]);
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(!text.contains("event: error"), "{text}");
+    assert!(text.trim_end().ends_with(r#"data: {"type":"message_stop"}"#), "{text}");
+    assert_eq!(a.requests(), 1);
+}
+
+#[test]
+fn streams_pass_through_and_a_cut_stream_ends_with_an_anthropic_error_event() {
+    let (a, b) = (mock(), mock());
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let body =
+        HELLO.replace(r#""mock":{"tokens":3}"#, r#""stream":true,"mock":{"tokens":3,"tool_use":true,"thinking":true}"#);
+    let body = body
+        .replace(r#""messages""#, r#""tools":[{"name":"get_weather","input_schema":{"type":"object"}}],"messages""#);
+    let r = messages(gw.addr, &body, &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/event-stream"));
+    let text = r.text();
+    let events: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(events.first(), Some(&"message_start"));
+    assert_eq!(events.last(), Some(&"message_stop"));
+    assert!(text.contains(r#""type":"thinking_delta""#) && text.contains(r#""type":"input_json_delta""#));
+    assert!(text.contains(r#""stop_reason":"tool_use""#));
+    assert!(!text.contains("[DONE]"), "nothing OpenAI-shaped is added: {text}");
+
+    // Cut after two tokens: the client gets Anthropic's error event, not a silent end.
+    let cut =
+        HELLO.replace(r#""mock":{"tokens":3}"#, r#""stream":true,"mock":{"tokens":5,"interval_ms":5,"drop_after":2}"#);
+    let r = messages(gw.addr, &cut, &[]);
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    assert!(last.starts_with("event: error\ndata: "), "ends with an error event: {text}");
+    let data: serde_json::Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+    assert_eq!(data["type"], "error");
+    assert_eq!(data["error"]["type"], "api_error");
+
+    // The upstream's own error event is relayed once, as sent.
+    let err =
+        HELLO.replace(r#""mock":{"tokens":3}"#, r#""stream":true,"mock":{"tokens":5,"interval_ms":5,"error_after":2}"#);
+    let text = messages(gw.addr, &err, &[]).text();
+    assert_eq!(text.matches("event: error").count(), 1, "{text}");
+    assert!(text.contains(r#""type":"overloaded_error""#));
+}
