@@ -13,6 +13,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_limits.sql"),
     include_str!("../migrations/0004_nodes.sql"),
     include_str!("../migrations/0005_clamped.sql"),
+    // 0006-0008 are other branches'; ordered after them at merge.
+    include_str!("../migrations/0009_anthropic_usage.sql"),
 ];
 
 /// How long a write waits for a lock held by another connection before the

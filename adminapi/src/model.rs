@@ -119,6 +119,13 @@ pub struct ModelPrice {
     /// USD per million completion tokens.
     #[serde(default)]
     pub completion_per_mtok: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache
+    /// (unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// USD per million prompt tokens written to the prompt cache (unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 /// What is stored for a provider (secrets included; never returned as is).

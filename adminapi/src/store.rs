@@ -389,7 +389,12 @@ fn check_provider(spec: &ProviderSpec) -> ApiResult<()> {
     let mut seen = std::collections::HashSet::new();
     for (i, p) in spec.models.iter().enumerate() {
         check_name(&format!("models[{i}].name"), &p.name)?;
-        for (field, v) in [("prompt_per_mtok", p.prompt_per_mtok), ("completion_per_mtok", p.completion_per_mtok)] {
+        let cache = [("cache_read_per_mtok", p.cache_read_per_mtok), ("cache_write_per_mtok", p.cache_write_per_mtok)];
+        let cache = cache.into_iter().filter_map(|(f, v)| v.map(|v| (f, v)));
+        for (field, v) in [("prompt_per_mtok", p.prompt_per_mtok), ("completion_per_mtok", p.completion_per_mtok)]
+            .into_iter()
+            .chain(cache)
+        {
             switchboard_shared::limits::check_price(v)
                 .map_err(|m| ApiError::invalid_field(&format!("models[{i}].{field}"), format!("`{field}` {m}")))?;
         }
@@ -857,6 +862,8 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                     .models
                     .iter()
                     .map(|m| PriceSpec {
+                        cache_read_per_mtok: m.cache_read_per_mtok,
+                        cache_write_per_mtok: m.cache_write_per_mtok,
                         model: m.name.clone(),
                         prompt_per_mtok: m.prompt_per_mtok,
                         completion_per_mtok: m.completion_per_mtok,
@@ -961,6 +968,8 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                     name: p.model.clone(),
                     prompt_per_mtok: p.prompt_per_mtok,
                     completion_per_mtok: p.completion_per_mtok,
+                    cache_read_per_mtok: p.cache_read_per_mtok,
+                    cache_write_per_mtok: p.cache_write_per_mtok,
                 })
                 .collect(),
             eject_after_failures: Some(u.eject_after_failures),

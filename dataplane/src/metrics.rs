@@ -437,6 +437,9 @@ mod tests {
             ttft_us: latency_us,
             upstream_us: latency_us / 2,
             clamped: false,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            session: String::new(),
         }
     }
 

@@ -184,6 +184,9 @@ pub struct Target {
     pub price: Option<f64>,
     /// USD per million (prompt, completion) tokens, for cost accounting.
     pub prices: Option<(f64, f64)>,
+    /// USD per million prompt tokens read from and written to the
+    /// provider's prompt cache, where its price table says (else the prompt price).
+    pub cache_prices: (Option<f64>, Option<f64>),
     /// The model name the upstream gets.
     pub upstream_model: Box<str>,
     /// A node's target: the org it serves (`None`: every org — a provider, or
@@ -531,12 +534,18 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     spec.validate()?;
     let mut default_tls: Option<Arc<rustls::ClientConfig>> = None;
     // Each upstream, with its (prompt, completion) prices by model.
-    type Prices<'a> = FxHashMap<&'a str, (f64, f64)>;
+    type Prices<'a> = FxHashMap<&'a str, ((f64, f64), (Option<f64>, Option<f64>))>;
     let mut upstreams: FxHashMap<&str, (Arc<Upstream>, Prices<'_>)> = FxHashMap::default();
     for (i, u) in spec.upstreams.iter().enumerate() {
         let upstream = build_upstream(&format!("upstreams[{i}]"), u, prep, &mut default_tls, NodeLink::Dial)?;
-        let prices: FxHashMap<&str, (f64, f64)> =
-            u.prices.iter().map(|p| (p.model.as_str(), (p.prompt_per_mtok, p.completion_per_mtok))).collect();
+        let prices: Prices<'_> = u
+            .prices
+            .iter()
+            .map(|p| {
+                let cache = (p.cache_read_per_mtok, p.cache_write_per_mtok);
+                (p.model.as_str(), ((p.prompt_per_mtok, p.completion_per_mtok), cache))
+            })
+            .collect();
         upstreams.insert(u.name.as_str(), (Arc::new(upstream), prices));
     }
     // Nodes: an upstream each, and the pools they advertise into.
@@ -618,6 +627,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                         weight: t.weight,
                         price: Some(prices.0 + prices.1),
                         prices: Some(prices),
+                        cache_prices: (None, None),
                         upstream_model: model.local.as_str().into(),
                         org: (!n.shared).then(|| n.org.as_str().into()),
                         capacity: n.capacity,
@@ -633,7 +643,13 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 .get(t.upstream.as_str())
                 .ok_or_else(|| err(format!("models[{i}].targets[{j}].upstream"), "unknown upstream"))?;
             let upstream_model = t.model.as_deref().unwrap_or(&m.name);
-            let target_prices = listed_price.or_else(|| prices.get(upstream_model).copied());
+            let listed = prices.get(upstream_model).copied();
+            let target_prices = listed_price.or(listed.map(|l| l.0));
+            // Cache prices come from the provider's table, unless the target lists its own prices.
+            let cache_prices = match (listed_price, listed) {
+                (None, Some((_, cache))) => cache,
+                _ => (None, None),
+            };
             let upstream = upstream.clone();
             let model_json = match &t.model {
                 Some(name) if name != &m.name => Some(
@@ -649,6 +665,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 weight: t.weight,
                 price: target_prices.map(|(p, c)| p + c),
                 prices: target_prices,
+                cache_prices,
                 upstream_model: upstream_model.into(),
                 org: None,
                 capacity: 0,

@@ -243,3 +243,69 @@ fn streams_pass_through_and_a_cut_stream_ends_with_an_anthropic_error_event() {
     assert_eq!(text.matches("event: error").count(), 1, "{text}");
     assert!(text.contains(r#""type":"overloaded_error""#));
 }
+
+#[test]
+fn usage_counts_prompt_cache_tokens_at_their_prices_and_groups_by_session() {
+    let (a, b) = (mock(), mock());
+    let cfg = config(&a, &b, "").replace(
+        "prompt_per_mtok = 3.0, completion_per_mtok = 15.0 }",
+        "prompt_per_mtok = 3.0, completion_per_mtok = 15.0, cache_read_per_mtok = 0.3, cache_write_per_mtok = 3.75 }",
+    );
+    let gw = AdminGateway::start(&cfg);
+    let body = HELLO.replace(r#""tokens":3"#, r#""tokens":42,"cache_read_tokens":20,"cache_write_tokens":10"#);
+    let send = |body: &str, session: (&str, &str)| {
+        let mut c = Conn::open(gw.addr);
+        c.send(&request("POST", "/v1/messages", None, body, &[("x-api-key", KEY), session]));
+        let r = c.response();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r
+    };
+    let whole = send(&body, ("X-Claude-Code-Session-Id", "sess-a")).json();
+    let stream = body.replace(r#""mock":"#, r#""stream":true,"mock":"#);
+    send(&stream, ("X-Claude-Code-Session-Id", "sess-a"));
+    send(&body, ("X-Session-Id", "sess-b"));
+    gw.wait_usage_written(3);
+
+    let usage = &whole["usage"];
+    let input = usage["input_tokens"].as_u64().unwrap();
+    let conn = rusqlite::Connection::open(&gw.db_path).unwrap();
+    let rows: Vec<(i64, i64, i64, i64, i64, String, bool)> = conn
+        .prepare(
+            "SELECT prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, session, \
+             stream FROM request_log ORDER BY ts_ms",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let prompt = (input + 30) as i64;
+    for (i, row) in rows.iter().enumerate() {
+        let (p, c, read, write, cost, _, stream) = row;
+        // The stream's body is a few bytes longer: the mock's input count is the body's length / 4.
+        let p_expected = if *stream { *p } else { prompt };
+        assert_eq!(*p, p_expected, "row {i}: prompt = input + cache reads + cache writes");
+        assert!(*p > 30, "the mock reports some input besides the cache");
+        assert_eq!((*c, *read, *write), (42, 20, 10), "row {i}");
+        let plain = p - 30;
+        assert_eq!(*cost, plain * 3_000 + 42 * 15_000 + 20 * 300 + 10 * 3_750, "row {i}: cache at its own prices");
+    }
+    assert_eq!(rows[0].0, prompt);
+    assert_eq!((rows[0].5.as_str(), rows[1].5.as_str(), rows[2].5.as_str()), ("sess-a", "sess-a", "sess-b"));
+
+    let r = gw.call("GET", "/v1/admin/usage?granularity=total&group_by=session", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = r.json()["data"].as_array().unwrap().clone();
+    let by = |s: &str| data.iter().find(|row| row["session"] == s).unwrap_or_else(|| panic!("{s}: {data:?}")).clone();
+    assert_eq!(by("sess-a")["requests"], 2);
+    assert_eq!(by("sess-a")["cache_read_tokens"], 40);
+    assert_eq!(by("sess-b")["requests"], 1);
+    assert_eq!(by("sess-b")["completion_tokens"], 42);
+    let r = gw.call("GET", "/v1/admin/usage?granularity=total&session=sess-b&group_by=model", None);
+    let data = r.json()["data"].clone();
+    assert_eq!((data[0]["requests"].as_i64(), data[0]["model"].as_str()), (Some(1), Some("sonnet")));
+    // The rollups keep cache tokens too.
+    let r = gw.call("GET", "/v1/admin/usage?granularity=total", None);
+    assert_eq!(r.json()["data"][0]["cache_write_tokens"], 30);
+}

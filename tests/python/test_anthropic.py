@@ -100,6 +100,8 @@ def expect_usage(admin, request_id, usage):
     cache = (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
     assert rec["prompt_tokens"] == usage.input_tokens + cache, rec
     assert rec["completion_tokens"] == usage.output_tokens, rec
+    assert rec["cache_read_tokens"] == (usage.cache_read_input_tokens or 0), rec
+    assert rec["cache_write_tokens"] == (usage.cache_creation_input_tokens or 0), rec
     assert rec["estimated"] == 0
     assert rec["endpoint"] == "messages"
     return rec
@@ -107,7 +109,7 @@ def expect_usage(admin, request_id, usage):
 
 def test_a_message_and_its_usage_with_prompt_cache_tokens(claude_gateway):
     base, admin = claude_gateway
-    raw = client(base).messages.with_raw_response.create(
+    raw = client(base, default_headers={"X-Claude-Code-Session-Id": "sdk-session-1"}).messages.with_raw_response.create(
         model="sonnet",
         max_tokens=64,
         system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
@@ -122,7 +124,8 @@ def test_a_message_and_its_usage_with_prompt_cache_tokens(claude_gateway):
     assert (msg.usage.cache_read_input_tokens, msg.usage.cache_creation_input_tokens) == (5, 7)
     assert msg.usage.output_tokens == 3
     assert raw.headers["x-switchboard-target"] == "claude"
-    expect_usage(admin, raw.headers["x-request-id"], msg.usage)
+    rec = expect_usage(admin, raw.headers["x-request-id"], msg.usage)
+    assert rec["session"] == "sdk-session-1"
 
 
 def test_a_streamed_message(claude_gateway):

@@ -170,6 +170,10 @@ pub struct RequestHead {
     /// values, trimmed), forwarded to Anthropic-kind providers as sent.
     pub anthropic_version: Option<(usize, usize)>,
     pub anthropic_beta: Option<(usize, usize)>,
+    /// Where the client's session id is in the head: `X-Claude-Code-Session-Id`,
+    /// else `X-Session-Id` (printable ASCII, at most
+    /// [`MAX_SESSION_ID_BYTES`] bytes; otherwise not kept). Recorded on usage.
+    pub session: Option<(usize, usize)>,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
 }
@@ -202,6 +206,8 @@ pub enum HeadError {
 
 /// The longest `x-request-id` echoed back; a longer or non-printable one is replaced.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+pub use switchboard_shared::limits::MAX_SESSION_ID_BYTES;
 
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -256,9 +262,16 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     let mut api_key = Credential::Missing;
     let mut anthropic_version = None;
     let mut anthropic_beta = None;
+    let mut session = None;
+    let mut generic_session = None;
     let span = |v: &[u8]| {
         let start = v.as_ptr() as usize - buf.as_ptr() as usize;
         (start, start + v.len())
+    };
+    let session_id = |v: &[u8]| {
+        let v = trim(v);
+        (!v.is_empty() && v.len() <= MAX_SESSION_ID_BYTES && v.iter().all(|b| (0x21..0x7f).contains(b)))
+            .then(|| span(v))
     };
     let mut request_id = None;
     let mut strategy = None;
@@ -322,6 +335,8 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
                     Credential::Bearer { start, end }
                 };
             }
+            24 if eq_ignore_case(name, b"x-claude-code-session-id") => session = session_id(value),
+            12 if eq_ignore_case(name, b"x-session-id") => generic_session = session_id(value),
             17 if eq_ignore_case(name, b"anthropic-version") => anthropic_version = Some(span(trim(value))),
             14 if eq_ignore_case(name, b"anthropic-beta") => anthropic_beta = Some(span(trim(value))),
             14 if eq_ignore_case(name, b"content-length") => {
@@ -380,6 +395,7 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         cache_control,
         anthropic_version,
         anthropic_beta,
+        session: session.or(generic_session),
         head_len,
     })
 }

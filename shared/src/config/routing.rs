@@ -473,6 +473,14 @@ pub struct PriceSpec {
     pub prompt_per_mtok: f64,
     #[serde(default)]
     pub completion_per_mtok: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache
+    /// (unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// USD per million prompt tokens written to the provider's prompt cache
+    /// (Anthropic's cache writes; unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 /// The most targets a route may list.
