@@ -644,6 +644,8 @@ pub struct RequestLogQuery {
     /// `ok`, `error`, `client_closed` or `upstream_cut`.
     pub outcome: Option<String>,
     pub request_id: Option<String>,
+    /// The client's session id (`X-Claude-Code-Session-Id`, `X-Session-Id`).
+    pub session: Option<String>,
     /// Newest first; pass the last row's `ts_ms` as `before` and its `id` as
     /// `before_id` for the next page (rows sharing that millisecond are
     /// ordered by `id`, so none is skipped or repeated).
@@ -685,6 +687,15 @@ pub struct LoggedRequest {
     /// Counts or times were past the documented maxima and were clamped.
     #[serde(default)]
     pub clamped: bool,
+    /// Of the prompt tokens: read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: i64,
+    /// Of the prompt tokens: written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: i64,
+    /// The client's session id; empty when none was sent.
+    #[serde(default)]
+    pub session: String,
 }
 
 pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedRequest>> {
@@ -699,7 +710,8 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
          outcome, attempts, cache_hit, MAX(CAST(prompt_tokens AS INTEGER), 0), \
          MAX(CAST(completion_tokens AS INTEGER), 0), MAX(CAST(total_tokens AS INTEGER), 0), estimated, \
          MAX(CAST(cost_nanos AS INTEGER), 0), MAX(CAST(latency_us AS INTEGER), 0), MAX(CAST(ttft_us AS INTEGER), 0), \
-         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
+         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid, MAX(CAST(cache_read_tokens AS INTEGER), 0), \
+         MAX(CAST(cache_write_tokens AS INTEGER), 0), session FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![(from * 1000).into(), (to * 1000).into()];
     let mut filter = |col: &str, v: rusqlite::types::Value| {
@@ -714,6 +726,7 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
         ("target", &q.target),
         ("outcome", &q.outcome),
         ("request_id", &q.request_id),
+        ("session", &q.session),
     ] {
         if let Some(v) = v {
             filter(col, v.clone().into());
@@ -771,6 +784,9 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
             ttft_ms: ms(r.get(20)?),
             upstream_ms: ms(r.get(21)?),
             clamped: r.get(22)?,
+            cache_read_tokens: r.get(24)?,
+            cache_write_tokens: r.get(25)?,
+            session: r.get(26)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

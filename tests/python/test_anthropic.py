@@ -6,9 +6,10 @@ equal to the gateway's usage record (prompt-cache reads and writes
 included)."""
 
 import hashlib
+import json
 import re
-import sqlite3
 import time
+import urllib.request
 
 import anthropic
 import pytest
@@ -22,7 +23,7 @@ MODEL = "claude-gateway-test"
 @pytest.fixture(scope="module")
 def claude_gateway(mock_upstream, tmp_path_factory):
     """`switchboard serve` with an Anthropic-kind provider and the admin API.
-    Yields (gateway base URL without /v1, the usage database's path)."""
+    Yields (gateway base URL without /v1, admin base URL)."""
     key_hash = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
     d = tmp_path_factory.mktemp("claude")
     cfg = d / "switchboard.toml"
@@ -67,8 +68,7 @@ hash = "{key_hash}"
         for line in p.lines
         if "admin API listening on" in line
     )
-    assert admin
-    yield f"http://{p.match.group(1)}", d / "switchboard.db"
+    yield f"http://{p.match.group(1)}", f"http://{admin}"
     code = p.stop()
     log = "".join(p.lines)
     assert code == 0, f"switchboard exited {code} on SIGTERM:\n{log}"
@@ -80,15 +80,16 @@ def client(base, **kw):
     return anthropic.Anthropic(base_url=base, api_key=kw.pop("api_key", KEY), max_retries=0, timeout=20, **kw)
 
 
-def last_record(db, request_id, tries=200):
-    """The gateway's usage record of one request (its request log in SQLite,
-    written by the usage pipeline within a moment)."""
+def last_record(admin, request_id, tries=200):
+    """The gateway's usage record of one request, from the admin API's
+    request log (written by the usage pipeline within a moment)."""
+    url = f"{admin}/v1/admin/requests?request_id={request_id}"
     for _ in range(tries):
-        with sqlite3.connect(db) as conn:
-            conn.row_factory = sqlite3.Row
-            row = conn.execute("SELECT * FROM request_log WHERE request_id = ?", (request_id,)).fetchone()
-        if row is not None:
-            return dict(row)
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            rows = json.loads(r.read())["data"]
+        if rows:
+            return rows[0]
         time.sleep(0.05)
     raise AssertionError(f"no usage record for {request_id}")
 
@@ -102,7 +103,7 @@ def expect_usage(admin, request_id, usage):
     assert rec["completion_tokens"] == usage.output_tokens, rec
     assert rec["cache_read_tokens"] == (usage.cache_read_input_tokens or 0), rec
     assert rec["cache_write_tokens"] == (usage.cache_creation_input_tokens or 0), rec
-    assert rec["estimated"] == 0
+    assert rec["estimated"] is False
     assert rec["endpoint"] == "messages"
     return rec
 
