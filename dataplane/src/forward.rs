@@ -182,8 +182,8 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
 /// OpenAI-kind ones (nodes included), bytes as sent (but the model).
 fn serves(endpoint: &Endpoint, kind: ProviderKind) -> bool {
     match kind {
-        ProviderKind::Anthropic => *endpoint == Endpoint::Messages,
-        ProviderKind::OpenAI => *endpoint != Endpoint::Messages,
+        ProviderKind::Anthropic => endpoint.is_anthropic(),
+        ProviderKind::OpenAI => !endpoint.is_anthropic(),
     }
 }
 

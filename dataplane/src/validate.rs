@@ -267,7 +267,8 @@ pub fn check(endpoint: &Endpoint, c: &Checks<'_>) -> Result<(), GatewayError> {
                 ));
             }
         }
-        Endpoint::Messages => return check_messages(c),
+        Endpoint::Messages => return check_messages(c, true),
+        Endpoint::CountTokens => return check_messages(c, false),
         Endpoint::Completions if is_null(c.prompt) => return Err(GatewayError::missing_param("prompt")),
         Endpoint::Embeddings if is_null(c.input) => return Err(GatewayError::missing_param("input")),
         _ => {}
@@ -282,11 +283,12 @@ pub fn check(endpoint: &Endpoint, c: &Checks<'_>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Anthropic's Messages request: `messages` an array of at least one,
+/// Anthropic's Messages request (and, with `generation` false, its
+/// count_tokens request, which has no sampling fields): `messages` an array of at least one,
 /// `max_tokens` a positive integer (required), `temperature` 0 to 1,
 /// `top_p` 0 to 1. Message contents (blocks, roles) are the provider's to
 /// check: a passthrough relays its answer.
-fn check_messages(c: &Checks<'_>) -> Result<(), GatewayError> {
+fn check_messages(c: &Checks<'_>, generation: bool) -> Result<(), GatewayError> {
     match &c.messages {
         Some(m) if m.fault != Some(Fault::NotArray("null")) => {
             if let Some(Fault::NotArray(kind)) = &m.fault {
@@ -305,6 +307,10 @@ fn check_messages(c: &Checks<'_>) -> Result<(), GatewayError> {
             }
         }
         _ => return Err(GatewayError::missing_param("messages")),
+    }
+    if !generation {
+        // count_tokens: no `max_tokens`, nothing sampled.
+        return Ok(());
     }
     if is_null(c.max_tokens) {
         return Err(GatewayError::missing_param("max_tokens"));

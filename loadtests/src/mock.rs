@@ -492,7 +492,10 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
             }
             continue;
         }
-        let keep = if method == "POST" && path.split('?').next().unwrap_or("").ends_with("/messages") {
+        let bare = path.split('?').next().unwrap_or("");
+        let keep = if method == "POST" && bare.ends_with("/messages/count_tokens") {
+            anthropic::count_tokens(&mut io, &mut out, &body, has_version).await
+        } else if method == "POST" && bare.ends_with("/messages") {
             anthropic::answer(&ctx, &mut io, &mut out, &body, header_behaviour, has_version).await
         } else {
             answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour, arrival).await

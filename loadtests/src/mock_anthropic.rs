@@ -46,6 +46,30 @@ fn ends_with_tool_result(messages: &[Value]) -> bool {
     last["content"].as_array().is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": ceil(body bytes / 4)}`
+/// (the mock's count, the same `input_tokens` a message with this body reports).
+pub(super) async fn count_tokens<S: AsyncWriteRent>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    body: &[u8],
+    has_version: bool,
+) -> bool {
+    let req: Request = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            push_error(out, 400, &format!("mock: bad JSON: {e}"));
+            return send(io, out).await;
+        }
+    };
+    if !has_version || req.model.is_none() || req.messages.is_none() {
+        push_error(out, 400, "mock: anthropic-version, model and messages are required");
+        return send(io, out).await;
+    }
+    let n = (body.len() as u64).div_ceil(4);
+    push_json(out, 200, json!({"input_tokens": n}).to_string().as_bytes());
+    send(io, out).await
+}
+
 pub(super) async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     ctx: &Ctx,
     io: &mut S,

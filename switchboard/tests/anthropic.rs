@@ -309,3 +309,46 @@ fn usage_counts_prompt_cache_tokens_at_their_prices_and_groups_by_session() {
     let r = gw.call("GET", "/v1/admin/usage?granularity=total", None);
     assert_eq!(r.json()["data"][0]["cache_write_tokens"], 30);
 }
+
+#[test]
+fn count_tokens_goes_to_an_anthropic_provider_or_is_estimated_and_models_list_in_anthropics_shape() {
+    let (a, b) = (mock(), mock());
+    let gw = Gateway::start(&config(&a, &b, ""));
+    let body = r#"{"model":"sonnet","messages":[{"role":"user","content":"How many tokens is this?"}]}"#;
+    let post = |body: &str| {
+        let mut c = gw.conn();
+        c.send(&request("POST", "/v1/messages/count_tokens", None, body, &[("x-api-key", KEY)]));
+        c.response()
+    };
+    let r = post(body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spliced = body.replace("\"sonnet\"", "\"claude-sonnet-4-5\"");
+    assert_eq!(r.json(), serde_json::json!({"input_tokens": spliced.len().div_ceil(4)}), "the provider's count");
+    let sent = a.recorded().pop().unwrap();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.header("x-api-key"), Some(AKEY));
+    // No Anthropic-kind target: the gateway's estimate, never an error.
+    let r = post(&body.replace("sonnet", "gpt-only"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(b.requests(), 0);
+    // Its errors are Anthropic's.
+    let r = post(r#"{"model":"sonnet"}"#);
+    assert_eq!((r.status, anthropic_error(&r).0.as_str()), (400, "invalid_request_error"));
+
+    // The model list: Anthropic's shape for Anthropic clients, OpenAI's otherwise.
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models", None, "", &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")]));
+    let v = c.response().json();
+    assert_eq!(v["has_more"], false);
+    assert_eq!(v["data"][0]["type"], "model");
+    assert!(v["data"].as_array().unwrap().iter().any(|m| m["id"] == "sonnet"));
+    assert_eq!(v["first_id"], v["data"][0]["id"]);
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models/nope", None, "", &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")]));
+    let r = c.response();
+    assert_eq!((r.status, anthropic_error(&r).0.as_str()), (404, "not_found_error"));
+    let mut c = gw.conn();
+    c.send(&request("GET", "/v1/models", Some(KEY), "", &[]));
+    assert_eq!(c.response().json()["object"], "list");
+}

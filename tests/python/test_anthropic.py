@@ -202,3 +202,16 @@ def test_typed_errors(claude_gateway):
         ) as s:
             for _ in s:
                 pass
+
+
+def test_count_tokens_and_model_discovery(claude_gateway):
+    base, _ = claude_gateway
+    c = client(base)
+    messages = [{"role": "user", "content": "How many tokens?"}]
+    counted = c.messages.count_tokens(model=MODEL, messages=messages)
+    assert counted.input_tokens > 0, "the provider's count, relayed"
+    listed = [m.id for m in c.models.list()]
+    assert MODEL in listed and "sonnet" in listed
+    assert c.models.retrieve("sonnet").id == "sonnet"
+    with pytest.raises(anthropic.NotFoundError):
+        c.models.retrieve("claude-no-such-model")

@@ -25,6 +25,8 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's Messages API (`POST /v1/messages`).
     Messages,
+    /// Anthropic's token count (`POST /v1/messages/count_tokens`).
+    CountTokens,
     Models,
     Model(String),
     Healthz,
@@ -42,6 +44,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
             _ => "other",
         }
     }
@@ -54,6 +57,7 @@ impl Endpoint {
             "/v1/completions" => Endpoint::Completions,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/messages" => Endpoint::Messages,
+            "/v1/messages/count_tokens" => Endpoint::CountTokens,
             "/v1/models" => Endpoint::Models,
             "/healthz" => Endpoint::Healthz,
             "/metrics" => Endpoint::Metrics,
@@ -73,6 +77,7 @@ impl Endpoint {
             Endpoint::Completions => Some("/completions"),
             Endpoint::Embeddings => Some("/embeddings"),
             Endpoint::Messages => Some("/messages"),
+            Endpoint::CountTokens => Some("/messages/count_tokens"),
             _ => None,
         }
     }
@@ -181,7 +186,16 @@ pub struct RequestHead {
 impl Endpoint {
     /// An endpoint of Anthropic's API: its errors take Anthropic's shape.
     pub fn is_anthropic(&self) -> bool {
-        matches!(self, Endpoint::Messages)
+        matches!(self, Endpoint::Messages | Endpoint::CountTokens)
+    }
+}
+
+impl RequestHead {
+    /// Answer in Anthropic's shapes: an Anthropic path, or the model list
+    /// asked by an Anthropic client (it sends `anthropic-version`).
+    pub fn anthropic_dialect(&self) -> bool {
+        self.endpoint.is_anthropic()
+            || (matches!(self.endpoint, Endpoint::Models | Endpoint::Model(_)) && self.anthropic_version.is_some())
     }
 }
 

@@ -88,11 +88,13 @@ impl Chain {
     fn new(ctx: &WorkerCtx, head: &ResponseHead, x: &Exchange<'_>) -> Chain {
         let framing = head.framing;
         let success = (200..300).contains(&head.status);
+        // A token count's `input_tokens` is an answer, not tokens spent.
+        let counted = success && *x.endpoint() != Endpoint::CountTokens;
         let generation = x.generation();
         let ok_stream = head.event_stream && head.status == 200;
         Chain {
             deframe: Deframer::new(framing),
-            scan: success,
+            scan: counted,
             capture: (x.capture.is_some() && head.status == 200 && !head.event_stream)
                 .then(|| Capture::new(ctx.cache.max_entry())),
             // A stream is held back (head included) until its first content

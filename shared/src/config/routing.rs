@@ -169,6 +169,10 @@ impl ProviderKind {
         *self == ProviderKind::OpenAI
     }
 
+    pub fn is_anthropic(&self) -> bool {
+        *self == ProviderKind::Anthropic
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::OpenAI => "openai",
