@@ -352,3 +352,26 @@ fn count_tokens_goes_to_an_anthropic_provider_or_is_estimated_and_models_list_in
     c.send(&request("GET", "/v1/models", Some(KEY), "", &[]));
     assert_eq!(c.response().json()["object"], "list");
 }
+
+#[test]
+fn the_response_cache_answers_whole_messages_but_never_replays_a_messages_stream() {
+    let (a, b) = (mock(), mock());
+    let cfg = config(&a, &b, "").replace(
+        "name = \"sonnet\"\ntargets = [{ provider = \"claude\", model = \"claude-sonnet-4-5\" }]",
+        "name = \"sonnet\"\ntargets = [{ provider = \"claude\", model = \"claude-sonnet-4-5\" }]\ncache = { mode = \"always\", ttl_ms = 60000 }",
+    );
+    assert!(cfg.contains("mode = \"always\""));
+    let gw = Gateway::start(&cfg);
+    let first = messages(gw.addr, HELLO, &[]);
+    assert_eq!(first.header("x-switchboard-cache"), Some("miss"));
+    let again = messages(gw.addr, HELLO, &[]);
+    assert_eq!(again.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(again.json(), first.json());
+    assert_eq!(a.requests(), 1);
+    let stream = HELLO.replace(r#""mock":"#, r#""stream":true,"mock":"#);
+    let r = messages(gw.addr, &stream, &[]);
+    assert_eq!(r.header("x-switchboard-cache"), Some("bypass"));
+    let text = r.text();
+    assert!(text.starts_with("event: message_start"), "an Anthropic stream, from the provider: {text}");
+    assert_eq!(a.requests(), 2);
+}
