@@ -375,3 +375,55 @@ fn the_response_cache_answers_whole_messages_but_never_replays_a_messages_stream
     assert!(text.starts_with("event: message_start"), "an Anthropic stream, from the provider: {text}");
     assert_eq!(a.requests(), 2);
 }
+
+#[test]
+fn an_anthropic_provider_made_through_the_admin_api_serves_messages() {
+    use serde_json::json;
+    let up = mock();
+    let gw = AdminGateway::start("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n");
+    let r = gw.call(
+        "POST",
+        "/v1/admin/providers",
+        Some(&json!({"name": "claude", "kind": "anthropic", "base_url": up.base_url(), "api_keys": [AKEY],
+                     "models": [{"name": "sonnet", "prompt_per_mtok": 3.0, "completion_per_mtok": 15.0,
+                                 "cache_read_per_mtok": 0.3, "cache_write_per_mtok": 3.75}]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["kind"], "anthropic");
+    assert_eq!(r.json()["models"][0]["cache_read_per_mtok"], 0.3);
+    let bad = gw.call(
+        "POST",
+        "/v1/admin/providers",
+        Some(&json!({"name": "x", "kind": "anthropic", "base_url": up.base_url(),
+                     "models": [{"name": "m", "cache_write_per_mtok": -1.0}]})),
+    );
+    assert_eq!(bad.status, 422, "a cache price out of range: {}", bad.text());
+    assert_eq!(bad.error()["param"], "models[0].cache_write_per_mtok");
+    assert_eq!(
+        gw.call("POST", "/v1/admin/providers", Some(&json!({"name": "y", "kind": "grpc", "base_url": up.base_url()})))
+            .status
+            / 100,
+        4
+    );
+    assert_eq!(
+        gw.call("POST", "/v1/admin/routes", Some(&json!({"name": "sonnet", "targets": [{"provider": "claude"}]})))
+            .status,
+        201
+    );
+    assert_eq!(gw.call("POST", "/v1/admin/orgs", Some(&json!({"name": "acme"}))).status, 201);
+    let r = gw.call("POST", "/v1/admin/keys", Some(&json!({"org": "acme", "name": "claude-code"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret = r.json()["key_secret"].as_str().unwrap().to_string();
+    let mut c = Conn::open(gw.addr);
+    c.send(&request("POST", "/v1/messages", None, HELLO, &[("x-api-key", &secret)]));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.recorded()[0].header("x-api-key"), Some(AKEY));
+    // Back to OpenAI: the route no longer serves Messages.
+    let r = gw.call("PATCH", "/v1/admin/providers/claude", Some(&json!({"kind": "openai"})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["kind"], "openai");
+    let mut c = Conn::open(gw.addr);
+    c.send(&request("POST", "/v1/messages", None, HELLO, &[("x-api-key", &secret)]));
+    assert_eq!(c.response().status, 400);
+}
