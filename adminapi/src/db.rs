@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_clamped.sql"),
     include_str!("../migrations/0006_smoke.sql"),
     include_str!("../migrations/0008_console_latency.sql"),
+    include_str!("../migrations/0009_anthropic_usage.sql"),
 ];
 
 /// How long a write waits for a lock held by another connection before the

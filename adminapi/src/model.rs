@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use switchboard_shared::config::ProviderKind;
 use switchboard_shared::Secret;
 use utoipa::{IntoParams, ToSchema};
 
@@ -125,12 +126,24 @@ pub struct ModelPrice {
     /// USD per million completion tokens.
     #[serde(default)]
     pub completion_per_mtok: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache
+    /// (unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// USD per million prompt tokens written to the prompt cache (unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 /// What is stored for a provider (secrets included; never returned as is).
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
+    /// `openai` (default) or `anthropic` (the Messages API: key sent as
+    /// `x-api-key`, `anthropic-version` added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<ProviderKind>,
     pub base_url: String,
     /// Provider API keys, for rotation; the first enabled one is used today.
     #[serde(default)]
@@ -171,6 +184,11 @@ pub struct ProviderSpec {
 #[serde(deny_unknown_fields)]
 pub struct ProviderCreate {
     pub name: String,
+    /// `openai` (default) or `anthropic` (the Messages API: key sent as
+    /// `x-api-key`, `anthropic-version` added).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<ProviderKind>,
     pub base_url: String,
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
@@ -203,6 +221,7 @@ pub struct ProviderCreate {
 impl ProviderCreate {
     pub fn into_parts(self) -> (String, ProviderSpec) {
         let spec = ProviderSpec {
+            kind: self.kind,
             base_url: self.base_url,
             api_keys: self.api_keys,
             headers: self.headers,
@@ -267,12 +286,17 @@ pub struct ProviderUpdate {
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<bool>)]
     pub require_finish_reason: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<ProviderKind>,
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq, ToSchema)]
 pub struct Provider {
     pub id: String,
     pub name: String,
+    /// `openai` or `anthropic`.
+    pub kind: &'static str,
     pub base_url: String,
     /// Masked hints of the provider keys (`...abcd`; `***` below 16 characters).
     pub api_keys: Vec<String>,

@@ -318,6 +318,7 @@ fn provider_view(id: String, name: String, spec: ProviderSpec, created_at: i64, 
         base_url: spec.base_url,
         api_keys: spec.api_keys.iter().map(Secret::hint).collect(),
         headers: spec.headers.iter().map(|(k, v)| (k.clone(), v.hint())).collect(),
+        kind: spec.kind.unwrap_or_default().as_str(),
         ca_file: spec.ca_file,
         connect_timeout_ms: spec.connect_timeout_ms,
         first_byte_timeout_ms: spec.first_byte_timeout_ms,
@@ -393,7 +394,12 @@ fn check_provider(spec: &ProviderSpec) -> ApiResult<()> {
     let mut seen = std::collections::HashSet::new();
     for (i, p) in spec.models.iter().enumerate() {
         check_name(&format!("models[{i}].name"), &p.name)?;
-        for (field, v) in [("prompt_per_mtok", p.prompt_per_mtok), ("completion_per_mtok", p.completion_per_mtok)] {
+        let cache = [("cache_read_per_mtok", p.cache_read_per_mtok), ("cache_write_per_mtok", p.cache_write_per_mtok)];
+        let cache = cache.into_iter().filter_map(|(f, v)| v.map(|v| (f, v)));
+        for (field, v) in [("prompt_per_mtok", p.prompt_per_mtok), ("completion_per_mtok", p.completion_per_mtok)]
+            .into_iter()
+            .chain(cache)
+        {
             switchboard_shared::limits::check_price(v)
                 .map_err(|m| ApiError::invalid_field(&format!("models[{i}].{field}"), format!("`{field}` {m}")))?;
         }
@@ -467,6 +473,9 @@ pub fn update_provider(c: &Db<'_>, actor: &str, id: &str, u: ProviderUpdate) -> 
     }
     if let Some(v) = u.require_finish_reason {
         spec.require_finish_reason = v;
+    }
+    if let Some(k) = u.kind {
+        spec.kind = (!k.is_openai()).then_some(k);
     }
     write_provider(c, actor, &id, &name, &before, &new_name, &spec)
 }
@@ -847,6 +856,7 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
             let d = |v: Option<u64>, dflt: u64| v.unwrap_or(dflt);
             UpstreamSpec {
                 name: name.clone(),
+                kind: p.kind.unwrap_or_default(),
                 base_url: p.base_url.clone(),
                 api_key: None,
                 api_keys: p.api_keys.clone(),
@@ -862,6 +872,8 @@ pub fn routing_spec(c: &Db<'_>) -> ApiResult<RoutingSpec> {
                     .models
                     .iter()
                     .map(|m| PriceSpec {
+                        cache_read_per_mtok: m.cache_read_per_mtok,
+                        cache_write_per_mtok: m.cache_write_per_mtok,
                         model: m.name.clone(),
                         prompt_per_mtok: m.prompt_per_mtok,
                         completion_per_mtok: m.completion_per_mtok,
@@ -942,6 +954,7 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
     let before = last_audit_id(c)?;
     for u in &spec.upstreams {
         let p = ProviderSpec {
+            kind: (!u.kind.is_openai()).then_some(u.kind),
             base_url: u.base_url.clone(),
             api_keys: match (&u.api_key, &u.api_key_env) {
                 (Some(k), _) => vec![k.clone()],
@@ -966,6 +979,8 @@ pub fn seed(c: &Db<'_>, h: &KeyHasher, spec: &RoutingSpec) -> ApiResult<usize> {
                     name: p.model.clone(),
                     prompt_per_mtok: p.prompt_per_mtok,
                     completion_per_mtok: p.completion_per_mtok,
+                    cache_read_per_mtok: p.cache_read_per_mtok,
+                    cache_write_per_mtok: p.cache_write_per_mtok,
                 })
                 .collect(),
             eject_after_failures: Some(u.eject_after_failures),

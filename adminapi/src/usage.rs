@@ -11,7 +11,7 @@ use switchboard_shared::usage::{nanos_to_usd, UsageRecord};
 use utoipa::{IntoParams, ToSchema};
 
 /// The summed columns of `usage_minute`, in the order rows and reports use.
-pub(crate) const ROLLUP_SUMS: [&str; 9] = [
+pub(crate) const ROLLUP_SUMS: [&str; 11] = [
     "requests",
     "errors",
     "cache_hits",
@@ -21,7 +21,27 @@ pub(crate) const ROLLUP_SUMS: [&str; 9] = [
     "total_tokens",
     "cost_nanos",
     "latency_us",
+    "cache_read_tokens",
+    "cache_write_tokens",
 ];
+
+/// The same sums over the request log (usage by session, which the rollups
+/// do not keep), in the same order.
+fn raw_sums() -> [String; 11] {
+    [
+        "COUNT(*)".to_string(),
+        "CAST(TOTAL(status >= 400 OR outcome != 'ok') AS INTEGER)".to_string(),
+        sat_sum("cache_hit"),
+        sat_sum("estimated"),
+        sat_sum("prompt_tokens"),
+        sat_sum("completion_tokens"),
+        sat_sum("total_tokens"),
+        sat_sum("cost_nanos"),
+        sat_sum("latency_us"),
+        sat_sum("cache_read_tokens"),
+        sat_sum("cache_write_tokens"),
+    ]
+}
 
 /// A rollup row's key: minute, org, key, model, route, target.
 type MinuteKey<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str);
@@ -69,10 +89,12 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO request_log (uid, ts_ms, request_id, org, key_id, model, route, target, \
              upstream_model, endpoint, stream, status, outcome, attempts, cache_hit, prompt_tokens, \
-             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us, clamped, injected) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+             completion_tokens, total_tokens, estimated, cost_nanos, latency_us, ttft_us, upstream_us, clamped, injected, \
+             cache_read_tokens, cache_write_tokens, session) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
+             ?25, ?26, ?27, ?28)",
         )?;
-        let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 9]> = FxHashMap::default();
+        let mut rollup: FxHashMap<MinuteKey<'_>, [i64; 11]> = FxHashMap::default();
         let mut console = crate::console::series::ConsoleRollup::default();
         for r in &batch {
             let n = insert.execute(params![
@@ -101,6 +123,9 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 r.upstream_us as i64,
                 r.clamped,
                 r.injected,
+                r.cache_read_tokens as i64,
+                r.cache_write_tokens as i64,
+                r.session,
             ])?;
             if n == 0 {
                 continue;
@@ -123,6 +148,8 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
                 r.total_tokens as i64,
                 r.cost_nanos as i64,
                 r.latency_us as i64,
+                r.cache_read_tokens as i64,
+                r.cache_write_tokens as i64,
             ];
             for (a, b) in e.iter_mut().zip(add) {
                 *a = a.saturating_add(b);
@@ -131,14 +158,16 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
         let sums: Vec<String> = ROLLUP_SUMS.iter().map(|c| sat_add(c)).collect();
         let mut upsert = tx.prepare_cached(&format!(
             "INSERT INTO usage_minute (minute, org, key_id, model, route, target, requests, errors, cache_hits, \
-             estimated, prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             estimated, prompt_tokens, completion_tokens, total_tokens, cost_nanos, latency_us, cache_read_tokens, \
+             cache_write_tokens) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
              ON CONFLICT (minute, org, key_id, model, route, target) DO UPDATE SET {}",
             sums.join(", ")
         ))?;
         for ((minute, org, key, model, route, target), v) in rollup {
             upsert.execute(params![
-                minute, org, key, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+                minute, org, key, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                v[10]
             ])?;
         }
         console.write(&tx)?;
@@ -294,7 +323,9 @@ pub struct UsageQuery {
     pub from: Option<String>,
     /// End (exclusive), same forms. Default: now.
     pub to: Option<String>,
-    /// Comma-separated: any of `org`, `key`, `model`, `route`, `target`.
+    /// Comma-separated: any of `org`, `key`, `model`, `route`, `target`,
+    /// `session` (the client's session id; read from the request log, so
+    /// within its retention).
     pub group_by: Option<String>,
     /// `minute`, `hour` (default), `day` or `total`.
     pub granularity: Option<String>,
@@ -305,6 +336,8 @@ pub struct UsageQuery {
     pub model: Option<String>,
     pub route: Option<String>,
     pub target: Option<String>,
+    /// Only requests of this session (read from the request log).
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema, Default, Clone)]
@@ -322,6 +355,8 @@ pub struct UsageRow {
     pub route: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub requests: i64,
     pub errors: i64,
     pub cache_hits: i64,
@@ -329,6 +364,10 @@ pub struct UsageRow {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// Of the prompt tokens: read from the provider's prompt cache.
+    pub cache_read_tokens: i64,
+    /// Of the prompt tokens: written to the provider's prompt cache.
+    pub cache_write_tokens: i64,
     pub cost_usd: f64,
     /// Cost in nano-USD (exact).
     pub cost_nanos: i64,
@@ -345,8 +384,14 @@ pub struct UsageReport {
     pub data: Vec<UsageRow>,
 }
 
-const DIMENSIONS: [(&str, &str); 5] =
-    [("org", "org"), ("key", "key_id"), ("model", "model"), ("route", "route"), ("target", "target")];
+const DIMENSIONS: [(&str, &str); 6] = [
+    ("org", "org"),
+    ("key", "key_id"),
+    ("model", "model"),
+    ("route", "route"),
+    ("target", "target"),
+    ("session", "session"),
+];
 
 fn range(from: &Option<String>, to: &Option<String>) -> ApiResult<(i64, i64)> {
     let now = crate::db::now_secs();
@@ -377,7 +422,7 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
     let mut groups: Vec<(&str, &str)> = Vec::new();
     for g in q.group_by.as_deref().unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
         let dim = DIMENSIONS.iter().find(|(name, _)| *name == g).ok_or_else(|| {
-            ApiError::invalid_field("group_by", format!("`{g}` is not one of org, key, model, route, target"))
+            ApiError::invalid_field("group_by", format!("`{g}` is not one of org, key, model, route, target, session"))
         })?;
         if !groups.contains(dim) {
             groups.push(*dim);
@@ -385,7 +430,10 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
     }
     // Whole hours without the key: the hourly rollups (the same sums, far
     // fewer rows); otherwise the per-minute ones.
-    let hourly = bucket_minutes.is_none_or(|b| b % 60 == 0)
+    // By session: from the request log (the rollups do not keep sessions).
+    let raw = groups.iter().any(|(n, _)| *n == "session") || q.session.is_some();
+    let hourly = !raw
+        && bucket_minutes.is_none_or(|b| b % 60 == 0)
         && q.key.is_none()
         && !groups.iter().any(|(name, _)| *name == "key")
         && from % 3_600 == 0
@@ -395,18 +443,31 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
         Some(b) => format!("({col} / {}) * {}", b / unit, b / unit),
         None => "0".into(),
     };
+    let period = if raw { period.replace("minute", "(ts_ms / 60000)") } else { period };
     let cols: String = groups.iter().map(|(_, c)| format!(", {c}")).collect();
-    let mut sql = format!(
-        "SELECT {period} AS p{cols}, {} FROM {table} WHERE {col} >= ?1 AND {col} < ?2",
-        ROLLUP_SUMS.map(sat_sum).join(", ")
-    );
-    // Minutes (hours) overlapping [from, to).
     let unit_s = 60 * unit;
+    let mut sql = if raw {
+        format!(
+            "SELECT {period} AS p{cols}, {} FROM request_log WHERE ts_ms >= ?1 * 60000 AND ts_ms < ?2 * 60000",
+            raw_sums().join(", ")
+        )
+    } else {
+        format!(
+            "SELECT {period} AS p{cols}, {} FROM {table} WHERE {col} >= ?1 AND {col} < ?2",
+            ROLLUP_SUMS.map(sat_sum).join(", ")
+        )
+    };
+    // Minutes (hours) overlapping [from, to).
     let mut args: Vec<rusqlite::types::Value> =
         vec![from.div_euclid(unit_s).into(), (to + unit_s - 1).div_euclid(unit_s).into()];
-    for (value, col) in
-        [(&q.org, "org"), (&q.key, "key_id"), (&q.model, "model"), (&q.route, "route"), (&q.target, "target")]
-    {
+    for (value, col) in [
+        (&q.org, "org"),
+        (&q.key, "key_id"),
+        (&q.model, "model"),
+        (&q.route, "route"),
+        (&q.target, "target"),
+        (&q.session, "session"),
+    ] {
         if let Some(v) = value {
             args.push(v.clone().into());
             sql.push_str(&format!(" AND {col} = ?{}", args.len()));
@@ -427,6 +488,7 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
                 "key" => row.key = Some(v),
                 "model" => row.model = Some(v),
                 "route" => row.route = Some(v),
+                "session" => row.session = Some(v),
                 _ => row.target = Some(v),
             }
         }
@@ -441,6 +503,8 @@ pub fn report(c: &Connection, q: &UsageQuery) -> ApiResult<UsageReport> {
         row.cost_nanos = g(7)?;
         row.cost_usd = nanos_to_usd(row.cost_nanos);
         row.avg_latency_ms = if row.requests > 0 { g(8)? as f64 / row.requests as f64 / 1000.0 } else { 0.0 };
+        row.cache_read_tokens = g(9)?;
+        row.cache_write_tokens = g(10)?;
         Ok(row)
     })?;
     let data = rows.collect::<Result<Vec<_>, _>>()?;
@@ -472,6 +536,8 @@ pub fn report_csv(r: &UsageReport) -> String {
         "total_tokens",
         "cost_usd",
         "avg_latency_ms",
+        "cache_read_tokens",
+        "cache_write_tokens",
     ]);
     out.push_str(&head.join(","));
     out.push('\n');
@@ -486,6 +552,7 @@ pub fn report_csv(r: &UsageReport) -> String {
                 "key" => &row.key,
                 "model" => &row.model,
                 "route" => &row.route,
+                "session" => &row.session,
                 _ => &row.target,
             };
             f.push(csv_field(v.as_deref().unwrap_or("")));
@@ -500,6 +567,8 @@ pub fn report_csv(r: &UsageReport) -> String {
             row.total_tokens.to_string(),
             format!("{:.9}", row.cost_usd),
             format!("{:.3}", row.avg_latency_ms),
+            row.cache_read_tokens.to_string(),
+            row.cache_write_tokens.to_string(),
         ]);
         out.push_str(&f.join(","));
         out.push('\n');
@@ -592,6 +661,8 @@ pub struct RequestLogQuery {
     pub request_id: Option<String>,
     /// Only records with (`true`) or without (`false`) an injected failure.
     pub injected: Option<bool>,
+    /// The client's session id (`X-Claude-Code-Session-Id`, `X-Session-Id`).
+    pub session: Option<String>,
     /// Newest first; pass the last row's `ts_ms` as `before` and its `id` as
     /// `before_id` for the next page (rows sharing that millisecond are
     /// ordered by `id`, so none is skipped or repeated).
@@ -637,6 +708,15 @@ pub struct LoggedRequest {
     /// test key): its failed attempts say nothing about the targets.
     #[serde(default)]
     pub injected: bool,
+    /// Of the prompt tokens: read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: i64,
+    /// Of the prompt tokens: written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: i64,
+    /// The client's session id; empty when none was sent.
+    #[serde(default)]
+    pub session: String,
 }
 
 pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedRequest>> {
@@ -651,7 +731,8 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
          outcome, attempts, cache_hit, MAX(CAST(prompt_tokens AS INTEGER), 0), \
          MAX(CAST(completion_tokens AS INTEGER), 0), MAX(CAST(total_tokens AS INTEGER), 0), estimated, \
          MAX(CAST(cost_nanos AS INTEGER), 0), MAX(CAST(latency_us AS INTEGER), 0), MAX(CAST(ttft_us AS INTEGER), 0), \
-         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid, injected FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
+         MAX(CAST(upstream_us AS INTEGER), 0), clamped, uid, injected, MAX(CAST(cache_read_tokens AS INTEGER), 0), \
+         MAX(CAST(cache_write_tokens AS INTEGER), 0), session FROM request_log WHERE ts_ms >= ?1 AND ts_ms < ?2",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![(from * 1000).into(), (to * 1000).into()];
     let mut filter = |col: &str, v: rusqlite::types::Value| {
@@ -666,6 +747,7 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
         ("target", &q.target),
         ("outcome", &q.outcome),
         ("request_id", &q.request_id),
+        ("session", &q.session),
     ] {
         if let Some(v) = v {
             filter(col, v.clone().into());
@@ -727,6 +809,9 @@ pub fn request_log(c: &Connection, q: &RequestLogQuery) -> ApiResult<Vec<LoggedR
             upstream_ms: ms(r.get(21)?),
             clamped: r.get(22)?,
             injected: r.get(24)?,
+            cache_read_tokens: r.get(25)?,
+            cache_write_tokens: r.get(26)?,
+            session: r.get(27)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -196,6 +196,9 @@ data: [DONE]
         upstream_us: 811_500,
         clamped: false,
         injected: false,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        session: String::new(),
     };
     let metrics = switchboard_dataplane::metrics::Metrics::new(1, None);
     g.bench_function("record_build_and_count_in_metrics", |b| {

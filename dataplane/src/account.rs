@@ -7,7 +7,7 @@ use crate::usage::scan::token_counts;
 use crate::worker::WorkerCtx;
 use monoio::time::Instant;
 use std::time::Duration;
-use switchboard_shared::usage::{cost_nanos, Outcome, UsageRecord};
+use switchboard_shared::usage::{cost_nanos_cached, Outcome, UsageRecord};
 
 /// Unix milliseconds (the policy clock, so usage and quota periods agree).
 pub(crate) fn unix_ms() -> u64 {
@@ -24,7 +24,17 @@ pub(crate) fn account(ctx: &WorkerCtx, x: &Exchange<'_>) -> (u64, u64) {
     } else {
         (0, 0, 0, false)
     };
-    let cost = target.and_then(|tg| tg.prices).map_or(0, |(p, c)| cost_nanos(prompt, completion, p, c));
+    let counted = t.status / 100 == 2 && (target.is_some() || t.cache_hit) && !estimated;
+    let (cache_read, cache_write) = if counted {
+        (t.reply.cache_read_tokens.unwrap_or(0), t.reply.cache_write_tokens.unwrap_or(0))
+    } else {
+        (0, 0)
+    };
+    let cost = target.map_or(0, |tg| {
+        tg.prices
+            .map_or(0, |(p, c)| cost_nanos_cached([prompt, completion, cache_read, cache_write], p, c, tg.cache_prices))
+    });
+    let session = x.head.session.and_then(|(s, e)| x.raw_head.get(s..e)).unwrap_or_default();
     let micros = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
     let mut rec = UsageRecord {
         uid: String::from_utf8_lossy(ctx.next_request_id().as_bytes()).into_owned(),
@@ -45,6 +55,10 @@ pub(crate) fn account(ctx: &WorkerCtx, x: &Exchange<'_>) -> (u64, u64) {
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: total,
+        cache_read_tokens: cache_read,
+        cache_write_tokens: cache_write,
+        // Checked printable ASCII where the head was parsed.
+        session: String::from_utf8_lossy(session).into_owned(),
         estimated,
         cost_nanos: cost,
         latency_us: micros(x.started.elapsed()),

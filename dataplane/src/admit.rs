@@ -89,9 +89,13 @@ pub(crate) async fn admit<S: AsyncWriteRent>(
 /// for capture.
 async fn cache_lookup(ctx: &WorkerCtx, x: &mut Exchange<'_>) -> Option<std::sync::Arc<crate::cache::Entry>> {
     let cache = &ctx.cache;
-    let eligible = x.route.cache.mode == CacheMode::Always
-        || x.fields.temperature_zero
-        || matches!(x.head.endpoint, Endpoint::Embeddings);
+    // A stored answer is replayed to a stream as OpenAI chunks: an Anthropic
+    // stream is never answered from the cache (its whole answers are).
+    let replayable = !(x.head.endpoint.is_anthropic() && x.fields.stream);
+    let eligible = replayable
+        && (x.route.cache.mode == CacheMode::Always
+            || x.fields.temperature_zero
+            || matches!(x.head.endpoint, Endpoint::Embeddings));
     let key = (eligible && x.head.cache_control != CacheControl::NoStore)
         .then(|| crate::cache::key(&x.key.org, &x.route.name, x.head.endpoint.name(), x.body))
         .flatten();

@@ -301,20 +301,30 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                 // Fault-injection headers from a key that is not a test key: 400.
                 Ok(key) => match crate::fault::allowed(&head.fault, key.test) {
                     Err(e) => Answer::Error(e),
+                    Ok(()) if head.anthropic_dialect() => anthropic_models(&snapshot, key, &head.endpoint),
                     Ok(()) => models_response(&snapshot, key, &head.endpoint),
                 },
             }
         }
-        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings if head.method == Method::Post => {
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Messages
+        | Endpoint::CountTokens
+            if head.method == Method::Post =>
+        {
             let arrival = Arrival { head: &head, rid: &rid, keep_alive, started };
             routed(ctx, io, rbuf, bufs, arrival, head_end, &mut next_start).await
         }
         _ => {
             // RFC 9110 §15.5.6: a 405 says which methods the resource takes.
             error_headers.extend_from_slice(match head.endpoint {
-                Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::NodeAttach => {
-                    b"allow: POST\r\n".as_slice()
-                }
+                Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Embeddings
+                | Endpoint::Messages
+                | Endpoint::CountTokens
+                | Endpoint::NodeAttach => b"allow: POST\r\n".as_slice(),
                 _ => b"allow: GET, HEAD\r\n".as_slice(),
             });
             Answer::Error(GatewayError::method_not_allowed())
@@ -351,6 +361,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         }
         Answer::Error(err) => err,
     };
+    // On Anthropic's paths, Anthropic's error shape (its SDKs read the type from it).
+    let error = error.dialect(head.anthropic_dialect());
     let written = respond_error(ctx, io, &mut bufs.out, &error, &rid, reply, &error_headers).await;
     match next(written && keep_alive && !error.close) {
         Next::Close if written => Next::Linger,
@@ -394,7 +406,12 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Ok(f) => f,
         Err(e) => return Answer::Error(e),
     };
-    let mut x = Exchange::new(c, key, route, &fields, body);
+    if c.head.endpoint == Endpoint::CountTokens && !route.targets.iter().any(|t| t.upstream.kind.is_anthropic()) {
+        // No provider to ask: the gateway's own estimate (documented as one).
+        let n = crate::usage::scan::estimate_prompt(body);
+        return Answer::Json(200, format!(r#"{{"input_tokens":{n}}}"#).into_bytes());
+    }
+    let mut x = Exchange::new(c, key, route, &fields, body, &rbuf[..head_end]);
     x.fault = fault;
     let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
     Answer::Routed(ending, std::mem::take(&mut x.headers))
@@ -418,6 +435,48 @@ fn request_path(head: &[u8]) -> &str {
     let mut parts = line.split(|&b| b == b' ');
     let _method = parts.next();
     std::str::from_utf8(parts.next().unwrap_or(b"/")).unwrap_or("/")
+}
+
+/// The model list (or one model) in Anthropic's shape, for clients that
+/// send `anthropic-version`: `{"data":[{"type":"model","id",…}],"has_more",
+/// "first_id","last_id"}`.
+fn anthropic_models(
+    snapshot: &crate::snapshot::Snapshot,
+    key: &crate::snapshot::KeyEntry,
+    endpoint: &Endpoint,
+) -> Answer {
+    #[derive(serde::Serialize)]
+    struct Model<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: &'a str,
+        display_name: &'a str,
+        created_at: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        data: Vec<Model<'a>>,
+        has_more: bool,
+        first_id: Option<&'a str>,
+        last_id: Option<&'a str>,
+    }
+    let created = switchboard_shared::time::format_rfc3339(snapshot.created_unix.min(i64::MAX as u64) as i64);
+    let entry = |id| Model { kind: "model", id, display_name: id, created_at: &created };
+    let json = match endpoint {
+        Endpoint::Model(id) => match route::resolve(snapshot, key, id) {
+            Ok(r) => serde_json::to_vec(&entry(&r.name)),
+            Err(e) => return Answer::Error(e),
+        },
+        _ => {
+            let data: Vec<Model<'_>> = route::visible(snapshot, key).map(|r| entry(&r.name)).collect();
+            let (first_id, last_id) = (data.first().map(|m| m.id), data.last().map(|m| m.id));
+            serde_json::to_vec(&List { data, has_more: false, first_id, last_id })
+        }
+    };
+    match json {
+        Ok(body) => Answer::Json(200, body),
+        Err(_) => Answer::Error(GatewayError::bad_request("could not render the model list")),
+    }
 }
 
 fn models_response(

@@ -7,6 +7,7 @@
 //! fail over.
 
 use std::borrow::Cow;
+use switchboard_shared::anthropic::AnthropicError;
 use switchboard_shared::config::Trigger;
 use switchboard_shared::error::{ErrorBody, INVALID_REQUEST as INVALID, SERVER_ERROR as SERVER};
 
@@ -36,6 +37,9 @@ pub struct GatewayError {
     pub close: bool,
     /// For upstream failures: which failover trigger this is.
     pub cause: Option<Trigger>,
+    /// Rendered in Anthropic's shape (`{"type":"error","error":{…}}`, and
+    /// `event: error` in a stream): the request came on an Anthropic path.
+    pub anthropic: bool,
 }
 
 impl GatewayError {
@@ -51,6 +55,7 @@ impl GatewayError {
             retryable: false,
             close: false,
             cause: None,
+            anthropic: false,
         }
     }
 
@@ -213,6 +218,26 @@ impl GatewayError {
         e
     }
 
+    /// The route has targets, but none speaks the API the request came in
+    /// (a `/v1/messages` request and only OpenAI-kind providers, or the
+    /// reverse): translation between the two is not implemented.
+    /// `anthropic`: the request came in on the Anthropic Messages API.
+    pub fn no_target_of_kind(model: &str, anthropic: bool) -> Self {
+        let (api, kind) =
+            if anthropic { ("the Anthropic Messages API", "anthropic") } else { ("the OpenAI API", "openai") };
+        let shown = shown(model);
+        Self::new(
+            400,
+            INVALID,
+            Some("unsupported_target_kind"),
+            format!(
+                "Model `{shown}` has no target that speaks {api}: add a provider of kind `{kind}` to its route \
+                 (translation between the OpenAI and Anthropic APIs is not available)."
+            ),
+        )
+        .with_param("model")
+    }
+
     /// The upstream could not be reached or answered with something that is
     /// not HTTP. Another target may be tried.
     pub fn upstream(message: impl Into<Cow<'static, str>>) -> Self {
@@ -272,6 +297,17 @@ impl GatewayError {
         self
     }
 
+    /// Render in Anthropic's shape when `anthropic` (an error on `/v1/messages`).
+    pub fn dialect(mut self, anthropic: bool) -> Self {
+        self.anthropic = anthropic;
+        self
+    }
+
+    /// Anthropic's error body, borrowing this error's message.
+    pub fn anthropic_body(&self) -> AnthropicError<'_> {
+        AnthropicError::for_status(self.status, &self.message)
+    }
+
     /// The shared OpenAI error body, borrowing this error's fields.
     pub fn body(&self) -> ErrorBody<'_> {
         ErrorBody { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code }
@@ -279,12 +315,18 @@ impl GatewayError {
 
     /// The body as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
+        if self.anthropic {
+            return self.anthropic_body().to_json();
+        }
         self.body().to_json()
     }
 
     /// The error as one SSE event, for a failure after a stream has started.
     /// OpenAI's SDKs raise `APIError` on a `data:` event carrying `error`.
     pub fn to_sse_event(&self) -> Vec<u8> {
+        if self.anthropic {
+            return self.anthropic_body().to_sse_event();
+        }
         self.body().to_sse_event()
     }
 }
@@ -365,6 +407,19 @@ mod tests {
         assert!(msg.contains("é…`"), "{msg}");
         assert!(GatewayError::model_not_found("short").message.contains("`short`"));
         assert!(GatewayError::unknown_url("GET", &"/x".repeat(1000)).message.len() < ECHO_MAX_BYTES + 100);
+    }
+
+    #[test]
+    fn renders_anthropic_shape_on_anthropic_paths() {
+        let e = GatewayError::invalid_key().dialect(true);
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        let v: serde_json::Value =
+            serde_json::from_slice(&GatewayError::no_target("m").dialect(true).to_json()).unwrap();
+        assert_eq!(v["error"]["type"], "api_error");
+        let ev = GatewayError::upstream("boom").dialect(true).to_sse_event();
+        assert!(ev.starts_with(b"event: error\ndata: {\"type\":\"error\""));
     }
 
     #[test]

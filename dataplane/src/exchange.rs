@@ -42,6 +42,8 @@ pub(crate) struct Exchange<'a> {
     pub fields: &'a BodyFields<'a>,
     /// The client's body, forwarded as is (but for the edits below).
     pub body: &'a [u8],
+    /// The client's request head as it came (`head`'s spans point into it).
+    pub raw_head: &'a [u8],
     pub rid: &'a RequestId,
     /// Whether the client's connection stays open after this response.
     pub keep_alive: bool,
@@ -84,6 +86,7 @@ impl<'a> Exchange<'a> {
         route: &'a Route,
         fields: &'a BodyFields<'a>,
         body: &'a [u8],
+        raw_head: &'a [u8],
     ) -> Exchange<'a> {
         Exchange {
             head: arrival.head,
@@ -91,6 +94,7 @@ impl<'a> Exchange<'a> {
             route,
             fields,
             body,
+            raw_head,
             rid: arrival.rid,
             keep_alive: arrival.keep_alive,
             started: arrival.started.0,

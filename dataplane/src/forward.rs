@@ -18,7 +18,7 @@ use crate::exchange::{Buffers, Exchange, CLIENT_CLOSED_STATUS};
 use crate::fmt::push_dec;
 use crate::health::{now_ms, InFlight, State as HealthState};
 use crate::http::find_head_end;
-use crate::http::head::{parse_response, ResponseHead};
+use crate::http::head::{parse_response, Endpoint, RequestHead, ResponseHead};
 use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
 use crate::relay::{relay, Relayed, Served};
 use crate::request::{edited_len, write_edited};
@@ -29,7 +29,8 @@ use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::Instant;
 use std::time::Duration;
-use switchboard_shared::config::Trigger;
+use switchboard_shared::anthropic::DEFAULT_VERSION;
+use switchboard_shared::config::{ProviderKind, Trigger};
 use switchboard_shared::usage::Outcome;
 
 /// What forwarding a request came to.
@@ -72,9 +73,15 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     let deadline = retry.deadline.map(|d| started + d);
     let mut last_err = None;
     let mut attempts = 0u32;
+    let mut mismatched = false;
     for n in 0..retry.max_attempts {
         let target = &route.targets[plan.nth(n)];
         let up = &*target.upstream;
+        if !serves(x.endpoint(), up.kind) {
+            // No translation between the two APIs (yet): this target cannot serve the request.
+            mismatched = true;
+            continue;
+        }
         if n >= plan.len() {
             // Round two and later: back off before trying a target again.
             let round = (n / plan.len()) as u32;
@@ -187,7 +194,24 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             }
         }
     }
-    Forwarded::Failed(last_err.unwrap_or_else(|| GatewayError::no_target(&route.name)))
+    let err = match last_err {
+        Some(e) => e,
+        None if mismatched && attempts == 0 => {
+            GatewayError::no_target_of_kind(&route.name, x.endpoint().is_anthropic())
+        }
+        None => GatewayError::no_target(&route.name),
+    };
+    Forwarded::Failed(err)
+}
+
+/// Whether a provider of this kind serves requests of this endpoint: the
+/// Messages API goes to Anthropic-kind providers, OpenAI's endpoints to
+/// OpenAI-kind ones (nodes included), bytes as sent (but the model).
+fn serves(endpoint: &Endpoint, kind: ProviderKind) -> bool {
+    match kind {
+        ProviderKind::Anthropic => endpoint.is_anthropic(),
+        ProviderKind::OpenAI => !endpoint.is_anthropic(),
+    }
 }
 
 enum Verdict {
@@ -272,12 +296,29 @@ fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, x: &Excha
     if let Some(k) = key.and_then(|k| up.keys.get(k)) {
         w.extend_from_slice(&k.line);
     }
+    if up.kind == ProviderKind::Anthropic {
+        anthropic_headers(w, x.head, x.raw_head);
+    }
     w.extend_from_slice(b"content-length: ");
     push_dec(w, edited_len(x.body.len(), edits) as u64);
     w.extend_from_slice(b"\r\nx-request-id: ");
     w.extend_from_slice(x.request_id());
     w.extend_from_slice(b"\r\n\r\n");
     write_edited(x.body, edits, w);
+}
+
+/// `anthropic-version` (the client's, else [`DEFAULT_VERSION`]) and the
+/// client's `anthropic-beta`, as sent.
+fn anthropic_headers(w: &mut Vec<u8>, head: &RequestHead, raw: &[u8]) {
+    let value = |span: Option<(usize, usize)>| span.and_then(|(s, e)| raw.get(s..e)).filter(|v| !v.is_empty());
+    w.extend_from_slice(b"anthropic-version: ");
+    w.extend_from_slice(value(head.anthropic_version).unwrap_or(DEFAULT_VERSION.as_bytes()));
+    w.extend_from_slice(b"\r\n");
+    if let Some(beta) = value(head.anthropic_beta) {
+        w.extend_from_slice(b"anthropic-beta: ");
+        w.extend_from_slice(beta);
+        w.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Why sending a request and reading its answer's head failed.

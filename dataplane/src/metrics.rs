@@ -445,6 +445,9 @@ mod tests {
             upstream_us: latency_us / 2,
             clamped: false,
             injected: false,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            session: String::new(),
         }
     }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_shared::config::ConfigError;
-use switchboard_shared::config::{Strategy, Trigger};
+use switchboard_shared::config::{ProviderKind, Strategy, Trigger};
 use switchboard_shared::url::BaseUrl;
 use switchboard_shared::{KeyHash, KeyHasher, RoutingSpec};
 
@@ -129,6 +129,8 @@ pub struct Upstream {
     pub pool_max_idle: usize,
     /// A stream without any `finish_reason` is truncated (`upstream_truncated`).
     pub require_finish_reason: bool,
+    /// The API it speaks: which ingress requests it can serve, how its key goes.
+    pub kind: ProviderKind,
 }
 
 /// Every provider key of an upstream is benched (refused or rate limited).
@@ -184,6 +186,9 @@ pub struct Target {
     pub price: Option<f64>,
     /// USD per million (prompt, completion) tokens, for cost accounting.
     pub prices: Option<(f64, f64)>,
+    /// USD per million prompt tokens read from and written to the
+    /// provider's prompt cache, where its price table says (else the prompt price).
+    pub cache_prices: (Option<f64>, Option<f64>),
     /// The model name the upstream gets.
     pub upstream_model: Box<str>,
     /// A node's target: the org it serves (`None`: every org — a provider, or
@@ -468,7 +473,11 @@ fn build_upstream(
         if key.is_empty() || key.bytes().any(|b| b < b' ' || b == 0x7f) {
             return Err(err(format!("{p}.api_key"), "is empty or has control characters"));
         }
-        let line = format!("authorization: Bearer {key}\r\n").into_bytes().into_boxed_slice();
+        let line = match u.kind {
+            ProviderKind::OpenAI => format!("authorization: Bearer {key}\r\n"),
+            ProviderKind::Anthropic => format!("x-api-key: {key}\r\n"),
+        };
+        let line = line.into_bytes().into_boxed_slice();
         keys.push(ProviderKey { line, benched_until_ms: AtomicU64::new(0) });
     }
     let mut block = Vec::with_capacity(256);
@@ -512,6 +521,7 @@ fn build_upstream(
         pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
         pool_max_idle: u.pool_max_idle,
         require_finish_reason: u.require_finish_reason,
+        kind: u.kind,
     };
     Ok(upstream)
 }
@@ -526,12 +536,18 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
     spec.validate()?;
     let mut default_tls: Option<Arc<rustls::ClientConfig>> = None;
     // Each upstream, with its (prompt, completion) prices by model.
-    type Prices<'a> = FxHashMap<&'a str, (f64, f64)>;
+    type Prices<'a> = FxHashMap<&'a str, ((f64, f64), (Option<f64>, Option<f64>))>;
     let mut upstreams: FxHashMap<&str, (Arc<Upstream>, Prices<'_>)> = FxHashMap::default();
     for (i, u) in spec.upstreams.iter().enumerate() {
         let upstream = build_upstream(&format!("upstreams[{i}]"), u, prep, &mut default_tls, NodeLink::Dial)?;
-        let prices: FxHashMap<&str, (f64, f64)> =
-            u.prices.iter().map(|p| (p.model.as_str(), (p.prompt_per_mtok, p.completion_per_mtok))).collect();
+        let prices: Prices<'_> = u
+            .prices
+            .iter()
+            .map(|p| {
+                let cache = (p.cache_read_per_mtok, p.cache_write_per_mtok);
+                (p.model.as_str(), ((p.prompt_per_mtok, p.completion_per_mtok), cache))
+            })
+            .collect();
         upstreams.insert(u.name.as_str(), (Arc::new(upstream), prices));
     }
     // Nodes: an upstream each, and the pools they advertise into.
@@ -557,6 +573,8 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
         let reverse = matches!(link, NodeLink::Reverse(_));
         let u = switchboard_shared::UpstreamSpec {
             name: format!("{}{}", switchboard_shared::config::NODE_TARGET_PREFIX, n.name),
+            // Nodes speak OpenAI chat.
+            kind: switchboard_shared::config::ProviderKind::OpenAI,
             base_url,
             api_key: Some(n.gateway_token.clone()),
             api_keys: vec![],
@@ -611,6 +629,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                         weight: t.weight,
                         price: Some(prices.0 + prices.1),
                         prices: Some(prices),
+                        cache_prices: (None, None),
                         upstream_model: model.local.as_str().into(),
                         org: (!n.shared).then(|| n.org.as_str().into()),
                         capacity: n.capacity,
@@ -626,7 +645,13 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 .get(t.upstream.as_str())
                 .ok_or_else(|| err(format!("models[{i}].targets[{j}].upstream"), "unknown upstream"))?;
             let upstream_model = t.model.as_deref().unwrap_or(&m.name);
-            let target_prices = listed_price.or_else(|| prices.get(upstream_model).copied());
+            let listed = prices.get(upstream_model).copied();
+            let target_prices = listed_price.or(listed.map(|l| l.0));
+            // Cache prices come from the provider's table, unless the target lists its own prices.
+            let cache_prices = match (listed_price, listed) {
+                (None, Some((_, cache))) => cache,
+                _ => (None, None),
+            };
             let upstream = upstream.clone();
             let model_json = match &t.model {
                 Some(name) if name != &m.name => Some(
@@ -642,6 +667,7 @@ pub fn compile(spec: &RoutingSpec, version: u64, prep: &Prepare) -> Result<Snaps
                 weight: t.weight,
                 price: target_prices.map(|(p, c)| p + c),
                 prices: target_prices,
+                cache_prices,
                 upstream_model: upstream_model.into(),
                 org: None,
                 capacity: 0,

@@ -193,6 +193,10 @@ pub fn classify(event: &[u8]) -> Gate {
     #[derive(Deserialize)]
     struct Probe<'a> {
         error: Option<IgnoredAny>,
+        /// Anthropic's event type: `message_start`, `ping` and
+        /// `content_block_start` come before the first token.
+        #[serde(rename = "type", borrow)]
+        kind: Option<Cow<'a, str>>,
         #[serde(borrow)]
         choices: Option<Vec<Choice<'a>>>,
     }
@@ -220,6 +224,9 @@ pub fn classify(event: &[u8]) -> Gate {
     if p.error.is_some() {
         return Gate::Fail(String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned());
     }
+    if matches!(p.kind.as_deref(), Some("message_start" | "ping" | "content_block_start")) {
+        return Gate::Hold;
+    }
     let role_only = |c: &Choice<'_>| {
         c.finish_reason.is_none()
             && c.delta.as_ref().is_some_and(|d| {
@@ -238,7 +245,7 @@ pub fn classify(event: &[u8]) -> Gate {
 /// The last bytes of a stream's payload, to tell a clean `[DONE]` ending.
 #[derive(Default)]
 pub struct StreamTail {
-    buf: [u8; 16],
+    buf: [u8; 32],
     len: usize,
 }
 
@@ -261,6 +268,17 @@ impl StreamTail {
         let t = &self.buf[..self.len];
         let end = t.iter().rposition(|b| !matches!(b, b'\r' | b'\n')).map_or(0, |i| i + 1);
         t[..end].ends_with(b"[DONE]")
+    }
+
+    /// The stream's last event is Anthropic's `message_stop`
+    /// (`data: {"type":"message_stop"}`, any spacing and line endings): a
+    /// Messages stream that finished.
+    pub fn ends_with_message_stop(&self) -> bool {
+        let t = &self.buf[..self.len];
+        let end = t.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+        let Some(t) = t[..end].strip_suffix(b"}") else { return false };
+        let end = t.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+        t[..end].ends_with(b"\"message_stop\"")
     }
 }
 
@@ -357,6 +375,36 @@ mod tests {
         ] {
             assert!(!is_usage_only(data.as_bytes()), "{data}");
         }
+    }
+
+    #[test]
+    fn the_gate_holds_an_anthropic_opening() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":5}}}\n\n";
+        let block = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+        let ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
+        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+        let mut g = StreamGate::default();
+        assert!(matches!(g.feed(start.as_bytes()), Gate::Hold));
+        assert!(matches!(g.feed(block.as_bytes()), Gate::Hold));
+        assert!(matches!(g.feed(ping.as_bytes()), Gate::Hold));
+        assert!(matches!(g.feed(delta.as_bytes()), Gate::Release));
+        let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert!(matches!(StreamGate::default().feed(err.as_bytes()), Gate::Fail(_)));
+    }
+
+    #[test]
+    fn the_tail_knows_a_message_stop() {
+        for end in ["{\"type\":\"message_stop\"}\n\n", "{ \"type\" : \"message_stop\" }\r\n\r\n"] {
+            let mut t = StreamTail::default();
+            t.push(b"event: message_stop\ndata: ");
+            for b in end.as_bytes() {
+                t.push(&[*b]);
+            }
+            assert!(t.ends_with_message_stop(), "{end:?}");
+        }
+        let mut t = StreamTail::default();
+        t.push(b"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\n\n");
+        assert!(!t.ends_with_message_stop());
     }
 
     #[test]

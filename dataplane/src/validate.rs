@@ -267,6 +267,8 @@ pub fn check(endpoint: &Endpoint, c: &Checks<'_>) -> Result<(), GatewayError> {
                 ));
             }
         }
+        Endpoint::Messages => return check_messages(c, true),
+        Endpoint::CountTokens => return check_messages(c, false),
         Endpoint::Completions if is_null(c.prompt) => return Err(GatewayError::missing_param("prompt")),
         Endpoint::Embeddings if is_null(c.input) => return Err(GatewayError::missing_param("input")),
         _ => {}
@@ -278,6 +280,44 @@ pub fn check(endpoint: &Endpoint, c: &Checks<'_>) -> Result<(), GatewayError> {
         check_number("max_tokens", c.max_tokens, 1.0, None, true)?;
         check_number("max_completion_tokens", c.max_completion_tokens, 1.0, None, true)?;
     }
+    Ok(())
+}
+
+/// Anthropic's Messages request (and, with `generation` false, its
+/// count_tokens request, which has no sampling fields): `messages` an array of at least one,
+/// `max_tokens` a positive integer (required), `temperature` 0 to 1,
+/// `top_p` 0 to 1. Message contents (blocks, roles) are the provider's to
+/// check: a passthrough relays its answer.
+fn check_messages(c: &Checks<'_>, generation: bool) -> Result<(), GatewayError> {
+    match &c.messages {
+        Some(m) if m.fault != Some(Fault::NotArray("null")) => {
+            if let Some(Fault::NotArray(kind)) = &m.fault {
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    "invalid_type",
+                    format!("messages: expected an array of messages, but got {kind}."),
+                ));
+            }
+            if m.count == 0 {
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    "empty_array",
+                    "messages: at least one message is required.".to_string(),
+                ));
+            }
+        }
+        _ => return Err(GatewayError::missing_param("messages")),
+    }
+    if !generation {
+        // count_tokens: no `max_tokens`, nothing sampled.
+        return Ok(());
+    }
+    if is_null(c.max_tokens) {
+        return Err(GatewayError::missing_param("max_tokens"));
+    }
+    check_number("max_tokens", c.max_tokens, 1.0, None, true)?;
+    check_number("temperature", c.temperature, 0.0, Some(1.0), false)?;
+    check_number("top_p", c.top_p, 0.0, Some(1.0), false)?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
-//! The SSE frame scanners: the stream gate and tail, the usage scan (token
-//! counts) and the usage-chunk strip never panic, and reach the same result
-//! whatever the split of the stream into reads.
+//! The SSE frame scanners: the stream gate and tail (`[DONE]`, and
+//! Anthropic's `message_stop`), the usage scan (token counts, OpenAI's and
+//! Anthropic's with its prompt-cache counts, the finish) and the usage-chunk
+//! strip never panic, and reach the same result whatever the split of the
+//! stream into reads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use switchboard_dataplane::sse::{Gate, StreamGate, StreamTail};
@@ -10,7 +12,9 @@ use switchboard_dataplane::usage::scan::{UsageScan, UsageStrip};
 struct Seen {
     gate: u8,
     done: bool,
+    message_stop: bool,
     tokens: (Option<u64>, Option<u64>, Option<u64>, u64, u64),
+    anthropic: (Option<u64>, Option<u64>, Option<u64>, bool),
     stripped: Vec<u8>,
 }
 
@@ -37,7 +41,9 @@ fn verdict(data: &[u8], step: usize) -> Seen {
     Seen {
         gate: v,
         done: t.ends_with_done(),
+        message_stop: t.ends_with_message_stop(),
         tokens: (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.text_fragments, u.text_bytes),
+        anthropic: (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.finish_seen),
         stripped,
     }
 }

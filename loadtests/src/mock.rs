@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+#[path = "mock_anthropic.rs"]
+mod anthropic;
+
 use switchboard_dataplane::fmt::{push_chunk, push_dec};
 use switchboard_dataplane::http::find_head_end;
 use switchboard_dataplane::http::head::{has_token, parse_content_length};
@@ -112,6 +115,15 @@ pub struct Behaviour {
     /// Accept any body, as llama-cpp-python and others do: one that is not
     /// JSON (or lacks `messages`) is answered 200 like any other.
     pub permissive: Option<bool>,
+    /// Messages API: answer with a `tool_use` block (the request's first
+    /// tool, `stop_reason: tool_use`) unless the last message is a tool result.
+    pub tool_use: Option<bool>,
+    /// Messages API: a thinking block before the text.
+    pub thinking: Option<bool>,
+    /// Messages API: prompt tokens reported as read from the prompt cache.
+    pub cache_read_tokens: Option<u64>,
+    /// Messages API: prompt tokens reported as written to the prompt cache.
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl Behaviour {
@@ -137,6 +149,10 @@ impl Behaviour {
             no_finish_reason: self.no_finish_reason.or(base.no_finish_reason),
             done_then_close: self.done_then_close.or(base.done_then_close),
             permissive: self.permissive.or(base.permissive),
+            tool_use: self.tool_use.or(base.tool_use),
+            thinking: self.thinking.or(base.thinking),
+            cache_read_tokens: self.cache_read_tokens.or(base.cache_read_tokens),
+            cache_write_tokens: self.cache_write_tokens.or(base.cache_write_tokens),
         }
     }
 }
@@ -427,11 +443,14 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
         let mut close = false;
         let mut header_behaviour = Behaviour::default();
         let mut rejected = false;
+        let mut has_version = false;
         for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("authorization") && !ctx.cfg.reject_keys.is_empty() {
+            let key_header = h.name.eq_ignore_ascii_case("authorization") || h.name.eq_ignore_ascii_case("x-api-key");
+            if key_header && !ctx.cfg.reject_keys.is_empty() {
                 let token = h.value.strip_prefix(b"Bearer ").unwrap_or(h.value);
                 rejected = ctx.cfg.reject_keys.iter().any(|k| k.as_bytes() == token);
             }
+            has_version |= h.name.eq_ignore_ascii_case("anthropic-version");
             if h.name.eq_ignore_ascii_case("content-length") {
                 len = parse_content_length(h.value).unwrap_or(0) as usize;
             } else if h.name.eq_ignore_ascii_case("connection") {
@@ -463,6 +482,13 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
         }
         ctx.state.requests.fetch_add(1, Ordering::SeqCst);
         let arrival = ctx.state.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+        if rejected && path.ends_with("/messages") {
+            anthropic::push_error(&mut out, 401, "mock: invalid x-api-key");
+            if !send(&mut io, &mut out).await || close {
+                return;
+            }
+            continue;
+        }
         if rejected {
             push_error(&mut out, 401, "mock: this key is refused");
             if !send(&mut io, &mut out).await || close {
@@ -470,7 +496,14 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent + Raw>(ctx: Rc<Ctx>, mut io: S)
             }
             continue;
         }
-        let keep = answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour, arrival).await;
+        let bare = path.split('?').next().unwrap_or("");
+        let keep = if method == "POST" && bare.ends_with("/messages/count_tokens") {
+            anthropic::count_tokens(&mut io, &mut out, &body, has_version).await
+        } else if method == "POST" && bare.ends_with("/messages") {
+            anthropic::answer(&ctx, &mut io, &mut out, &body, header_behaviour, has_version).await
+        } else {
+            answer(&ctx, &mut io, &mut out, &method, &path, &body, header_behaviour, arrival).await
+        };
         if !keep || close {
             return;
         }

@@ -1,5 +1,6 @@
 //! Types that the Switchboard data plane and the admin API both speak.
 //!
+//! * [`anthropic`]: the Anthropic Messages API's error shape and version.
 //! * [`config`]: the declarative configuration (TOML) and the routing spec the
 //!   admin API will publish: keys, upstreams and model routes.
 //! * [`error`]: the one OpenAI-shaped error body (JSON and SSE event) every
@@ -9,6 +10,7 @@
 //! * [`url`]: the small, strict base-URL parser for upstreams.
 //! * [`usage`]: usage records, from the data plane to the accounting.
 
+pub mod anthropic;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -176,6 +176,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 // ---- money ----
 
+/// The longest session id (`X-Claude-Code-Session-Id`, `X-Session-Id`) a
+/// usage record keeps; a longer or non-printable one is not recorded.
+pub const MAX_SESSION_ID_BYTES: usize = 128;
+
 /// The most a price may be, USD per million tokens (ten cents a token).
 pub const MAX_PRICE_PER_MTOK: f64 = 100_000.0;
 /// The most a quota may cap, USD.

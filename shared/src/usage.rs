@@ -73,9 +73,20 @@ pub struct UsageRecord {
     /// Upstream attempts made (0: none could be tried).
     pub attempts: u32,
     pub cache_hit: bool,
+    /// All prompt tokens (cache reads and writes included, OpenAI's way).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Of the prompt tokens: read from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    /// Of the prompt tokens: written to the provider's prompt cache (Anthropic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// The client's session (`X-Claude-Code-Session-Id` or `X-Session-Id`),
+    /// for grouping usage by session; empty when none was sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session: String,
     /// The token counts are the gateway's estimate (the upstream gave none).
     pub estimated: bool,
     /// Cost in nano-USD (1e-9 USD), from the target's price table.
@@ -110,6 +121,8 @@ impl UsageRecord {
             (&mut self.prompt_tokens, MAX_TOKENS_PER_REQUEST),
             (&mut self.completion_tokens, MAX_TOKENS_PER_REQUEST),
             (&mut self.total_tokens, MAX_TOKENS_PER_REQUEST),
+            (&mut self.cache_read_tokens, MAX_TOKENS_PER_REQUEST),
+            (&mut self.cache_write_tokens, MAX_TOKENS_PER_REQUEST),
             (&mut self.cost_nanos, MAX_COST_NANOS_PER_REQUEST),
             (&mut self.latency_us, MAX_LATENCY_US),
             (&mut self.ttft_us, MAX_LATENCY_US),
@@ -121,8 +134,27 @@ impl UsageRecord {
                 self.clamped = true;
             }
         }
+        // The cached parts are parts of the prompt.
+        let cached = self.cache_read_tokens.saturating_add(self.cache_write_tokens);
+        if cached > self.prompt_tokens {
+            self.cache_write_tokens = self.prompt_tokens.saturating_sub(self.cache_read_tokens.min(self.prompt_tokens));
+            self.cache_read_tokens = self.cache_read_tokens.min(self.prompt_tokens);
+            self.clamped = true;
+        }
+        if self.session.len() > crate::limits::MAX_SESSION_ID_BYTES {
+            let mut end = crate::limits::MAX_SESSION_ID_BYTES;
+            while !self.session.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.session.truncate(end);
+            self.clamped = true;
+        }
         self.clamped
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A batch of records, as a remote data plane posts it to the admin.
@@ -137,6 +169,27 @@ pub fn cost_nanos(prompt_tokens: u64, completion_tokens: u64, prompt_per_mtok: f
         prompt_tokens as f64 * prompt_per_mtok * 1_000.0 + completion_tokens as f64 * completion_per_mtok * 1_000.0;
     if nanos.is_finite() && nanos > 0.0 {
         // Saturates (`as` does) at the cap, never wraps.
+        nanos.round().min(crate::limits::MAX_COST_NANOS_PER_REQUEST as f64) as u64
+    } else {
+        0
+    }
+}
+
+/// Nano-USD for a request whose prompt was partly read from or written to
+/// the provider's prompt cache: `tokens` = (all prompt tokens, completion,
+/// cache reads, cache writes) — the reads and writes are part of the prompt
+/// and priced at their own rate (`None`: the prompt price), the rest of the
+/// prompt at the prompt price.
+pub fn cost_nanos_cached(tokens: [u64; 4], prompt: f64, completion: f64, cache: (Option<f64>, Option<f64>)) -> u64 {
+    let [all_prompt, completion_tokens, read, write] = tokens;
+    let read = read.min(all_prompt);
+    let write = write.min(all_prompt - read);
+    let plain = all_prompt - read - write;
+    let nanos = plain as f64 * prompt * 1_000.0
+        + completion_tokens as f64 * completion * 1_000.0
+        + read as f64 * cache.0.unwrap_or(prompt) * 1_000.0
+        + write as f64 * cache.1.unwrap_or(prompt) * 1_000.0;
+    if nanos.is_finite() && nanos > 0.0 {
         nanos.round().min(crate::limits::MAX_COST_NANOS_PER_REQUEST as f64) as u64
     } else {
         0
@@ -177,6 +230,25 @@ mod tests {
         assert_eq!(cost_nanos(u64::MAX, 0, MAX_PRICE_PER_MTOK, 0.0), MAX_COST_NANOS_PER_REQUEST);
         let json = serde_json::to_string(&fine).unwrap();
         assert!(!json.contains("clamped"), "unmarked records keep their old shape");
+    }
+
+    #[test]
+    fn cache_reads_and_writes_are_priced_at_their_own_rates() {
+        // Claude Sonnet: $3/M prompt, $15/M output, $0.30/M cache read, $3.75/M cache write.
+        let cache = (Some(0.3), Some(3.75));
+        // 2121 prompt tokens = 21 plain + 2000 read + 100 written; 42 output.
+        let nanos = cost_nanos_cached([2121, 42, 2000, 100], 3.0, 15.0, cache);
+        assert_eq!(nanos, 21 * 3_000 + 42 * 15_000 + 2000 * 300 + 100 * 3_750);
+        assert_eq!(cost_nanos_cached([2121, 42, 2000, 100], 3.0, 15.0, (None, None)), cost_nanos(2121, 42, 3.0, 15.0));
+        assert_eq!(
+            cost_nanos_cached([10, 0, 50, 50], 1.0, 1.0, (Some(0.0), Some(0.0))),
+            0,
+            "parts never exceed the prompt"
+        );
+        let mut r =
+            UsageRecord { prompt_tokens: 10, cache_read_tokens: 8, cache_write_tokens: 8, ..Default::default() };
+        assert!(r.sanitize());
+        assert_eq!((r.cache_read_tokens, r.cache_write_tokens), (8, 2));
     }
 
     #[test]

@@ -388,6 +388,9 @@ fn spilled(uid: &str, ts_ms: u64) -> switchboard_shared::usage::UsageRecord {
         upstream_us: 800,
         clamped: false,
         injected: false,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        session: String::new(),
     }
 }
 

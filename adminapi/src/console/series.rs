@@ -35,7 +35,7 @@ fn sat_add(col: &str) -> String {
 }
 
 type Latencies = FxHashMap<(i64, String, i64), i64>;
-type Counts = FxHashMap<(i64, String, String, String, String), [i64; 9]>;
+type Counts = FxHashMap<(i64, String, String, String, String), [i64; 11]>;
 
 /// A batch's share of the console's tables: latency counts per (minute |
 /// hour | day, target, bucket), and hourly and daily rollups per (hour | day,
@@ -75,6 +75,8 @@ impl ConsoleRollup {
                 r.total_tokens as i64,
                 r.cost_nanos as i64,
                 r.latency_us as i64,
+                r.cache_read_tokens as i64,
+                r.cache_write_tokens as i64,
             ];
             for (a, v) in e.iter_mut().zip(add) {
                 *a = a.saturating_add(v.max(0));
@@ -101,13 +103,13 @@ impl ConsoleRollup {
         for (table, col, map) in [("usage_hour", "hour", self.hours), ("usage_day", "day", self.days)] {
             let mut up = c.prepare_cached(&format!(
                 "INSERT INTO {table} ({col}, org, model, route, target, {}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                  ON CONFLICT ({col}, org, model, route, target) DO UPDATE SET {sums}",
                 crate::usage::ROLLUP_SUMS.join(", ")
             ))?;
             for ((t, org, model, route, target), v) in map {
                 up.execute(params![
-                    t, org, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+                    t, org, model, route, target, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
                 ])?;
             }
         }

@@ -23,6 +23,10 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API (`POST /v1/messages`).
+    Messages,
+    /// Anthropic's token count (`POST /v1/messages/count_tokens`).
+    CountTokens,
     Models,
     Model(String),
     Healthz,
@@ -39,6 +43,8 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
             _ => "other",
         }
     }
@@ -50,6 +56,8 @@ impl Endpoint {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
             "/v1/completions" => Endpoint::Completions,
             "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/messages" => Endpoint::Messages,
+            "/v1/messages/count_tokens" => Endpoint::CountTokens,
             "/v1/models" => Endpoint::Models,
             "/healthz" => Endpoint::Healthz,
             "/metrics" => Endpoint::Metrics,
@@ -68,6 +76,8 @@ impl Endpoint {
             Endpoint::ChatCompletions => Some("/chat/completions"),
             Endpoint::Completions => Some("/completions"),
             Endpoint::Embeddings => Some("/embeddings"),
+            Endpoint::Messages => Some("/messages"),
+            Endpoint::CountTokens => Some("/messages/count_tokens"),
             _ => None,
         }
     }
@@ -163,8 +173,32 @@ pub struct RequestHead {
     pub cache_control: CacheControl,
     /// `x-switchboard-fault` and `x-switchboard-target-only`, as sent (`crate::fault`).
     pub fault: crate::fault::RawHeaders,
+    /// Where `anthropic-version` and `anthropic-beta` are in the head (their
+    /// values, trimmed), forwarded to Anthropic-kind providers as sent.
+    pub anthropic_version: Option<(usize, usize)>,
+    pub anthropic_beta: Option<(usize, usize)>,
+    /// Where the client's session id is in the head: `X-Claude-Code-Session-Id`,
+    /// else `X-Session-Id` (printable ASCII, at most
+    /// [`MAX_SESSION_ID_BYTES`] bytes; otherwise not kept). Recorded on usage.
+    pub session: Option<(usize, usize)>,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
+}
+
+impl Endpoint {
+    /// An endpoint of Anthropic's API: its errors take Anthropic's shape.
+    pub fn is_anthropic(&self) -> bool {
+        matches!(self, Endpoint::Messages | Endpoint::CountTokens)
+    }
+}
+
+impl RequestHead {
+    /// Answer in Anthropic's shapes: an Anthropic path, or the model list
+    /// asked by an Anthropic client (it sends `anthropic-version`).
+    pub fn anthropic_dialect(&self) -> bool {
+        self.endpoint.is_anthropic()
+            || (matches!(self.endpoint, Endpoint::Models | Endpoint::Model(_)) && self.anthropic_version.is_some())
+    }
 }
 
 /// What a request's `Cache-Control` asks of the response cache.
@@ -188,6 +222,8 @@ pub enum HeadError {
 
 /// The longest `x-request-id` echoed back; a longer or non-printable one is replaced.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+pub use switchboard_shared::limits::MAX_SESSION_ID_BYTES;
 
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -238,6 +274,21 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut credential = Credential::Missing;
+    // Anthropic's SDKs send the key as `x-api-key`; `Authorization` wins if both come.
+    let mut api_key = Credential::Missing;
+    let mut anthropic_version = None;
+    let mut anthropic_beta = None;
+    let mut session = None;
+    let mut generic_session = None;
+    let span = |v: &[u8]| {
+        let start = v.as_ptr() as usize - buf.as_ptr() as usize;
+        (start, start + v.len())
+    };
+    let session_id = |v: &[u8]| {
+        let v = trim(v);
+        (!v.is_empty() && v.len() <= MAX_SESSION_ID_BYTES && v.iter().all(|b| (0x21..0x7f).contains(b)))
+            .then(|| span(v))
+    };
     let mut request_id = None;
     let mut strategy = None;
     let mut cache_control = CacheControl::Default;
@@ -289,6 +340,22 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
                     _ => Credential::Malformed,
                 };
             }
+            9 if eq_ignore_case(name, b"x-api-key") => {
+                if api_key != Credential::Missing {
+                    return Err(HeadError::Malformed("more than one x-api-key header"));
+                }
+                let v = trim(value);
+                api_key = if v.is_empty() || v.iter().any(|b| matches!(b, b' ' | b'\t')) {
+                    Credential::Malformed
+                } else {
+                    let (start, end) = span(v);
+                    Credential::Bearer { start, end }
+                };
+            }
+            24 if eq_ignore_case(name, b"x-claude-code-session-id") => session = session_id(value),
+            12 if eq_ignore_case(name, b"x-session-id") => generic_session = session_id(value),
+            17 if eq_ignore_case(name, b"anthropic-version") => anthropic_version = Some(span(trim(value))),
+            14 if eq_ignore_case(name, b"anthropic-beta") => anthropic_beta = Some(span(trim(value))),
             14 if eq_ignore_case(name, b"content-length") => {
                 let n = parse_content_length(value).ok_or(HeadError::Malformed("invalid Content-Length"))?;
                 if content_length.is_some_and(|prev| prev != n) {
@@ -334,6 +401,9 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         return Err(HeadError::Malformed("missing Host header"));
     }
     let keep_alive = if http10 { conn_keep_alive && !conn_close } else { !conn_close };
+    if credential == Credential::Missing {
+        credential = api_key;
+    }
     Ok(RequestHead {
         method,
         endpoint: Endpoint::from_path(path),
@@ -347,6 +417,9 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, Head
         strategy,
         cache_control,
         fault,
+        anthropic_version,
+        anthropic_beta,
+        session: session.or(generic_session),
         head_len,
     })
 }

@@ -79,17 +79,22 @@ struct Chain {
     frame: ClientBody,
     /// A chat or completion (its end is checked by the stream filter).
     generation: bool,
+    /// A Messages response: errors the gateway writes take Anthropic's shape,
+    /// a stream ends with `message_stop` rather than `[DONE]`.
+    anthropic: bool,
 }
 
 impl Chain {
     fn new(ctx: &WorkerCtx, head: &ResponseHead, x: &Exchange<'_>) -> Chain {
         let framing = head.framing;
         let success = (200..300).contains(&head.status);
+        // A token count's `input_tokens` is an answer, not tokens spent.
+        let counted = success && *x.endpoint() != Endpoint::CountTokens;
         let generation = x.generation();
         let ok_stream = head.event_stream && head.status == 200;
         Chain {
             deframe: Deframer::new(framing),
-            scan: success,
+            scan: counted,
             capture: (x.capture.is_some() && head.status == 200 && !head.event_stream)
                 .then(|| Capture::new(ctx.cache.max_entry())),
             // A stream is held back (head included) until its first content
@@ -103,6 +108,7 @@ impl Chain {
                 .then(Hold::default),
             frame: ClientBody::for_upstream(framing, x.head.http10),
             generation,
+            anthropic: x.endpoint().is_anthropic(),
         }
     }
 }
@@ -205,9 +211,17 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
             None => bytes,
         };
         if done && chain.tail.as_ref().is_some_and(|t| !t.ends_with_done()) {
-            // A stream that stops without `[DONE]` is not a clean finish.
-            unfinished =
-                Some(GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name)));
+            if !chain.anthropic {
+                // A stream that stops without `[DONE]` is not a clean finish.
+                unfinished =
+                    Some(GatewayError::upstream(format!("Upstream `{}` ended the stream without [DONE].", up.name)));
+            } else if chain.tail.as_ref().is_some_and(|t| !t.ends_with_message_stop()) {
+                // A Messages stream ends with `message_stop`; without it, an `event: error`.
+                x.tally.outcome = Outcome::UpstreamCut;
+                unfinished = (!chain.filter.as_ref().is_some_and(|f| f.error_seen)).then(|| {
+                    GatewayError::upstream(format!("Upstream `{}` ended the stream without message_stop.", up.name))
+                });
+            }
         }
         // Held: keep the bytes back; past the bound, let them go as they came.
         let mut released: Option<Vec<u8>> = None;
@@ -240,7 +254,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         } else {
             chain.frame.push(out, payload);
             if done {
-                let event = unfinished.as_ref().map(GatewayError::to_sse_event);
+                let event = unfinished.map(|e| e.dialect(chain.anthropic).to_sse_event());
                 chain.frame.end(out, event.as_deref());
             }
         }
@@ -379,7 +393,8 @@ async fn fail_mid_stream<S: AsyncWriteRent>(
     tracing::warn!(upstream = %up.name, reason = %why, "upstream failed mid-response");
     x.tally.outcome = Outcome::UpstreamCut;
     if client_chunked && head.event_stream {
-        let err = GatewayError::upstream(format!("Upstream `{}` failed mid-stream: {why}.", up.name));
+        let err = GatewayError::upstream(format!("Upstream `{}` failed mid-stream: {why}.", up.name))
+            .dialect(x.endpoint().is_anthropic());
         out.clear();
         ClientBody::Chunked.end(out, Some(&err.to_sse_event()));
         let _ = write_all(client, out, Instant::now() + ctx.write_timeout).await;

@@ -23,15 +23,27 @@ enum Name {
     Text,
     /// Why a choice stopped: a string value means the generation finished.
     Finish,
+    /// Anthropic's `input_tokens` (cache reads and writes not included).
+    Input,
+    /// Anthropic's `cache_read_input_tokens`, OpenAI's `cached_tokens`.
+    CacheRead,
+    /// Anthropic's `cache_creation_input_tokens`.
+    CacheWrite,
 }
 
 fn name_of(key: &[u8]) -> Name {
     match key {
         b"prompt_tokens" => Name::Prompt,
-        b"completion_tokens" => Name::Completion,
+        b"completion_tokens" | b"output_tokens" => Name::Completion,
         b"total_tokens" => Name::Total,
-        b"content" | b"text" | b"arguments" | b"prompt" | b"input" => Name::Text,
-        b"finish_reason" => Name::Finish,
+        b"input_tokens" => Name::Input,
+        b"cache_read_input_tokens" | b"cached_tokens" => Name::CacheRead,
+        b"cache_creation_input_tokens" => Name::CacheWrite,
+        // Anthropic's text and tool-input deltas, thinking and system prompt too.
+        b"content" | b"text" | b"arguments" | b"prompt" | b"input" | b"partial_json" | b"thinking" | b"system" => {
+            Name::Text
+        }
+        b"finish_reason" | b"stop_reason" => Name::Finish,
         _ => Name::Other,
     }
 }
@@ -54,7 +66,7 @@ enum St {
     TextEscape,
 }
 
-const KEY_MAX: usize = 20;
+const KEY_MAX: usize = 28;
 
 /// Streaming watcher of a JSON (or SSE-of-JSON) body. See the module docs.
 #[derive(Default, Debug)]
@@ -69,6 +81,13 @@ pub struct UsageScan {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
+    /// Anthropic's `input_tokens`: the prompt tokens that were neither read
+    /// from nor written to the prompt cache.
+    pub input_tokens: Option<u64>,
+    /// Prompt tokens read from the provider's prompt cache.
+    pub cache_read_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic).
+    pub cache_write_tokens: Option<u64>,
     /// Non-empty text values seen (a stream sends about one token per chunk).
     pub text_fragments: u64,
     /// Bytes of text seen.
@@ -151,7 +170,17 @@ impl UsageScan {
                     let b = data[0];
                     if b.is_ascii_whitespace() {
                         data = &data[1..];
-                    } else if b.is_ascii_digit() && matches!(name, Name::Prompt | Name::Completion | Name::Total) {
+                    } else if b.is_ascii_digit()
+                        && matches!(
+                            name,
+                            Name::Prompt
+                                | Name::Completion
+                                | Name::Total
+                                | Name::Input
+                                | Name::CacheRead
+                                | Name::CacheWrite
+                        )
+                    {
                         self.num = 0;
                         self.st = St::Number(name);
                     } else if b == b'"' && name == Name::Text {
@@ -179,6 +208,9 @@ impl UsageScan {
                         let slot = match name {
                             Name::Prompt => &mut self.prompt_tokens,
                             Name::Completion => &mut self.completion_tokens,
+                            Name::Input => &mut self.input_tokens,
+                            Name::CacheRead => &mut self.cache_read_tokens,
+                            Name::CacheWrite => &mut self.cache_write_tokens,
                             _ => &mut self.total_tokens,
                         };
                         *slot = Some(self.num);
@@ -213,7 +245,22 @@ impl UsageScan {
 
     /// Whether the upstream reported usage.
     pub fn reported(&self) -> bool {
-        self.prompt_tokens.is_some() || self.completion_tokens.is_some() || self.total_tokens.is_some()
+        self.prompt_tokens.is_some()
+            || self.completion_tokens.is_some()
+            || self.total_tokens.is_some()
+            || self.input_tokens.is_some()
+    }
+
+    /// All prompt tokens, OpenAI's way: `prompt_tokens` where given (it
+    /// includes cached tokens), else Anthropic's `input_tokens` plus its cache
+    /// reads and writes (which `input_tokens` leaves out).
+    pub fn prompt(&self) -> Option<u64> {
+        self.prompt_tokens.or_else(|| {
+            self.input_tokens.map(|i| {
+                i.saturating_add(self.cache_read_tokens.unwrap_or(0))
+                    .saturating_add(self.cache_write_tokens.unwrap_or(0))
+            })
+        })
     }
 }
 
@@ -235,7 +282,7 @@ pub fn estimate_prompt(body: &[u8]) -> u64 {
 /// the completion from the chunks (streams) or text (whole bodies) relayed.
 pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u64, u64, u64, bool) {
     if reply.reported() {
-        let prompt = reply.prompt_tokens.unwrap_or(0);
+        let prompt = reply.prompt().unwrap_or(0);
         let completion =
             reply.completion_tokens.unwrap_or_else(|| reply.total_tokens.map_or(0, |t| t.saturating_sub(prompt)));
         let total = reply.total_tokens.unwrap_or(prompt.saturating_add(completion));
@@ -477,6 +524,31 @@ mod tests {
             assert_eq!(s.text_fragments, 1);
             assert_eq!(s.text_bytes, "Hello \\\"prompt_tokens\\\": 99 there".len() as u64);
         }
+    }
+
+    #[test]
+    fn reads_anthropic_usage_with_cache_tokens_across_any_split() {
+        let body = concat!(
+            "event: message_start\n",
+            r#"data: {"type":"message_start","message":{"id":"msg_1","content":[],"stop_reason":null,"usage":{"input_tokens":21,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":1}}}"#,
+            "\n\nevent: content_block_delta\n",
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            "\n\nevent: message_delta\n",
+            r#"data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":42}}"#,
+            "\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        )
+        .as_bytes();
+        for step in [1, 2, 3, 7, 64, body.len()] {
+            let s = scan_split(body, step);
+            assert_eq!(s.input_tokens, Some(21), "step {step}");
+            assert_eq!((s.cache_read_tokens, s.cache_write_tokens), (Some(2000), Some(100)));
+            assert_eq!(s.completion_tokens, Some(42), "the cumulative output of message_delta wins");
+            assert!(s.finish_seen);
+            assert_eq!(s.prompt(), Some(2121), "input excludes cache reads and writes");
+            assert_eq!(token_counts(&s, b"{}", true), (2121, 42, 2163, false));
+        }
+        let start_only = scan_split(&body[..body.len() / 3], 5);
+        assert!(!start_only.finish_seen, "stop_reason null is no finish");
     }
 
     #[test]

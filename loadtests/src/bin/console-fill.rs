@@ -107,6 +107,9 @@ fn main() {
                 upstream_us: latency_us - 200,
                 clamped: false,
                 injected: false,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                session: String::new(),
             });
         }
         if let Err(e) = switchboard_adminapi::usage::write_batch(&mut conn, &batch) {

@@ -243,16 +243,22 @@ struct SseState {
 
 impl SseState {
     fn event(&mut self, ev: &[u8], now: Instant, intended: Instant, s: &mut Sample) {
-        let Some(data) = ev.strip_prefix(b"data: ") else { return };
-        if data.starts_with(b"[DONE]") {
+        // Anthropic's events have an `event:` line before their data.
+        let Some(data) = ev.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"data: ")) else { return };
+        if data.starts_with(b"[DONE]") || data.starts_with(b"{\"type\":\"message_stop\"") {
             self.done = true;
             return;
         }
-        if data.starts_with(b"{\"error\"") {
+        if data.starts_with(b"{\"error\"") || data.starts_with(b"{\"type\":\"error\"") {
             self.error = true;
             return;
         }
-        if let Some(n) = number_after(data, b"\"completion_tokens\":") {
+        if let Some(n) = number_after(data, b"\"completion_tokens\":").or_else(|| {
+            memchr::memmem::find(data, b"\"message_delta\"")
+                .is_some()
+                .then(|| number_after(data, b"\"output_tokens\":"))
+                .flatten()
+        }) {
             self.usage_tokens = Some(n);
         }
         if has_content(data) {

@@ -73,9 +73,14 @@ impl Workload {
             (false, m) => m.clone(),
         };
         let mut tail = String::from("\"}]");
+        // Anthropic's Messages API needs `max_tokens`, and has no `stream_options`.
+        let messages_api = self.path.ends_with("/messages");
+        if messages_api {
+            tail.push_str(",\"max_tokens\":1024");
+        }
         if stream {
             tail.push_str(",\"stream\":true");
-            if self.include_usage {
+            if self.include_usage && !messages_api {
                 tail.push_str(",\"stream_options\":{\"include_usage\":true}");
             }
         }

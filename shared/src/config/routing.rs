@@ -158,11 +158,52 @@ fn yes() -> bool {
     true
 }
 
-/// An OpenAI-compatible upstream (a provider).
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI's chat completions (and completions, embeddings); nodes are this kind.
+    #[default]
+    OpenAI,
+    /// Anthropic's Messages API (`POST /messages`), key sent as `x-api-key`.
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn is_openai(&self) -> bool {
+        *self == ProviderKind::OpenAI
+    }
+
+    pub fn is_anthropic(&self) -> bool {
+        *self == ProviderKind::Anthropic
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::OpenAI => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "openai" => Some(ProviderKind::OpenAI),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            _ => None,
+        }
+    }
+}
+
+/// An upstream (a provider): OpenAI-compatible, or Anthropic's Messages API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
     pub name: String,
+    /// Which API the provider speaks: `openai` (chat completions, the
+    /// default) or `anthropic` (the Messages API: `x-api-key`,
+    /// `anthropic-version`).
+    #[serde(default, skip_serializing_if = "ProviderKind::is_openai")]
+    pub kind: ProviderKind,
     /// `https://api.openai.com/v1`: the endpoint path (`/chat/completions`) is appended.
     pub base_url: String,
     /// The provider key, sent as `Authorization: Bearer`. Prefer `api_key_env`.
@@ -445,6 +486,14 @@ pub struct PriceSpec {
     pub prompt_per_mtok: f64,
     #[serde(default)]
     pub completion_per_mtok: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache
+    /// (unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// USD per million prompt tokens written to the provider's prompt cache
+    /// (Anthropic's cache writes; unset: the prompt price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 /// The most targets a route may list.

@@ -130,6 +130,8 @@ fn stored_absurd_values_are_clamped_into_range_so_they_can_be_served() {
     let mut spec = Config::parse(&sample()).unwrap().routing();
     spec.upstreams[0].connect_timeout_ms = u64::MAX;
     spec.upstreams[0].prices.push(PriceSpec {
+        cache_read_per_mtok: None,
+        cache_write_per_mtok: None,
         model: "x".into(),
         prompt_per_mtok: 1e308,
         completion_per_mtok: f64::NAN,

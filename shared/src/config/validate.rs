@@ -50,7 +50,11 @@ impl RoutingSpec {
             clamp(format!("{p}.eject_after_failures"), &mut eject, limits::EJECT_AFTER_FAILURES);
             u.eject_after_failures = u32::try_from(eject).unwrap_or(u32::MAX);
             for (j, pr) in u.prices.iter_mut().enumerate() {
-                if !(price(&mut pr.prompt_per_mtok) & price(&mut pr.completion_per_mtok)) {
+                let mut same = price(&mut pr.prompt_per_mtok) & price(&mut pr.completion_per_mtok);
+                for v in [&mut pr.cache_read_per_mtok, &mut pr.cache_write_per_mtok].into_iter().flatten() {
+                    same &= price(v);
+                }
+                if !same {
                     prices_changed.push(format!("{p}.prices[{j}]"));
                 }
             }
@@ -113,9 +117,13 @@ impl RoutingSpec {
             in_range(format!("{p}.pool_max_idle"), u.pool_max_idle as u64, limits::POOL_MAX_IDLE)?;
             let mut priced = HashSet::new();
             for (j, price) in u.prices.iter().enumerate() {
-                for (field, v) in
-                    [("prompt_per_mtok", price.prompt_per_mtok), ("completion_per_mtok", price.completion_per_mtok)]
-                {
+                for (field, v) in [
+                    ("prompt_per_mtok", Some(price.prompt_per_mtok)),
+                    ("completion_per_mtok", Some(price.completion_per_mtok)),
+                    ("cache_read_per_mtok", price.cache_read_per_mtok),
+                    ("cache_write_per_mtok", price.cache_write_per_mtok),
+                ] {
+                    let Some(v) = v else { continue };
                     limits::check_price(v).map_err(|m| ConfigError::at(format!("{p}.prices[{j}].{field}"), m))?;
                 }
                 if !priced.insert(price.model.as_str()) {
