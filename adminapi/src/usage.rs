@@ -25,6 +25,27 @@ pub(crate) const ROLLUP_SUMS: [&str; 11] = [
     "cache_write_tokens",
 ];
 
+/// Add one (sanitized) record to a rollup row of [`ROLLUP_SUMS`], saturating.
+pub(crate) fn add_to_rollup(row: &mut [i64; 11], r: &UsageRecord) {
+    let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
+    let add = [
+        1,
+        failed as i64,
+        r.cache_hit as i64,
+        r.estimated as i64,
+        r.prompt_tokens as i64,
+        r.completion_tokens as i64,
+        r.total_tokens as i64,
+        r.cost_nanos as i64,
+        r.latency_us as i64,
+        r.cache_read_tokens as i64,
+        r.cache_write_tokens as i64,
+    ];
+    for (a, v) in row.iter_mut().zip(add) {
+        *a = a.saturating_add(v.max(0));
+    }
+}
+
 /// The same sums over the request log (usage by session, which the rollups
 /// do not keep), in the same order.
 fn raw_sums() -> [String; 11] {
@@ -137,23 +158,7 @@ pub fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Re
             let minute = (r.ts_ms / 60_000) as i64;
             console.add(r);
             let e = rollup.entry((minute, &r.org, &r.key_id, &r.model, &r.route, &r.target)).or_default();
-            let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
-            let add = [
-                1,
-                failed as i64,
-                r.cache_hit as i64,
-                r.estimated as i64,
-                r.prompt_tokens as i64,
-                r.completion_tokens as i64,
-                r.total_tokens as i64,
-                r.cost_nanos as i64,
-                r.latency_us as i64,
-                r.cache_read_tokens as i64,
-                r.cache_write_tokens as i64,
-            ];
-            for (a, b) in e.iter_mut().zip(add) {
-                *a = a.saturating_add(b);
-            }
+            add_to_rollup(e, r);
         }
         let sums: Vec<String> = ROLLUP_SUMS.iter().map(|c| sat_add(c)).collect();
         let mut upsert = tx.prepare_cached(&format!(

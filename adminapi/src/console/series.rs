@@ -62,25 +62,9 @@ impl ConsoleRollup {
             let e = map.entry((t, r.target.clone(), b)).or_default();
             *e = e.saturating_add(1);
         }
-        let failed = r.status >= 400 || r.outcome != switchboard_shared::usage::Outcome::Ok;
         for (map, t) in [(&mut self.hours, hour), (&mut self.days, day)] {
             let e = map.entry((t, r.org.clone(), r.model.clone(), r.route.clone(), r.target.clone())).or_default();
-            let add = [
-                1,
-                failed as i64,
-                r.cache_hit as i64,
-                r.estimated as i64,
-                r.prompt_tokens as i64,
-                r.completion_tokens as i64,
-                r.total_tokens as i64,
-                r.cost_nanos as i64,
-                r.latency_us as i64,
-                r.cache_read_tokens as i64,
-                r.cache_write_tokens as i64,
-            ];
-            for (a, v) in e.iter_mut().zip(add) {
-                *a = a.saturating_add(v.max(0));
-            }
+            crate::usage::add_to_rollup(e, r);
         }
     }
 
