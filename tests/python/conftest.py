@@ -117,6 +117,26 @@ hash = "{key_hash}"
 ADMIN_TOKEN = "sba-sdk-test-admin-token"
 
 
+def admin_address(proc):
+    """The admin API's host:port, from a `switchboard serve` log."""
+    return next(
+        re.search(r"admin API listening on (\S+)", line).group(1)
+        for line in proc.lines
+        if "admin API listening on" in line
+    )
+
+
+def stop_clean(proc, secrets, *files):
+    """Stop a gateway with SIGTERM: it must exit 0, and no secret may be in
+    its log nor in any of `files` that exists."""
+    code = proc.stop()
+    log = "".join(proc.lines)
+    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{log}"
+    texts = [log] + [Path(f).read_text() for f in files if Path(f).exists()]
+    for secret in secrets:
+        assert all(secret not in t for t in texts), "a secret reached a log"
+
+
 @pytest.fixture(scope="session")
 def admin_gateway(mock_upstream, tmp_path_factory):
     """`switchboard serve` with the admin API and usage accounting in SQLite.
@@ -159,15 +179,5 @@ hash = "{key_hash}"
         r"data plane listening on (\S+)",
         env={"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN},
     )
-    admin = next(
-        re.search(r"admin API listening on (\S+)", line).group(1)
-        for line in p.lines
-        if "admin API listening on" in line
-    )
-    yield f"http://{p.match.group(1)}/v1", f"http://{admin}"
-    code = p.stop()
-    log = "".join(p.lines)
-    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{log}"
-    access = (d / "access.log").read_text()
-    for secret in (KEY, PROVIDER_KEY, ADMIN_TOKEN):
-        assert secret not in log and secret not in access, "a secret reached a log"
+    yield f"http://{p.match.group(1)}/v1", f"http://{admin_address(p)}"
+    stop_clean(p, (KEY, PROVIDER_KEY, ADMIN_TOKEN), d / "access.log")

@@ -7,14 +7,13 @@ included)."""
 
 import hashlib
 import json
-import re
 import time
 import urllib.request
 
 import anthropic
 import pytest
 
-from conftest import ADMIN_TOKEN, KEY, Proc, BIN
+from conftest import ADMIN_TOKEN, BIN, KEY, Proc, admin_address, stop_clean
 
 PROVIDER_KEY = "sk-ant-provider-for-sdk-tests"
 MODEL = "claude-gateway-test"
@@ -63,17 +62,8 @@ hash = "{key_hash}"
         r"data plane listening on (\S+)",
         env={"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN},
     )
-    admin = next(
-        re.search(r"admin API listening on (\S+)", line).group(1)
-        for line in p.lines
-        if "admin API listening on" in line
-    )
-    yield f"http://{p.match.group(1)}", f"http://{admin}"
-    code = p.stop()
-    log = "".join(p.lines)
-    assert code == 0, f"switchboard exited {code} on SIGTERM:\n{log}"
-    for secret in (KEY, PROVIDER_KEY, ADMIN_TOKEN):
-        assert secret not in log, "a secret reached the log"
+    yield f"http://{p.match.group(1)}", f"http://{admin_address(p)}"
+    stop_clean(p, (KEY, PROVIDER_KEY, ADMIN_TOKEN))
 
 
 def client(base, **kw):
