@@ -19,15 +19,9 @@ cargo build --release --bins -q
 BIN=target/release
 LOAD="$BIN/switchboard-load --quiet"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+. loadtests/lib.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_line() { # file pattern
-    for _ in $(seq 1 200); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; return 1
-}
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 ulimit -n "$(ulimit -Hn)" || true

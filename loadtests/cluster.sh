@@ -26,13 +26,8 @@ command -v redis-server >/dev/null || { echo "needs redis-server (apt-get instal
 cargo build --release --bins -q
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_line() { # file pattern
-    for _ in $(seq 1 300); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; return 1
-}
+. loadtests/lib.sh
+WAIT_TRIES=300
 echo "machine: $(nproc) cores; date: $(date -u +%Y-%m-%dT%H:%MZ); build $(git rev-parse --short HEAD)+worktree; $(redis-server --version | cut -d' ' -f1-3)" | tee "$OUT/machine.txt"
 
 REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -26,24 +26,10 @@ STREAM_RATIO=${STREAM_RATIO:-0}
 OUT=loadtests/results/instructions-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 
-OLD_REV=$(git rev-parse --short "$OLD")
-WT=target/ab-src-$OLD_REV
-if [ ! -d "$WT" ]; then
-    git worktree add --detach "$WT" "$OLD_REV" >/dev/null
-fi
-echo "building $OLD_REV and the working tree (release)"
-CARGO_TARGET_DIR=target/ab-old cargo build --release --bins -q --manifest-path "$WT/Cargo.toml"
-cargo build --release --bins -q
-OLD_BIN=target/ab-old/release
-NEW_BIN=target/release
+. loadtests/lib.sh
+WAIT_TRIES=1200 # valgrind starts slowly
+build_old_and_new "$OLD"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_line() { # file pattern [tries]
-    for _ in $(seq 1 "${3:-600}"); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; return 1
-}
 echo "machine: $(nproc) cores; date: $(date -u +%Y-%m-%dT%H:%MZ); old $OLD_REV, new $(git rev-parse --short HEAD)+worktree; $REQUESTS requests, $CONNECTIONS connections, stream ratio $STREAM_RATIO" | tee "$OUT/machine.txt"
 
 "$NEW_BIN/mock-upstream" --listen 127.0.0.1:0 > "$OUT/mock.log" 2>&1 & pids+=($!)

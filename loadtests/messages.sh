@@ -21,13 +21,7 @@ mkdir -p "$OUT"
 cargo build --release --bins -q
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_line() { # file pattern
-    for _ in $(seq 1 200); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; return 1
-}
+. loadtests/lib.sh
 echo "machine: $(nproc) cores; date: $(date -u +%Y-%m-%dT%H:%MZ); $(git rev-parse --short HEAD)+worktree; stream ratio $STREAM_RATIO; mock $MOCK" | tee "$OUT/machine.txt"
 
 "$BIN/mock-upstream" --listen 127.0.0.1:0 > "$OUT/mock.log" 2>&1 & pids+=($!)

@@ -21,13 +21,8 @@ mkdir -p "$OUT"
 cargo build --release --bins -q
 BIN=target/release
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_line() { # file pattern
-    for _ in $(seq 1 300); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; return 1
-}
+. loadtests/lib.sh
+WAIT_TRIES=300
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "machine: $(nproc) cores; date: $(date -u +%Y-%m-%dT%H:%MZ); build $(git rev-parse --short HEAD)+worktree" | tee "$OUT/machine.txt"
 

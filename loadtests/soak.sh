@@ -15,10 +15,7 @@ OUT=loadtests/results/soak-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 cargo build --release --bins -q
 BIN=target/release
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_line() { for _ in $(seq 1 200); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1" >&2; return 1; }
+. loadtests/lib.sh
 
 "$BIN/mock-upstream" --listen 127.0.0.1:0 > "$OUT/mock.log" 2>&1 & pids+=($!)
 wait_line "$OUT/mock.log" "listening on"
