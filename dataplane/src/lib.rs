@@ -58,6 +58,8 @@ pub mod select;
 #[doc(hidden)]
 pub mod sse;
 #[doc(hidden)]
+pub mod translate;
+#[doc(hidden)]
 pub mod upstream;
 /// The relay's body filters, for the fuzz targets; not an API.
 #[doc(hidden)]
