@@ -147,19 +147,21 @@ fn errors_on_the_messages_path_take_anthropics_shape() {
     assert_eq!((r.status, kind.as_str()), (400, "invalid_request_error"));
     assert!(message.contains("max_tokens"), "{message}");
 
+    // A route of OpenAI-kind targets serves Messages translated (tests/translate.rs).
     let r = messages(gw.addr, &HELLO.replace("sonnet", "gpt-only"), &[]);
-    let (kind, message) = anthropic_error(&r);
-    assert_eq!((r.status, kind.as_str()), (400, "invalid_request_error"));
-    assert!(message.contains("anthropic"), "names the kind the route lacks: {message}");
-    assert_eq!(b.requests(), 0, "an OpenAI-kind provider never gets a Messages body");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+    assert_eq!(b.requests(), 1, "the OpenAI-kind provider got it as a chat completion");
 
-    // OpenAI's paths keep OpenAI's shape; an Anthropic-kind target is skipped there.
+    // OpenAI's paths keep OpenAI's shape; a chat completion to an
+    // Anthropic-kind target is translated, a text completion cannot be.
     let r = gw.chat(r#"{"model":"mixed","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw.chat(r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#);
-    assert_eq!(r.status, 400);
+    let r = gw.post("/v1/completions", r#"{"model":"claude-sonnet-4-5","prompt":"hi"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.error()["code"], "unsupported_target_kind");
-    assert_eq!(a.requests(), 0, "the Anthropic-kind provider never got a chat body");
+    assert!(r.error()["message"].as_str().unwrap_or_default().contains("/v1/completions"));
+    assert_eq!(a.requests(), 0, "the Anthropic-kind provider never got a completion body");
     // The route with both kinds serves Messages from its Anthropic target.
     let r = messages(gw.addr, &HELLO.replace("sonnet", "mixed"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());

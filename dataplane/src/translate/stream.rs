@@ -34,6 +34,12 @@ impl ChatToMessages {
         let _ = out;
         StreamEnd::Unfinished
     }
+
+    /// The upstream's own end went by (`[DONE]`): what follows (a close
+    /// without the chunked body's end) is no failure.
+    pub fn upstream_ended(&self) -> bool {
+        false
+    }
 }
 
 /// Anthropic Messages events from the upstream → OpenAI chat chunks for the client.
@@ -54,5 +60,10 @@ impl MessagesToChat {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> StreamEnd {
         let _ = out;
         StreamEnd::Unfinished
+    }
+
+    /// The upstream's own end went by (`message_stop`).
+    pub fn upstream_ended(&self) -> bool {
+        false
     }
 }
