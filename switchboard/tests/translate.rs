@@ -6,6 +6,7 @@
 //! included), failover across kinds before the first byte, what a target
 //! cannot honour answered 400 naming the field, upstream errors in the
 //! client's shape, a stream cut mid-way ending with the client's error event.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
