@@ -86,6 +86,16 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
     }
 }
 
+/// [`stop_reason`] for an answer that made tool calls or not: some servers
+/// (older vLLM and llama.cpp builds, Ollama) end a tool-calling answer with
+/// `stop`; a Messages client needs `tool_use` to run the tools.
+pub fn stop_reason_after(finish_reason: &str, made_tool_calls: bool) -> &'static str {
+    match stop_reason(finish_reason) {
+        "end_turn" if made_tool_calls => "tool_use",
+        s => s,
+    }
+}
+
 /// `thinking.budget_tokens` → chat's `reasoning_effort`: under 4096 → `low`,
 /// under 16384 → `medium`, else `high`.
 pub fn reasoning_effort(budget_tokens: u64) -> &'static str {

@@ -26,7 +26,9 @@ pub fn messages_to_chat(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
     if let Some(system) = take(&mut req, "system") {
         let text = system_text(system, "system")?;
         prompt.add(text.len());
-        messages.push(json!({"role": "system", "content": text}));
+        if !text.is_empty() {
+            messages.push(json!({"role": "system", "content": text}));
+        }
     }
     let Some(Value::Array(input)) = take(&mut req, "messages") else {
         return Err(Unsupported::new("messages", "`messages` must be an array of messages."));
@@ -83,7 +85,10 @@ pub fn messages_to_chat(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
     if let Some(v) = take(&mut req, "tool_choice") {
         let (choice, disable_parallel) = anthropic_tool_choice(v)?;
         parallel = !disable_parallel;
-        o.insert("tool_choice".into(), choice);
+        // OpenAI refuses a `tool_choice` without tools; it means nothing then.
+        if has_tools {
+            o.insert("tool_choice".into(), choice);
+        }
     }
     if let Some(v) = tools {
         let Value::Array(tools) = v else {
@@ -499,6 +504,9 @@ fn assistant_blocks(
 
 fn user_blocks(blocks: Vec<Value>, path: &str, out: &mut Vec<Value>, prompt: &mut Estimate) -> Result<(), Unsupported> {
     let mut parts = Vec::new();
+    // Images a tool returned: a `tool` message carries only text, so they
+    // open the user message that follows the tool messages.
+    let mut tool_images = Vec::new();
     for (j, b) in blocks.into_iter().enumerate() {
         let p = format!("{path}.content[{j}]");
         let Value::Object(mut b) = b else {
@@ -515,6 +523,7 @@ fn user_blocks(blocks: Vec<Value>, path: &str, out: &mut Vec<Value>, prompt: &mu
                 // Tool results answer the previous assistant turn's calls:
                 // they go first, in order, as `tool` messages.
                 let id = string_field(&mut b, "tool_use_id", &p)?;
+                let images_before = tool_images.len();
                 let mut text = match b.remove("content") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(s)) => s,
@@ -532,6 +541,8 @@ fn user_blocks(blocks: Vec<Value>, path: &str, out: &mut Vec<Value>, prompt: &mu
                                     }
                                     text.push_str(&string_field(&mut c, "text", &cp)?);
                                 }
+                                "image" => tool_images
+                                    .push(json!({"type": "image_url", "image_url": {"url": image_url(&mut c, &cp)?}})),
                                 other => return Err(unsupported_block(&cp, other)),
                             }
                         }
@@ -540,10 +551,21 @@ fn user_blocks(blocks: Vec<Value>, path: &str, out: &mut Vec<Value>, prompt: &mu
                     Some(_) => {
                         return Err(Unsupported::new(
                             format!("{p}.content"),
-                            "A tool result's `content` must be a string or text blocks.",
+                            "A tool result's `content` must be a string or text and image blocks.",
                         ))
                     }
                 };
+                let images = tool_images.len() - images_before;
+                if images > 0 {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&format!("[{images} image(s) attached in the next user message]"));
+                    tool_images.insert(
+                        images_before,
+                        json!({"type": "text", "text": format!("Image(s) returned by tool call {id}:")}),
+                    );
+                }
                 // Chat's tool messages have no error flag: say it in the text.
                 if b.get("is_error").and_then(Value::as_bool) == Some(true) {
                     text.insert_str(0, "Error: ");
@@ -553,6 +575,9 @@ fn user_blocks(blocks: Vec<Value>, path: &str, out: &mut Vec<Value>, prompt: &mu
             }
             other => return Err(unsupported_block(&p, other)),
         }
+    }
+    if !tool_images.is_empty() {
+        parts.splice(0..0, tool_images);
     }
     match parts.len() {
         0 => {}
@@ -1025,6 +1050,31 @@ mod tests {
     }
 
     #[test]
+    fn images_a_tool_returned_follow_the_tool_messages() {
+        let (v, _) = m2c(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "a screenshot"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+            ]},
+            {"type": "tool_result", "tool_use_id": "t2", "content": "plain"},
+            {"type": "text", "text": "what now?"},
+        ]}]}))
+        .unwrap();
+        assert_eq!(
+            v["messages"],
+            json!([
+                {"role": "tool", "tool_call_id": "t1", "content": "a screenshot\n[1 image(s) attached in the next user message]"},
+                {"role": "tool", "tool_call_id": "t2", "content": "plain"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Image(s) returned by tool call t1:"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "text", "text": "what now?"},
+                ]},
+            ])
+        );
+    }
+
+    #[test]
     fn tool_choices_and_thinking_map_to_chat() {
         let base = |extra: Value| {
             let mut b = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
@@ -1048,6 +1098,11 @@ mod tests {
         assert!(plain.get("stream").is_none() && plain.get("stream_options").is_none());
         assert!(plain.get("temperature").is_none());
         assert_eq!(plain["messages"], json!([{"role": "user", "content": "hi"}]));
+        let mut no_tools = json!({"model": "m", "max_tokens": 5, "system": "", "messages": [{"role": "user", "content": "hi"}],
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": true}});
+        let v = m2c(no_tools.take()).unwrap().0;
+        assert!(v.get("tool_choice").is_none() && v.get("parallel_tool_calls").is_none());
+        assert_eq!(v["messages"].as_array().unwrap().len(), 1);
     }
 
     #[test]
@@ -1056,8 +1111,12 @@ mod tests {
             |content: Value| json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]});
         assert_eq!(param_of(m2c(msg(json!([{"type": "document", "source": {}}])))), "messages[0].content[0].type");
         assert_eq!(
-            param_of(m2c(msg(json!([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image"}]}])))),
+            param_of(m2c(msg(json!([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document"}]}])))),
             "messages[0].content[0].content[0].type"
+        );
+        assert_eq!(
+            param_of(m2c(msg(json!([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image"}]}])))),
+            "messages[0].content[0].content[0].source"
         );
         assert_eq!(param_of(m2c(msg(json!([{"type": "server_tool_use"}])))), "messages[0].content[0].type");
         assert_eq!(param_of(m2c(msg(json!([{"text": "no type"}])))), "messages[0].content[0].type");
@@ -1105,7 +1164,8 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "real-model");
         assert_eq!(v["max_tokens"], u64::MAX);
-        assert_eq!(v["messages"][1]["content"], odd);
+        // The empty system prompt is left out; the text passes intact.
+        assert!(v["messages"][0]["content"] == odd.as_str(), "the text changed");
         assert_eq!(facts.estimated_input_tokens, (odd.len() as u64).div_ceil(4));
         // Empty content stays empty; an assistant turn of only thinking goes.
         let (v, facts) = m2c(json!({"model": "m", "max_tokens": 1, "messages": [

@@ -6,7 +6,7 @@
 //! streams use ([`super::common`]), so both paths agree.
 
 use super::common::{
-    anthropic_tool_id, anthropic_type_status, cap, error_parts, finish_reason, openai_error_type, stop_reason,
+    anthropic_tool_id, anthropic_type_status, cap, error_parts, finish_reason, openai_error_type, stop_reason_after,
     write_json, AnthropicUsage, OpenAiUsage, Text, Usage, ERROR_MESSAGE_MAX_BYTES,
 };
 use super::ResponseCtx;
@@ -161,6 +161,7 @@ pub fn chat_to_messages(body: &[u8], ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -
         };
         content.push(Block::ToolUse { id, name: call.function.name.as_deref().unwrap_or(""), input });
     }
+    let made_calls = content.iter().any(|b| matches!(b, Block::ToolUse { .. }));
     let usage = match &c.usage {
         Some(u) => Usage::from_openai(u),
         None => Usage { input: ctx.facts.estimated_input_tokens, ..Usage::default() },
@@ -172,7 +173,7 @@ pub fn chat_to_messages(body: &[u8], ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -
         role: "assistant",
         model: c.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(ctx.model),
         content,
-        stop_reason: stop_reason(choice.finish_reason.as_deref().unwrap_or("stop")),
+        stop_reason: stop_reason_after(choice.finish_reason.as_deref().unwrap_or("stop"), made_calls),
         stop_sequence: None,
         usage: usage.anthropic(),
     };
@@ -509,6 +510,15 @@ mod tests {
         assert_eq!(v["usage"]["total_tokens"], 0);
         assert!(m2c(json!({"content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]})).is_err());
         assert!(m2c(json!({"content": "text"})).is_err());
+    }
+
+    #[test]
+    fn a_stop_after_tool_calls_is_tool_use() {
+        let call = json!({"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+        let v = c2m(json!({"choices": [{"message": {"tool_calls": [call]}, "finish_reason": "stop"}]})).unwrap();
+        assert_eq!(v["stop_reason"], "tool_use");
+        let v = c2m(json!({"choices": [{"message": {"tool_calls": [call]}, "finish_reason": "length"}]})).unwrap();
+        assert_eq!(v["stop_reason"], "max_tokens");
     }
 
     #[test]

@@ -558,7 +558,13 @@ impl C2M {
             self.usage.unwrap_or(Usage { input: self.estimated_input, output: self.fragments, ..Usage::default() });
         let delta = MessageDelta {
             kind: "message_delta",
-            delta: StopDelta { stop_reason: self.stop.unwrap_or("end_turn"), stop_sequence: None },
+            delta: StopDelta {
+                stop_reason: match self.stop.unwrap_or("end_turn") {
+                    "end_turn" if !self.tools.is_empty() => "tool_use",
+                    s => s,
+                },
+                stop_sequence: None,
+            },
             usage: usage.anthropic(),
         };
         emit(out, "message_delta", &delta);
@@ -1453,6 +1459,17 @@ mod tests {
             assert_eq!(streamed, finish);
             assert_eq!(whole["choices"][0]["finish_reason"], finish);
         }
+        // A server that ends a tool-calling answer with `stop`: `tool_use` either way.
+        let call = json!({"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}});
+        let input = sse(
+            &[
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "stop"}]}),
+                Value::from("[DONE]"),
+            ],
+            "\n",
+        );
+        let ev = events(&c2m_parts(&[&input], &f).0);
+        assert_eq!(ev.iter().find_map(|e| e.1["delta"]["stop_reason"].as_str()), Some("tool_use"));
         for finish in ["stop", "length", "tool_calls", "content_filter", "function_call", "other"] {
             let input = sse(
                 &[json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}), Value::from("[DONE]")],
