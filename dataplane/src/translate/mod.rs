@@ -57,3 +57,12 @@ pub struct ResponseCtx<'a> {
     pub created_s: u64,
     pub facts: &'a RequestFacts,
 }
+
+mod common;
+pub use common::{anthropic_tool_id, DEFAULT_MAX_TOKENS, ERROR_MESSAGE_MAX_BYTES, EVENT_MAX_BYTES, TOOL_CALLS_MAX};
+
+impl Unsupported {
+    pub(crate) fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Unsupported { param: param.into(), message: message.into() }
+    }
+}
