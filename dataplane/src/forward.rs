@@ -275,7 +275,11 @@ fn translate_request(
         Translation::MessagesToChat => translate::request::messages_to_chat(body, Some(model), out),
         Translation::ChatToMessages => translate::request::chat_to_messages(body, Some(model), out),
     };
-    r.map_err(|u| GatewayError::invalid_param(u.param, "unsupported_by_target", u.message))
+    // Anthropic's error shape has no `param`: the message names the field too.
+    r.map_err(|u| {
+        let message = format!("{} (`{}`)", u.message.trim_end_matches('.'), u.param);
+        GatewayError::invalid_param(u.param, "unsupported_by_target", message)
+    })
 }
 
 enum Verdict {

@@ -162,10 +162,12 @@ fn errors_on_the_messages_path_take_anthropics_shape() {
     assert_eq!(r.error()["code"], "unsupported_target_kind");
     assert!(r.error()["message"].as_str().unwrap_or_default().contains("/v1/completions"));
     assert_eq!(a.requests(), 0, "the Anthropic-kind provider never got a completion body");
-    // The route with both kinds serves Messages from its Anthropic target.
+    // The route with both kinds serves Messages in its own order: its first
+    // target is OpenAI-kind (translated), passthrough is not preferred.
     let r = messages(gw.addr, &HELLO.replace("sonnet", "mixed"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(a.requests(), 1);
+    assert_eq!(r.header("x-switchboard-target"), Some("openai"));
+    assert_eq!((a.requests(), b.requests()), (0, 3));
 }
 
 #[test]
@@ -421,11 +423,14 @@ fn an_anthropic_provider_made_through_the_admin_api_serves_messages() {
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.recorded()[0].header("x-api-key"), Some(AKEY));
-    // Back to OpenAI: the route no longer serves Messages.
+    // Back to OpenAI: the route serves Messages translated, as chat completions.
     let r = gw.call("PATCH", "/v1/admin/providers/claude", Some(&json!({"kind": "openai"})));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["kind"], "openai");
     let mut c = Conn::open(gw.addr);
     c.send(&request("POST", "/v1/messages", None, HELLO, &[("x-api-key", &secret)]));
-    assert_eq!(c.response().status, 400);
+    let r = c.response();
+    assert_eq!((r.status, r.json()["type"].as_str()), (200, Some("message")), "{}", r.text());
+    let last = up.recorded().pop().unwrap();
+    assert_eq!((last.path.as_str(), last.header("x-api-key")), ("/v1/chat/completions", None));
 }

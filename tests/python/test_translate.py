@@ -9,6 +9,7 @@ gateway's usage record, prompt-cache tokens included."""
 import hashlib
 import json
 import socket
+import time
 
 import anthropic
 import openai
@@ -212,10 +213,23 @@ def test_a_down_anthropic_target_fails_over_to_the_local_pool_streamed(both_kind
 def test_claude_code_style_requests_served_by_an_enrolled_node(both_kinds, tmp_path):
     base, admin = both_kinds
     model, name = "node-llm", "translate-node"
-    admin_call(admin, "POST", "/v1/admin/routes", {"name": model, "targets": [{"nodes": model}]})
+    targets = [{"nodes": model}, {"provider": "local", "model": "qwen-local"}]
+    admin_call(admin, "POST", "/v1/admin/routes", {"name": model, "targets": targets})
     with enrolled_node(base + "/v1", admin, tmp_path / "node.json", name, model):
+        c = claude(base)
+        # Until the node's connections reach the worker this client talks to,
+        # the route's provider serves.
+        deadline = time.time() + 10
+        while True:
+            raw = c.messages.with_raw_response.create(
+                model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+            )
+            if raw.headers["x-switchboard-target"] == f"node:{name}" or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert raw.headers["x-switchboard-target"] == f"node:{name}"
         steer = {"mock": {"tokens": 2, "tool_use": True, "tool_calls": 2}}
-        first, answer, request_id = tool_round_trip(claude(base), model, steer)
+        first, answer, request_id = tool_round_trip(c, model, steer)
         assert answer.content[0].text == "node node "
         rec = expect_usage(admin, request_id, answer.usage)
         assert rec["target"] == f"node:{name}", rec

@@ -198,6 +198,8 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     let mut pos = head.head_len;
     let mut filtered = Vec::new();
     let mut translated = Vec::new();
+    // The upstream ended its (translated) stream with an error event of its own.
+    let mut upstream_error = false;
     // The response went out whole with a length of its own (a held body).
     let mut sent_whole = false;
     // Whether any byte went to the client. Until then a failure can still go
@@ -239,6 +241,8 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 t.feed(bytes, &mut translated);
                 if done && t.finish(&mut translated) == stream::StreamEnd::Errored {
                     x.tally.outcome = Outcome::UpstreamCut;
+                    // Its error event, translated, ends the stream: no second one.
+                    upstream_error = true;
                 }
                 &translated
             }
@@ -295,6 +299,9 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                     GatewayError::upstream(format!("Upstream `{}` ended the stream without message_stop.", up.name))
                 });
             }
+        }
+        if upstream_error {
+            unfinished = None;
         }
         // Held: keep the bytes back; past the bound, let them go as they came.
         let mut released: Option<Vec<u8>> = None;

@@ -396,10 +396,10 @@ impl ChatToMessages {
         }
     }
 
-    /// The upstream's own end went by (`[DONE]`): what follows (a close
-    /// without the chunked body's end) is no failure.
+    /// The upstream's own end (`[DONE]`) or its error event went by: what
+    /// follows (a close without the chunked body's end) is no failure.
     pub fn upstream_ended(&self) -> bool {
-        false
+        self.st.phase != Phase::Open
     }
 }
 
@@ -782,6 +782,11 @@ impl MessagesToChat {
             Phase::Errored => StreamEnd::Errored,
             Phase::Open => StreamEnd::Unfinished,
         }
+    }
+
+    /// The upstream's own end (`message_stop`) or its error event went by.
+    pub fn upstream_ended(&self) -> bool {
+        self.st.phase != Phase::Open
     }
 }
 
@@ -1516,10 +1521,5 @@ mod tests {
             let (out, _) = m2c_parts(&[input], &f);
             let _ = events(&out);
         }
-    }
-
-    /// The upstream's own end went by (`message_stop`).
-    pub fn upstream_ended(&self) -> bool {
-        false
     }
 }
