@@ -277,6 +277,11 @@ fn translate_request(
     };
     // Anthropic's error shape has no `param`: the message names the field too.
     r.map_err(|u| {
+        if u.param.is_empty() {
+            // The body as a whole (a lone surrogate escape the gateway's own
+            // scan does not decode): not JSON the target could be sent.
+            return GatewayError::invalid_json(u.message.trim_end_matches('.'));
+        }
         let message = format!("{} (`{}`)", u.message.trim_end_matches('.'), u.param);
         GatewayError::invalid_param(u.param, "unsupported_by_target", message)
     })

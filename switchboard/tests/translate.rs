@@ -405,3 +405,68 @@ fn upstream_errors_come_back_in_the_clients_shape_and_a_cut_stream_ends_with_its
     assert!(data.last().is_some_and(|d| d.contains("\"error\"")), "{}", r.text());
     assert!(!data.iter().any(|d| d == "[DONE]"));
 }
+
+#[test]
+fn a_translated_stream_that_cannot_be_read_or_is_not_a_stream_fails_over_before_the_first_byte() {
+    let claude = mock();
+    let chat_json = r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    let answers = [
+        // The first event is not a chat chunk.
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {not json\n\n"
+            .to_string(),
+        // Only keep-alive comments, then the end.
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n: ping\n\n: ping\n\n"
+            .to_string(),
+        // JSON to a stream request.
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{chat_json}",
+            chat_json.len()
+        ),
+    ];
+    for answer in answers {
+        let (port, t) = raw_upstream(answer.clone().into_bytes());
+        let gw = Gateway::start(&config(&claude.base_url(), &format!("http://127.0.0.1:{port}/v1")));
+        let r = messages(
+            &gw,
+            &json!({"model": "local-then-claude", "max_tokens": 16, "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}], "mock": {"tokens": 2}}),
+        );
+        assert_eq!(r.status, 200, "{answer:?}: {}", r.text());
+        assert_eq!(
+            (r.header("x-switchboard-target"), r.header("x-switchboard-attempts")),
+            (Some("claude"), Some("2")),
+            "{answer:?}"
+        );
+        let ev = events(&r);
+        assert_eq!(ev.iter().filter(|(n, _)| n == "error").count(), 0, "{answer:?}: {}", r.text());
+        assert_eq!(ev.last().map(|e| e.0.as_str()), Some("message_stop"));
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_generation_cut_short_is_never_passed_off_as_complete_after_translation() {
+    let (claude, local) = (mock(), mock());
+    let gw = gateway(&claude, &local);
+    // `[DONE]` without any finish_reason (llama-cpp-python interrupted): the
+    // tokens went out, so the stream ends with an error event, not message_stop.
+    let r = messages(
+        &gw,
+        &json!({"model": "local-llm", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hi"}],
+                "mock": {"tokens": 3, "no_finish_reason": true, "interval_ms": 5}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = events(&r);
+    assert!(ev.iter().all(|(n, _)| n != "message_stop" && n != "message_delta"), "{}", r.text());
+    let (name, last) = ev.last().unwrap();
+    assert_eq!(name, "error");
+    assert!(last["error"]["message"].as_str().unwrap().contains("cut short"), "{last}");
+    // A whole answer with `finish_reason: null`: nothing went out, a clean 502.
+    let r = messages(
+        &gw,
+        &json!({"model": "local-llm", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}],
+                "mock": {"tokens": 3, "no_finish_reason": true}}),
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "api_error");
+}

@@ -77,21 +77,6 @@ fn a_stream_cut_mid_way_ends_with_an_sse_error_event() {
     assert!(c.closed_by_peer());
 }
 
-/// A one-shot raw upstream: accepts one connection, reads the request, answers
-/// with `answer` byte for byte, and closes. Returns its port and thread.
-fn raw_upstream(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let t = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut s, _) = l.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf).unwrap();
-        let _ = s.write_all(&answer);
-    });
-    (port, t)
-}
-
 #[test]
 fn a_non_streaming_body_cut_mid_way_is_not_passed_off_as_whole() {
     // An upstream that promises 1000 bytes and sends 10.

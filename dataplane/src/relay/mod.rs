@@ -186,7 +186,22 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     up: &Upstream,
     served: &Served<'_>,
 ) -> Relayed {
+    let success = (200..300).contains(&head.status);
+    if let Some((_, facts)) = x.translation.as_ref().filter(|_| success) {
+        if facts.stream != head.event_stream {
+            // The client's API says what its answer is; an upstream that
+            // answers a stream request with JSON (or the reverse) cannot be translated.
+            let (asked, got) = if facts.stream { ("a stream", "JSON") } else { ("JSON", "a stream") };
+            return Relayed::Retry(GatewayError::upstream(format!(
+                "Upstream `{}` answered {got} to a request for {asked}.",
+                up.name
+            )));
+        }
+    }
     let mut chain = Chain::new(ctx, &head, x);
+    if let Some(Translator::ToMessages(t)) = chain.translate.as_mut() {
+        t.require_finish(up.require_finish_reason);
+    }
     let framing = head.framing;
     let close_delimited = chain.frame == ClientBody::CloseDelimited;
     let keep_alive = x.keep_alive && !close_delimited;
@@ -226,28 +241,45 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 c.feed(bytes);
             }
         }
+        // From here on, the client's API.
+        let mut truncated = false;
+        if let Some(t) = chain.translate.as_mut() {
+            translated.clear();
+            t.feed(bytes, &mut translated);
+            match done.then(|| t.finish(&mut translated)) {
+                Some(stream::StreamEnd::Errored) => {
+                    x.tally.outcome = Outcome::UpstreamCut;
+                    // Its error event, translated, ends the stream: no second one.
+                    upstream_error = true;
+                }
+                Some(stream::StreamEnd::Truncated) => truncated = true,
+                _ => {}
+            }
+        }
+        let client_bytes: &[u8] = if chain.translate.is_some() { &translated } else { bytes };
+        // The gate reads the client's side: an upstream event the translation
+        // could not read is its error event, and fails over like any other.
         if let Some(g) = chain.gate.as_mut() {
-            match g.feed(bytes) {
+            match g.feed(client_bytes) {
                 Gate::Hold if done => return retry("the stream ended before its first token".into()),
                 Gate::Hold => {}
                 Gate::Release => chain.gate = None,
                 Gate::Fail(why) => return retry(why),
             }
         }
-        // From here on, the client's API.
-        let bytes: &[u8] = match chain.translate.as_mut() {
-            Some(t) => {
-                translated.clear();
-                t.feed(bytes, &mut translated);
-                if done && t.finish(&mut translated) == stream::StreamEnd::Errored {
-                    x.tally.outcome = Outcome::UpstreamCut;
-                    // Its error event, translated, ends the stream: no second one.
-                    upstream_error = true;
-                }
-                &translated
+        if truncated {
+            // `[DONE]` without a finish reason: cut short, never passed off as complete.
+            tracing::warn!(upstream = %up.name, "stream ended without a finish_reason: truncated");
+            up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+            if !sent {
+                return Relayed::Retry(GatewayError::upstream_truncated(&up.name));
             }
-            None => bytes,
-        };
+            x.tally.outcome = Outcome::UpstreamTruncated;
+            upstream_error = true;
+            translated
+                .extend_from_slice(&GatewayError::upstream_truncated(&up.name).dialect(chain.anthropic).to_sse_event());
+        }
+        let bytes: &[u8] = if chain.translate.is_some() { &translated } else { bytes };
         if let Some(t) = chain.tail.as_mut() {
             t.push(bytes);
         }
@@ -259,7 +291,8 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 f.filter(bytes, &mut filtered);
                 if done {
                     f.finish(&mut filtered);
-                    if chain.generation {
+                    // A translated stream the upstream ended with an error has no more to say.
+                    if chain.generation && !upstream_error {
                         match end_of_generation(f, &mut filtered, x, up) {
                             GenerationEnd::Complete => {}
                             GenerationEnd::RetryTruncated if !sent => {
@@ -310,6 +343,16 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 Held::Holding => {}
                 Held::Whole(body) => {
                     let body = match chain.whole {
+                        Some(way)
+                            if way == Translation::MessagesToChat
+                                && success
+                                && up.require_finish_reason
+                                && !x.tally.reply.finish_seen =>
+                        {
+                            // `finish_reason: null`: cut short, never passed off as complete.
+                            up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                            return Relayed::Retry(GatewayError::upstream_truncated(&up.name));
+                        }
                         Some(way) => match translate_whole(way, head.status, body, x) {
                             Ok(body) => {
                                 head.content_type = Some(b"application/json".to_vec());

@@ -122,8 +122,21 @@ pub fn messages_to_chat(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
     // capacity, server-side context editing), not what it means.
     take(&mut req, "service_tier");
     take(&mut req, "context_management");
-    // Anthropic's server-side features: an OpenAI-kind target has none.
-    refuse_or_pass(req, &["container", "mcp_servers"], &mut o)?;
+    // Anthropic's server-side features an OpenAI-kind target lacks, and
+    // OpenAI's own fields whose effect a message cannot carry back (more
+    // choices, log probabilities, audio): refused, never silently lost.
+    let refused = [
+        "container",
+        "mcp_servers",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "functions",
+        "function_call",
+        "audio",
+        "modalities",
+    ];
+    refuse_or_pass(req, &refused, &mut o)?;
     facts.estimated_input_tokens = prompt.tokens();
     write_json(out, &Value::Object(o));
     Ok(facts)
@@ -145,6 +158,10 @@ pub fn chat_to_messages(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
         chat_message(m, i, &mut turns, &mut prompt)?;
     }
     turns.flush();
+    if turns.messages.is_empty() {
+        // Anthropic needs a conversation, not only a system prompt.
+        return Err(Unsupported::new("messages", "`messages` must hold at least one user or assistant message."));
+    }
     if !turns.system.is_empty() {
         o.insert("system".into(), Value::String(turns.system));
     }
@@ -298,10 +315,20 @@ pub fn chat_to_messages(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
     for name in ["store", "metadata", "service_tier", "seed", "prediction", "prompt_cache_key", "safety_identifier"] {
         take(&mut req, name);
     }
-    // OpenAI's features Anthropic lacks.
-    let openai_only =
-        ["audio", "modalities", "functions", "function_call", "web_search_options", "top_logprobs", "verbosity"];
-    refuse_or_pass(req, &openai_only, &mut o)?;
+    // OpenAI's features Anthropic lacks, and Anthropic's server-side tools
+    // whose results a chat completion cannot carry back.
+    let refused = [
+        "audio",
+        "modalities",
+        "functions",
+        "function_call",
+        "web_search_options",
+        "top_logprobs",
+        "verbosity",
+        "mcp_servers",
+        "container",
+    ];
+    refuse_or_pass(req, &refused, &mut o)?;
     facts.estimated_input_tokens = prompt.tokens();
     write_json(out, &Value::Object(o));
     Ok(facts)
@@ -453,7 +480,10 @@ fn anthropic_message(m: Value, i: usize, out: &mut Vec<Value>, prompt: &mut Esti
             out.push(json!({"role": role, "content": s}));
             return Ok(());
         }
-        Some(Value::Array(b)) => b,
+        Some(Value::Array(b)) if !b.is_empty() => b,
+        Some(Value::Array(_)) => {
+            return Err(Unsupported::new(format!("{path}.content"), "`content` must not be empty."));
+        }
         _ => {
             return Err(Unsupported::new(
                 format!("{path}.content"),
@@ -754,6 +784,9 @@ fn chat_message(m: Value, i: usize, turns: &mut Turns, prompt: &mut Estimate) ->
                 Some(Value::String(s)) => {
                     prompt.add(s.len());
                     vec![json!({"type": "text", "text": s})]
+                }
+                Some(Value::Array(parts)) if parts.is_empty() => {
+                    return Err(Unsupported::new(format!("{path}.content"), "`content` must not be empty."));
                 }
                 Some(Value::Array(parts)) => {
                     let mut blocks = Vec::with_capacity(parts.len());
@@ -1184,9 +1217,8 @@ mod tests {
         // The empty system prompt is left out; the text passes intact.
         assert!(v["messages"][0]["content"] == odd.as_str(), "the text changed");
         assert_eq!(facts.estimated_input_tokens, (odd.len() as u64).div_ceil(4));
-        // Empty content stays empty; an assistant turn of only thinking goes.
+        // An empty string stays empty; an assistant turn of only thinking goes.
         let (v, facts) = m2c(json!({"model": "m", "max_tokens": 1, "messages": [
-            {"role": "user", "content": []},
             {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "x"}]},
             {"role": "user", "content": ""},
         ]}))
@@ -1395,5 +1427,21 @@ mod tests {
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "mcp_servers": []}),
         );
         assert_eq!(param_of(r), "mcp_servers");
+    }
+
+    #[test]
+    fn an_empty_conversation_or_content_is_named_not_sent() {
+        let r = m2c(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": []}]}));
+        assert_eq!(param_of(r), "messages[0].content");
+        let r = c2m(json!({"model": "m", "messages": [{"role": "user", "content": []}]}));
+        assert_eq!(param_of(r), "messages[0].content");
+        let r = c2m(json!({"model": "m", "messages": [{"role": "system", "content": "only a system prompt"}]}));
+        assert_eq!(param_of(r), "messages");
+        // OpenAI's own fields a message cannot carry back are refused, not forwarded.
+        for field in ["n", "logprobs", "top_logprobs", "functions"] {
+            let mut body = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+            body[field] = json!(3);
+            assert_eq!(param_of(m2c(body)), field);
+        }
     }
 }

@@ -37,6 +37,11 @@ pub enum StreamEnd {
     Errored,
     /// It stopped without its end: nothing more is written (the relay adds an error event).
     Unfinished,
+    /// The upstream ended (`[DONE]`) without ever saying why the generation
+    /// stopped, where it must ([`ChatToMessages::require_finish`]): a
+    /// generation cut short, not passed off as complete. Nothing more is
+    /// written (the relay adds an `upstream_truncated` error event).
+    Truncated,
 }
 
 /// The most content blocks one streamed Anthropic answer may open (the
@@ -48,6 +53,8 @@ enum Phase {
     Open,
     Done,
     Errored,
+    /// `[DONE]` without a finish reason, where one is required.
+    Truncated,
 }
 
 /// An event longer than [`EVENT_MAX_BYTES`].
@@ -348,6 +355,7 @@ struct C2M {
     stop: Option<&'static str>,
     usage: Option<Usage>,
     fragments: u64,
+    require_finish: bool,
 }
 
 impl ChatToMessages {
@@ -366,6 +374,7 @@ impl ChatToMessages {
                 stop: None,
                 usage: None,
                 fragments: 0,
+                require_finish: false,
             },
         }
     }
@@ -388,12 +397,20 @@ impl ChatToMessages {
         match self.st.phase {
             Phase::Done => StreamEnd::Complete,
             Phase::Errored => StreamEnd::Errored,
+            Phase::Truncated => StreamEnd::Truncated,
             Phase::Open if self.st.stop.is_some() => {
                 self.st.close(out);
                 StreamEnd::Complete
             }
             Phase::Open => StreamEnd::Unfinished,
         }
+    }
+
+    /// A stream that ends without any `finish_reason` is a truncated
+    /// generation ([`StreamEnd::Truncated`]), unless the upstream is known
+    /// to omit it (`require_finish_reason = false` on its provider).
+    pub fn require_finish(&mut self, yes: bool) {
+        self.st.require_finish = yes;
     }
 
     /// The upstream's own end (`[DONE]`) or its error event went by: what
@@ -410,7 +427,13 @@ impl C2M {
         }
         let Some(data) = data_of(content) else { return };
         if *data == *b"[DONE]" {
-            self.close(out);
+            if self.require_finish && self.stop.is_none() {
+                // Never told why it stopped: cut short (llama-cpp-python
+                // interrupted, a server restarted), not a complete answer.
+                self.phase = Phase::Truncated;
+            } else {
+                self.close(out);
+            }
             return;
         }
         let chunk: Chunk<'_> = match serde_json::from_slice(&data) {
@@ -739,6 +762,8 @@ struct M2C {
     tools: u32,
     usage: Usage,
     finished: bool,
+    /// The tool call (by ordinal) opened last, while none of its input came.
+    no_arguments_yet: Option<u32>,
 }
 
 impl MessagesToChat {
@@ -757,6 +782,7 @@ impl MessagesToChat {
                 tools: 0,
                 usage: Usage::default(),
                 finished: false,
+                no_arguments_yet: None,
             },
         }
     }
@@ -780,7 +806,7 @@ impl MessagesToChat {
         match self.st.phase {
             Phase::Done => StreamEnd::Complete,
             Phase::Errored => StreamEnd::Errored,
-            Phase::Open => StreamEnd::Unfinished,
+            Phase::Open | Phase::Truncated => StreamEnd::Unfinished,
         }
     }
 
@@ -835,6 +861,7 @@ impl M2C {
             }
             "content_block_start" => {
                 self.start(out);
+                self.empty_arguments(out);
                 let Some(b) = &ev.content_block else { return };
                 let index = ev.index.0.unwrap_or(self.blocks.len() as u64);
                 let kind = match b.kind.as_deref() {
@@ -879,6 +906,8 @@ impl M2C {
                                 .unwrap_or_default(),
                             _ => String::new(),
                         };
+                        // A call whose input never comes has `{}` (JSON), not `""`.
+                        self.no_arguments_yet = arguments.is_empty().then_some(ordinal);
                         let call = ToolCallChunk {
                             index: ordinal,
                             id: Some(id),
@@ -914,6 +943,9 @@ impl M2C {
                         else {
                             return;
                         };
+                        if self.no_arguments_yet == Some(ordinal) {
+                            self.no_arguments_yet = None;
+                        }
                         let call = ToolCallChunk {
                             index: ordinal,
                             id: None,
@@ -925,8 +957,10 @@ impl M2C {
                     _ => {}
                 }
             }
+            "content_block_stop" => self.empty_arguments(out),
             "message_delta" => {
                 self.start(out);
+                self.empty_arguments(out);
                 if let Some(u) = &ev.usage {
                     if let Some(o) = u.output_tokens.0 {
                         self.usage.output = o;
@@ -970,8 +1004,21 @@ impl M2C {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.phase = Phase::Done;
             }
-            // `ping`, `content_block_stop`, and event types added later.
+            // `ping`, and event types added later.
             _ => {}
+        }
+    }
+
+    /// The tool call opened last got no input at all: its arguments are `{}`.
+    fn empty_arguments(&mut self, out: &mut Vec<u8>) {
+        if let Some(ordinal) = self.no_arguments_yet.take() {
+            let call = ToolCallChunk {
+                index: ordinal,
+                id: None,
+                kind: None,
+                function: FunctionChunk { name: None, arguments: "{}" },
+            };
+            self.chunk(ChunkDeltaOut { tool_calls: Some([call]), ..Default::default() }, None, out);
         }
     }
 
@@ -1002,6 +1049,8 @@ impl M2C {
         if self.phase != Phase::Open {
             return;
         }
+        // The gateway's code for an upstream's failure, unless the upstream gave its own.
+        let code = code.or(Some("upstream_error"));
         let e = ChatError { error: ChatErrorInner { message, kind, param: None, code } };
         out.extend_from_slice(b"data: ");
         write_json(out, &e);
@@ -1404,6 +1453,8 @@ mod tests {
                 &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
                 &json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
                 &json!({"tool_calls": [{"index": 1, "id": "toolu_2", "type": "function", "function": {"name": "g", "arguments": ""}}]}),
+                // `g` got no input: its arguments are `{}`, as in a whole answer.
+                &json!({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
                 &json!({}),
             ]
         );
@@ -1521,5 +1572,55 @@ mod tests {
             let (out, _) = m2c_parts(&[input], &f);
             let _ = events(&out);
         }
+    }
+
+    #[test]
+    fn a_tool_call_without_input_has_empty_object_arguments() {
+        let f = facts(false);
+        let input = b"data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3}}}\n\n\
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"noargs\",\"input\":{}}}\n\n\
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+data: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":2}}\n\n\
+data: {\"type\":\"message_stop\"}\n\n";
+        let (out, end) = m2c_parts(&[input], &f);
+        assert_eq!(end, StreamEnd::Complete);
+        let args: String = events(&out)
+            .iter()
+            .filter_map(|(_, d)| {
+                d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(args, "{}", "JSON the client can parse, as the whole answer has");
+        // With input streamed, nothing is added.
+        let with_input =
+            String::from_utf8_lossy(input).replace("\"partial_json\":\"\"", "\"partial_json\":\"{\\\"a\\\":1}\"");
+        let (out, _) = m2c_parts(&[with_input.as_bytes()], &f);
+        let args: String = events(&out)
+            .iter()
+            .filter_map(|(_, d)| {
+                d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(args, "{\"a\":1}");
+    }
+
+    #[test]
+    fn done_without_a_finish_reason_is_truncated_where_one_is_required() {
+        let f = facts(false);
+        let tok = json!({"choices": [{"index": 0, "delta": {"content": "hel"}, "finish_reason": null}]});
+        let input = sse(&[tok, Value::from("[DONE]")], "\n");
+        let mut t = ChatToMessages::new(&ctx(&f));
+        t.require_finish(true);
+        let mut out = Vec::new();
+        t.feed(&input, &mut out);
+        assert!(t.upstream_ended());
+        assert_eq!(t.finish(&mut out), StreamEnd::Truncated);
+        let names: Vec<String> = events(&out).into_iter().map(|e| e.0).collect();
+        assert!(!names.iter().any(|n| n == "message_stop" || n == "message_delta"), "{names:?}");
+        // An upstream known to omit it is trusted.
+        let (out, end) = c2m_parts(&[&input], &f);
+        assert_eq!(end, StreamEnd::Complete);
+        assert!(events(&out).iter().any(|e| e.0 == "message_stop"));
     }
 }

@@ -27,6 +27,20 @@ pub fn mock_with(cfg: MockConfig) -> MockHandle {
     MockUpstream::start(cfg).expect("mock starts")
 }
 
+/// A one-shot raw upstream: accepts one connection, reads the request, answers
+/// with `answer` byte for byte, and closes. Returns its port and thread.
+pub fn raw_upstream(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        let _ = s.write_all(&answer);
+    });
+    (port, t)
+}
+
 /// A port with nothing listening on it.
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
