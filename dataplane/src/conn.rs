@@ -414,6 +414,15 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     let mut x = Exchange::new(c, key, route, &fields, body, &rbuf[..head_end]);
     x.fault = fault;
     let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
+    if let Ending::Error(e) = &ending {
+        if c.head.endpoint == Endpoint::CountTokens && e.status >= 500 {
+            // Every Anthropic-kind provider failed: a token count is never a
+            // 5xx, the gateway's own estimate answers (documented as one).
+            tracing::debug!(error = %e.message, "count_tokens: no provider answered; estimated");
+            let n = crate::usage::scan::estimate_prompt(body);
+            return Answer::Json(200, format!(r#"{{"input_tokens":{n}}}"#).into_bytes());
+        }
+    }
     Answer::Routed(ending, std::mem::take(&mut x.headers))
 }
 

@@ -218,21 +218,21 @@ impl GatewayError {
         e
     }
 
-    /// The route has targets, but none speaks the API the request came in
-    /// (a `/v1/messages` request and only OpenAI-kind providers, or the
-    /// reverse): translation between the two is not implemented.
-    /// `anthropic`: the request came in on the Anthropic Messages API.
-    pub fn no_target_of_kind(model: &str, anthropic: bool) -> Self {
-        let (api, kind) =
-            if anthropic { ("the Anthropic Messages API", "anthropic") } else { ("the OpenAI API", "openai") };
+    /// The route has targets, but none serves this endpoint: completions and
+    /// embeddings need an OpenAI-kind provider or a node (the Messages API
+    /// has no counterpart to translate them to).
+    /// `path`: the endpoint's (`/v1/completions`); `anthropic`: it is one of
+    /// Anthropic's (a token count).
+    pub fn no_target_of_kind(model: &str, path: &str, anthropic: bool) -> Self {
         let shown = shown(model);
+        let kind = if anthropic { "an `anthropic`-kind provider" } else { "an `openai`-kind provider or a node" };
         Self::new(
             400,
             INVALID,
             Some("unsupported_target_kind"),
             format!(
-                "Model `{shown}` has no target that speaks {api}: add a provider of kind `{kind}` to its route \
-                 (translation between the OpenAI and Anthropic APIs is not available)."
+                "Model `{shown}` has no target that serves `{path}`: its route needs {kind} \
+                 (only chat completions and messages are translated between the OpenAI and Anthropic APIs)."
             ),
         )
         .with_param("model")

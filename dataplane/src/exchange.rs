@@ -15,6 +15,7 @@ use crate::cluster::limits::Taken;
 use crate::http::head::{Endpoint, RequestHead};
 use crate::request::BodyFields;
 use crate::snapshot::{KeyEntry, Route};
+use crate::translate::{RequestFacts, Translation};
 use crate::usage::scan::UsageScan;
 use crate::worker::RequestId;
 use monoio::time::Instant;
@@ -30,6 +31,8 @@ pub(crate) struct Buffers {
     pub up_w: Vec<u8>,
     /// Bytes read from the upstream.
     pub up_r: Vec<u8>,
+    /// A request body translated for a target that speaks the other API.
+    pub translated: Vec<u8>,
 }
 
 /// A routed request: what it is (set by the connection before [`run`]) and
@@ -64,6 +67,10 @@ pub(crate) struct Exchange<'a> {
 
     /// A test key's injected fault or forced target (`crate::fault`).
     pub fault: Option<crate::fault::Fault>,
+
+    /// The attempt under way speaks the other API: how its request was
+    /// translated (set by `forward` per attempt; the relay translates back).
+    pub translation: Option<(Translation, RequestFacts)>,
 
     // Forward, relay, account.
     pub tally: Tally,
@@ -104,6 +111,7 @@ impl<'a> Exchange<'a> {
             capture: None,
             usage_edit: None,
             fault: None,
+            translation: None,
             tally: Tally::default(),
         }
     }

@@ -24,6 +24,7 @@ use crate::relay::{relay, Relayed, Served};
 use crate::request::{edited_len, write_edited};
 use crate::select;
 use crate::snapshot::{Route, Target, Upstream};
+use crate::translate::{self, RequestFacts, Translation};
 use crate::upstream::{connect, UpStream};
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -74,13 +75,39 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     let mut last_err = None;
     let mut attempts = 0u32;
     let mut mismatched = false;
+    // The request body as translated for the last target of the other API
+    // (the way and the upstream's model name): translated once, not per attempt.
+    let mut translated_for: Option<(Translation, *const str)> = None;
+    // Why a target of the other API could not take the request (a 400 when no target could).
+    let mut untranslatable: Option<GatewayError> = None;
     for n in 0..retry.max_attempts {
         let target = &route.targets[plan.nth(n)];
         let up = &*target.upstream;
-        if !serves(x.endpoint(), up.kind) {
-            // No translation between the two APIs (yet): this target cannot serve the request.
+        // The API this target speaks: the same as the client's (passthrough),
+        // the other one (translated, both ways), or none it can serve.
+        let Some(way) = translation(x.endpoint(), up.kind) else {
             mismatched = true;
             continue;
+        };
+        if let Some(way) = way {
+            let wanted = Some((way, n_model(target)));
+            if translated_for != wanted {
+                translated_for = None;
+                match translate_request(way, x.body, &target.upstream_model, &mut bufs.translated) {
+                    Ok(facts) => {
+                        translated_for = wanted;
+                        x.translation = Some((way, facts));
+                    }
+                    Err(e) => {
+                        // This target cannot honour the request; another may.
+                        tracing::debug!(upstream = %up.name, param = ?e.param, "request not translatable for this target");
+                        untranslatable.get_or_insert(e);
+                        continue;
+                    }
+                }
+            }
+        } else {
+            x.translation = None;
         }
         if n >= plan.len() {
             // Round two and later: back off before trying a target again.
@@ -123,7 +150,8 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         attempts += 1;
         x.tally.attempts = attempts;
         let last = n + 1 >= retry.max_attempts;
-        build_request(&mut bufs.up_w, target, key, x);
+        let translated = x.translation.as_ref().map(|(way, _)| (*way, bufs.translated.as_slice()));
+        build_request(&mut bufs.up_w, target, key, x, translated);
         let _busy = InFlight::new(&up.health);
         let mut wait = up.first_byte_timeout;
         if let Some(t) = retry.per_attempt_timeout {
@@ -194,24 +222,64 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             }
         }
     }
-    let err = match last_err {
-        Some(e) => e,
-        None if mismatched && attempts == 0 => {
-            GatewayError::no_target_of_kind(&route.name, x.endpoint().is_anthropic())
+    let err = match (last_err, untranslatable) {
+        (Some(e), _) if attempts > 0 => e,
+        // No target could take the request as it is: say which field.
+        (_, Some(e)) => e,
+        (Some(e), None) => e,
+        (None, None) if mismatched && attempts == 0 => {
+            let e = x.endpoint();
+            let path = match e {
+                Endpoint::CountTokens => "/v1/messages/count_tokens",
+                Endpoint::Completions => "/v1/completions",
+                Endpoint::Embeddings => "/v1/embeddings",
+                _ => "/v1/chat/completions",
+            };
+            GatewayError::no_target_of_kind(&route.name, path, e.is_anthropic())
         }
-        None => GatewayError::no_target(&route.name),
+        (None, None) => GatewayError::no_target(&route.name),
     };
     Forwarded::Failed(err)
 }
 
-/// Whether a provider of this kind serves requests of this endpoint: the
-/// Messages API goes to Anthropic-kind providers, OpenAI's endpoints to
-/// OpenAI-kind ones (nodes included), bytes as sent (but the model).
-fn serves(endpoint: &Endpoint, kind: ProviderKind) -> bool {
-    match kind {
-        ProviderKind::Anthropic => endpoint.is_anthropic(),
-        ProviderKind::OpenAI => !endpoint.is_anthropic(),
+/// How a provider of this kind serves requests of this endpoint: `Some(None)`
+/// as sent (but the model: passthrough), `Some(Some(way))` translated to the
+/// API it speaks (chat ↔ Messages), `None` not at all (completions and
+/// embeddings have no Messages counterpart; a token count is Anthropic's).
+fn translation(endpoint: &Endpoint, kind: ProviderKind) -> Option<Option<Translation>> {
+    match (kind, endpoint) {
+        (ProviderKind::Anthropic, Endpoint::Messages | Endpoint::CountTokens) => Some(None),
+        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => Some(Some(Translation::ChatToMessages)),
+        (ProviderKind::Anthropic, _) => None,
+        (ProviderKind::OpenAI, Endpoint::Messages) => Some(Some(Translation::MessagesToChat)),
+        (ProviderKind::OpenAI, Endpoint::CountTokens) => None,
+        (ProviderKind::OpenAI, _) => Some(None),
     }
+}
+
+/// The identity of a target's upstream model name, to know whether a body
+/// translated for one target serves the next (the same name, the same body).
+fn n_model(target: &Target) -> *const str {
+    &*target.upstream_model
+}
+
+/// Translate the client's body for a target of the other API, into `out`.
+fn translate_request(
+    way: Translation,
+    body: &[u8],
+    model: &str,
+    out: &mut Vec<u8>,
+) -> Result<RequestFacts, GatewayError> {
+    out.clear();
+    let r = match way {
+        Translation::MessagesToChat => translate::request::messages_to_chat(body, Some(model), out),
+        Translation::ChatToMessages => translate::request::chat_to_messages(body, Some(model), out),
+    };
+    // Anthropic's error shape has no `param`: the message names the field too.
+    r.map_err(|u| {
+        let message = format!("{} (`{}`)", u.message.trim_end_matches('.'), u.param);
+        GatewayError::invalid_param(u.param, "unsupported_by_target", message)
+    })
 }
 
 enum Verdict {
@@ -273,7 +341,22 @@ fn retry_after_ms(v: Option<&[u8]>) -> u64 {
 /// Render the upstream request: request line, the upstream's pre-rendered
 /// headers and provider key, length, request id, then the body (model
 /// spliced if aliased).
-fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, x: &Exchange<'_>) {
+fn build_request(
+    w: &mut Vec<u8>,
+    target: &Target,
+    key: Option<usize>,
+    x: &Exchange<'_>,
+    translated: Option<(Translation, &[u8])>,
+) {
+    if let Some((way, body)) = translated {
+        let suffix = match way {
+            Translation::MessagesToChat => "/chat/completions",
+            Translation::ChatToMessages => "/messages",
+        };
+        request_head(w, target, key, x, suffix, body.len());
+        w.extend_from_slice(body);
+        return;
+    }
     let span = x.fields.model_span;
     let mut edits: [(usize, usize, &[u8]); 2] = [(0, 0, &[]), (0, 0, &[])];
     let mut n = 0;
@@ -286,11 +369,20 @@ fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, x: &Excha
         n += 1;
     }
     let edits = &mut edits[..n];
+    let suffix = x.endpoint().upstream_suffix().unwrap_or("/chat/completions");
+    request_head(w, target, key, x, suffix, edited_len(x.body.len(), edits));
+    write_edited(x.body, edits, w);
+}
+
+/// The upstream request's head: request line, the upstream's pre-rendered
+/// headers and provider key, Anthropic's headers for an Anthropic-kind
+/// upstream, length and request id.
+fn request_head(w: &mut Vec<u8>, target: &Target, key: Option<usize>, x: &Exchange<'_>, suffix: &str, len: usize) {
     let up = &target.upstream;
     w.clear();
     w.extend_from_slice(b"POST ");
     w.extend_from_slice(up.path_prefix.as_bytes());
-    w.extend_from_slice(x.endpoint().upstream_suffix().unwrap_or("/chat/completions").as_bytes());
+    w.extend_from_slice(suffix.as_bytes());
     w.extend_from_slice(b" HTTP/1.1\r\n");
     w.extend_from_slice(&up.header_block);
     if let Some(k) = key.and_then(|k| up.keys.get(k)) {
@@ -300,11 +392,10 @@ fn build_request(w: &mut Vec<u8>, target: &Target, key: Option<usize>, x: &Excha
         anthropic_headers(w, x.head, x.raw_head);
     }
     w.extend_from_slice(b"content-length: ");
-    push_dec(w, edited_len(x.body.len(), edits) as u64);
+    push_dec(w, len as u64);
     w.extend_from_slice(b"\r\nx-request-id: ");
     w.extend_from_slice(x.request_id());
     w.extend_from_slice(b"\r\n\r\n");
-    write_edited(x.body, edits, w);
 }
 
 /// `anthropic-version` (the client's, else [`DEFAULT_VERSION`]) and the

@@ -27,6 +27,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 #[path = "mock_anthropic.rs"]
 mod anthropic;
+#[path = "mock_openai_rich.rs"]
+mod rich;
 
 use switchboard_dataplane::fmt::{push_chunk, push_dec};
 use switchboard_dataplane::http::find_head_end;
@@ -115,12 +117,17 @@ pub struct Behaviour {
     /// Accept any body, as llama-cpp-python and others do: one that is not
     /// JSON (or lacks `messages`) is answered 200 like any other.
     pub permissive: Option<bool>,
-    /// Messages API: answer with a `tool_use` block (the request's first
-    /// tool, `stop_reason: tool_use`) unless the last message is a tool result.
+    /// Answer with a tool call (the request's first tool: a `tool_use` block
+    /// and `stop_reason: tool_use` on the Messages API, `tool_calls` and
+    /// `finish_reason: tool_calls` on chat) unless the last message is a tool result.
     pub tool_use: Option<bool>,
-    /// Messages API: a thinking block before the text.
+    /// Chat: how many tool calls in parallel (1–16; the request's tools in turn).
+    pub tool_calls: Option<u32>,
+    /// A thinking block before the text (Messages API); `reasoning_content`
+    /// deltas before the content (chat, as vLLM and llama.cpp send them).
     pub thinking: Option<bool>,
-    /// Messages API: prompt tokens reported as read from the prompt cache.
+    /// Prompt tokens reported as read from the prompt cache (chat:
+    /// `prompt_tokens_details.cached_tokens`, included in `prompt_tokens`).
     pub cache_read_tokens: Option<u64>,
     /// Messages API: prompt tokens reported as written to the prompt cache.
     pub cache_write_tokens: Option<u64>,
@@ -150,6 +157,7 @@ impl Behaviour {
             done_then_close: self.done_then_close.or(base.done_then_close),
             permissive: self.permissive.or(base.permissive),
             tool_use: self.tool_use.or(base.tool_use),
+            tool_calls: self.tool_calls.or(base.tool_calls),
             thinking: self.thinking.or(base.thinking),
             cache_read_tokens: self.cache_read_tokens.or(base.cache_read_tokens),
             cache_write_tokens: self.cache_write_tokens.or(base.cache_write_tokens),
@@ -520,6 +528,10 @@ struct ReqBody {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     mock: Option<Behaviour>,
+    #[serde(default)]
+    tools: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    messages: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -677,6 +689,16 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     if let Some(status) = b.status.filter(|s| *s >= 300) {
         push_error(out, status, &format!("mock: injected status {status}"));
         return send(io, out).await;
+    }
+    if kind == Kind::Chat && rich::wanted(&b) {
+        let asked = rich::Asked {
+            model: &req.model,
+            stream: req.stream == Some(true),
+            include_usage: req.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true),
+            tools: req.tools.as_deref().unwrap_or(&[]),
+            messages: req.messages.as_deref().unwrap_or(&[]),
+        };
+        return rich::answer(ctx, io, out, &asked, body.len(), &b).await;
     }
     let tokens = b.tokens.unwrap_or(16);
     let prompt_tokens = body.len().div_ceil(4) as u64;

@@ -147,23 +147,27 @@ fn errors_on_the_messages_path_take_anthropics_shape() {
     assert_eq!((r.status, kind.as_str()), (400, "invalid_request_error"));
     assert!(message.contains("max_tokens"), "{message}");
 
+    // A route of OpenAI-kind targets serves Messages translated (tests/translate.rs).
     let r = messages(gw.addr, &HELLO.replace("sonnet", "gpt-only"), &[]);
-    let (kind, message) = anthropic_error(&r);
-    assert_eq!((r.status, kind.as_str()), (400, "invalid_request_error"));
-    assert!(message.contains("anthropic"), "names the kind the route lacks: {message}");
-    assert_eq!(b.requests(), 0, "an OpenAI-kind provider never gets a Messages body");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+    assert_eq!(b.requests(), 1, "the OpenAI-kind provider got it as a chat completion");
 
-    // OpenAI's paths keep OpenAI's shape; an Anthropic-kind target is skipped there.
+    // OpenAI's paths keep OpenAI's shape; a chat completion to an
+    // Anthropic-kind target is translated, a text completion cannot be.
     let r = gw.chat(r#"{"model":"mixed","messages":[{"role":"user","content":"hi"}]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw.chat(r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#);
-    assert_eq!(r.status, 400);
+    let r = gw.post("/v1/completions", r#"{"model":"claude-sonnet-4-5","prompt":"hi"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.error()["code"], "unsupported_target_kind");
-    assert_eq!(a.requests(), 0, "the Anthropic-kind provider never got a chat body");
-    // The route with both kinds serves Messages from its Anthropic target.
+    assert!(r.error()["message"].as_str().unwrap_or_default().contains("/v1/completions"));
+    assert_eq!(a.requests(), 0, "the Anthropic-kind provider never got a completion body");
+    // The route with both kinds serves Messages in its own order: its first
+    // target is OpenAI-kind (translated), passthrough is not preferred.
     let r = messages(gw.addr, &HELLO.replace("sonnet", "mixed"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(a.requests(), 1);
+    assert_eq!(r.header("x-switchboard-target"), Some("openai"));
+    assert_eq!((a.requests(), b.requests()), (0, 3));
 }
 
 #[test]
@@ -419,11 +423,14 @@ fn an_anthropic_provider_made_through_the_admin_api_serves_messages() {
     let r = c.response();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.recorded()[0].header("x-api-key"), Some(AKEY));
-    // Back to OpenAI: the route no longer serves Messages.
+    // Back to OpenAI: the route serves Messages translated, as chat completions.
     let r = gw.call("PATCH", "/v1/admin/providers/claude", Some(&json!({"kind": "openai"})));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["kind"], "openai");
     let mut c = Conn::open(gw.addr);
     c.send(&request("POST", "/v1/messages", None, HELLO, &[("x-api-key", &secret)]));
-    assert_eq!(c.response().status, 400);
+    let r = c.response();
+    assert_eq!((r.status, r.json()["type"].as_str()), (200, Some("message")), "{}", r.text());
+    let last = up.recorded().pop().unwrap();
+    assert_eq!((last.path.as_str(), last.header("x-api-key")), ("/v1/chat/completions", None));
 }

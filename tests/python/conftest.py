@@ -1,11 +1,15 @@
 """Start the real `mock-upstream` and `switchboard` binaries on ephemeral
 loopback ports for the OpenAI SDK tests."""
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import subprocess
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -181,3 +185,57 @@ hash = "{key_hash}"
     )
     yield f"http://{p.match.group(1)}/v1", f"http://{admin_address(p)}"
     stop_clean(p, (KEY, PROVIDER_KEY, ADMIN_TOKEN), d / "access.log")
+
+
+def admin_call(admin, method, path, body=None):
+    """One admin API call with the admin token; the JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        admin + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def enrolled_node(base, admin, identity, name, model, mode="outbound", token_text="node "):
+    """A real `switchboard node` agent in front of a mock local server
+    (`mock-model` renamed `model`), enrolled for `sdk-org` and routable
+    (`mode`: outbound, or direct over TLS). Yields the admin's view of it;
+    the agent must exit 0 when stopped."""
+    local = Proc(
+        [str(BIN / "mock-upstream"), "--listen", "127.0.0.1:0", "--token-text", token_text],
+        "stdout",
+        r"listening on (\S+)",
+    )
+    agent = None
+    try:
+        token = admin_call(admin, "POST", "/v1/admin/enrollment-tokens", {"org": "sdk-org"})["secret"]
+        local_url = local.match.group(1)
+        if not local_url.startswith("http"):
+            local_url = "http://" + local_url
+        reach = ["--connect", base.removesuffix("/v1")] if mode == "outbound" else ["--listen", "127.0.0.1:0"]
+        agent = Proc(
+            [
+                str(BIN / "switchboard"), "node", "--admin", admin, "--enroll", token,
+                "--local", local_url, "--identity", str(identity),
+                "--name", name, "--rename", f"mock-model={model}", *reach,
+            ],
+            "stderr",
+            r"node identity loaded",
+        )
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            node = admin_call(admin, "GET", f"/v1/admin/nodes/{name}")
+            if node["routable"]:
+                break
+            time.sleep(0.1)
+        assert node["status"] == "online" and node["routable"], node
+        yield node
+    finally:
+        if agent is not None:
+            assert agent.stop() == 0, "".join(agent.lines)
+        local.stop()

@@ -3,66 +3,25 @@ agent in front of a mock local server, in outbound mode and in direct mode
 (TLS, the certificate pinned by the gateway), enrolled through the admin API,
 serving plain and streaming completions the SDK parses."""
 
-import json
 import time
-import urllib.request
 
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, BIN, KEY, Proc
-
-
-def admin_call(admin, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        admin + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+from conftest import KEY, admin_call, enrolled_node
 
 
 @pytest.mark.parametrize("mode", ["outbound", "direct"])
 def test_a_node_serves_sdk_requests_plain_and_streaming(admin_gateway, tmp_path, mode):
     base, admin = admin_gateway
     model, name = f"local-llm-{mode}", f"sdk-node-{mode}"
-    local = Proc(
-        [str(BIN / "mock-upstream"), "--listen", "127.0.0.1:0", "--token-text", "node "],
-        "stdout",
-        r"listening on (\S+)",
+    admin_call(
+        admin,
+        "POST",
+        "/v1/admin/routes",
+        {"name": model, "targets": [{"nodes": model}, {"provider": "mock", "model": "gpt-4o-mini"}]},
     )
-    agent = None
-    try:
-        admin_call(
-            admin,
-            "POST",
-            "/v1/admin/routes",
-            {"name": model, "targets": [{"nodes": model}, {"provider": "mock", "model": "gpt-4o-mini"}]},
-        )
-        token = admin_call(admin, "POST", "/v1/admin/enrollment-tokens", {"org": "sdk-org"})["secret"]
-        local_url = local.match.group(1)
-        if not local_url.startswith("http"):
-            local_url = "http://" + local_url
-        reach = ["--connect", base.removesuffix("/v1")] if mode == "outbound" else ["--listen", "127.0.0.1:0"]
-        agent = Proc(
-            [
-                str(BIN / "switchboard"), "node", "--admin", admin, "--enroll", token,
-                "--local", local_url, "--identity", str(tmp_path / "node.json"),
-                "--name", name, "--rename", f"mock-model={model}", *reach,
-            ],
-            "stderr",
-            r"node identity loaded",
-        )
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            node = admin_call(admin, "GET", f"/v1/admin/nodes/{name}")
-            if node["routable"]:
-                break
-            time.sleep(0.1)
-        assert node["status"] == "online" and node["routable"], node
+    with enrolled_node(base, admin, tmp_path / "node.json", name, model, mode) as node:
         if mode == "direct":
             assert node["reach"].startswith("direct https://127.0.0.1:") and " pinned sha256:" in node["reach"], node
 
@@ -92,7 +51,3 @@ def test_a_node_serves_sdk_requests_plain_and_streaming(admin_gateway, tmp_path,
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "node node node node "
         assert chunks[-1].usage.completion_tokens == 4
-    finally:
-        if agent is not None:
-            assert agent.stop() == 0, "".join(agent.lines)
-        local.stop()

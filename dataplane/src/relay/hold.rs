@@ -9,9 +9,15 @@ use crate::usage::scan::{token_counts, UsageScan};
 /// larger answer goes out as it comes, as the upstream wrote it.
 pub const HOLD_MAX_BYTES: usize = 256 * 1024;
 
-#[derive(Default)]
 pub struct Hold {
     buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold::with_limit(HOLD_MAX_BYTES)
+    }
 }
 
 /// What the hold makes of the bytes fed to it.
@@ -25,11 +31,16 @@ pub enum Held {
 }
 
 impl Hold {
+    /// A hold of at most `limit` bytes.
+    pub fn with_limit(limit: usize) -> Hold {
+        Hold { buf: Vec::new(), limit }
+    }
+
     pub fn feed(&mut self, payload: &[u8], done: bool) -> Held {
         self.buf.extend_from_slice(payload);
         if done {
             Held::Whole(std::mem::take(&mut self.buf))
-        } else if self.buf.len() > HOLD_MAX_BYTES {
+        } else if self.buf.len() > self.limit {
             Held::Overflow(std::mem::take(&mut self.buf))
         } else {
             Held::Holding

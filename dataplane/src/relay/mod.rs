@@ -12,10 +12,14 @@
 //! | usage scan | [`crate::usage::scan::UsageScan`] (in the tally) | 2xx responses |
 //! | cache capture | [`capture::Capture`] | a 200 non-stream the cache will store |
 //! | stream gate | [`crate::sse::StreamGate`] | a 200 event stream: held until its first token |
+//! | translate | `Translator` ([`crate::translate::stream`]) | a 2xx event stream from a target of the other API |
 //! | stream filter (usage-chunk strip, end of stream) | [`crate::usage::scan::StreamFilter`] | a 2xx event stream the gateway re-frames |
 //! | `[DONE]` check | [`crate::sse::StreamTail`] | a 200 event stream that is not a generation |
-//! | hold | [`hold::Hold`] | a 200 whole chat or completion answer |
+//! | hold | [`hold::Hold`] | a 200 whole chat or completion answer; any whole answer of the other API (translated when whole) |
 //! | frame | [`frame::ClientBody`] | always |
+//!
+//! Filters before "translate" read the upstream's bytes (its API), those
+//! after it the client's.
 //!
 //! Until the first byte goes out (the head is held until the first body
 //! bytes, a stream's until its first token) a failure can still go to
@@ -36,6 +40,7 @@ use crate::http::head::{BodyFraming, Endpoint, ResponseHead};
 use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
 use crate::snapshot::Upstream;
 use crate::sse::{Gate, StreamGate, StreamTail};
+use crate::translate::{response, stream, RequestFacts, ResponseCtx, Translation};
 use crate::upstream::UpStream;
 use crate::usage::scan::{token_counts, OwedUsage, StreamEnd, StreamFilter};
 use crate::worker::WorkerCtx;
@@ -82,7 +87,44 @@ struct Chain {
     /// A Messages response: errors the gateway writes take Anthropic's shape,
     /// a stream ends with `message_stop` rather than `[DONE]`.
     anthropic: bool,
+    /// The upstream speaks the other API: its stream, event by event…
+    translate: Option<Translator>,
+    /// …or its whole answer (or error), held, at its end.
+    whole: Option<Translation>,
 }
+
+/// A stream from a target of the other API, into the client's.
+enum Translator {
+    ToMessages(stream::ChatToMessages),
+    ToChat(stream::MessagesToChat),
+}
+
+impl Translator {
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Translator::ToMessages(t) => t.feed(input, out),
+            Translator::ToChat(t) => t.feed(input, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> stream::StreamEnd {
+        match self {
+            Translator::ToMessages(t) => t.finish(out),
+            Translator::ToChat(t) => t.finish(out),
+        }
+    }
+
+    fn upstream_ended(&self) -> bool {
+        match self {
+            Translator::ToMessages(t) => t.upstream_ended(),
+            Translator::ToChat(t) => t.upstream_ended(),
+        }
+    }
+}
+
+/// The most of a whole answer from a target of the other API held to
+/// translate it (16 MiB); a larger one is the upstream's failure.
+pub const TRANSLATE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Chain {
     fn new(ctx: &WorkerCtx, head: &ResponseHead, x: &Exchange<'_>) -> Chain {
@@ -92,6 +134,18 @@ impl Chain {
         let counted = success && *x.endpoint() != Endpoint::CountTokens;
         let generation = x.generation();
         let ok_stream = head.event_stream && head.status == 200;
+        let translating = x.translation.as_ref();
+        let translate_stream = head.event_stream && success;
+        let translate = translating.filter(|_| translate_stream).map(|(way, facts)| {
+            let rctx = response_ctx(x, facts);
+            match way {
+                Translation::MessagesToChat => Translator::ToMessages(stream::ChatToMessages::new(&rctx)),
+                Translation::ChatToMessages => Translator::ToChat(stream::MessagesToChat::new(&rctx)),
+            }
+        });
+        let whole = translating.filter(|_| !translate_stream && framing != BodyFraming::None).map(|(way, _)| *way);
+        // A translated stream's length is not the upstream's.
+        let client_framing = if translate.is_some() { BodyFraming::Chunked } else { framing };
         Chain {
             deframe: Deframer::new(framing),
             scan: counted,
@@ -101,14 +155,20 @@ impl Chain {
             // token, so a stream that fails before it can still go to another target.
             gate: ok_stream.then(StreamGate::default),
             // Only where the body is re-framed anyway: a fixed length must pass as is.
-            filter: (head.event_stream && success && !matches!(framing, BodyFraming::Length(_)))
+            filter: (head.event_stream && success && !matches!(client_framing, BodyFraming::Length(_)))
                 .then(|| StreamFilter::new(x.usage_edit.is_some(), generation)),
             tail: (ok_stream && !generation).then(StreamTail::default),
-            hold: (generation && !head.event_stream && head.status == 200 && framing != BodyFraming::None)
-                .then(Hold::default),
-            frame: ClientBody::for_upstream(framing, x.head.http10),
+            hold: if whole.is_some() {
+                Some(Hold::with_limit(TRANSLATE_MAX_BYTES))
+            } else {
+                (generation && !head.event_stream && head.status == 200 && framing != BodyFraming::None)
+                    .then(Hold::default)
+            },
+            frame: ClientBody::for_upstream(client_framing, x.head.http10),
             generation,
             anthropic: x.endpoint().is_anthropic(),
+            translate,
+            whole,
         }
     }
 }
@@ -120,7 +180,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     ctx: &WorkerCtx,
     client: &mut S,
     mut conn: UpStream,
-    head: ResponseHead,
+    mut head: ResponseHead,
     bufs: &mut Buffers,
     x: &mut Exchange<'_>,
     up: &Upstream,
@@ -137,6 +197,9 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     let r = &mut bufs.up_r;
     let mut pos = head.head_len;
     let mut filtered = Vec::new();
+    let mut translated = Vec::new();
+    // The upstream ended its (translated) stream with an error event of its own.
+    let mut upstream_error = false;
     // The response went out whole with a length of its own (a held body).
     let mut sent_whole = false;
     // Whether any byte went to the client. Until then a failure can still go
@@ -157,9 +220,6 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         };
         let done = chain.deframe.done;
         let bytes = &r[payload];
-        if let Some(t) = chain.tail.as_mut() {
-            t.push(bytes);
-        }
         if chain.scan {
             x.tally.reply.feed(bytes);
             if let Some(c) = chain.capture.as_mut() {
@@ -173,6 +233,23 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 Gate::Release => chain.gate = None,
                 Gate::Fail(why) => return retry(why),
             }
+        }
+        // From here on, the client's API.
+        let bytes: &[u8] = match chain.translate.as_mut() {
+            Some(t) => {
+                translated.clear();
+                t.feed(bytes, &mut translated);
+                if done && t.finish(&mut translated) == stream::StreamEnd::Errored {
+                    x.tally.outcome = Outcome::UpstreamCut;
+                    // Its error event, translated, ends the stream: no second one.
+                    upstream_error = true;
+                }
+                &translated
+            }
+            None => bytes,
+        };
+        if let Some(t) = chain.tail.as_mut() {
+            t.push(bytes);
         }
         // The error event that ends a stream which did not finish.
         let mut unfinished: Option<GatewayError> = None;
@@ -223,13 +300,25 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 });
             }
         }
+        if upstream_error {
+            unfinished = None;
+        }
         // Held: keep the bytes back; past the bound, let them go as they came.
         let mut released: Option<Vec<u8>> = None;
         if let Some(h) = chain.hold.as_mut() {
             match h.feed(payload, done) {
                 Held::Holding => {}
                 Held::Whole(body) => {
-                    let body = with_owed_usage(body, &x.tally.reply, x.body);
+                    let body = match chain.whole {
+                        Some(way) => match translate_whole(way, head.status, body, x) {
+                            Ok(body) => {
+                                head.content_type = Some(b"application/json".to_vec());
+                                body
+                            }
+                            Err(why) => return retry(why),
+                        },
+                        None => with_owed_usage(body, &x.tally.reply, x.body),
+                    };
                     out.clear();
                     render_head(out, &head, x, served, ClientBody::Length(body.len() as u64), x.keep_alive);
                     out.extend_from_slice(&body);
@@ -238,6 +327,9 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                     }
                     chain.hold = None;
                     sent_whole = true;
+                }
+                Held::Overflow(_) if chain.whole.is_some() => {
+                    return retry(format!("an answer over {TRANSLATE_MAX_BYTES} bytes is too large to translate"));
                 }
                 Held::Overflow(all) => {
                     released = Some(all);
@@ -308,7 +400,8 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 _ => {}
             }
         }
-        let after_done = chain.filter.as_ref().is_some_and(|f| f.done_seen);
+        let after_done = chain.filter.as_ref().is_some_and(|f| f.done_seen)
+            || chain.translate.as_ref().is_some_and(Translator::upstream_ended);
         let why = match read {
             Ok(0) if framing == BodyFraming::Close => {
                 chain.deframe.eof = true;
@@ -337,6 +430,38 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         return Relayed::Aborted;
     }
     Relayed::Done { keep_alive }
+}
+
+/// What a response translation needs of its request.
+fn response_ctx<'a>(x: &'a Exchange<'_>, facts: &'a RequestFacts) -> ResponseCtx<'a> {
+    ResponseCtx {
+        model: &x.fields.model,
+        request_id: std::str::from_utf8(x.request_id()).unwrap_or("request"),
+        created_s: x.started_unix_ms / 1000,
+        facts,
+    }
+}
+
+/// A whole answer (or error) from a target of the other API, in the
+/// client's API; `Err` says why it could not be read.
+fn translate_whole(way: Translation, status: u16, body: Vec<u8>, x: &Exchange<'_>) -> Result<Vec<u8>, String> {
+    let Some((_, facts)) = &x.translation else { return Ok(body) };
+    let rctx = response_ctx(x, facts);
+    let mut out = Vec::with_capacity(body.len().saturating_add(256));
+    let success = (200..300).contains(&status);
+    match way {
+        Translation::MessagesToChat if success => {
+            // A node that reports no usage gets the gateway's estimate first.
+            let body = with_owed_usage(body, &x.tally.reply, x.body);
+            response::chat_to_messages(&body, &rctx, &mut out).map_err(|m| m.0)?;
+        }
+        Translation::ChatToMessages if success => {
+            response::messages_to_chat(&body, &rctx, &mut out).map_err(|m| m.0)?;
+        }
+        Translation::MessagesToChat => response::error_to_messages(status, &body, &mut out),
+        Translation::ChatToMessages => response::error_to_chat(status, &body, &mut out),
+    }
+    Ok(out)
 }
 
 /// How a generation's stream ended, for the relay.

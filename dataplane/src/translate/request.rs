@@ -1,10 +1,13 @@
 //! Request bodies: Messages → chat and chat → Messages.
 //!
 //! The body is parsed whole (it is already bounded by `max_body_bytes`), each
-//! field the client sent is taken out of it and mapped, and a field left over
-//! is one the target cannot honour: an [`Unsupported`] naming it (the source
-//! API rejects unknown fields too). Fields whose loss would not change the
-//! answer's meaning (`cache_control`, `service_tier`, `seed`, …) are dropped;
+//! field the client sent is taken out of it and mapped. A feature of the
+//! source API the target's lacks is an [`Unsupported`] naming it (a 400,
+//! never silently dropped). Fields whose loss would not change the answer's
+//! meaning (`cache_control`, `service_tier`, `seed`, …) are dropped. A
+//! top-level field neither API defines (a server's own extension: vLLM's
+//! `repetition_penalty`, llama.cpp's `min_p`, `chat_template_kwargs`, …) goes
+//! to the target as sent: it honours it or refuses it itself.
 //! docs/anthropic.md ("What is translated") lists them.
 
 use super::common::{anthropic_tool_id, reasoning_effort, thinking_budget, write_json, DEFAULT_MAX_TOKENS};
@@ -119,9 +122,8 @@ pub fn messages_to_chat(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
     // capacity, server-side context editing), not what it means.
     take(&mut req, "service_tier");
     take(&mut req, "context_management");
-    if let Some(k) = req.keys().next() {
-        return Err(unknown(k));
-    }
+    // Anthropic's server-side features: an OpenAI-kind target has none.
+    refuse_or_pass(req, &["container", "mcp_servers"], &mut o)?;
     facts.estimated_input_tokens = prompt.tokens();
     write_json(out, &Value::Object(o));
     Ok(facts)
@@ -293,12 +295,13 @@ pub fn chat_to_messages(body: &[u8], model: Option<&str>, out: &mut Vec<u8>) -> 
     }
     // Dropped: OpenAI's storage, billing tier, sampling seed and latency
     // hints; none changes what the answer means.
-    for name in ["store", "metadata", "service_tier", "seed", "prediction"] {
+    for name in ["store", "metadata", "service_tier", "seed", "prediction", "prompt_cache_key", "safety_identifier"] {
         take(&mut req, name);
     }
-    if let Some(k) = req.keys().next() {
-        return Err(unknown(k));
-    }
+    // OpenAI's features Anthropic lacks.
+    let openai_only =
+        ["audio", "modalities", "functions", "function_call", "web_search_options", "top_logprobs", "verbosity"];
+    refuse_or_pass(req, &openai_only, &mut o)?;
     facts.estimated_input_tokens = prompt.tokens();
     write_json(out, &Value::Object(o));
     Ok(facts)
@@ -333,6 +336,20 @@ fn parse_object(body: &[u8]) -> Result<Obj, Unsupported> {
 /// Take a field out (a `null` counts as absent).
 fn take(o: &mut Obj, key: &str) -> Option<Value> {
     o.remove(key).filter(|v| !v.is_null())
+}
+
+/// The fields left once the translation took what it maps: one of
+/// `refused` (a feature of the source API the target lacks) is an
+/// [`Unsupported`]; any other (an extension neither API defines) goes to the
+/// target as sent, unless the translation already wrote that field.
+fn refuse_or_pass(left: Obj, refused: &[&str], o: &mut Obj) -> Result<(), Unsupported> {
+    if let Some(k) = refused.iter().find(|k| left.contains_key(**k)) {
+        return Err(unknown(k));
+    }
+    for (k, v) in left {
+        o.entry(k).or_insert(v);
+    }
+    Ok(())
 }
 
 fn unknown(param: &str) -> Unsupported {
@@ -1333,7 +1350,8 @@ mod tests {
             (json!({"messages": [{"role": "tool", "content": "x"}]}), "messages[0].tool_call_id"),
             (json!({"messages": "hi"}), "messages"),
             (json!({"model": 5}), "model"),
-            (json!({"mock": {"status": 500}}), "mock"),
+            (json!({"audio": {"voice": "alloy"}}), "audio"),
+            (json!({"web_search_options": {}}), "web_search_options"),
         ] {
             assert_eq!(param_of(base(extra.clone())), param, "{extra}");
         }
@@ -1354,5 +1372,28 @@ mod tests {
         assert!(call_id.as_str().unwrap().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
         // An assistant message without content is a tool-only turn.
         assert_eq!(v["messages"][1]["content"].as_array().unwrap().len(), 1);
+    }
+    #[test]
+    fn a_field_neither_api_defines_goes_to_the_target_as_sent() {
+        // A server's own extension (vLLM's, llama.cpp's): the target decides.
+        let (v, _) = m2c(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+                                 "repetition_penalty": 1.1, "chat_template_kwargs": {"enable_thinking": false}}))
+        .unwrap();
+        assert_eq!(
+            (v["repetition_penalty"].as_f64(), v["chat_template_kwargs"]["enable_thinking"].as_bool()),
+            (Some(1.1), Some(false))
+        );
+        let (v, _) =
+            c2m(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "mock": {"tokens": 3}})).unwrap();
+        assert_eq!(v["mock"]["tokens"], 3);
+        // What the translation writes wins over a client's field of the same name.
+        let (v, _) =
+            c2m(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7})).unwrap();
+        assert_eq!(v["max_tokens"], 7);
+        // Anthropic's server-side features have no OpenAI counterpart.
+        let r = m2c(
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "mcp_servers": []}),
+        );
+        assert_eq!(param_of(r), "mcp_servers");
     }
 }

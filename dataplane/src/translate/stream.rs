@@ -395,6 +395,12 @@ impl ChatToMessages {
             Phase::Open => StreamEnd::Unfinished,
         }
     }
+
+    /// The upstream's own end (`[DONE]`) or its error event went by: what
+    /// follows (a close without the chunked body's end) is no failure.
+    pub fn upstream_ended(&self) -> bool {
+        self.st.phase != Phase::Open
+    }
 }
 
 impl C2M {
@@ -776,6 +782,11 @@ impl MessagesToChat {
             Phase::Errored => StreamEnd::Errored,
             Phase::Open => StreamEnd::Unfinished,
         }
+    }
+
+    /// The upstream's own end (`message_stop`) or its error event went by.
+    pub fn upstream_ended(&self) -> bool {
+        self.st.phase != Phase::Open
     }
 }
 
