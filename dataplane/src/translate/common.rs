@@ -443,7 +443,11 @@ pub fn error_parts(body: &[u8]) -> (Option<String>, Option<String>) {
     if let Ok(env) = serde_json::from_slice::<Env<'_>>(body) {
         match env.error {
             Some(ErrorField::Obj(inner)) => {
-                let kind = inner.kind.as_deref().or(inner.code.as_deref()).and_then(|k| own(cap(k, 64)));
+                // The more telling of the two (`{"type": "server_error",
+                // "code": "overloaded"}` is an overload), else whichever is there.
+                let (kind, code) = (inner.kind.as_deref(), inner.code.as_deref());
+                let known = |k: &&str| openai_type_status(k) != 500 || anthropic_type_status(k) != 500;
+                let kind = kind.filter(known).or(code.filter(known)).or(kind).or(code).and_then(|k| own(cap(k, 64)));
                 let message = inner.message.as_deref().and_then(own);
                 if message.is_some() {
                     return (message, kind);
@@ -565,7 +569,7 @@ mod tests {
 
     #[test]
     fn error_messages_are_found_in_any_shape_and_capped() {
-        let cases: [(&[u8], Option<&str>, Option<&str>); 8] = [
+        let cases: [(&[u8], Option<&str>, Option<&str>); 10] = [
             (
                 br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#,
                 Some("bad"),
@@ -577,6 +581,12 @@ mod tests {
                 Some("overloaded_error"),
             ),
             (br#"{"error":"plain"}"#, Some("plain"), None),
+            (
+                br#"{"error":{"message":"busy","type":"server_error","code":"overloaded"}}"#,
+                Some("busy"),
+                Some("overloaded"),
+            ),
+            (br#"{"error":{"message":"x","type":"server_error","code":"E42"}}"#, Some("x"), Some("server_error")),
             (
                 br#"{"object":"error","message":"vllm says","type":"BadRequestError"}"#,
                 Some("vllm says"),

@@ -10,6 +10,7 @@ use super::common::{
     write_json, AnthropicUsage, OpenAiUsage, Text, Usage, ERROR_MESSAGE_MAX_BYTES,
 };
 use super::ResponseCtx;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -65,10 +66,43 @@ struct Choice<'a> {
     finish_reason: Text<'a>,
 }
 
+/// A chat message's `content`: a string, or (some servers) text parts.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum ChatContent<'a> {
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+    #[serde(borrow)]
+    Parts(Vec<ChatPart<'a>>),
+    #[default]
+    None,
+    Other(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct ChatPart<'a> {
+    #[serde(borrow, default)]
+    text: Text<'a>,
+    #[serde(borrow, default)]
+    refusal: Text<'a>,
+}
+
+impl ChatContent<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            ChatContent::Text(t) => Cow::Borrowed(t),
+            ChatContent::Parts(parts) => {
+                Cow::Owned(parts.iter().filter_map(|p| p.text.as_deref().or(p.refusal.as_deref())).collect())
+            }
+            ChatContent::None | ChatContent::Other(_) => Cow::Borrowed(""),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ChatMessage<'a> {
     #[serde(borrow, default)]
-    content: Text<'a>,
+    content: ChatContent<'a>,
     #[serde(borrow, default)]
     reasoning_content: Text<'a>,
     /// vLLM's newer name for `reasoning_content` (and OpenRouter's).
@@ -138,8 +172,9 @@ pub fn chat_to_messages(body: &[u8], ctx: &ResponseCtx<'_>, out: &mut Vec<u8>) -
     if let Some(t) = m.reasoning_content.as_deref().or(m.reasoning.as_deref()).filter(|t| !t.is_empty()) {
         content.push(Block::Thinking { thinking: t, signature: "" });
     }
-    if let Some(t) = m.content.as_deref().filter(|t| !t.is_empty()) {
-        content.push(Block::Text { text: t });
+    let text = m.content.text();
+    if !text.is_empty() {
+        content.push(Block::Text { text: &text });
     }
     if let Some(t) = m.refusal.as_deref().filter(|t| !t.is_empty()) {
         content.push(Block::Text { text: t });
@@ -451,6 +486,15 @@ mod tests {
         assert_eq!(v["stop_reason"], "max_tokens");
         assert_eq!(v["usage"]["input_tokens"], 0);
         assert_eq!(v["usage"]["output_tokens"], u64::MAX);
+    }
+
+    #[test]
+    fn content_given_as_text_parts_is_read() {
+        let v = c2m(json!({"choices": [{"message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}, "finish_reason": "stop"}]}))
+            .unwrap();
+        assert_eq!(v["content"], json!([{"type": "text", "text": "ab"}]));
+        let v = c2m(json!({"choices": [{"message": {"content": 5}, "finish_reason": "stop"}]})).unwrap();
+        assert_eq!(v["content"], json!([]));
     }
 
     #[test]

@@ -1304,7 +1304,11 @@ mod tests {
         let ev = events(&out);
         let last = ev.last().unwrap();
         assert_eq!(last.0, "error");
-        assert_eq!(last.1, json!({"type": "error", "error": {"type": "api_error", "message": "overloaded now"}}));
+        // `code: "overloaded"` says more than `type: "server_error"`.
+        assert_eq!(
+            last.1,
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "overloaded now"}})
+        );
         assert_eq!(ev.iter().filter(|e| e.0 == "content_block_delta").count(), 1);
         // Not a chunk at all.
         let (out, end) = c2m_parts(&[b"data: {not json\n\n"], &f);
