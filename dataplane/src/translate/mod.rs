@@ -1,6 +1,6 @@
 //! Translation between the two client APIs the gateway speaks: Anthropic's
 //! Messages API and OpenAI's Chat Completions. Chosen per attempt from the
-//! ingress API and the target's kind ([`Translation::between`]); the same
+//! ingress API and the target's kind (`forward::translation`); the same
 //! API on both sides is passthrough and never comes here.
 //!
 //! - [`request`]: the client's request body → the target's.
@@ -39,7 +39,8 @@ pub struct RequestFacts {
     /// The client asked for a stream.
     pub stream: bool,
     /// The client asked for usage in its stream (chat's
-    /// `stream_options.include_usage`); Messages streams always carry usage.
+    /// `stream_options.include_usage`); Messages streams always carry usage,
+    /// so it is set for every streamed Messages request.
     pub include_usage: bool,
     /// The gateway's estimate of the prompt's input tokens, for a Messages
     /// stream's `message_start` when the upstream reports usage only at its end.
