@@ -318,7 +318,15 @@ struct ToolSlot {
     upstream_index: u64,
     upstream_id: Option<String>,
     block: u32,
+    /// The arguments so far (up to [`TOOL_ARGUMENTS_MAX`]), checked at the
+    /// end: a call whose arguments never form a JSON object is the
+    /// upstream's failure, not a tool call the client would run.
+    arguments: String,
 }
+
+/// The most argument bytes one streamed tool call may have (they are kept to
+/// be checked at the stream's end).
+const TOOL_ARGUMENTS_MAX: usize = 4 << 20;
 
 /// OpenAI chat chunks from the upstream → Anthropic Messages events for the client.
 ///
@@ -400,7 +408,11 @@ impl ChatToMessages {
             Phase::Truncated => StreamEnd::Truncated,
             Phase::Open if self.st.stop.is_some() => {
                 self.st.close(out);
-                StreamEnd::Complete
+                if self.st.phase == Phase::Errored {
+                    StreamEnd::Errored
+                } else {
+                    StreamEnd::Complete
+                }
             }
             Phase::Open => StreamEnd::Unfinished,
         }
@@ -425,7 +437,15 @@ impl C2M {
         if self.phase != Phase::Open {
             return;
         }
-        let Some(data) = data_of(content) else { return };
+        let Some(data) = data_of(content) else {
+            // A keep-alive comment from the upstream: Anthropic's own
+            // keep-alive, once the message has started (idle connections
+            // stay open, and a client that left is noticed by the write).
+            if self.started && content.first() == Some(&b':') {
+                emit(out, "ping", &TypeOnly { kind: "ping" });
+            }
+            return;
+        };
         if *data == *b"[DONE]" {
             if self.require_finish && self.stop.is_none() {
                 // Never told why it stopped: cut short (llama-cpp-python
@@ -565,14 +585,25 @@ impl C2M {
                 let content_block = StartBlock::ToolUse { id: &block_id, name, input: Empty {} };
                 emit(out, "content_block_start", &BlockStart { kind: "content_block_start", index, content_block });
                 self.open = Some((Kind::Tool, index));
-                self.tools.push(ToolSlot { upstream_index, upstream_id: id.map(str::to_owned), block: index });
+                self.tools.push(ToolSlot {
+                    upstream_index,
+                    upstream_id: id.map(str::to_owned),
+                    block: index,
+                    arguments: String::new(),
+                });
                 self.tools.len() - 1
             }
         };
         if let Some(args) = function.and_then(|f| f.arguments.as_deref()).filter(|a| !a.is_empty()) {
             // A fragment for a call whose block was stopped (a server that
             // interleaves calls) still goes to that call's index.
-            let index = self.tools[slot].block;
+            let tool = &mut self.tools[slot];
+            if tool.arguments.len().saturating_add(args.len()) > TOOL_ARGUMENTS_MAX {
+                self.fail(out, "api_error", "The upstream's tool call has arguments over 4 MiB.");
+                return false;
+            }
+            tool.arguments.push_str(args);
+            let index = tool.block;
             self.fragments = self.fragments.saturating_add(1);
             let delta = DeltaOut::InputJson { partial_json: args };
             emit(out, "content_block_delta", &BlockDelta { kind: "content_block_delta", index, delta });
@@ -583,6 +614,15 @@ impl C2M {
     fn close(&mut self, out: &mut Vec<u8>) {
         self.start(None, None, out);
         self.stop_open(out);
+        let broken = self.tools.iter().any(|t| {
+            !t.arguments.trim().is_empty()
+                && !serde_json::from_str::<serde_json::Value>(&t.arguments).is_ok_and(|v| v.is_object())
+        });
+        if broken {
+            // As a whole answer's would be (502): a tool call the client cannot run.
+            self.fail(out, "api_error", "The upstream's tool call arguments are not a JSON object.");
+            return;
+        }
         let usage =
             self.usage.unwrap_or(Usage { input: self.estimated_input, output: self.fragments, ..Usage::default() });
         let delta = MessageDelta {
@@ -1004,7 +1044,10 @@ impl M2C {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.phase = Phase::Done;
             }
-            // `ping`, and event types added later.
+            // Anthropic's keep-alive: a comment (ignored by SDKs, keeps idle
+            // connections open), once the answer has started.
+            "ping" if self.started => out.extend_from_slice(b": ping\n\n"),
+            // Event types added later.
             _ => {}
         }
     }
@@ -1094,11 +1137,13 @@ mod tests {
         (out, end)
     }
 
-    /// The client's events: (event name, data as JSON, or `"[DONE]"`).
+    /// The client's events: (event name, data as JSON, or `"[DONE]"`);
+    /// keep-alive comments (`: ping`) left out.
     fn events(out: &[u8]) -> Vec<(String, Value)> {
         let text = std::str::from_utf8(out).unwrap();
         assert!(text.is_empty() || text.ends_with("\n\n"), "{text}");
         text.split_terminator("\n\n")
+            .filter(|ev| *ev != ": ping")
             .map(|ev| {
                 let mut name = String::new();
                 let mut data = Value::Null;
@@ -1626,5 +1671,48 @@ data: {\"type\":\"message_stop\"}\n\n";
         let (out, end) = c2m_parts(&[&input], &f);
         assert_eq!(end, StreamEnd::Complete);
         assert!(events(&out).iter().any(|e| e.0 == "message_stop"));
+    }
+
+    #[test]
+    fn tool_arguments_that_never_form_json_end_the_stream_with_an_error() {
+        let f = facts(false);
+        let call = |args: &str| {
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                   "function": {"name": "f", "arguments": args}}]}, "finish_reason": null}]})
+        };
+        let finish = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+        for (args, ok) in [("{\"a\": ", false), ("[1]", false), ("{\"a\": 1}", true), ("", true)] {
+            let input = sse(&[call(args), finish.clone(), Value::from("[DONE]")], "\n");
+            let (out, end) = c2m_parts(&[&input], &f);
+            let names: Vec<String> = events(&out).into_iter().map(|e| e.0).collect();
+            if ok {
+                assert_eq!(
+                    (end, names.last().map(String::as_str)),
+                    (StreamEnd::Complete, Some("message_stop")),
+                    "{args}"
+                );
+            } else {
+                assert_eq!((end, names.last().map(String::as_str)), (StreamEnd::Errored, Some("error")), "{args}");
+                assert!(!names.iter().any(|n| n == "message_stop"));
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alives_cross_over_once_the_answer_started() {
+        let f = facts(false);
+        let tok = json!({"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]});
+        let mut input = b": before\n\n".to_vec();
+        input.extend_from_slice(&sse(&[tok], "\n"));
+        input.extend_from_slice(b": keep-alive\n\n");
+        let (out, _) = c2m_parts(&[&input], &f);
+        let names: Vec<String> = events(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(names.iter().filter(|n| *n == "ping").count(), 1, "{names:?}");
+        assert_eq!(names.last().map(String::as_str), Some("ping"));
+        let ping = b"event: ping\ndata: {\"type\":\"ping\"}\n\n";
+        let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n";
+        let (out, _) = m2c_parts(&[ping, start, ping], &f);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches(": ping\n\n").count(), 1, "{text}");
     }
 }
