@@ -3,7 +3,8 @@
 //! fuzzer-chosen strings, ids, indexes and counts, comments, `event:`/`id:`
 //! lines, garbage, any line ending (LF, CRLF, CR), and the input's own bytes.
 //! Split invariance: the stream fed whole, cut at two fuzzer-chosen points,
-//! and in fuzzer-sized steps gives byte-identical output and the same end.
+//! and in fuzzer-sized steps gives byte-identical output and the same end,
+//! with or without a required `finish_reason` (`require_finish`).
 //! Never a panic; the output is whole SSE events whose data is JSON (or
 //! `[DONE]`).
 #![no_main]
@@ -144,14 +145,18 @@ fn well_formed(out: &[u8]) {
     }
 }
 
-fn check(input: &[u8], cuts: (usize, usize), step: usize, facts: &RequestFacts) {
+fn check(input: &[u8], cuts: (usize, usize), step: usize, facts: &RequestFacts, require_finish: bool) {
     let ctx = ResponseCtx { model: "m", request_id: "r", created_s: 1, facts };
     let (a, b) = (cuts.0 % (input.len() + 1), cuts.1 % (input.len() + 1));
     let (a, b) = (a.min(b), a.max(b));
     let split: [&[u8]; 3] = [&input[..a], &input[a..b], &input[b..]];
     let steps: Vec<&[u8]> = input.chunks(step).collect();
 
-    let c2m = |pieces: &[&[u8]]| run(ChatToMessages::new(&ctx), pieces, ChatToMessages::feed, ChatToMessages::finish);
+    let c2m = |pieces: &[&[u8]]| {
+        let mut t = ChatToMessages::new(&ctx);
+        t.require_finish(require_finish);
+        run(t, pieces, ChatToMessages::feed, ChatToMessages::finish)
+    };
     let whole = c2m(&[input]);
     well_formed(&whole.0);
     assert_eq!(c2m(&split), whole);
@@ -173,9 +178,9 @@ fuzz_target!(|data: &[u8]| {
     let facts = RequestFacts { stream: true, include_usage: data[3] & 0x80 != 0, estimated_input_tokens: u64::from(data[1]) };
     let mut b = Bytes(&data[4..]);
     let chat = stream(&mut b, chat_event);
-    check(&chat, cuts, step, &facts);
+    check(&chat, cuts, step, &facts, data[2] & 1 == 1);
     let mut b = Bytes(&data[4..]);
     let anthropic = stream(&mut b, anthropic_event);
-    check(&anthropic, cuts, step, &facts);
-    check(&data[4..], cuts, step, &facts);
+    check(&anthropic, cuts, step, &facts, data[2] & 1 == 1);
+    check(&data[4..], cuts, step, &facts, data[2] & 1 == 1);
 });
