@@ -84,6 +84,45 @@ pub fn shutdown_sockets<'a>(fds: impl IntoIterator<Item = &'a RawFd>) {
     }
 }
 
+/// io_uring setups, best first: each worker's ring is created, submitted to
+/// and reaped by its own thread only, so the kernel may skip the locking and
+/// cross-thread signalling it otherwise does for every completion. An older
+/// kernel refuses flags it does not know (EINVAL) and the next setup is tried.
+const URING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
+    // 6.1+: completions' task work runs when this thread asks for events, in
+    // one batch, never interrupting it.
+    ("single issuer, deferred task work", |b| {
+        b.setup_single_issuer().setup_defer_taskrun();
+    }),
+    // 5.19+: task work still runs at the next syscall, but without an IPI.
+    ("cooperative task work", |b| {
+        b.setup_coop_taskrun();
+    }),
+    ("default", |_| {}),
+];
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// A worker's io_uring runtime, with the best ring setup the kernel takes.
+fn uring_runtime(worker: usize) -> io::Result<UringRuntime> {
+    let mut last = io::Error::new(io::ErrorKind::Unsupported, "no io_uring setup");
+    for (name, setup) in URING_SETUPS {
+        let mut urb = io_uring::IoUring::builder();
+        setup(&mut urb);
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().uring_builder(urb).enable_timer().build() {
+            Ok(rt) => {
+                tracing::debug!(worker, setup = name, "io_uring ring");
+                return Ok(rt);
+            }
+            Err(e) => {
+                tracing::debug!(worker, setup = name, error = %e, "io_uring setup refused; trying the next");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// A running data plane.
 pub struct ServerHandle {
     pub local_addr: SocketAddr,
@@ -278,10 +317,9 @@ pub fn start_with(
             crate::supervise::worker(id, &slot, move || {
                 let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));
                 let result = match driver {
-                    DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
+                    DriverKind::IoUring => {
+                        uring_runtime(id).map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every)))
+                    }
                     DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                         .enable_timer()
                         .build()
