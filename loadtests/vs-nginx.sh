@@ -279,6 +279,22 @@ for r in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+# Added latency at 64 streams (proxy minus the mock direct, interleaved by
+# switchboard-load): time to first token and gap between tokens, p50/p99.
+if [ "${LATENCY:-1}" != 0 ]; then
+    echo "added latency, 64 streams (proxy - direct, us; ${LATENCY_DURATION:-4}s):" | tee "$OUT/latency.txt"
+    for p in $PROXIES; do
+        taskset -c "$LOAD_CPU" "$BIN/switchboard-load" --quiet --url "${URL[$p]}/v1" --baseline "$MOCK_URL" \
+            --key "$KEY" --connections 64 --stream-ratio 1 --duration "${LATENCY_DURATION:-4}" --warmup 1 \
+            --mock "{\"tokens\": $STREAM_TOKENS, \"interval_ms\": $STREAM_INTERVAL_MS}" \
+            --json "$OUT/latency-$p.json" > /dev/null
+        python3 -c 'import json, sys
+a = json.load(open(sys.argv[1]))["added"]
+f = lambda m: "p50 %s, p99 %s" % (a[m]["p50"], a[m]["p99"])
+print("%-18s first token: %s; token gap: %s" % (sys.argv[2], f("ttft_us"), f("token_gap_us")))' \
+            "$OUT/latency-$p.json" "$p" | tee -a "$OUT/latency.txt"
+    done
+fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
 
 python3 - "$OUT/runs.txt" "$STREAM_TOKENS" "$PROXIES" "$SHAPES" <<'PY' | tee "$OUT/summary.txt"
@@ -296,17 +312,18 @@ def med(p, s, i=0):
     return statistics.median(v) if v else None
 name = lambda s: f"c={s[1:]}" if s[0] == "c" else f"{s[1:]} streams"
 print("CPU per request (us; per stream for streams), median [min-max]; context switches per request (median)")
-print(f"{'':18}" + "".join(f"{name(s):>24}" for s in shapes))
+print(f"{'':18}" + "".join(f"{name(s):>28}" for s in shapes))
 for p in proxies:
     cells = []
     for s in shapes:
         v = [x[0] for x in runs.get((p, s), [])]
         cells.append(f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}] {med(p, s, 1):.2f}cs" if v else "-")
-    print(f"{p:18}" + "".join(f"{c:>24}" for c in cells))
+    cells = [" " + c for c in cells]
+    print(f"{p:18}" + "".join(f"{c:>28}" for c in cells))
 if any(s[0] == "s" for s in shapes):
     print(f"per relayed SSE event ({tokens} tokens + role, usage and [DONE] events), us:")
     for p in proxies:
-        print(f"{p:18}" + "".join(f"{(med(p, s) or 0) / (tokens + 3):>24.2f}" for s in shapes if s[0] == "s"))
+        print(f"{p:18}" + ", ".join(f"{name(s)}: {(med(p, s) or 0) / (tokens + 3):.2f}" for s in shapes if s[0] == "s"))
 print("ratios of medians:")
 pairs = [("io_uring", "nginx"), ("legacy", "nginx"), ("io_uring", "legacy")]
 pairs += [(p[4:], p) for p in proxies if p.startswith("old-")]
@@ -316,6 +333,7 @@ for a, b in pairs:
     for s in shapes:
         x, y = med(a, s), med(b, s)
         cells.append(f"{x / y:.2f}" if x and y else "-")
-    print(f"{a + '/' + b:18}" + "".join(f"{c:>24}" for c in cells))
+    print(f"{a + '/' + b:18}" + "".join(f"{c:>28}" for c in cells))
 PY
+if [ -f "$OUT/latency.txt" ]; then tee -a "$OUT/summary.txt" < "$OUT/latency.txt"; fi
 echo "results in $OUT"

@@ -88,7 +88,7 @@ pub fn shutdown_sockets<'a>(fds: impl IntoIterator<Item = &'a RawFd>) {
 /// and reaped by its own thread only, so the kernel may skip the locking and
 /// cross-thread signalling it otherwise does for every completion. An older
 /// kernel refuses flags it does not know (EINVAL) and the next setup is tried.
-const URING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
+const URING_SETUPS: [(&str, UringSetup); 3] = [
     // 6.1+: completions' task work runs when this thread asks for events, in
     // one batch, never interrupting it.
     ("single issuer, deferred task work", |b| {
@@ -101,6 +101,7 @@ const URING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
     ("default", |_| {}),
 ];
 
+type UringSetup = fn(&mut io_uring::Builder);
 type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
 
 /// A worker's io_uring runtime, with the best ring setup the kernel takes.
