@@ -12,6 +12,7 @@
 #   ROUNDS=5 DURATION=6 STREAM_TOKENS=50 STREAM_INTERVAL_MS=10 loadtests/vs-nginx.sh
 #   PROXY_CPU=1 LOAD_CPU=0 SHAPES="c8 s400" loadtests/vs-nginx.sh
 #   OLD_BIN=/path/to/older/release PROXIES="io_uring old-io_uring" loadtests/vs-nginx.sh
+#   PROXIES="io_uring io_uring+coop io_uring+sqpoll legacy" loadtests/vs-nginx.sh  # ring setups
 #   COUNT=4000 loadtests/vs-nginx.sh      # counts per request instead (see below)
 #
 # MODE=admin runs the gateway with the admin API and its SQLite database
@@ -73,9 +74,10 @@ MOCK_HOSTPORT=${MOCK_URL#http://}; MOCK_HOSTPORT=${MOCK_HOSTPORT%/v1}
 KEY=sk-vs-nginx-key
 HASH=$("$BIN/switchboard" hash-key "$KEY")
 declare -A PID URL
-start_gateway() { # driver, or old-DRIVER for the build in OLD_BIN
-    local dir="$OUT/$1" driver=${1#old-} bin=$BIN
+start_gateway() { # driver, old-DRIVER for the build in OLD_BIN, io_uring+SETUP for a ring setup
+    local dir="$OUT/$1" driver=${1#old-} bin=$BIN setup=
     [ "$1" != "$driver" ] && bin=${OLD_BIN:?old-$driver needs OLD_BIN, a directory of older release binaries}
+    case $driver in *+*) setup=${driver#*+}; driver=${driver%%+*} ;; esac
     mkdir -p "$dir"
     local admin=""
     if [ "$MODE" = admin ]; then
@@ -105,7 +107,7 @@ targets = [{ upstream = "mock" }]
 id = "vs"
 hash = "$HASH"
 TOML
-    (cd "$dir" && SWITCHBOARD_DRIVER= SWITCHBOARD_ADMIN_TOKEN=sba-vs-token exec taskset -c "$PROXY_CPU" \
+    (cd "$dir" && SWITCHBOARD_DRIVER= SWITCHBOARD_URING_SETUP=$setup SWITCHBOARD_ADMIN_TOKEN=sba-vs-token exec taskset -c "$PROXY_CPU" \
         "$(realpath "$bin")/switchboard" serve --config switchboard.toml > gateway.log 2>&1) &
     PID[$1]=$!
     pids+=("${PID[$1]}")
@@ -327,6 +329,7 @@ if any(s[0] == "s" for s in shapes):
 print("ratios of medians:")
 pairs = [("io_uring", "nginx"), ("legacy", "nginx"), ("io_uring", "legacy")]
 pairs += [(p[4:], p) for p in proxies if p.startswith("old-")]
+pairs += [(p, p.split("+")[0]) for p in proxies if "+" in p]
 pairs = [(a, b) for a, b in pairs if a in proxies and b in proxies]
 for a, b in pairs:
     cells = []
