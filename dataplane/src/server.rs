@@ -294,7 +294,8 @@ pub fn start_with(
     usage: Option<Arc<UsagePipeline>>,
 ) -> io::Result<ServerHandle> {
     let driver = choose_driver(driver_override()?.unwrap_or(cfg.driver))?;
-    let setup = if driver == DriverKind::IoUring { pick_uring_setup()? } else { PLAIN };
+    // A bad SWITCHBOARD_URING_SETUP is refused on either driver.
+    let setup = if driver == DriverKind::IoUring { pick_uring_setup()? } else { uring_setups().map(|_| PLAIN)? };
     if cfg.raise_nofile_limit {
         match raise_nofile_limit() {
             Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
