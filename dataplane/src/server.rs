@@ -84,6 +84,86 @@ pub fn shutdown_sockets<'a>(fds: impl IntoIterator<Item = &'a RawFd>) {
     }
 }
 
+/// One way to set up a worker's io_uring ring.
+#[derive(Clone, Copy)]
+pub struct UringSetup {
+    pub name: &'static str,
+    apply: fn(&mut io_uring::Builder),
+}
+
+/// 6.1+: the ring is created, submitted to and reaped by its worker's thread
+/// only, and completions' task work runs when that thread asks for events, in
+/// one batch, never interrupting it (no IPI, no locking for other issuers).
+const DEFER: UringSetup = UringSetup {
+    name: "defer",
+    apply: |b| {
+        b.setup_single_issuer().setup_defer_taskrun();
+    },
+};
+/// 5.19+: task work still runs at the next system call, but without an IPI.
+const COOP: UringSetup = UringSetup {
+    name: "coop",
+    apply: |b| {
+        b.setup_coop_taskrun();
+    },
+};
+const PLAIN: UringSetup = UringSetup { name: "plain", apply: |_| {} };
+/// A kernel thread polls the submission queue (idle after 100 ms): no
+/// io_uring_enter to submit, but a second thread per worker spinning on a
+/// core of its own. Never picked by `auto` (see docs/performance.md).
+const SQPOLL: UringSetup = UringSetup {
+    name: "sqpoll",
+    apply: |b| {
+        b.setup_sqpoll(100);
+    },
+};
+
+/// The ring setups to try, best first: `SWITCHBOARD_URING_SETUP` (`auto`, the
+/// default: `defer`, else `coop`, else `plain`, as the kernel takes them; or
+/// exactly one of `defer`, `coop`, `plain`, `sqpoll`). An older kernel
+/// refuses flags it does not know (EINVAL) and `auto` tries the next.
+pub fn uring_setups() -> io::Result<&'static [UringSetup]> {
+    match std::env::var("SWITCHBOARD_URING_SETUP").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Ok(&[DEFER, COOP, PLAIN]),
+        Ok("defer") => Ok(&[DEFER]),
+        Ok("coop") => Ok(&[COOP]),
+        Ok("plain") => Ok(&[PLAIN]),
+        Ok("sqpoll") => Ok(&[SQPOLL]),
+        Ok(v) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("SWITCHBOARD_URING_SETUP=`{v}`: expected auto, defer, coop, plain or sqpoll"),
+        )),
+    }
+}
+
+/// The first of [`uring_setups`] this kernel takes, tried on a small ring
+/// before any worker starts: a setup it refuses (an older kernel: EINVAL) is
+/// an error here, not a worker that fails later.
+pub fn pick_uring_setup() -> io::Result<UringSetup> {
+    let mut last = io::Error::new(io::ErrorKind::Unsupported, "no io_uring setup");
+    for setup in uring_setups()? {
+        let mut urb = io_uring::IoUring::builder();
+        (setup.apply)(&mut urb);
+        match urb.build(8) {
+            Ok(_probe) => return Ok(*setup),
+            Err(e) => {
+                tracing::debug!(setup = setup.name, error = %e, "io_uring setup refused");
+                last = io::Error::new(e.kind(), format!("io_uring setup `{}` refused by this kernel: {e}", setup.name));
+            }
+        }
+    }
+    Err(last)
+}
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// A worker's io_uring runtime, its ring set up as `setup` says.
+fn uring_runtime(setup: UringSetup) -> io::Result<UringRuntime> {
+    let mut urb = io_uring::IoUring::builder();
+    (setup.apply)(&mut urb);
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().uring_builder(urb).enable_timer().build()
+}
+
 /// A running data plane.
 pub struct ServerHandle {
     pub local_addr: SocketAddr,
@@ -214,6 +294,8 @@ pub fn start_with(
     usage: Option<Arc<UsagePipeline>>,
 ) -> io::Result<ServerHandle> {
     let driver = choose_driver(driver_override()?.unwrap_or(cfg.driver))?;
+    // A bad SWITCHBOARD_URING_SETUP is refused on either driver.
+    let setup = if driver == DriverKind::IoUring { pick_uring_setup()? } else { uring_setups().map(|_| PLAIN)? };
     if cfg.raise_nofile_limit {
         match raise_nofile_limit() {
             Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
@@ -278,10 +360,9 @@ pub fn start_with(
             crate::supervise::worker(id, &slot, move || {
                 let ctx = Rc::new(WorkerCtx::new(id, cfg, store.local(), parts));
                 let result = match driver {
-                    DriverKind::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every))),
+                    DriverKind::IoUring => {
+                        uring_runtime(setup).map(|mut rt| rt.block_on(worker_main(ctx, l, tls, flush_every)))
+                    }
                     DriverKind::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                         .enable_timer()
                         .build()
@@ -295,7 +376,8 @@ pub fn start_with(
         threads.push(t);
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, workers, driver = driver.name(), scheme, "data plane listening on {addr}");
+    let ring = if driver == DriverKind::IoUring { setup.name } else { "-" };
+    tracing::info!(%addr, workers, driver = driver.name(), ring, scheme, "data plane listening on {addr}");
     Ok(ServerHandle { local_addr: addr, driver, threads, listener_fds, draining, tls, metrics })
 }
 

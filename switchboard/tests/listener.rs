@@ -197,6 +197,45 @@ fn switchboard_driver_overrides_the_configured_driver() {
     p.wait_line("SWITCHBOARD_DRIVER=`uring`");
 }
 
+#[test]
+fn switchboard_uring_setup_picks_the_ring_setup_and_refuses_a_bad_value() {
+    let a = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        write(dir.path(), "sb.toml", &config("127.0.0.1:0", &a.base_url(), None).replace("workers = 2", "workers = 1"));
+    // A bad value stops the gateway at start, on either driver.
+    for driver in ["legacy", "io_uring"] {
+        let mut p = Proc::spawn(
+            &["serve", "--config", &path],
+            &[("SWITCHBOARD_DRIVER", driver), ("SWITCHBOARD_URING_SETUP", "fast")],
+        );
+        assert_eq!(p.wait_exit(Duration::from_secs(30)), 78, "{driver}");
+        p.wait_line("SWITCHBOARD_URING_SETUP=`fast`");
+    }
+    // On epoll there is no ring.
+    let mut p = Proc::spawn(
+        &["serve", "--config", &path],
+        &[("SWITCHBOARD_DRIVER", "legacy"), ("SWITCHBOARD_URING_SETUP", "")],
+    );
+    let line = p.wait_line("data plane listening on ");
+    assert!(line.contains("ring=\"-\""), "{line}");
+    assert_eq!(p.stop(), 0);
+    if switchboard_dataplane::server::choose_driver(switchboard_shared::config::Driver::IoUring).is_err() {
+        return;
+    }
+    // `auto` takes the best setup the kernel has; `plain` (any io_uring kernel) exactly that. Both serve.
+    for (setup, expect) in [("auto", &["defer", "coop", "plain"][..]), ("plain", &["plain"][..])] {
+        let mut p = Proc::spawn(
+            &["serve", "--config", &path],
+            &[("SWITCHBOARD_DRIVER", "io_uring"), ("SWITCHBOARD_URING_SETUP", setup)],
+        );
+        let line = p.wait_line("data plane listening on ");
+        assert!(expect.iter().any(|r| line.contains(&format!("ring=\"{r}\""))), "{setup}: {line}");
+        assert_eq!(chats(p.address("data plane listening on "), 3), 3, "{setup}");
+        assert_eq!(p.stop(), 0);
+    }
+}
+
 /// The file says `[[providers]]`, `[[routes]]` and `provider =`; the old
 /// spellings (`[[upstreams]]`, `[[models]]`, `upstream =`) still work, with a
 /// deprecation warning from `check` and in `serve`'s log.
