@@ -141,12 +141,14 @@ def stop_clean(proc, secrets, *files):
         assert all(secret not in t for t in texts), "a secret reached a log"
 
 
-@pytest.fixture(scope="session")
-def admin_gateway(mock_upstream, tmp_path_factory):
-    """`switchboard serve` with the admin API and usage accounting in SQLite.
-    Yields (data plane base URL, admin base URL)."""
+def serve_with_admin(tmp_path_factory, name, sections):
+    """`switchboard serve` from a fresh directory: one data plane of two
+    workers, the admin API (SQLite in that directory, `ADMIN_TOKEN`), the SDK
+    key (org `sdk-org`), and the config `sections` (providers, routes, …).
+    Returns the process, with `base` (the data plane, no `/v1`), `admin` and
+    `dir` set."""
     key_hash = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
-    d = tmp_path_factory.mktemp("admin")
+    d = tmp_path_factory.mktemp(name)
     cfg = d / "switchboard.toml"
     cfg.write_text(
         f"""
@@ -157,19 +159,7 @@ workers = 2
 [admin]
 listen = "127.0.0.1:0"
 database = "switchboard.db"
-
-[usage]
-access_log = "access.log"
-
-[[upstreams]]
-name = "mock"
-base_url = "{mock_upstream}"
-api_key = "{PROVIDER_KEY}"
-prices = [{{ model = "gpt-4o-mini", prompt_per_mtok = 0.15, completion_per_mtok = 0.6 }}]
-
-[[models]]
-name = "gpt-4o-mini"
-targets = [{{ upstream = "mock" }}]
+{sections}
 
 [[keys]]
 id = "sdk"
@@ -183,8 +173,34 @@ hash = "{key_hash}"
         r"data plane listening on (\S+)",
         env={"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN},
     )
-    yield f"http://{p.match.group(1)}/v1", f"http://{admin_address(p)}"
-    stop_clean(p, (KEY, PROVIDER_KEY, ADMIN_TOKEN), d / "access.log")
+    p.base, p.admin, p.dir = f"http://{p.match.group(1)}", f"http://{admin_address(p)}", d
+    return p
+
+
+@pytest.fixture(scope="session")
+def admin_gateway(mock_upstream, tmp_path_factory):
+    """`switchboard serve` with the admin API and usage accounting in SQLite.
+    Yields (data plane base URL, admin base URL)."""
+    p = serve_with_admin(
+        tmp_path_factory,
+        "admin",
+        f"""
+[usage]
+access_log = "access.log"
+
+[[upstreams]]
+name = "mock"
+base_url = "{mock_upstream}"
+api_key = "{PROVIDER_KEY}"
+prices = [{{ model = "gpt-4o-mini", prompt_per_mtok = 0.15, completion_per_mtok = 0.6 }}]
+
+[[models]]
+name = "gpt-4o-mini"
+targets = [{{ upstream = "mock" }}]
+""",
+    )
+    yield p.base + "/v1", p.admin
+    stop_clean(p, (KEY, PROVIDER_KEY, ADMIN_TOKEN), p.dir / "access.log")
 
 
 def admin_call(admin, method, path, body=None):

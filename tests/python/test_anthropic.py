@@ -5,7 +5,6 @@ streamed tool-use round trip, typed errors — and the usage the SDK reports
 equal to the gateway's usage record (prompt-cache reads and writes
 included)."""
 
-import hashlib
 import json
 import time
 import urllib.request
@@ -13,7 +12,7 @@ import urllib.request
 import anthropic
 import pytest
 
-from conftest import ADMIN_TOKEN, BIN, KEY, Proc, admin_address, stop_clean
+from conftest import ADMIN_TOKEN, KEY, serve_with_admin, stop_clean
 
 PROVIDER_KEY = "sk-ant-provider-for-sdk-tests"
 MODEL = "claude-gateway-test"
@@ -23,19 +22,10 @@ MODEL = "claude-gateway-test"
 def claude_gateway(mock_upstream, tmp_path_factory):
     """`switchboard serve` with an Anthropic-kind provider and the admin API.
     Yields (gateway base URL without /v1, admin base URL)."""
-    key_hash = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
-    d = tmp_path_factory.mktemp("claude")
-    cfg = d / "switchboard.toml"
-    cfg.write_text(
+    p = serve_with_admin(
+        tmp_path_factory,
+        "claude",
         f"""
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-
-[admin]
-listen = "127.0.0.1:0"
-database = "switchboard.db"
-
 [[providers]]
 name = "claude"
 kind = "anthropic"
@@ -49,20 +39,9 @@ targets = [{{ provider = "claude" }}]
 [[routes]]
 name = "sonnet"
 targets = [{{ provider = "claude", model = "{MODEL}" }}]
-
-[[keys]]
-id = "sdk"
-org = "sdk-org"
-hash = "{key_hash}"
-"""
+""",
     )
-    p = Proc(
-        [str(BIN / "switchboard"), "serve", "--config", str(cfg)],
-        "stderr",
-        r"data plane listening on (\S+)",
-        env={"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN},
-    )
-    yield f"http://{p.match.group(1)}", f"http://{admin_address(p)}"
+    yield p.base, p.admin
     stop_clean(p, (KEY, PROVIDER_KEY, ADMIN_TOKEN))
 
 

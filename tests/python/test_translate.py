@@ -6,7 +6,6 @@ Anthropic-kind target to the local pool mid-request without an error; the
 streaming and tools. For each, the usage the SDK reports equals the
 gateway's usage record, prompt-cache tokens included."""
 
-import hashlib
 import json
 import socket
 import time
@@ -15,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, BIN, KEY, PROVIDER_KEY, Proc, admin_address, admin_call, enrolled_node, stop_clean
+from conftest import ADMIN_TOKEN, KEY, PROVIDER_KEY, admin_call, enrolled_node, serve_with_admin, stop_clean
 from test_anthropic import expect_usage, last_record
 
 AKEY = "sk-ant-provider-for-translation-tests"
@@ -40,19 +39,10 @@ def both_kinds(mock_upstream, tmp_path_factory):
     """`switchboard serve` with an OpenAI-kind provider (`local`), an
     Anthropic-kind one (`claude`), one Anthropic-kind provider that is down,
     and the admin API. Yields (gateway base URL without /v1, admin URL)."""
-    key_hash = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
-    d = tmp_path_factory.mktemp("translate")
-    cfg = d / "switchboard.toml"
-    cfg.write_text(
+    p = serve_with_admin(
+        tmp_path_factory,
+        "translate",
         f"""
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-
-[admin]
-listen = "127.0.0.1:0"
-database = "switchboard.db"
-
 [[providers]]
 name = "local"
 base_url = "{mock_upstream}"
@@ -82,20 +72,9 @@ targets = [{{ provider = "claude", model = "claude-sonnet-4-5" }}]
 name = "claude-or-local"
 strategy = "priority"
 targets = [{{ provider = "claude-down", model = "claude-sonnet-4-5" }}, {{ provider = "local", model = "qwen-local" }}]
-
-[[keys]]
-id = "sdk"
-org = "sdk-org"
-hash = "{key_hash}"
-"""
+""",
     )
-    p = Proc(
-        [str(BIN / "switchboard"), "serve", "--config", str(cfg)],
-        "stderr",
-        r"data plane listening on (\S+)",
-        env={"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN},
-    )
-    yield f"http://{p.match.group(1)}", f"http://{admin_address(p)}"
+    yield p.base, p.admin
     stop_clean(p, (KEY, PROVIDER_KEY, AKEY, ADMIN_TOKEN))
 
 
