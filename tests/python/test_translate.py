@@ -161,6 +161,9 @@ def test_typed_errors_and_count_tokens_through_translation(both_kinds):
     with pytest.raises(anthropic.RateLimitError) as e:
         claude(base).messages.create(model="local-llm", extra_body={"mock": {"status": 429}}, **ask)
     assert e.value.body["error"]["type"] == "rate_limit_error", "the OpenAI-kind error in Anthropic's shape"
+    with pytest.raises(anthropic.OverloadedError) as e:
+        claude(base).messages.create(model="local-llm", extra_body={"mock": {"status": 529}}, **ask)
+    assert e.value.body["error"]["type"] == "overloaded_error"
     with pytest.raises(anthropic.BadRequestError) as e:
         claude(base).messages.create(
             model="local-llm",
