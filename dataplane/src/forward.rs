@@ -75,9 +75,9 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     let mut last_err = None;
     let mut attempts = 0u32;
     let mut mismatched = false;
-    // The request body as translated for the last target of the other API
-    // (the way and the upstream's model name): translated once, not per attempt.
-    let mut translated_for: Option<(Translation, *const str)> = None;
+    // The request body in `bufs.translated` was translated this way for this
+    // upstream model name, with these facts: translated once, not per attempt.
+    let mut translated_for: Option<(Translation, *const str, RequestFacts)> = None;
     // Why a target of the other API could not take the request (a 400 when no target could).
     let mut untranslatable: Option<GatewayError> = None;
     for n in 0..retry.max_attempts {
@@ -89,26 +89,30 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             mismatched = true;
             continue;
         };
-        if let Some(way) = way {
-            let wanted = Some((way, n_model(target)));
-            if translated_for != wanted {
-                translated_for = None;
-                match translate_request(way, x.body, &target.upstream_model, &mut bufs.translated) {
-                    Ok(facts) => {
-                        translated_for = wanted;
-                        x.translation = Some((way, facts));
-                    }
-                    Err(e) => {
-                        // This target cannot honour the request; another may.
-                        tracing::debug!(upstream = %up.name, param = ?e.param, "request not translatable for this target");
-                        untranslatable.get_or_insert(e);
-                        continue;
+        x.translation = match way {
+            None => None,
+            Some(way) => {
+                let model: *const str = &*target.upstream_model;
+                match &translated_for {
+                    Some((w, m, facts)) if *w == way && std::ptr::eq(*m, model) => Some((way, facts.clone())),
+                    _ => {
+                        translated_for = None;
+                        match translate_request(way, x.body, &target.upstream_model, &mut bufs.translated) {
+                            Ok(facts) => {
+                                translated_for = Some((way, model, facts.clone()));
+                                Some((way, facts))
+                            }
+                            Err(e) => {
+                                // This target cannot honour the request; another may.
+                                tracing::debug!(upstream = %up.name, param = ?e.param, "request not translatable for this target");
+                                untranslatable.get_or_insert(e);
+                                continue;
+                            }
+                        }
                     }
                 }
             }
-        } else {
-            x.translation = None;
-        }
+        };
         if n >= plan.len() {
             // Round two and later: back off before trying a target again.
             let round = (n / plan.len()) as u32;
@@ -255,12 +259,6 @@ fn translation(endpoint: &Endpoint, kind: ProviderKind) -> Option<Option<Transla
         (ProviderKind::OpenAI, Endpoint::CountTokens) => None,
         (ProviderKind::OpenAI, _) => Some(None),
     }
-}
-
-/// The identity of a target's upstream model name, to know whether a body
-/// translated for one target serves the next (the same name, the same body).
-fn n_model(target: &Target) -> *const str {
-    &*target.upstream_model
 }
 
 /// Translate the client's body for a target of the other API, into `out`.

@@ -470,3 +470,26 @@ fn a_generation_cut_short_is_never_passed_off_as_complete_after_translation() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "api_error");
 }
+
+#[test]
+fn a_target_tried_again_after_one_of_the_other_kind_still_gets_the_translated_request() {
+    let (claude, local) = (mock(), mock());
+    let cfg = config(&claude.base_url(), &local.base_url()).replace(
+        "name = \"local-then-claude\"\nstrategy = \"priority\"",
+        "name = \"local-then-claude\"\nstrategy = \"priority\"\nretry = { max_attempts = 3, backoff_ms = 1 }",
+    );
+    assert!(cfg.contains("max_attempts = 3"));
+    let gw = Gateway::start(&cfg);
+    // Every attempt fails (the steering travels in the body to both): local,
+    // claude (passthrough), then local again — translated again, not sent as Messages.
+    let r = messages(
+        &gw,
+        &json!({"model": "local-then-claude", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}],
+                "mock": {"status": 503}}),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-attempts"), Some("3"));
+    let paths: Vec<String> = local.recorded().into_iter().map(|q| q.path).collect();
+    assert_eq!(paths, ["/v1/chat/completions", "/v1/chat/completions"], "both of local's attempts as chat");
+    assert_eq!(claude.recorded().into_iter().map(|q| q.path).collect::<Vec<_>>(), ["/v1/messages"]);
+}
