@@ -457,27 +457,8 @@ async fn worker_main(
                     monoio::spawn(refuse(ctx.clone(), stream));
                     continue;
                 }
-                let c = ctx.clone();
                 let tls = tls.as_ref().map(|t| t.current());
-                monoio::spawn(async move {
-                    let _open = ConnGuard::new(&c, stream.as_raw_fd());
-                    // A panic closes this connection only (see `supervise`).
-                    let slot = c.metrics.clone();
-                    crate::supervise::connection(c.id, &slot, async {
-                        match tls {
-                            None => conn::serve(c.clone(), stream).await,
-                            Some(cfg) => {
-                                // The handshake counts against the header timeout.
-                                let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
-                                let deadline = Instant::now() + c.header_timeout;
-                                if let Ok(Ok(s)) = monoio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                                    conn::serve(c.clone(), s).await;
-                                }
-                            }
-                        }
-                    })
-                    .await;
-                });
+                monoio::spawn(serve_accepted(ctx.clone(), stream, tls));
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -503,10 +484,61 @@ async fn worker_main(
     tracing::debug!(worker = ctx.id, "worker stopped");
 }
 
+/// One accepted connection's task, from accept to close.
+///
+/// A task's future is allocated whole for as long as its connection is open,
+/// and an `async` block is as large as its largest state. The TLS handshake
+/// and a TLS stream (rustls' buffers and state, inline) are tens of KiB, so
+/// they live in a box of their own, allocated for TLS connections only: a
+/// plain connection's task stays the size of [`conn::serve`] (the
+/// `task_future_sizes` test bounds it).
+async fn serve_accepted(c: Rc<WorkerCtx>, stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) {
+    let _open = ConnGuard::new(&c, stream.as_raw_fd());
+    // A panic closes this connection only (see `supervise`).
+    let slot = c.metrics.clone();
+    match tls {
+        None => crate::supervise::connection(c.id, &slot, conn::serve(c.clone(), stream)).await,
+        Some(cfg) => crate::supervise::connection(c.id, &slot, Box::pin(serve_tls(c.clone(), stream, cfg))).await,
+    }
+}
+
+/// A TLS connection: the handshake (within the header timeout), then requests.
+async fn serve_tls(c: Rc<WorkerCtx>, stream: TcpStream, cfg: Arc<rustls::ServerConfig>) {
+    let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
+    let deadline = Instant::now() + c.header_timeout;
+    if let Ok(Ok(s)) = monoio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        conn::serve(c, s).await;
+    }
+}
+
 /// Over the connection limit: answer 503 and close, with a short deadline.
 async fn refuse(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
     let err = GatewayError::overloaded();
     let mut out = Vec::new();
     crate::respond::render_json(&mut out, err.status, &err.to_json(), &ctx.next_request_id(), false);
     let _ = write_all(&mut stream, &mut out, Instant::now() + Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod task_size_tests {
+    use super::*;
+
+    fn future_size<A, B, C, F: std::future::Future>(_: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn future_size2<A, B, F: std::future::Future>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every open connection holds its task's future: a plain connection's
+    /// must not carry the TLS handshake's and TLS stream's state inline.
+    #[test]
+    fn task_future_sizes() {
+        let plain = future_size2(conn::serve::<TcpStream>);
+        let task = future_size(serve_accepted);
+        let tls = future_size(serve_tls);
+        assert!(task <= plain + 1024, "a connection's task is {task} bytes, its plain serve {plain}");
+        assert!(tls > task, "the TLS path ({tls} bytes) is boxed apart from the task ({task} bytes)");
+    }
 }

@@ -50,10 +50,39 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Serve one connection; a panic closes it and is counted on `slot`.
-pub async fn connection(worker: usize, slot: &WorkerSlot, serve: impl Future<Output = ()>) {
-    if let Err(message) = (CatchPanic { inner: serve }).await {
-        slot.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(worker, panic = %message, "a connection's task panicked; it was closed and the worker keeps serving");
+///
+/// A plain function returning a future of its own rather than an `async fn`:
+/// an `async fn` keeps its by-value argument (here the connection's whole
+/// future) in its first state and again in the state that awaits it, which
+/// doubled every open connection's task.
+pub fn connection<F: Future<Output = ()>>(worker: usize, slot: &WorkerSlot, serve: F) -> Supervised<'_, F> {
+    Supervised { inner: CatchPanic { inner: serve }, worker, slot }
+}
+
+/// The future [`connection`] returns.
+pub struct Supervised<'a, F> {
+    inner: CatchPanic<F>,
+    worker: usize,
+    slot: &'a WorkerSlot,
+}
+
+impl<F: Future<Output = ()>> Future for Supervised<'_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let (worker, slot) = (self.worker, self.slot);
+        // SAFETY: `inner` is structurally pinned: it is never moved out of
+        // `self`, and `Supervised` has no `Drop` and no manual `Unpin`.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.inner) };
+        match inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(message)) => {
+                slot.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(worker, panic = %message, "a connection's task panicked; it was closed and the worker keeps serving");
+                Poll::Ready(())
+            }
+        }
     }
 }
 
