@@ -407,9 +407,8 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Err(e) => return Answer::Error(e),
     };
     if c.head.endpoint == Endpoint::CountTokens && !route.targets.iter().any(|t| t.upstream.kind.is_anthropic()) {
-        // No provider to ask: the gateway's own estimate (documented as one).
-        let n = crate::usage::scan::estimate_prompt(body);
-        return Answer::Json(200, format!(r#"{{"input_tokens":{n}}}"#).into_bytes());
+        // No provider to ask: the gateway's own estimate.
+        return estimated_token_count(body);
     }
     let mut x = Exchange::new(c, key, route, &fields, body, &rbuf[..head_end]);
     x.fault = fault;
@@ -419,11 +418,17 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             // Every Anthropic-kind provider failed: a token count is never a
             // 5xx, the gateway's own estimate answers (documented as one).
             tracing::debug!(error = %e.message, "count_tokens: no provider answered; estimated");
-            let n = crate::usage::scan::estimate_prompt(body);
-            return Answer::Json(200, format!(r#"{{"input_tokens":{n}}}"#).into_bytes());
+            return estimated_token_count(body);
         }
     }
     Answer::Routed(ending, std::mem::take(&mut x.headers))
+}
+
+/// A token count answered by the gateway itself: the request's text at about
+/// 4 bytes a token, documented as an estimate (docs/anthropic.md).
+fn estimated_token_count(body: &[u8]) -> Answer {
+    let n = crate::usage::scan::estimate_prompt(body);
+    Answer::Json(200, format!(r#"{{"input_tokens":{n}}}"#).into_bytes())
 }
 
 fn healthz(ctx: &WorkerCtx) -> Answer {
