@@ -37,28 +37,14 @@ OUT=loadtests/results/vs-nginx-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 
 if [ "$(nproc)" -lt 2 ]; then PROXY_CPU=0; LOAD_CPU=0; fi
-missing=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v wrk >/dev/null || missing+=(wrk)
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing ${missing[*]}"
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "needs ${missing[*]} (apt-get install ${missing[*]})" >&2; exit 1
-    fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 . loadtests/lib.sh
+ensure_commands nginx wrk
 if [ -z "${BIN:-}" ]; then
     echo "building the working tree (release)"
     cargo build --release --bins -q
     BIN=${CARGO_TARGET_DIR:-target}/release
 fi
-
-# A free loopback port for nginx (it cannot report a port 0 bind).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -83,30 +69,7 @@ start_gateway() { # driver, old-DRIVER for the build in OLD_BIN, io_uring+SETUP 
     if [ "$MODE" = admin ]; then
         admin=$'[admin]\nlisten = "127.0.0.1:0"\ndatabase = "switchboard.db"\n'
     fi
-    cat > "$dir/switchboard.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-driver = "$driver"
-max_connections_per_worker = 20000
-
-$admin
-
-[[upstreams]]
-name = "mock"
-base_url = "$MOCK_URL"
-api_key = "sk-upstream-vs"
-pool_max_idle = 20000
-prices = [{ model = "gpt-4o-mini", prompt_per_mtok = 0.15, completion_per_mtok = 0.6 }]
-
-[[models]]
-name = "gpt-4o-mini"
-targets = [{ upstream = "mock" }]
-
-[[keys]]
-id = "vs"
-hash = "$HASH"
-TOML
+    gateway_toml "$driver" "$MOCK_URL" "$HASH" 20000 "$admin" > "$dir/switchboard.toml"
     (cd "$dir" && SWITCHBOARD_DRIVER= SWITCHBOARD_URING_SETUP=$setup SWITCHBOARD_ADMIN_TOKEN=sba-vs-token exec taskset -c "$PROXY_CPU" \
         "$(realpath "$bin")/switchboard" serve --config switchboard.toml > gateway.log 2>&1) &
     PID[$1]=$!
@@ -114,52 +77,14 @@ TOML
     wait_line "$dir/gateway.log" "data plane listening on"
     URL[$1]="http://$(grep -oE 'data plane listening on [0-9.:]+' "$dir/gateway.log" | head -1 | awk '{print $5}')"
 }
-start_nginx() {
-    local dir
-    dir=$(mktemp -d "$PWD/$OUT/nginx.XXXXXX")
-    local port
-    port=$(free_port)
-    cat > "$dir/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    keepalive_requests 1000000;
-    upstream mock { server $MOCK_HOSTPORT; keepalive 20000; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-CONF
-    taskset -c "$PROXY_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" > "$dir/stdout.log" 2>&1 &
-    PID[nginx]=$!
-    pids+=("${PID[nginx]}")
-    URL[nginx]="http://127.0.0.1:$port"
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "${URL[nginx]}/v1/models" && return 0
-        sleep 0.05
-    done
-    echo "nginx did not start" >&2; cat "$dir/error.log" "$dir/stdout.log" >&2; return 1
+start_nginx_here() {
+    start_nginx "$OUT" "$MOCK_HOSTPORT" "$PROXY_CPU"
+    PID[nginx]=$NGINX_PID
+    URL[nginx]=$NGINX_URL
 }
 for p in $PROXIES; do
     case $p in
-        nginx) start_nginx ;;
+        nginx) start_nginx_here ;;
         *) start_gateway "$p" ;;
     esac
 done

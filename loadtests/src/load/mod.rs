@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cpu;
+pub mod hold;
 pub mod report;
 pub mod stats;
 pub mod workload;
