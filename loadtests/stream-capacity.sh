@@ -15,7 +15,9 @@
 # A row whose load side used more than LOAD_MAX of its core, or waited on
 # its run queue for more than LOAD_WAIT_MAX of the window, or whose direct
 # run at the same N already missed the gap target, is marked "load side":
-# its gaps say nothing about the proxy. A proxy holds N when its gap p99 is
+# its gaps say nothing about the proxy; likewise "busy" when the proxy itself
+# waited more than LOAD_WAIT_MAX on its run queue (something else ran on its
+# core: a shared machine). A proxy holds N when its gap p99 is
 # within GAP_TARGET_US of the pacing, no stream failed, stalled or lost a
 # token, all N were open through the window and at most 0.1 % of reads
 # carried two tokens. Capacity = the largest such N (every smaller step held
@@ -161,6 +163,10 @@ if d is not None and (d["gap_us"].get("p99", 10**9) - interval_us > target or d[
     why.append("direct missed the target")
 if why:
     print("load " + "; ".join(why)); sys.exit()
+proxy = cpu.get("proxy") or {}
+if proxy.get("wait_ns", 0) / w > wait_max:
+    print(f"busy proxy core: the proxy waited {proxy['wait_ns'] / w:.0%} of the window on its run queue (another process on its core)")
+    sys.exit()
 errors = sum(r["errors"].values())
 p99 = r["gap_us"].get("p99")
 if errors: why.append(f"{errors} errors")
@@ -206,12 +212,12 @@ if [ "$CAPACITY" != 0 ]; then
             echo "$p $n $r" >> "$OUT/runs.txt"
             case $v in
                 fail*) failed[$p]=$n ;;
-                load*) load_out=1 ;;
+                load*|busy*) load_out=$v ;;
             esac
             sleep 1
         done
         if [ -n "$load_out" ]; then
-            echo "  the load side gave out at $n streams: no larger step"
+            echo "  no valid measurement at $n streams (${load_out%% *}): no larger step"
             break
         fi
         all_failed=1
@@ -309,22 +315,23 @@ if capacity and os.path.exists(f"{out}/runs.txt"):
             v, r = verdicts[(p, n)]
             if v.startswith("ok"):
                 best, last_valid = n, r
-            elif v.startswith("load"):
-                limit = n
+            elif v.startswith("load") or v.startswith("busy"):
+                limit = (n, "load side limit" if v.startswith("load") else "the proxy's core busy with other work")
                 break
             else:
                 break
         else:
             limit = "end"
         if best is None:
-            print(f"  {p:9} below {steps[0]} streams (or not measured)")
+            why = f" (no valid measurement: {limit[1]} at {limit[0]})" if isinstance(limit, tuple) else ""
+            print(f"  {p:9} not shown at {steps[0]} streams{why}")
             continue
         util = (last_valid["cpu"].get("proxy") or {}).get("cpu_ns", 0) / (last_valid["window_s"] * 1e9)
         est = f"; extrapolation: {best} / {util:.0%} proxy core = ~{best / util:,.0f} streams if the proxy scaled linearly" if util > 0 else ""
         if limit == "end":
             print(f"  {p:9} >= {best} streams (the largest step){est}")
         elif limit is not None:
-            print(f"  {p:9} >= {best} streams (load side limit at {limit}){est}")
+            print(f"  {p:9} >= {best} streams ({limit[1]} at {limit[0]}){est}")
         else:
             print(f"  {p:9} {best} streams")
 if lat and os.path.exists(f"{out}/latency-runs.txt"):

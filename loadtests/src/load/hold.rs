@@ -628,7 +628,7 @@ mod tests {
         assert!(s.tokens >= s.streams_done * 4, "{} tokens, {} streams", s.tokens, s.streams_done);
         // Every stream: a role event, its tokens, a finish, a usage and [DONE].
         assert!(s.events > s.tokens);
-        assert!(s.gap.len() > 0 && s.ttft.len() > 0);
+        assert!(!s.gap.is_empty() && !s.ttft.is_empty());
         assert!(r.open_at_start <= 8 && r.open_at_end <= 8);
         let (run_ns, _) = r.cpu[0].1.unwrap();
         assert!(run_ns > 0);
