@@ -14,11 +14,13 @@
 # relayed SSE event, and the load side's share of its core (client + mock).
 # A row whose load side used more than LOAD_MAX of its core, or waited on
 # its run queue for more than LOAD_WAIT_MAX of the window, or whose direct
-# run at the same N already missed the gap target, is marked "load side":
+# run at the same N had a gap p99 more than DIRECT_OVER_MAX_US (3 ms: the
+# mock's pacing has a 1 ms tick) over the pacing, is marked "load side":
 # its gaps say nothing about the proxy; likewise "busy" when the proxy itself
 # waited more than LOAD_WAIT_MAX on its run queue (something else ran on its
-# core: a shared machine). A proxy holds N when its gap p99 is
-# within GAP_TARGET_US of the pacing, no stream failed, stalled or lost a
+# core: a shared machine). A proxy holds N when its gap p99 is at most
+# GAP_TARGET_US (1 ms) above direct's at the same N (what the proxy adds to
+# the gaps' tail), no stream failed, stalled or lost a
 # token, all N were open through the window and at most 0.1 % of reads
 # carried two tokens. Capacity = the largest such N (every smaller step held
 # too); where the load side gives out first it is "≥ N (load side limit)",
@@ -39,6 +41,8 @@
 #   STEPS="250 500" WINDOW=2 LAT_ROUNDS=1 loadtests/stream-capacity.sh   # smoke
 #   PROXIES="io_uring nginx" STEPS="1000 2000 3000" loadtests/stream-capacity.sh
 #   BIN=/path/to/release loadtests/stream-capacity.sh                    # another build
+#   BIN=/path/to/release chrt -f 1 loadtests/stream-capacity.sh          # on a shared machine (root):
+#       every process measured (SCHED_FIFO) ahead of other people's builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +58,7 @@ LOAD_CPU=${LOAD_CPU:-0}
 GAP_TARGET_US=${GAP_TARGET_US:-1000}
 LOAD_MAX=${LOAD_MAX:-0.90}
 LOAD_WAIT_MAX=${LOAD_WAIT_MAX:-0.10}
+DIRECT_OVER_MAX_US=${DIRECT_OVER_MAX_US:-3000}
 LAT=${LAT:-1}
 CAPACITY=${CAPACITY:-1}
 LAT_STREAMS=${LAT_STREAMS:-64}
@@ -74,7 +79,9 @@ if [ "$(nproc)" -lt 2 ]; then PROXY_CPU=0; LOAD_CPU=0; echo "one core: proxy and
 case " $PROXIES " in *" nginx "*) ensure_commands nginx ;; esac
 if [ -z "${BIN:-}" ]; then
     echo "building the working tree (release)"
-    nice -n 15 cargo build --release --bins -q
+    # Built as ordinary, low-priority work even when the measurement runs
+    # under a realtime policy (see above).
+    chrt -o 0 nice -n 15 cargo build --release --bins -q
     BIN=${CARGO_TARGET_DIR:-target}/release
 fi
 
@@ -87,7 +94,7 @@ want=$((max_step * 3 + 4096))
 nr_open=$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)
 [ "$want" -gt "$nr_open" ] && want=$nr_open
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want" ] && [ "$(id -u)" = 0 ]; then
-    ulimit -Hn "$want" || true
+    ulimit -Hn "$want" 2>/dev/null || echo "could not raise the hard open-files limit to $want (no CAP_SYS_RESOURCE here); it stays $(ulimit -Hn)"
 fi
 hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -ge "$want" ]; then ulimit -Sn "$want"; else ulimit -Sn "$hard"; fi
@@ -96,7 +103,7 @@ FDS=$(ulimit -Sn)
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "proxies on core $PROXY_CPU (1 worker each), client (stream-hold) and mock on core $LOAD_CPU; streams of $TOKENS tokens ${INTERVAL_MS} ms apart, ramp $RAMP/s, settle ${SETTLE}s, window ${WINDOW}s; open-files limit $FDS"
-    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); niceness of every process measured: $(nice), scheduling policy: $(chrt -p $$ | head -1 | sed 's/.*: //')"
 } | tee "$OUT/machine.txt"
 
 taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen 127.0.0.1:0 > "$OUT/mock.log" 2>&1 & pids+=($!)
@@ -145,11 +152,17 @@ hold() {
 
 # A step's verdict for one run: prints "ok", "fail REASON" or "load REASON".
 verdict() { # json direct-json-or-empty
-    python3 - "$1" "${2:-}" "$INTERVAL_MS" "$GAP_TARGET_US" "$LOAD_MAX" "$LOAD_WAIT_MAX" <<'PY'
+    python3 - "$1" "${2:-}" "$INTERVAL_MS" "$GAP_TARGET_US" "$LOAD_MAX" "$LOAD_WAIT_MAX" "$DIRECT_OVER_MAX_US" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 d = json.load(open(sys.argv[2])) if sys.argv[2] else None
 interval_us, target, load_max, wait_max = int(sys.argv[3]) * 1000, int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+direct_max = int(sys.argv[7])
+# The direct run is judged against what the load side can do on its own:
+# the mock's one-millisecond tick puts up to ~2 ms of jitter into the gaps
+# before any proxy is involved.
+if d is None:
+    target = direct_max
 w = r["window_s"] * 1e9
 cpu = r["cpu"]
 load = sum((cpu.get(k) or {}).get("cpu_ns", 0) for k in ("client", "mock")) / w
@@ -159,8 +172,8 @@ if load > load_max:
     why.append(f"load side {load:.0%} of its core")
 if wait > wait_max:
     why.append(f"load side waited {wait:.0%} on its run queue")
-if d is not None and (d["gap_us"].get("p99", 10**9) - interval_us > target or d["errors"]):
-    why.append("direct missed the target")
+if d is not None and (d["gap_us"].get("p99", 10**9) - interval_us > direct_max or d["errors"]):
+    why.append(f"direct's gap p99 more than {direct_max} us over the pacing")
 if why:
     print("load " + "; ".join(why)); sys.exit()
 proxy = cpu.get("proxy") or {}
@@ -173,7 +186,10 @@ if errors: why.append(f"{errors} errors")
 if r["stalled"]: why.append(f"{r['stalled']} stalled")
 if r["lost_tokens"]: why.append(f"{r['lost_tokens']} tokens lost")
 if min(r["open_at_start"], r["open_at_end"]) < r["streams"]: why.append(f"only {min(r['open_at_start'], r['open_at_end'])} open")
-if p99 is None or p99 - interval_us > target: why.append(f"gap p99 {p99} us")
+if d is None:
+    if p99 is None or p99 - interval_us > target: why.append(f"gap p99 {p99} us")
+elif p99 is None or d["gap_us"].get("p99") is None or p99 - d["gap_us"]["p99"] > target:
+    why.append(f"gap p99 {p99} us, direct {d['gap_us'].get('p99')} us")
 if r["batched_reads"] > 0.001 * max(r["reads"], 1): why.append(f"{r['batched_reads']} batched reads")
 print("fail " + "; ".join(why) if why else "ok")
 PY
@@ -273,7 +289,7 @@ if capacity and os.path.exists(f"{out}/runs.txt"):
             runs[(f[0], int(f[1]))] = json.load(open(f[2]))
     steps = sorted({n for _, n in runs})
     print(f"Streams held at {1000 / interval_ms:.0f} tokens/s ({interval_ms} ms apart); gap and first token as the client sees them, ms;")
-    print(f"'over' = gap p99 - {interval_ms} ms (target <= {target / 1000:g} ms); 'added' = the proxy's p99 - direct's at the same N, ms;")
+    print(f"'over' = gap p99 - {interval_ms} ms; 'added' = the proxy's p99 - direct's at the same N, ms (gap target <= {target / 1000:g} ms)")
     print("proxy = its core's share used by the proxy (run-queue wait); load = client + mock share of their core (wait)")
     hdr = f"{'N':>6} {'target':9} {'open':>6} {'gap p50':>8} {'p99':>7} {'max':>7} {'over':>6} {'ttft99':>7} {'added gap/ttft':>15} {'batched':>8} {'err':>4} {'proxy':>12} {'us/event':>9} {'load':>11}  verdict"
     print(hdr)
