@@ -22,6 +22,10 @@ pub(crate) enum Lifecycle {
 
     /// The operation has completed.
     Completed(io::Result<u32>, u32),
+
+    /// Switchboard patch: a multishot receive (many completions); handled by
+    /// `super::multishot`, never by the one-shot paths below.
+    Multi(Box<super::multishot::MultiState>),
 }
 
 impl<'a> Ref<'a, Lifecycle> {
@@ -44,6 +48,7 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
+            Lifecycle::Multi(..) => unreachable!("a multishot slot completed as one-shot"),
         }
     }
 
@@ -87,6 +92,7 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
+            Lifecycle::Multi(..) => unreachable!("a multishot slot dropped as one-shot"),
         }
         true
     }

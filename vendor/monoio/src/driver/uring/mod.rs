@@ -25,6 +25,8 @@ use super::{
 use crate::utils::slab::Slab;
 
 mod lifecycle;
+// Switchboard patch: multishot receive into a provided-buffer ring.
+pub(crate) mod multishot;
 #[cfg(feature = "sync")]
 mod waker;
 #[cfg(feature = "sync")]
@@ -82,6 +84,10 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    // Switchboard patch: the provided-buffer ring of multishot receives
+    // (dropped after the ring is closed: fields drop after `Drop::drop`).
+    recv_ring: multishot::RecvRing,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -111,6 +117,7 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            recv_ring: multishot::RecvRing::Untried,
             uring,
         }));
 
@@ -145,6 +152,7 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            recv_ring: multishot::RecvRing::Untried,
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -391,7 +399,7 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
+                _ => multishot::complete(&mut self.ops, &mut self.recv_ring, index as _, &cqe),
             }
         }
         Ok(())
@@ -601,6 +609,7 @@ impl Ops {
         self.slab.insert(Lifecycle::Submitted)
     }
 
+    #[allow(dead_code)] // Switchboard patch: completions go through multishot::complete
     fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) {
         let lifecycle = unsafe { self.slab.get(index).unwrap_unchecked() };
         lifecycle.complete(result, flags);

@@ -407,6 +407,18 @@ impl CancelableAsyncWriteRent for TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Switchboard patch: arm a multishot receive on this socket (io_uring
+    /// with a provided-buffer ring only: `None` on the legacy driver, when
+    /// [`crate::net::tcp::set_recv_multi_buffers`] left it off, or when the
+    /// kernel refused the ring). While it is armed, do not read the socket
+    /// any other way; see [`crate::net::tcp::RecvMulti`].
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn recv_multi(&self) -> Option<crate::net::tcp::RecvMulti> {
+        crate::driver::uring::multishot::RecvMulti::arm(&self.fd)
+    }
+}
+
 impl AsyncReadRent for TcpStream {
     #[inline]
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
