@@ -155,6 +155,50 @@ pub fn pick_uring_setup() -> io::Result<UringSetup> {
     Err(last)
 }
 
+/// Multishot receive's buffer ring per worker when `SWITCHBOARD_URING_RECV`
+/// is unset: 256 buffers of 4 KiB (1 MiB per worker).
+pub const URING_RECV_DEFAULT: (u16, u32) = (256, 4096);
+
+/// `SWITCHBOARD_URING_RECV`: `COUNTxBYTES` (the provided-buffer ring each
+/// io_uring worker receives streamed upstream bodies into, with multishot
+/// receive), `off`, or unset for [`URING_RECV_DEFAULT`]. Ranges in
+/// `limits::URING_RECV_BUFFERS` / `URING_RECV_BUFFER_BYTES`; COUNT a power
+/// of two. Returns (0, 0) for off.
+pub fn uring_recv_buffers() -> io::Result<(u16, u32)> {
+    use switchboard_shared::limits::{URING_RECV_BUFFERS, URING_RECV_BUFFER_BYTES};
+    let v = match std::env::var("SWITCHBOARD_URING_RECV") {
+        Err(_) => return Ok(URING_RECV_DEFAULT),
+        Ok(v) => v,
+    };
+    let bad = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("SWITCHBOARD_URING_RECV=`{v}`: {why} (expected COUNTxBYTES, e.g. 256x4096, or off)"),
+        )
+    };
+    match v.trim() {
+        "" => return Ok(URING_RECV_DEFAULT),
+        "off" | "0" => return Ok((0, 0)),
+        _ => {}
+    }
+    let Some((count, bytes)) = v.trim().split_once(['x', 'X']) else {
+        return Err(bad("no `x`".into()));
+    };
+    let count: u64 = count.trim().parse().map_err(|_| bad("COUNT is not a number".into()))?;
+    let bytes: u64 = bytes.trim().parse().map_err(|_| bad("BYTES is not a number".into()))?;
+    URING_RECV_BUFFERS.check(count).map_err(|e| bad(format!("COUNT {e}")))?;
+    if count == 0 {
+        return Ok((0, 0));
+    }
+    if !count.is_power_of_two() {
+        return Err(bad(format!("COUNT must be a power of two, got {count}")));
+    }
+    URING_RECV_BUFFER_BYTES.check(bytes).map_err(|e| bad(format!("BYTES {e}")))?;
+    let count = u16::try_from(count).map_err(|_| bad("COUNT too large".into()))?;
+    let bytes = u32::try_from(bytes).map_err(|_| bad("BYTES too large".into()))?;
+    Ok((count, bytes))
+}
+
 type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
 
 /// A worker's io_uring runtime, its ring set up as `setup` says.
@@ -296,6 +340,12 @@ pub fn start_with(
     let driver = choose_driver(driver_override()?.unwrap_or(cfg.driver))?;
     // A bad SWITCHBOARD_URING_SETUP is refused on either driver.
     let setup = if driver == DriverKind::IoUring { pick_uring_setup()? } else { uring_setups().map(|_| PLAIN)? };
+    // Likewise a bad SWITCHBOARD_URING_RECV. Process-wide: a worker thread
+    // registers its ring on its first streamed upstream read.
+    let (recv_count, recv_bytes) = uring_recv_buffers()?;
+    if driver == DriverKind::IoUring {
+        monoio::net::tcp::set_recv_multi_buffers(recv_count, recv_bytes)?;
+    }
     if cfg.raise_nofile_limit {
         match raise_nofile_limit() {
             Ok(n) => tracing::debug!(nofile = n, "open-files limit"),

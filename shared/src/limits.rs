@@ -78,6 +78,11 @@ pub const MAX_BODY_BYTES: Range = Range::new(KIB, GIB);
 pub const MAX_UPSTREAM_HEADER_BYTES: Range = Range::new(KIB, MIB);
 pub const CACHE_MAX_BYTES: Range = Range::new(0, 64 * GIB);
 pub const ADMIN_MAX_BODY_BYTES: Range = Range::new(KIB, 64 * MIB);
+/// Multishot receive on io_uring (`SWITCHBOARD_URING_RECV=COUNTxBYTES`): the
+/// buffers in each worker's provided-buffer ring (0 = off; else a power of
+/// two, the kernel's limit is 32768) and the bytes of each.
+pub const URING_RECV_BUFFERS: Range = Range::new(0, 32_768);
+pub const URING_RECV_BUFFER_BYTES: Range = Range::new(512, MIB);
 
 // ---- counts ----
 

@@ -467,3 +467,283 @@ fn absolute_form_request_targets_are_accepted() {
     c.send(&request("GET", "HTTP://gateway/v1/models/m", Some(KEY), "", &[]));
     assert_eq!(c.response().json()["id"], "m");
 }
+
+// ---- the upstream side of a stream: multishot receive on io_uring ----
+//
+// On io_uring a streamed upstream body is read with one multishot receive
+// into the worker's provided-buffer ring (`SWITCHBOARD_URING_RECV`); on
+// epoll, and after the ring ran dry, with plain reads. These run under both
+// drivers (the suite runs twice) and must give the same bytes either way.
+
+/// A scripted keep-alive upstream: accepts ONE connection and answers each
+/// request on it with the next of `answers`, each a list of writes made one
+/// after another (`pause` between them, so that they arrive apart). After the
+/// last answer it closes. Returns its base URL and the thread (which yields
+/// the number of requests it read).
+fn scripted_upstream(answers: Vec<Vec<Vec<u8>>>, pause: Duration) -> (String, std::thread::JoinHandle<usize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut served = 0;
+        let mut buf = Vec::new();
+        for answer in answers {
+            // Read one request: head, then a Content-Length body.
+            let end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return served,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < end + len {
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return served,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..end + len);
+            served += 1;
+            for (i, piece) in answer.iter().enumerate() {
+                if i > 0 && !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+                if s.write_all(piece).is_err() {
+                    return served;
+                }
+            }
+        }
+        served
+    });
+    (url, t)
+}
+
+const SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n";
+
+/// `n` chat chunks (`tok 0 `, `tok 1 `, ...), a finish chunk and `[DONE]`,
+/// as SSE events; each one its own HTTP chunk.
+fn sse_events(n: usize) -> Vec<Vec<u8>> {
+    let mut events: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"tok {i} "}},"finish_reason":null}}]}}"#
+            )
+        })
+        .collect();
+    events.push(
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#
+            .to_string(),
+    );
+    events.push("[DONE]".to_string());
+    events
+        .into_iter()
+        .map(|e| {
+            let data = format!("data: {e}\n\n");
+            format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
+        })
+        .collect()
+}
+
+/// The content tokens a client got, joined, and whether it ended with `[DONE]`.
+fn stream_text(body: &[u8]) -> (String, bool) {
+    let events = sse_data(body);
+    let done = events.last().map(String::as_str) == Some("[DONE]");
+    let text = events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    (text, done)
+}
+
+fn expected_text(n: usize) -> String {
+    (0..n).map(|i| format!("tok {i} ")).collect()
+}
+
+fn stream_request() -> Vec<u8> {
+    request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        &[],
+    )
+}
+
+/// Read a whole chunked streamed response off `c`.
+fn read_stream(c: &mut Conn) -> Vec<u8> {
+    let (status, _) = c.head();
+    assert_eq!(status, 200);
+    let mut body = Vec::new();
+    while let Some(chunk) = c.chunk() {
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+fn pieces_answers() -> (Vec<Vec<Vec<u8>>>, usize, usize) {
+    let small = 12;
+    let big = 400;
+    // A few bytes per write: events split across reads at every place.
+    let mut pieces = vec![SSE_HEAD.to_vec()];
+    let stream: Vec<u8> = sse_events(small).concat();
+    pieces.extend(stream.chunks(7).map(<[u8]>::to_vec));
+    pieces.push(b"0\r\n\r\n".to_vec());
+    // One write: the head and ~80 KB of events.
+    let mut whole = SSE_HEAD.to_vec();
+    whole.extend(sse_events(big).concat());
+    whole.extend_from_slice(b"0\r\n\r\n");
+    let json = br#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"plain"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let mut plain =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", json.len())
+            .into_bytes();
+    plain.extend_from_slice(json);
+    (vec![pieces, vec![whole], vec![plain]], small, big)
+}
+
+/// The three shapes over ONE upstream connection: a stream whose bytes come
+/// a few at a time, a stream that comes in one write (many ring buffers'
+/// worth), then a plain JSON answer on the same pooled connection (the
+/// multishot receive was stopped before the connection went back to the
+/// pool, so nothing of the next response is lost to it).
+fn check_pieces_over_one_connection(addr: std::net::SocketAddr, small: usize, big: usize) {
+    let mut c = Conn::open(addr);
+    c.send(&stream_request());
+    let (text, done) = stream_text(&read_stream(&mut c));
+    assert_eq!(text, expected_text(small));
+    assert!(done);
+    c.send(&stream_request());
+    let (text, done) = stream_text(&read_stream(&mut c));
+    assert_eq!(text, expected_text(big));
+    assert!(done);
+    c.send(&request(
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    ));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "plain");
+}
+
+#[test]
+fn a_stream_in_many_small_pieces_and_in_one_big_piece_then_json_on_the_same_upstream_connection() {
+    let (answers, small, big) = pieces_answers();
+    let (url, up) = scripted_upstream(answers, Duration::from_millis(1));
+    let gw = Gateway::start(&basic_config(&url, "workers = 1"));
+    check_pieces_over_one_connection(gw.addr, small, big);
+    // All three answers came over the one connection the upstream accepted.
+    drop(gw);
+    assert_eq!(up.join().unwrap(), 3);
+}
+
+#[test]
+fn an_upstream_that_closes_mid_stream_gives_the_client_the_mid_stream_error() {
+    let events = sse_events(5);
+    // The head and three events, apart, then the connection closes: no
+    // `[DONE]`, no last chunk.
+    let mut pieces = vec![SSE_HEAD.to_vec()];
+    pieces.extend(events[..3].iter().cloned());
+    let (url, up) = scripted_upstream(vec![pieces], Duration::from_millis(5));
+    let gw = Gateway::start(&basic_config(&url, "workers = 1"));
+    let mut c = gw.conn();
+    c.send(&stream_request());
+    let body = read_stream(&mut c);
+    let (text, done) = stream_text(&body);
+    assert_eq!(text, expected_text(3));
+    assert!(!done);
+    let last = sse_data(&body).pop().unwrap();
+    assert!(last.contains("failed mid-stream"), "{last}");
+    assert_eq!(up.join().unwrap(), 1);
+}
+
+/// A ring of ONE 512-byte buffer per worker: a stream's arrival of more than
+/// 512 bytes runs it dry (ENOBUFS) at once, and 24 streams at a time share
+/// it. Every stream must still arrive whole (the relay falls back to plain
+/// reads), and the pooled connections keep working. A separate process, as
+/// the ring's size is process-wide.
+#[test]
+fn streams_arrive_whole_when_the_receive_ring_runs_out_of_buffers() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sb.toml");
+    std::fs::write(&path, basic_config(&up.base_url(), "workers = 1")).unwrap();
+    let path = path.to_str().unwrap();
+    let log = "info,switchboard_dataplane::upstream::multishot=debug";
+    let mut p =
+        Proc::spawn(&["serve", "--config", path], &[("SWITCHBOARD_URING_RECV", "1x512"), ("SWITCHBOARD_LOG", log)]);
+    let addr = p.address("data plane listening on ");
+    let uring = p.wait_line("data plane listening on ").contains("driver=\"io_uring\"");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":40}}"#;
+    let threads: Vec<_> = (0..24)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                for _ in 0..2 {
+                    c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+                    let got = read_stream(&mut c);
+                    let events = sse_data(&got);
+                    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+                    assert_eq!(String::from_utf8_lossy(&got).matches("\"content\":\"word \"").count(), 40);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    if uring {
+        // The ring did run dry, and those streams went on with plain reads.
+        p.wait_line("multishot receive ended");
+    }
+    // And the big-piece stream on one connection, through the tiny ring.
+    let (answers, small, big) = pieces_answers();
+    let (url, scripted) = scripted_upstream(answers, Duration::from_millis(1));
+    assert_eq!(p.stop(), 0);
+    std::fs::write(dir.path().join("sb2.toml"), basic_config(&url, "workers = 1")).unwrap();
+    let path2 = dir.path().join("sb2.toml");
+    let mut p = Proc::spawn(&["serve", "--config", path2.to_str().unwrap()], &[("SWITCHBOARD_URING_RECV", "1x512")]);
+    check_pieces_over_one_connection(p.address("data plane listening on "), small, big);
+    assert_eq!(p.stop(), 0);
+    assert_eq!(scripted.join().unwrap(), 3);
+}
+
+#[test]
+fn a_bad_receive_ring_size_stops_the_gateway_at_start() {
+    let up = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sb.toml");
+    std::fs::write(&path, basic_config(&up.base_url(), "workers = 1")).unwrap();
+    for (v, says) in [
+        ("3x4096", "power of two"),
+        ("256x100", "BYTES must be between 512"),
+        ("lots", "no `x`"),
+        ("65536x4096", "COUNT must be between 0 and 32768"),
+    ] {
+        let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[("SWITCHBOARD_URING_RECV", v)]);
+        assert_eq!(p.wait_exit(Duration::from_secs(30)), 78, "{v}");
+        p.wait_line(says);
+    }
+    // `off` serves (plain reads).
+    let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[("SWITCHBOARD_URING_RECV", "off")]);
+    let mut c = Conn::open(p.address("data plane listening on "));
+    c.send(&stream_request());
+    let (text, done) = stream_text(&read_stream(&mut c));
+    assert_eq!(text, "word ".repeat(16));
+    assert!(done);
+    assert_eq!(p.stop(), 0);
+}

@@ -37,7 +37,7 @@ use crate::error::GatewayError;
 use crate::exchange::{Buffers, Exchange, CLIENT_CLOSED_STATUS};
 use crate::health::now_ms;
 use crate::http::head::{BodyFraming, Endpoint, ResponseHead};
-use crate::http::io::{read_append, write_all, IoFail, PeerClosed};
+use crate::http::io::{write_all, IoFail, PeerClosed};
 use crate::snapshot::Upstream;
 use crate::sse::{Gate, StreamGate, StreamTail};
 use crate::translate::{response, stream, RequestFacts, ResponseCtx, Translation};
@@ -211,6 +211,8 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
 
     let r = &mut bufs.up_r;
     let mut pos = head.head_len;
+    // Multishot receive for an event stream on io_uring (upstream/multishot.rs).
+    let mut reader = crate::upstream::UpstreamReader::new(head.event_stream);
     let mut filtered = Vec::new();
     let mut translated = Vec::new();
     // The upstream ended its (translated) stream with an error event of its own.
@@ -421,10 +423,10 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         pos = 0;
         let deadline = Instant::now() + up.read_timeout;
         let read = if sent {
-            read_append(&mut conn, r, 4096, deadline).await
+            reader.read_append(&mut conn, r, 4096, deadline).await
         } else {
             let watched = monoio::select! {
-                read = read_append(&mut conn, r, 4096, deadline) => Some(read),
+                read = reader.read_append(&mut conn, r, 4096, deadline) => Some(read),
                 _ = client.peer_closed() => None,
             };
             let Some(read) = watched else {
@@ -463,7 +465,9 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         };
         return fail_mid_stream(ctx, client, out, &head, client_chunked, up, x, &why).await;
     }
-    if head.keep_alive && !chain.deframe.surplus && framing != BodyFraming::Close {
+    // A multishot receive still armed is stopped first: the pooled
+    // connection's next response must not land in it.
+    if head.keep_alive && !chain.deframe.surplus && framing != BodyFraming::Close && reader.finish().await {
         ctx.pool.borrow_mut().put(&up.pool_key, conn, up.pool_max_idle, up.pool_idle_timeout);
     }
     if sent_whole {

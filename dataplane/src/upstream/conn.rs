@@ -56,6 +56,16 @@ impl AsyncReadRent for UpStream {
     }
 }
 
+impl UpStream {
+    /// The TCP socket, when the connection is plain (no TLS on it).
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            UpStream::Plain(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 impl AsyncWriteRent for UpStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {

@@ -2,7 +2,9 @@
 //! keep-alive pool they return to.
 
 pub mod conn;
+pub(crate) mod multishot;
 pub mod pool;
 
 pub use conn::{connect, IntoUpStream, UpStream};
+pub(crate) use multishot::UpstreamReader;
 pub use pool::Pool;
