@@ -439,7 +439,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
             read_size = STREAM_READ_START;
             ctx.give_back(std::mem::replace(r, Vec::with_capacity(STREAM_READ_START)));
         }
-        if sent {
+        if sent && out.is_empty() {
             // Nothing to write until the upstream sends more: the buffer goes
             // back to the worker while this response waits.
             ctx.give_back(std::mem::take(out));
