@@ -29,6 +29,17 @@ use std::time::Duration;
 /// does not pin memory for the rest of a keep-alive connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// What a request's first read asks room for (nginx's
+/// `client_header_buffer_size` is 1 KiB too); a larger request grows the
+/// buffer by `HEAD_READ` at a time (geometrically: `Vec`'s growth), and a
+/// keep-alive connection keeps what it grew to (up to `KEEP_CAPACITY`).
+const HEAD_READ_FIRST: usize = 1024;
+const HEAD_READ: usize = 4096;
+
+/// A stream's request stays in the read buffer while the stream is open; a
+/// buffer with more room than this to spare is shrunk to the request first.
+const STREAM_SPARE_MAX: usize = 1024;
+
 fn trim_capacity(v: &mut Vec<u8>) {
     if v.capacity() > KEEP_CAPACITY && v.len() <= KEEP_CAPACITY / 2 {
         v.shrink_to(KEEP_CAPACITY / 2);
@@ -41,7 +52,7 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate
     ctx: Rc<WorkerCtx>,
     mut io: S,
 ) {
-    let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
+    let mut rbuf: Vec<u8> = Vec::with_capacity(HEAD_READ_FIRST);
     let mut bufs = Buffers::default();
     loop {
         let next = handle_one(&ctx, &mut io, &mut rbuf, &mut bufs).await;
@@ -125,7 +136,10 @@ async fn read_head<S: AsyncReadRent>(ctx: &WorkerCtx, io: &mut S, rbuf: &mut Vec
         }
         scanned = rbuf.len();
         let deadline = header_deadline.unwrap_or_else(|| Instant::now() + ctx.idle_timeout);
-        match read_append(io, rbuf, 4096, deadline).await {
+        // A request's first read needs room for `HEAD_READ_FIRST` (a small
+        // request fits); a head that does not fit grows the buffer.
+        let want = if rbuf.is_empty() { HEAD_READ_FIRST } else { HEAD_READ };
+        match read_append(io, rbuf, want, deadline).await {
             Ok(0) => return HeadRead::Closed,
             Ok(_) => {
                 if header_deadline.is_none() {
@@ -392,11 +406,22 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         Err(e) => return Answer::Error(e),
     };
     *next_start = Some(next);
-    let body = &rbuf[range];
-    let fields = match scan(body).and_then(|f| crate::validate::check(&c.head.endpoint, &f.checks).map(|()| f)) {
+    let mut fields = match checked(&c.head.endpoint, &rbuf[range.clone()]) {
         Ok(f) => f,
         Err(e) => return Answer::Error(e),
     };
+    if fields.stream && rbuf.capacity() - rbuf.len() > STREAM_SPARE_MAX {
+        // A stream holds its request (the exchange reads it to the end) for
+        // as long as it is open: not in a read buffer mostly empty. Read
+        // again from the buffer of its own size (once per stream).
+        drop(fields);
+        rbuf.shrink_to_fit();
+        fields = match checked(&c.head.endpoint, &rbuf[range.clone()]) {
+            Ok(f) => f,
+            Err(e) => return Answer::Error(e),
+        };
+    }
+    let body = &rbuf[range];
     let route = match route::resolve(&snapshot, key, &fields.model) {
         Ok(r) => r,
         Err(e) => return Answer::Error(e),
@@ -422,6 +447,11 @@ async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         }
     }
     Answer::Routed(ending, std::mem::take(&mut x.headers))
+}
+
+/// The body's fields, and OpenAI's checks on them.
+fn checked<'a>(endpoint: &Endpoint, body: &'a [u8]) -> Result<crate::request::BodyFields<'a>, GatewayError> {
+    scan(body).and_then(|f| crate::validate::check(endpoint, &f.checks).map(|()| f))
 }
 
 /// A token count answered by the gateway itself: the request's text at about

@@ -155,6 +155,9 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         x.tally.attempts = attempts;
         let last = n + 1 >= retry.max_attempts;
         let translated = x.translation.as_ref().map(|(way, _)| (*way, bufs.translated.as_slice()));
+        if bufs.up_w.capacity() == 0 {
+            bufs.up_w = ctx.lend_buffer();
+        }
         build_request(&mut bufs.up_w, target, key, x, translated);
         let _busy = InFlight::new(&up.health);
         let mut wait = up.first_byte_timeout;
@@ -170,6 +173,9 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             _ = client.peer_closed() => None,
         };
         x.tally.upstream += sent.elapsed();
+        // The request is rendered again for each attempt: its buffer goes
+        // back to the worker rather than staying with a stream for hours.
+        ctx.give_back(std::mem::take(&mut bufs.up_w));
         let Some(result) = result else {
             // Dropping the attempt closes the upstream connection: the
             // upstream stops generating for nobody.
@@ -424,6 +430,10 @@ enum SendFail {
 
 /// One try at one upstream: a pooled connection (once more on a fresh one if
 /// the pooled one turns out closed), request out, response head in.
+///
+/// Opening a connection (TCP, and TLS's handshake: kilobytes of state) is
+/// boxed, for the connections it opens only: inline, it would size this
+/// future, and with it every connection's task for as long as it is open.
 async fn attempt(
     ctx: &WorkerCtx,
     up: &Upstream,
@@ -433,7 +443,7 @@ async fn attempt(
     let pooled = ctx.pool.borrow_mut().take(&up.pool_key);
     let (mut conn, mut reused) = match pooled {
         Some(c) => (c, true),
-        None => (connect(up, &ctx.dns).await?, false),
+        None => (Box::pin(connect(up, &ctx.dns)).await?, false),
     };
     loop {
         match send(ctx, &mut conn, up, bufs, wait).await {
@@ -447,7 +457,7 @@ async fn attempt(
                 match next {
                     Some(c) => conn = c,
                     None => {
-                        conn = connect(up, &ctx.dns).await?;
+                        conn = Box::pin(connect(up, &ctx.dns)).await?;
                         reused = false;
                     }
                 }

@@ -45,7 +45,53 @@ pub struct WorkerCtx {
     pub cache: Arc<crate::cache::ResponseCache>,
     /// This process's random id (node agents tell gateways apart by it).
     pub instance: u64,
+    /// Byte buffers a connection hands back while it waits (see [`WorkerCtx::lend_buffer`]).
+    spare: SpareBuffers,
 }
+
+/// A worker's spare byte buffers (see [`WorkerCtx::lend_buffer`]): its own,
+/// on its own thread, so lending takes no lock.
+#[derive(Default)]
+pub struct SpareBuffers(RefCell<Vec<Vec<u8>>>);
+
+impl SpareBuffers {
+    /// A buffer handed back before (empty), else a new one.
+    pub fn lend(&self) -> Vec<u8> {
+        self.0.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Keep `buf`, emptied, while fewer than [`SPARE_BUFFERS`] are kept and
+    /// if it is at most [`SPARE_BUFFER_MAX_BYTES`] large; else free it.
+    pub fn give_back(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > SPARE_BUFFER_MAX_BYTES {
+            return;
+        }
+        let mut spare = self.0.borrow_mut();
+        if spare.len() < SPARE_BUFFERS {
+            buf.clear();
+            spare.push(buf);
+        }
+    }
+
+    /// How many are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The most spare buffers a worker keeps ([`WorkerCtx::lend_buffer`]):
+/// enough for the writes under way at one moment in steady traffic (a burst
+/// past it allocates, and frees what it cannot hand back); few enough that
+/// the list itself stays small (at most 64 × 16 KiB).
+pub const SPARE_BUFFERS: usize = 64;
+/// A buffer larger than this is freed rather than kept as a spare.
+pub const SPARE_BUFFER_MAX_BYTES: usize = 16 * 1024;
 
 /// What a worker is given besides its config and snapshots.
 pub struct WorkerParts {
@@ -86,7 +132,22 @@ impl WorkerCtx {
             access_log,
             cache,
             instance,
+            spare: SpareBuffers::default(),
         }
+    }
+
+    /// A byte buffer for one step of a connection (a request on its way
+    /// upstream, an event on its way to the client): one handed back before,
+    /// else a new one. A connection that then waits — an open stream between
+    /// its events — hands it back with [`give_back`](Self::give_back), so it
+    /// holds no buffer while it waits, and steady traffic allocates none.
+    pub fn lend_buffer(&self) -> Vec<u8> {
+        self.spare.lend()
+    }
+
+    /// Hand a buffer back ([`SpareBuffers::give_back`]).
+    pub fn give_back(&self, buf: Vec<u8>) {
+        self.spare.give_back(buf)
     }
 
     #[allow(clippy::redundant_allocation)]
@@ -180,5 +241,35 @@ impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
         self.0.metrics.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_buffers_are_lent_empty_and_bounded() {
+        let spare = SpareBuffers::default();
+        // Nothing handed back yet: a new, unallocated buffer.
+        assert_eq!(spare.lend().capacity(), 0);
+        let mut used = Vec::with_capacity(512);
+        used.extend_from_slice(b"a previous connection's bytes");
+        spare.give_back(used);
+        assert_eq!(spare.len(), 1);
+        let lent = spare.lend();
+        // The same allocation, with nothing of its previous use readable.
+        assert!(lent.capacity() >= 512);
+        assert!(lent.is_empty());
+        assert!(spare.is_empty());
+        // Unallocated and oversized buffers are not kept.
+        spare.give_back(Vec::new());
+        spare.give_back(Vec::with_capacity(SPARE_BUFFER_MAX_BYTES + 1));
+        assert!(spare.is_empty());
+        // At most SPARE_BUFFERS are kept.
+        for _ in 0..SPARE_BUFFERS + 10 {
+            spare.give_back(Vec::with_capacity(64));
+        }
+        assert_eq!(spare.len(), SPARE_BUFFERS);
     }
 }

@@ -93,6 +93,51 @@ fn a_stream_reaches_the_client_before_the_upstream_finishes() {
     assert_eq!(c.response().status, 200);
 }
 
+/// A stream's body is read into a small buffer that grows when a read fills
+/// it (docs/architecture.md, "Buffers and memory"): events far larger than
+/// the first read still arrive whole and in order, on a kept-alive
+/// connection, and the request after it (on the same connection) too.
+#[test]
+fn a_stream_of_large_events_is_relayed_whole_through_growing_reads() {
+    let token: String = (0..3000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let up = mock_with(switchboard_loadtests::MockConfig {
+        record: true,
+        token_text: token.clone(),
+        ..switchboard_loadtests::MockConfig::default()
+    });
+    let gw = Gateway::start(&basic_config(&up.base_url(), ""));
+    let mut c = gw.conn();
+    for round in 0..2 {
+        c.send(&request(
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":6}}"#,
+            &[],
+        ));
+        let r = c.response();
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        let mut content = String::new();
+        let mut done = false;
+        for line in r.text().lines() {
+            let Some(data) = line.strip_prefix("data: ") else { continue };
+            if data == "[DONE]" {
+                done = true;
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                content.push_str(t);
+            }
+        }
+        assert!(done, "round {round}: the stream ends with [DONE]");
+        assert_eq!(content.len(), 6 * token.len(), "round {round}");
+        assert_eq!(content, token.repeat(6), "round {round}: every byte of every event, in order");
+    }
+    // Both streams went over one client connection.
+    assert_eq!(up.recorded().len(), 2);
+}
+
 #[test]
 fn keep_alive_reuses_client_and_upstream_connections() {
     let up = mock();

@@ -87,8 +87,9 @@ struct Chain {
     /// A Messages response: errors the gateway writes take Anthropic's shape,
     /// a stream ends with `message_stop` rather than `[DONE]`.
     anthropic: bool,
-    /// The upstream speaks the other API: its stream, event by event…
-    translate: Option<Translator>,
+    /// The upstream speaks the other API: its stream, event by event
+    /// (boxed: a passthrough stream's relay does not carry its state)…
+    translate: Option<Box<Translator>>,
     /// …or its whole answer (or error), held, at its end.
     whole: Option<Translation>,
 }
@@ -122,6 +123,11 @@ impl Translator {
     }
 }
 
+/// The most one read of a response body asks for (and its first read, but a stream's).
+const BODY_READ: usize = 4096;
+/// A stream's first read of its body after the head: events are small.
+const STREAM_READ_START: usize = 512;
+
 /// The most of a whole answer from a target of the other API held to
 /// translate it (16 MiB); a larger one is the upstream's failure.
 pub const TRANSLATE_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -138,10 +144,10 @@ impl Chain {
         let translate_stream = head.event_stream && success;
         let translate = translating.filter(|_| translate_stream).map(|(way, facts)| {
             let rctx = response_ctx(x, facts);
-            match way {
+            Box::new(match way {
                 Translation::MessagesToChat => Translator::ToMessages(stream::ChatToMessages::new(&rctx)),
                 Translation::ChatToMessages => Translator::ToChat(stream::MessagesToChat::new(&rctx)),
-            }
+            })
         });
         let whole = translating.filter(|_| !translate_stream && framing != BodyFraming::None).map(|(way, _)| *way);
         // A translated stream's length is not the upstream's.
@@ -199,7 +205,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         }
     }
     let mut chain = Chain::new(ctx, &head, x);
-    if let Some(Translator::ToMessages(t)) = chain.translate.as_mut() {
+    if let Some(Translator::ToMessages(t)) = chain.translate.as_deref_mut() {
         t.require_finish(up.require_finish_reason);
     }
     let framing = head.framing;
@@ -227,7 +233,16 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         Relayed::Retry(GatewayError::upstream(format!("Upstream `{}` failed before {before}: {why}.", up.name)))
     };
     let client_chunked = chain.frame == ClientBody::Chunked;
+    // How much one read of the body asks for. A stream's events are small and
+    // far apart: its reads start at `STREAM_READ_START` in a buffer of that
+    // size, and double when a read fills them (up to `BODY_READ`), so an open
+    // stream does not hold the response head's buffer.
+    let mut read_size = BODY_READ;
+    let mut small_reads = head.event_stream;
     loop {
+        if out.capacity() == 0 {
+            *out = ctx.lend_buffer();
+        }
         let payload = match chain.deframe.payload(r, pos) {
             Ok(p) => p,
             Err(e) if !sent => return retry(format!("{e}")),
@@ -421,13 +436,26 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         }
         r.clear();
         pos = 0;
+        if small_reads {
+            small_reads = false;
+            read_size = STREAM_READ_START;
+            ctx.give_back(std::mem::replace(r, Vec::with_capacity(STREAM_READ_START)));
+        }
+        if sent && out.is_empty() {
+            // Nothing to write until the upstream sends more: the buffer goes
+            // back to the worker while this response waits.
+            ctx.give_back(std::mem::take(out));
+        }
         let deadline = Instant::now() + up.read_timeout;
         let read = if sent {
-            reader.read_append(&mut conn, r, 4096, deadline).await
+            reader.read_append(&mut conn, r, read_size, deadline).await
         } else {
             let watched = monoio::select! {
-                read = reader.read_append(&mut conn, r, 4096, deadline) => Some(read),
-                _ = client.peer_closed() => None,
+                read = reader.read_append(&mut conn, r, read_size, deadline) => Some(read),
+                // Boxed (once per response that waits before its first
+                // byte): inline, the watch would size the relay's future for
+                // the whole of every stream.
+                _ = Box::pin(client.peer_closed()) => None,
             };
             let Some(read) = watched else {
                 tracing::debug!(upstream = %up.name, "client left before the first byte; upstream request cancelled");
@@ -445,8 +473,11 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
                 _ => {}
             }
         }
+        if matches!(read, Ok(n) if n >= read_size) {
+            read_size = read_size.saturating_mul(2).min(BODY_READ);
+        }
         let after_done = chain.filter.as_ref().is_some_and(|f| f.done_seen)
-            || chain.translate.as_ref().is_some_and(Translator::upstream_ended);
+            || chain.translate.as_deref().is_some_and(Translator::upstream_ended);
         let why = match read {
             Ok(0) if framing == BodyFraming::Close => {
                 chain.deframe.eof = true;
