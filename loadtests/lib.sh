@@ -5,7 +5,17 @@
 # Every process a script starts goes in `pids` (`cmd & pids+=($!)`): all are
 # stopped when the script exits, however it exits.
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# A script run under a real-time policy (`chrt -f 1`, see stream-capacity.sh)
+# goes back to ordinary scheduling first: a SCHED_FIFO shell or nginx left
+# spinning or unlinking can starve the kernel workers it waits on (seen: 40
+# minutes stuck in an unlink's discard at 88 % of a core).
+cleanup() {
+    if command -v chrt >/dev/null 2>&1; then
+        for p in $$ "${pids[@]}"; do chrt -o -a -p 0 "$p" >/dev/null 2>&1 || true; done
+    fi
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 # wait_line FILE PATTERN [TRIES]: until FILE has a line matching PATTERN,
