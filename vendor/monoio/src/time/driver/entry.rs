@@ -574,7 +574,9 @@ impl Drop for TimerEntry {
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", repr(align(128)))]
-#[cfg_attr(not(target_arch = "x86_64"), repr(align(64)))]
+// Patched (PATCHES.md): no longer aligned to a cache line. Every timer here
+// lives and fires on its own thread (`Cell`, `RefCell`), so there is no false
+// sharing to avoid, and the 128-byte alignment made every `Sleep` 640 bytes and
+// padded every future that holds one.
 #[derive(Debug, Default)]
 struct CachePadded<T>(T);
