@@ -165,7 +165,7 @@ pub const URING_RECV_DEFAULT: (u16, u32) = (256, 4096);
 /// `limits::URING_RECV_BUFFERS` / `URING_RECV_BUFFER_BYTES`; COUNT a power
 /// of two. Returns (0, 0) for off.
 pub fn uring_recv_buffers() -> io::Result<(u16, u32)> {
-    use switchboard_shared::limits::{URING_RECV_BUFFERS, URING_RECV_BUFFER_BYTES};
+    use switchboard_shared::limits::{URING_RECV_BUFFERS, URING_RECV_BUFFER_BYTES, URING_RECV_RING_BYTES};
     let v = match std::env::var("SWITCHBOARD_URING_RECV") {
         Err(_) => return Ok(URING_RECV_DEFAULT),
         Ok(v) => v,
@@ -194,6 +194,9 @@ pub fn uring_recv_buffers() -> io::Result<(u16, u32)> {
         return Err(bad(format!("COUNT must be a power of two, got {count}")));
     }
     URING_RECV_BUFFER_BYTES.check(bytes).map_err(|e| bad(format!("BYTES {e}")))?;
+    URING_RECV_RING_BYTES
+        .check(count.saturating_mul(bytes))
+        .map_err(|e| bad(format!("the ring (COUNT × BYTES, per worker) {e}")))?;
     let count = u16::try_from(count).map_err(|_| bad("COUNT too large".into()))?;
     let bytes = u32::try_from(bytes).map_err(|_| bad("BYTES too large".into()))?;
     Ok((count, bytes))

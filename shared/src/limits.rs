@@ -83,6 +83,9 @@ pub const ADMIN_MAX_BODY_BYTES: Range = Range::new(KIB, 64 * MIB);
 /// two, the kernel's limit is 32768) and the bytes of each.
 pub const URING_RECV_BUFFERS: Range = Range::new(0, 32_768);
 pub const URING_RECV_BUFFER_BYTES: Range = Range::new(512, MIB);
+/// …and the whole ring (COUNT × BYTES), which each io_uring worker allocates:
+/// at most 256 MiB per worker (the default is 1 MiB).
+pub const URING_RECV_RING_BYTES: Range = Range::new(0, 256 * MIB);
 
 // ---- counts ----
 

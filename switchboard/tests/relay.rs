@@ -778,6 +778,7 @@ fn a_bad_receive_ring_size_stops_the_gateway_at_start() {
         ("256x100", "BYTES must be between 512"),
         ("lots", "no `x`"),
         ("65536x4096", "COUNT must be between 0 and 32768"),
+        ("32768x1048576", "the ring (COUNT × BYTES, per worker) must be between 0 and"),
     ] {
         let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[("SWITCHBOARD_URING_RECV", v)]);
         assert_eq!(p.wait_exit(Duration::from_secs(30)), 78, "{v}");
