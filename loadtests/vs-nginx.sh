@@ -180,9 +180,12 @@ run() { # proxy shape round
     local p=$1 shape=$2 conns=${2#?} stream=false
     [ "${shape:0:1}" = s ] && stream=true
     local log="$OUT/$p-$shape-$3.txt"
-    # Warm-up (connections opened, pools filled), not counted.
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" --timeout 10s -s "$OUT/wrk-$stream.lua" \
-        "${URL[$p]}/v1/chat/completions" > /dev/null
+    # Warm-up (connections opened, pools filled), not counted; WARMUP=0
+    # skips it (wrk refuses -d0s).
+    if [ "$WARMUP" != 0 ]; then
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" --timeout 10s -s "$OUT/wrk-$stream.lua" \
+            "${URL[$p]}/v1/chat/completions" > /dev/null
+    fi
     local c0 x0 c1 x1
     c0=$(cpu_ns "${PID[$p]}"); x0=$(ctxsw "${PID[$p]}")
     taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$OUT/wrk-$stream.lua" \

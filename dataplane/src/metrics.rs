@@ -77,6 +77,11 @@ pub struct WorkerSlot {
     pub quota_refused: AtomicU64,
     /// Panics caught on this worker (each closed one connection).
     pub panics: AtomicU64,
+    /// Event-stream bodies read with a multishot receive (io_uring), and
+    /// those of them that went back to plain reads part-way (the worker's
+    /// receive ring ran dry, or the kernel ended the receive).
+    pub multishot_receives: AtomicU64,
+    pub multishot_fallbacks: AtomicU64,
     /// The worker thread died (a panic outside any connection): it serves
     /// nothing any more, `/healthz` answers 503 and the process stops.
     pub down: std::sync::atomic::AtomicBool,
@@ -301,6 +306,22 @@ impl Metrics {
         let panics: u64 = self.slots.iter().map(|s| s.panics.load(Ordering::Relaxed)).sum();
         help(&mut o, "switchboard_worker_panics_total", "counter", "Panics caught on data-plane workers.");
         let _ = writeln!(o, "switchboard_worker_panics_total {panics}");
+        let armed: u64 = self.slots.iter().map(|s| s.multishot_receives.load(Ordering::Relaxed)).sum();
+        let fell: u64 = self.slots.iter().map(|s| s.multishot_fallbacks.load(Ordering::Relaxed)).sum();
+        help(
+            &mut o,
+            "switchboard_uring_multishot_receives_total",
+            "counter",
+            "Streamed upstream bodies read with one multishot receive (io_uring).",
+        );
+        let _ = writeln!(o, "switchboard_uring_multishot_receives_total {armed}");
+        help(
+            &mut o,
+            "switchboard_uring_multishot_fallbacks_total",
+            "counter",
+            "Multishot receives that ended early (receive ring dry); the body went on with plain reads.",
+        );
+        let _ = writeln!(o, "switchboard_uring_multishot_fallbacks_total {fell}");
         help(&mut o, "switchboard_workers_down", "gauge", "Data-plane workers whose thread died (not serving).");
         let _ = writeln!(o, "switchboard_workers_down {}", self.workers_down());
         help(&mut o, "switchboard_requests_in_flight", "gauge", "Requests being handled.");

@@ -751,9 +751,14 @@ fn streams_arrive_whole_when_the_receive_ring_runs_out_of_buffers() {
     for t in threads {
         t.join().unwrap();
     }
+    let (armed, fell) = (multishot_metric(addr, "receives"), multishot_metric(addr, "fallbacks"));
     if uring {
-        // The ring did run dry, and those streams went on with plain reads.
+        // The ring did run dry, and those streams went on with plain reads;
+        // `/metrics` says how many.
         p.wait_line("multishot receive ended");
+        assert!(armed >= 48 && fell >= 1 && fell <= armed, "armed {armed}, fell back {fell}");
+    } else {
+        assert_eq!((armed, fell), (0, 0), "no multishot on epoll");
     }
     // And the big-piece stream on one connection, through the tiny ring.
     let (answers, small, big) = pieces_answers();
@@ -765,6 +770,15 @@ fn streams_arrive_whole_when_the_receive_ring_runs_out_of_buffers() {
     check_pieces_over_one_connection(p.address("data plane listening on "), small, big);
     assert_eq!(p.stop(), 0);
     assert_eq!(scripted.join().unwrap(), 3);
+}
+
+/// `switchboard_uring_multishot_{receives,fallbacks}_total` from `/metrics`.
+fn multishot_metric(addr: std::net::SocketAddr, which: &str) -> u64 {
+    let mut c = Conn::open(addr);
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = c.response().text();
+    let name = format!("switchboard_uring_multishot_{which}_total ");
+    text.lines().find_map(|l| l.strip_prefix(&name)).unwrap_or_else(|| panic!("no {name}in {text}")).parse().unwrap()
 }
 
 #[test]
@@ -786,10 +800,25 @@ fn a_bad_receive_ring_size_stops_the_gateway_at_start() {
     }
     // `off` serves (plain reads).
     let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[("SWITCHBOARD_URING_RECV", "off")]);
-    let mut c = Conn::open(p.address("data plane listening on "));
+    let addr = p.address("data plane listening on ");
+    let mut c = Conn::open(addr);
     c.send(&stream_request());
     let (text, done) = stream_text(&read_stream(&mut c));
     assert_eq!(text, "word ".repeat(16));
     assert!(done);
+    assert_eq!(multishot_metric(addr, "receives"), 0, "off arms no multishot receive");
+    assert_eq!(p.stop(), 0);
+    // The default ring: one receive for the stream, no fallback (io_uring);
+    // nothing on epoll.
+    let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[]);
+    let uring = p.wait_line("data plane listening on ").contains("driver=\"io_uring\"");
+    let addr = p.address("data plane listening on ");
+    let mut c = Conn::open(addr);
+    // Events 5 ms apart, so the body does not all come with the head.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"mock":{"tokens":4,"interval_ms":5}}"#;
+    c.send(&request("POST", "/v1/chat/completions", Some(KEY), body, &[]));
+    assert!(stream_text(&read_stream(&mut c)).1);
+    let expect = if uring { (1, 0) } else { (0, 0) };
+    assert_eq!((multishot_metric(addr, "receives"), multishot_metric(addr, "fallbacks")), expect);
     assert_eq!(p.stop(), 0);
 }

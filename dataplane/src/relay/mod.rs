@@ -218,7 +218,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
     let r = &mut bufs.up_r;
     let mut pos = head.head_len;
     // Multishot receive for an event stream on io_uring (upstream/multishot.rs).
-    let mut reader = crate::upstream::UpstreamReader::new(head.event_stream);
+    let mut reader = crate::upstream::UpstreamReader::new(head.event_stream, &ctx.metrics);
     let mut filtered = Vec::new();
     let mut translated = Vec::new();
     // The upstream ended its (translated) stream with an error event of its own.

@@ -14,22 +14,26 @@
 
 use super::UpStream;
 use crate::http::io::{read_append, IoFail};
+use crate::metrics::WorkerSlot;
 use monoio::net::tcp::{MultiRecv, RecvMulti};
 use monoio::time::Instant;
+use std::sync::atomic::Ordering;
 
 /// The upstream side of one relayed body.
-pub(crate) struct UpstreamReader {
+pub(crate) struct UpstreamReader<'w> {
     multi: Option<RecvMulti>,
     /// May arm one (a streamed body on a plain TCP connection, not yet
     /// fallen back).
     allowed: bool,
+    /// Where arming and falling back are counted (`/metrics`).
+    slot: &'w WorkerSlot,
 }
 
-impl UpstreamReader {
+impl<'w> UpstreamReader<'w> {
     /// `stream`: the body is an event stream (multishot pays where reads
     /// wait between events; a plain body mostly came with the head).
-    pub(crate) fn new(stream: bool) -> UpstreamReader {
-        UpstreamReader { multi: None, allowed: stream }
+    pub(crate) fn new(stream: bool, slot: &'w WorkerSlot) -> UpstreamReader<'w> {
+        UpstreamReader { multi: None, allowed: stream, slot }
     }
 
     /// Read once into `r` (after its length), with at least `min_spare` bytes
@@ -44,6 +48,9 @@ impl UpstreamReader {
         if self.multi.is_none() && self.allowed {
             self.multi = conn.plain().and_then(|s| s.recv_multi());
             self.allowed = self.multi.is_some();
+            if self.allowed {
+                self.slot.multishot_receives.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(multi) = self.multi.as_mut() {
             if r.capacity() - r.len() < min_spare {
@@ -57,6 +64,7 @@ impl UpstreamReader {
                 // from here on (nothing was lost: the receive is over).
                 Ok(MultiRecv::Ended) => {
                     tracing::debug!("multishot receive ended (ring out of buffers, or ended by the kernel); plain reads for the rest of this body");
+                    self.slot.multishot_fallbacks.fetch_add(1, Ordering::Relaxed);
                     self.multi = None;
                     self.allowed = false;
                 }
