@@ -175,6 +175,9 @@ fi
 # CPU ns and context switches, summed over the process's threads.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {printf "%.0f", s}'; }
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s+=$2} END {printf "%.0f", s}'; }
+# User and system time of the whole process, in clock ticks (utime stime):
+# coarse (100 Hz), used only for the user/kernel split of schedstat's total.
+ticks() { awk '{print $14, $15}' /proc/"$1"/stat 2>/dev/null || echo "0 0"; }
 
 run() { # proxy shape round
     local p=$1 shape=$2 conns=${2#?} stream=false
@@ -186,16 +189,17 @@ run() { # proxy shape round
         taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" --timeout 10s -s "$OUT/wrk-$stream.lua" \
             "${URL[$p]}/v1/chat/completions" > /dev/null
     fi
-    local c0 x0 c1 x1
-    c0=$(cpu_ns "${PID[$p]}"); x0=$(ctxsw "${PID[$p]}")
+    local c0 x0 c1 x1 t0 t1
+    c0=$(cpu_ns "${PID[$p]}"); x0=$(ctxsw "${PID[$p]}"); t0=$(ticks "${PID[$p]}")
     taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$OUT/wrk-$stream.lua" \
         "${URL[$p]}/v1/chat/completions" > "$log"
-    c1=$(cpu_ns "${PID[$p]}"); x1=$(ctxsw "${PID[$p]}")
+    c1=$(cpu_ns "${PID[$p]}"); x1=$(ctxsw "${PID[$p]}"); t1=$(ticks "${PID[$p]}")
     local n bad
     n=$(awk '/requests in/ {print $1}' "$log")
     bad=$(awk '/Non-2xx|Socket errors/ {print}' "$log" | tr '\n' ' ')
     [ -n "$bad" ] && echo "  $p $shape round $3: $bad" >&2
-    printf '%s %s %s %s %s %s\n' "$p" "$shape" "$3" "$n" "$((c1 - c0))" "$((x1 - x0))" >> "$OUT/runs.txt"
+    printf '%s %s %s %s %s %s %s\n' "$p" "$shape" "$3" "$n" "$((c1 - c0))" "$((x1 - x0))" \
+        "$(echo "$t0 $t1" | awk '{print $3 - $1, $4 - $2}')" >> "$OUT/runs.txt"
     printf '  %-8s %-5s round %s: %8s requests, %7.1f us CPU/request\n' "$p" "$shape" "$3" "$n" \
         "$(awk -v c=$((c1 - c0)) -v n="$n" 'BEGIN {print (n > 0 ? c / n / 1000 : 0)}')"
 }
@@ -233,10 +237,11 @@ rows = [l.split() for l in open(sys.argv[1])]
 tokens = int(sys.argv[2])
 proxies, shapes = sys.argv[3].split(), sys.argv[4].split()
 runs = {}
-for p, shape, _r, n, cpu, cs in rows:
-    n, cpu, cs = int(n), int(cpu), int(cs)
+for p, shape, _r, n, cpu, cs, ut, st in rows:
+    n, cpu, cs, ut, st = int(n), int(cpu), int(cs), int(ut), int(st)
     if n > 0:
-        runs.setdefault((p, shape), []).append((cpu / n / 1000, cs / n))
+        share = ut / (ut + st) if ut + st > 0 else 0.0
+        runs.setdefault((p, shape), []).append((cpu / n / 1000, cs / n, share))
 def med(p, s, i=0):
     v = [x[i] for x in runs.get((p, s), [])]
     return statistics.median(v) if v else None
@@ -254,6 +259,16 @@ if any(s[0] == "s" for s in shapes):
     print(f"per relayed SSE event ({tokens} tokens + role, usage and [DONE] events), us:")
     for p in proxies:
         print(f"{p:18}" + ", ".join(f"{name(s)}: {(med(p, s) or 0) / (tokens + 3):.2f}" for s in shapes if s[0] == "s"))
+# Where the CPU went: user space (the proxy's own code) against the kernel
+# (TCP, the ring or epoll), from the process's utime/stime ticks (coarse:
+# read the split, not the third digit).
+print("user space / kernel, us per request (per stream for streams): median total x median user share (utime/stime ticks)")
+for p in proxies:
+    cells = []
+    for s in shapes:
+        t, u = med(p, s), med(p, s, 2)
+        cells.append(f"{t * u:.1f} / {t * (1 - u):.1f}" if t else "-")
+    print(f"{p:18}" + "".join(f"{c:>28}" for c in cells))
 print("ratios of medians:")
 pairs = [("io_uring", "nginx"), ("legacy", "nginx"), ("io_uring", "legacy")]
 pairs += [(p[4:], p) for p in proxies if p.startswith("old-")]
