@@ -257,8 +257,8 @@ if [ "$LAT" != 0 ]; then
             echo "added latency, $LAT_STREAMS streams, $tokens tokens ${interval} ms apart, round $r (load average $(cut -d' ' -f1 /proc/loadavg))"
             for i in $(seq 0 $((${#targets[@]} - 1))); do
                 t=${targets[$(((i + r) % ${#targets[@]}))]}
-                extra=()
-                [ "$t" != direct ] && extra=(--pid proxy="${LPID[$t]}")
+                extra=(--stamp)
+                [ "$t" != direct ] && extra+=(--pid proxy="${LPID[$t]}")
                 j=$(hold "$t" "$LAT_STREAMS" "${LURL[$t]}" "$tokens" "$interval" "$LAT_WINDOW" 1 "${extra[@]}") || continue
                 printf '  %-9s %s\n' "$t" "$(cat "$j.txt")"
                 echo "$pacing $r $t $j" >> "$OUT/latency-runs.txt"
@@ -363,7 +363,7 @@ if lat and os.path.exists(f"{out}/latency-runs.txt"):
         rounds = sorted({k[1] for k in runs if k[0] == pacing})
         for p in proxies:
             cells = []
-            for metric, name in (("ttft_us", "first token"), ("gap_us", "token gap")):
+            for metric, name in (("ttft_us", "first token"), ("gap_us", "token gap"), ("transit_us", "token transit")):
                 diffs = [runs[(pacing, r, p)][metric]["p99"] - runs[(pacing, r, "direct")][metric]["p99"]
                          for r in rounds if (pacing, r, p) in runs and (pacing, r, "direct") in runs
                          and runs[(pacing, r, p)][metric].get("p99") is not None and runs[(pacing, r, "direct")][metric].get("p99") is not None]
@@ -371,6 +371,14 @@ if lat and os.path.exists(f"{out}/latency-runs.txt"):
             print(f"    {p:9} " + "; ".join(cells))
         d = [runs[(pacing, r, "direct")] for r in rounds if (pacing, r, "direct") in runs]
         if d:
-            print(f"    {'direct':9} first token p99 {statistics.median(x['ttft_us'].get('p99', 0) for x in d):.0f}; token gap p99 {statistics.median(x['gap_us'].get('p99', 0) for x in d):.0f} (absolute, median)")
+            print(f"    {'direct':9} first token p99 {statistics.median(x['ttft_us'].get('p99', 0) for x in d):.0f}; token gap p99 {statistics.median(x['gap_us'].get('p99', 0) for x in d):.0f}; token transit p99 {statistics.median(x.get('transit_us', {}).get('p99', 0) for x in d):.0f} (absolute, median)")
+        # Transit p50 too: the typical relay cost of one event, next to its tail.
+        for p in proxies:
+            diffs = [runs[(pacing, r, p)]["transit_us"]["p50"] - runs[(pacing, r, "direct")]["transit_us"]["p50"]
+                     for r in rounds if (pacing, r, p) in runs and (pacing, r, "direct") in runs
+                     and runs[(pacing, r, p)].get("transit_us", {}).get("p50") is not None
+                     and runs[(pacing, r, "direct")].get("transit_us", {}).get("p50") is not None]
+            if diffs:
+                print(f"    {p:9} token transit p50 added {statistics.median(diffs):.0f} [{min(diffs)}-{max(diffs)}]")
 PY
 echo "results in $OUT"

@@ -131,6 +131,11 @@ pub struct Behaviour {
     pub cache_read_tokens: Option<u64>,
     /// Messages API: prompt tokens reported as written to the prompt cache.
     pub cache_write_tokens: Option<u64>,
+    /// Streaming (chat): each content token carries the time the mock wrote
+    /// it, `"system_fingerprint":"t<19 digits>"` (CLOCK_MONOTONIC, ns), so a
+    /// client on the same machine can time each event's transit through a
+    /// proxy (`stream-hold --stamp`).
+    pub stamp: Option<bool>,
 }
 
 impl Behaviour {
@@ -161,6 +166,7 @@ impl Behaviour {
             thinking: self.thinking.or(base.thinking),
             cache_read_tokens: self.cache_read_tokens.or(base.cache_read_tokens),
             cache_write_tokens: self.cache_write_tokens.or(base.cache_write_tokens),
+            stamp: self.stamp.or(base.stamp),
         }
     }
 }
@@ -888,6 +894,16 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         Kind::Chat => chunk(&format!(r#"{{"index":0,"delta":{{"content":{text}}},"finish_reason":null}}"#)),
         _ => chunk(&format!(r#"{{"index":0,"text":{text},"finish_reason":null}}"#)),
     };
+    // `stamp`: the token event with a field for its write time; the digits'
+    // distance from the end of the event (`push_chunk` adds CRLF after it).
+    let stamped = (b.stamp == Some(true) && kind == Kind::Chat).then(|| {
+        let at = token.find("\"choices\":").unwrap_or(0);
+        let event =
+            format!("{}\"system_fingerprint\":\"t{}\",{}", &token[..at], "0".repeat(STAMP_DIGITS), &token[at..]);
+        let from_end = event.len() - (at + "\"system_fingerprint\":\"t".len());
+        (event, from_end + 2)
+    });
+    let token = stamped.as_ref().map_or(token.clone(), |(e, _)| e.clone());
     let finish = match kind {
         _ if b.no_finish_reason == Some(true) => String::new(),
         Kind::Chat => chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
@@ -975,6 +991,9 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             }
         }
         push_chunk(out, token.as_bytes());
+        if let Some((_, from_end)) = &stamped {
+            write_stamp(out, *from_end);
+        }
         if !send(io, out).await {
             return aborted(ctx);
         }
@@ -994,6 +1013,30 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
     }
     out.extend_from_slice(b"0\r\n\r\n");
     send(io, out).await || aborted(ctx)
+}
+
+/// Digits of a `stamp` (nanoseconds of CLOCK_MONOTONIC, zero-padded).
+pub const STAMP_DIGITS: usize = 19;
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock every process on the machine
+/// shares (what `stamp` writes and `stream-hold` compares with).
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
+}
+
+/// Write the time now into the stamp whose digits end `from_end` bytes
+/// before the end of `out`.
+fn write_stamp(out: &mut [u8], from_end: usize) {
+    let Some(end) = out.len().checked_sub(from_end - STAMP_DIGITS) else { return };
+    let Some(digits) = end.checked_sub(STAMP_DIGITS).and_then(|start| out.get_mut(start..end)) else { return };
+    let mut v = monotonic_ns();
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// `":` → `": ` and `,"` → `, "`: the separators Python writes.

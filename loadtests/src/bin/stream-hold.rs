@@ -56,6 +56,10 @@ struct Args {
     /// Allow a target outside the loopback range.
     #[arg(long)]
     allow_remote: bool,
+    /// Time each token's transit from the mock (the target must be our mock,
+    /// directly or through proxies, on this machine): `transit_us` in the result.
+    #[arg(long)]
+    stamp: bool,
 }
 
 fn parse_pid(s: &str) -> Result<(String, u32), String> {
@@ -101,7 +105,8 @@ fn config(a: &Args) -> Result<HoldConfig, String> {
     }
     let model = serde_json::to_string(&a.model).map_err(|e| e.to_string())?;
     let body_before = format!(
-        r#"{{"model":{model},"stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"system","content":"You are a helpful assistant that answers briefly."}},{{"role":"user","content":"Tell a long story about a lighthouse keeper who finds a message in a bottle."}}],"mock":{{"interval_ms":{},"tokens":"#,
+        r#"{{"model":{model},"stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"system","content":"You are a helpful assistant that answers briefly."}},{{"role":"user","content":"Tell a long story about a lighthouse keeper who finds a message in a bottle."}}],"mock":{{{}"interval_ms":{},"tokens":"#,
+        if a.stamp { r#""stamp":true,"# } else { "" },
         a.interval_ms
     );
     let request = RequestTemplate {
@@ -126,6 +131,7 @@ fn config(a: &Args) -> Result<HoldConfig, String> {
         // This process too: the load side's own share of its core.
         pids: a.pids.iter().cloned().chain([("client".to_string(), std::process::id())]).collect(),
         cpus: a.cpus.clone(),
+        stamp: a.stamp,
     })
 }
 
@@ -177,6 +183,14 @@ fn main() -> ExitCode {
         s.batched_reads,
         s.errors.values().sum::<u64>()
     );
+    if args.stamp {
+        println!(
+            "  token transit (mock write to client read) p50 {} p99 {} max {} us",
+            q(&s.transit, 0.5),
+            q(&s.transit, 0.99),
+            s.transit.max()
+        );
+    }
     if let Some(path) = &args.json {
         if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap_or_default()) {
             eprintln!("stream-hold: cannot write {}: {e}", path.display());

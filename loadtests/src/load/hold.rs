@@ -61,6 +61,10 @@ pub struct HoldConfig {
     pub pids: Vec<(String, u32)>,
     /// Cores whose busy share to read at the window's ends.
     pub cpus: Vec<usize>,
+    /// Time each content token's transit: the mock stamps its write time
+    /// into the event (`mock.stamp`), and the read that brings it is timed on
+    /// the same clock.
+    pub stamp: bool,
 }
 
 /// An HTTP request whose body names its token count: `head` is everything
@@ -88,6 +92,10 @@ pub struct HoldStats {
     pub gap: Histogram<u64>,
     /// From sending the request to its first content token (in the window).
     pub ttft: Histogram<u64>,
+    /// From the mock writing a content token to the read that brought it
+    /// (`stamp`; through a proxy, the proxy's relay time plus two loopback
+    /// hops, direct one).
+    pub transit: Histogram<u64>,
     /// SSE events (role, tokens, finish, usage, `[DONE]`).
     pub events: u64,
     pub tokens: u64,
@@ -107,6 +115,7 @@ impl Default for HoldStats {
         HoldStats {
             gap: h(),
             ttft: h(),
+            transit: h(),
             events: 0,
             tokens: 0,
             reads: 0,
@@ -148,6 +157,7 @@ struct Ctx {
     content: Finder<'static>,
     text: Finder<'static>,
     usage: Finder<'static>,
+    stamp: Finder<'static>,
 }
 
 impl Ctx {
@@ -239,6 +249,7 @@ async fn runtime_main(cfg: HoldConfig, start: Instant, w0: Instant, w1: Instant,
         content: Finder::new(b"\"content\":\""),
         text: Finder::new(b"\"text\":\""),
         usage: Finder::new(b"\"completion_tokens\":"),
+        stamp: Finder::new(b"\"system_fingerprint\":\"t"),
         cfg,
     });
     for i in 0..ctx.cfg.streams {
@@ -388,6 +399,7 @@ async fn one_stream(i: usize, ctx: &Ctx, tcp: &mut TcpStream, buf: &mut Vec<u8>,
         }
     };
     let mut read_at = Instant::now();
+    let mut read_ns = if ctx.cfg.stamp { crate::mock::monotonic_ns() } else { 0 };
     ctx.touch(i, read_at);
     if head.status != 200 {
         ctx.error(&format!("http_{}", head.status));
@@ -418,7 +430,8 @@ async fn one_stream(i: usize, ctx: &Ctx, tcp: &mut TcpStream, buf: &mut Vec<u8>,
         let mut consumed = 0;
         let mut tokens_now = 0u32;
         while let Some(k) = ctx.blank.find(&buf[consumed..wp]) {
-            tokens_now += event(ctx, &buf[consumed..consumed + k], &mut st, sent, read_at, in_window);
+            let at = (read_at, read_ns);
+            tokens_now += event(ctx, &buf[consumed..consumed + k], &mut st, sent, at, in_window);
             consumed += k + 2;
         }
         if in_window {
@@ -453,6 +466,9 @@ async fn one_stream(i: usize, ctx: &Ctx, tcp: &mut TcpStream, buf: &mut Vec<u8>,
             }
         }
         read_at = Instant::now();
+        if ctx.cfg.stamp {
+            read_ns = crate::mock::monotonic_ns();
+        }
         if read_at >= ctx.w1 {
             // Still open when the window closed: counted so at its end.
             std::mem::forget(open);
@@ -462,8 +478,10 @@ async fn one_stream(i: usize, ctx: &Ctx, tcp: &mut TcpStream, buf: &mut Vec<u8>,
     }
 }
 
-/// One SSE event (without its blank line); returns 1 for a content token.
-fn event(ctx: &Ctx, ev: &[u8], st: &mut StreamState, sent: Instant, at: Instant, in_window: bool) -> u32 {
+/// One SSE event (without its blank line), read at `at` (and at that many
+/// ns of CLOCK_MONOTONIC); returns 1 for a content token.
+fn event(ctx: &Ctx, ev: &[u8], st: &mut StreamState, sent: Instant, at: (Instant, u64), in_window: bool) -> u32 {
+    let (at, at_ns) = at;
     let Some(data) = ev.strip_prefix(b"data: ") else { return 0 };
     if in_window {
         ctx.stats.borrow_mut().events += 1;
@@ -486,6 +504,16 @@ fn event(ctx: &Ctx, ev: &[u8], st: &mut StreamState, sent: Instant, at: Instant,
             match st.last {
                 Some(prev) => record(&mut s.gap, at.saturating_duration_since(prev).as_micros() as u64),
                 None => record(&mut s.ttft, at.saturating_duration_since(sent).as_micros() as u64),
+            }
+            if ctx.cfg.stamp {
+                let stamp = ctx.stamp.find(data).and_then(|i| stamp_ns(&data[i + ctx.stamp.needle().len()..]));
+                match stamp {
+                    Some(t) => record(&mut s.transit, at_ns.saturating_sub(t) / 1000),
+                    None => {
+                        drop(s);
+                        ctx.error("no_stamp");
+                    }
+                }
             }
         }
         st.last = Some(at);
@@ -516,6 +544,15 @@ fn stream_end(ctx: &Ctx, st: &StreamState, tokens: u32, at: Instant, keep: bool)
     } else {
         Next::Reconnect
     }
+}
+
+/// The mock's stamp: exactly `STAMP_DIGITS` digits.
+fn stamp_ns(s: &[u8]) -> Option<u64> {
+    let digits = s.get(..crate::mock::STAMP_DIGITS)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The decimal number at the start of `s` (after spaces), if any.
@@ -571,6 +608,7 @@ pub fn to_json(r: &HoldResult, streams: usize) -> Value {
         "errors": s.errors,
         "gap_us": pct(&s.gap),
         "ttft_us": pct(&s.ttft),
+        "transit_us": pct(&s.transit),
         "cpu": cpu,
         "cores": cores,
     })
@@ -607,7 +645,7 @@ mod tests {
             addr: mock.addr,
             request: RequestTemplate {
                 head: "POST /v1/chat/completions HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\ncontent-length: ".into(),
-                body_before: r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[],"mock":{"interval_ms":20,"tokens":"#.into(),
+                body_before: r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[],"mock":{"stamp":true,"interval_ms":20,"tokens":"#.into(),
                 body_after: "}}".into(),
             },
             streams: 8,
@@ -618,6 +656,7 @@ mod tests {
             stall: Duration::from_secs(5),
             pids: vec![("self".into(), std::process::id())],
             cpus: vec![0],
+            stamp: true,
         };
         let r = run(cfg).unwrap();
         let s = &r.stats;
@@ -629,12 +668,18 @@ mod tests {
         // Every stream: a role event, its tokens, a finish, a usage and [DONE].
         assert!(s.events > s.tokens);
         assert!(!s.gap.is_empty() && !s.ttft.is_empty());
+        // Every content token in the window carried the mock's stamp (a
+        // missing one counts as a `no_stamp` error above), and its transit
+        // is timed: on loopback, well under the 20 ms between tokens.
+        assert_eq!(s.transit.len(), s.tokens);
+        assert!(s.transit.value_at_quantile(0.5) < 20_000, "{}", s.transit.value_at_quantile(0.5));
         assert!(r.open_at_start <= 8 && r.open_at_end <= 8);
         let (run_ns, _) = r.cpu[0].1.unwrap();
         assert!(run_ns > 0);
         let json = to_json(&r, 8);
         assert_eq!(json["tokens"], s.tokens);
         assert!(json["gap_us"]["p99"].as_u64().is_some());
+        assert!(json["transit_us"]["p99"].as_u64().is_some());
         assert!(json["cores"]["cpu0"]["busy"].as_f64().is_some());
     }
 
