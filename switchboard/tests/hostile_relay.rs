@@ -1,0 +1,254 @@
+//! The relay attacked from outside: a hostile upstream (bytes one at a time,
+//! chunk framing split anywhere, bytes after the response's end, resets and
+//! half-closes mid-event, silence) and a client that leaves. Every stream's
+//! bytes are compared with what the upstream sent (the gateway passes a
+//! chat stream's events as they came; only the HTTP chunking is its own).
+//! Runs under both drivers (the suite runs twice); the tests that need a
+//! tiny multishot receive ring start the real binary with
+//! `SWITCHBOARD_URING_RECV=1x512`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the hostile upstream does with a connection after answering.
+enum After {
+    /// Wait for the next request on it.
+    KeepAlive,
+    /// Close it (FIN).
+    Close,
+    /// Reset it (RST: linger 0).
+    Reset,
+    /// Shut its write side and wait a while before closing.
+    HalfClose,
+}
+
+type Script = dyn Fn(usize, &[u8], &mut TcpStream) -> After + Send + Sync;
+
+/// An upstream on an ephemeral loopback port that answers request number
+/// `n` (from 1, across connections) with `script(n, body, socket)`.
+struct Hostile {
+    url: String,
+    /// Connections accepted.
+    conns: Arc<AtomicUsize>,
+    /// Connections the gateway closed (EOF or error reading the next request).
+    closed_by_gateway: Arc<AtomicUsize>,
+}
+
+impl Hostile {
+    fn start(script: impl Fn(usize, &[u8], &mut TcpStream) -> After + Send + Sync + 'static) -> Hostile {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", l.local_addr().unwrap());
+        let conns = Arc::new(AtomicUsize::new(0));
+        let closed_by_gateway = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let script: Arc<Script> = Arc::new(script);
+        let (c, g) = (conns.clone(), closed_by_gateway.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (script, requests, g) = (script.clone(), requests.clone(), g.clone());
+                std::thread::spawn(move || serve(s, &*script, &requests, &g));
+            }
+        });
+        Hostile { url, conns, closed_by_gateway }
+    }
+
+    fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(mut s: TcpStream, script: &Script, requests: &AtomicUsize, closed: &AtomicUsize) {
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 16384];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize =
+            head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < end + len {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..end + len).skip(end).collect();
+        let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+        match script(n, &body, &mut s) {
+            After::KeepAlive => {}
+            After::Close => return,
+            After::Reset => {
+                // SO_LINGER 0: close(2) sends RST.
+                let l = libc::linger { l_onoff: 1, l_linger: 0 };
+                use std::os::fd::AsRawFd;
+                // SAFETY: setsockopt(2) on our own socket with a valid linger.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&l as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as u32,
+                    );
+                }
+                return;
+            }
+            After::HalfClose => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                std::thread::sleep(Duration::from_secs(2));
+                return;
+            }
+        }
+    }
+}
+
+const SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n";
+
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+    c.extend_from_slice(data);
+    c.extend_from_slice(b"\r\n");
+    c
+}
+
+/// A chat chunk event with `text` as its content, lines ended by `nl`.
+fn event(text: &str, nl: &str) -> Vec<u8> {
+    let data = serde_json::json!({
+        "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}],
+    });
+    format!("data: {data}{nl}{nl}").into_bytes()
+}
+
+fn finish(nl: &str) -> Vec<u8> {
+    format!(r#"data: {{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}{nl}{nl}"#).into_bytes()
+}
+
+fn done(nl: &str) -> Vec<u8> {
+    format!("data: [DONE]{nl}{nl}").into_bytes()
+}
+
+/// `n` token events, the finish event and `[DONE]`: the stream's payload.
+fn events(n: usize, nl: &str) -> Vec<Vec<u8>> {
+    let mut e: Vec<Vec<u8>> = (0..n).map(|i| event(&format!("tok {i} "), nl)).collect();
+    e.push(finish(nl));
+    e.push(done(nl));
+    e
+}
+
+/// The upstream's body for `events`: one HTTP chunk each, then the last chunk.
+fn chunked(events: &[Vec<u8>]) -> Vec<u8> {
+    let mut w: Vec<u8> = events.iter().flat_map(|e| chunk(e)).collect();
+    w.extend_from_slice(b"0\r\n\r\n");
+    w
+}
+
+fn json_answer(content: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+    .to_string();
+    let mut a =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    a.extend_from_slice(body.as_bytes());
+    a
+}
+
+const STREAM: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+const PLAIN: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn chat(body: &str) -> Vec<u8> {
+    request("POST", "/v1/chat/completions", Some(KEY), body, &[])
+}
+
+/// A streamed response's status and body (de-chunked).
+fn stream_body(c: &mut Conn) -> (u16, Vec<u8>) {
+    let r = c.response();
+    (r.status, r.body)
+}
+
+/// The gateway as a process with a receive ring of ONE 512-byte buffer per
+/// worker (the driver is the suite's: `SWITCHBOARD_DRIVER`).
+fn tiny_ring_gateway(dir: &tempfile::TempDir, url: &str) -> (Proc, std::net::SocketAddr) {
+    let path = dir.path().join("sb.toml");
+    std::fs::write(&path, basic_config(url, "workers = 1")).unwrap();
+    let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[("SWITCHBOARD_URING_RECV", "1x512")]);
+    let addr = p.address("data plane listening on ");
+    (p, addr)
+}
+
+// ---- bytes after the end of a response ----
+
+/// An upstream that writes past its response's end, after the gateway has
+/// read that end (a whole second response, 50 ms later, on a kept-alive
+/// connection): those bytes must never become the next request's answer.
+/// Found by this attack: the connection went back to the pool, and the next
+/// request on it got the forged response (both drivers, streams and JSON).
+#[test]
+fn bytes_an_upstream_sends_after_its_response_never_answer_the_next_request() {
+    let forged = json_answer("FORGED");
+    for first in [STREAM, PLAIN] {
+        let forged = forged.clone();
+        let up = Hostile::start(move |n, body, s| {
+            if n == 1 {
+                if body.windows(13).any(|w| w == b"\"stream\":true") {
+                    s.write_all(SSE_HEAD).unwrap();
+                    s.write_all(&chunked(&events(2, "\n"))).unwrap();
+                } else {
+                    s.write_all(&json_answer("first")).unwrap();
+                }
+                // After the gateway has read the end (and pooled the connection).
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = s.write_all(&forged);
+                return After::KeepAlive;
+            }
+            s.write_all(&json_answer("good")).unwrap();
+            After::KeepAlive
+        });
+        let gw = Gateway::start(&basic_config(&up.url, "workers = 1"));
+        let mut c = gw.conn();
+        c.send(&chat(first));
+        let (status, body) = stream_body(&mut c);
+        assert_eq!(status, 200);
+        if first == STREAM {
+            assert_eq!(body, events(2, "\n").concat());
+        } else {
+            assert!(String::from_utf8_lossy(&body).contains("\"first\""));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for _ in 0..2 {
+            c.send(&chat(PLAIN));
+            let r = c.response();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["choices"][0]["message"]["content"], "good", "after a {first}: {}", r.text());
+        }
+        // The dirty connection was closed; the next requests went over a new one.
+        assert_eq!(up.conns(), 2, "after a {first}");
+        assert!(eventually(Duration::from_secs(5), || up.closed_by_gateway.load(Ordering::SeqCst) >= 1));
+    }
+}
