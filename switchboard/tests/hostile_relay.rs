@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the hostile upstream does with a connection after answering.
+#[derive(Clone, Copy)]
 enum After {
     /// Wait for the next request on it.
     KeepAlive,
@@ -251,4 +252,230 @@ fn bytes_an_upstream_sends_after_its_response_never_answer_the_next_request() {
         assert_eq!(up.conns(), 2, "after a {first}");
         assert!(eventually(Duration::from_secs(5), || up.closed_by_gateway.load(Ordering::SeqCst) >= 1));
     }
+}
+
+// ---- streams in hostile shapes: byte-exact, and the pooled connection after ----
+
+/// Sends a stream's body one byte per write (each its own arrival, a ring
+/// buffer each), then answers the next requests on the same connection with
+/// JSON and with a stream in one write: with a receive ring of one 512-byte
+/// buffer, every stream is byte-exact and the connection is reused (the
+/// multishot receive was stopped cleanly before it went back to the pool).
+#[test]
+fn a_stream_one_byte_at_a_time_then_json_and_a_stream_on_the_same_upstream_connection() {
+    let body = chunked(&events(12, "\n"));
+    let up = Hostile::start(move |n, _, s| {
+        match n {
+            1 => {
+                s.write_all(SSE_HEAD).unwrap();
+                for b in &body {
+                    s.write_all(std::slice::from_ref(b)).unwrap();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            2 => s.write_all(&json_answer("plain")).unwrap(),
+            _ => {
+                let mut all = SSE_HEAD.to_vec();
+                all.extend(chunked(&events(3, "\n")));
+                s.write_all(&all).unwrap();
+            }
+        }
+        After::KeepAlive
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (p, addr) = tiny_ring_gateway(&dir, &up.url);
+    let mut c = Conn::open(addr);
+    c.send(&chat(STREAM));
+    assert_eq!(stream_body(&mut c), (200, events(12, "\n").concat()));
+    c.send(&chat(PLAIN));
+    let r = c.response();
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "plain", "{}", r.text());
+    c.send(&chat(STREAM));
+    assert_eq!(stream_body(&mut c), (200, events(3, "\n").concat()));
+    assert_eq!(up.conns(), 1, "one upstream connection served all three");
+    assert_eq!(p.stop(), 0);
+}
+
+/// The upstream's chunked framing split into two writes at every byte
+/// position (chunk-size line, CRLFs, data, the last chunk), and events with
+/// CRLF line endings, one larger than every buffer (300 KB) and one of odd
+/// Unicode: what the client gets is the upstream's payload, byte for byte.
+#[test]
+fn chunk_framing_split_anywhere_crlf_events_and_an_event_larger_than_every_buffer_arrive_byte_exact() {
+    let small = events(2, "\r\n");
+    let wire = chunked(&small);
+    let cut = Arc::new(AtomicUsize::new(0));
+    let big = vec![
+        event("a", "\r\n"),
+        event(&"x".repeat(300_000), "\r\n"),
+        event("é😀\u{2028}\u{0}\u{202e}\u{fe0f}", "\r\n"),
+        finish("\r\n"),
+        done("\r\n"),
+    ];
+    let big_wire = chunked(&big);
+    let (k, bw) = (cut.clone(), big_wire.clone());
+    let up = Hostile::start(move |_, body, s| {
+        s.write_all(SSE_HEAD).unwrap();
+        if body.windows(3).any(|w| w == b"big") {
+            for piece in bw.chunks(1000) {
+                s.write_all(piece).unwrap();
+            }
+            return After::KeepAlive;
+        }
+        let at = k.load(Ordering::SeqCst);
+        s.write_all(&wire[..at]).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        s.write_all(&wire[at..]).unwrap();
+        After::KeepAlive
+    });
+    let gw = Gateway::start(&basic_config(&up.url, "workers = 1"));
+    let mut c = gw.conn();
+    for at in 0..=chunked(&small).len() {
+        cut.store(at, Ordering::SeqCst);
+        c.send(&chat(STREAM));
+        assert_eq!(stream_body(&mut c), (200, small.concat()), "split at {at}");
+    }
+    c.send(&chat(r#"{"model":"m","messages":[{"role":"user","content":"big"}],"stream":true}"#));
+    let (status, got) = stream_body(&mut c);
+    assert_eq!(status, 200);
+    assert!(got == big.concat(), "{} bytes, expected {}", got.len(), big.concat().len());
+    assert_eq!(up.conns(), 1);
+}
+
+// ---- an upstream that fails mid-stream ----
+
+/// The upstream stops right after the head, inside an event, inside a chunk
+/// size line, or after a chunk size's CR, by closing, resetting, or shutting
+/// its write side while keeping the socket open: a stream that had not
+/// started is a 502 (retried first, then the error), one that had ends with
+/// the SSE error event, and in both cases at once, not at a timeout; the
+/// gateway serves the next stream byte-exact.
+#[test]
+fn an_upstream_that_closes_resets_or_half_closes_mid_stream_gives_a_prompt_clean_error() {
+    let e0 = chunk(&event("tok 0 ", "\n"));
+    let e1 = chunk(&event("tok 1 ", "\n"));
+    let wheres: [(&str, Vec<u8>); 4] = [
+        ("after the head", Vec::new()),
+        ("inside an event", [e0.clone(), e1[..20].to_vec()].concat()),
+        ("inside a chunk size", [e0.clone(), b"1".to_vec()].concat()),
+        ("after a chunk size's CR", [e0.clone(), b"1a\r".to_vec()].concat()),
+    ];
+    for (where_, piece) in wheres {
+        for how in 0..3 {
+            let piece = piece.clone();
+            let up = Hostile::start(move |n, _, s| {
+                if n > 1 {
+                    s.write_all(SSE_HEAD).unwrap();
+                    s.write_all(&chunked(&events(1, "\n"))).unwrap();
+                    return After::KeepAlive;
+                }
+                s.write_all(&[SSE_HEAD, &piece].concat()).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                [After::Close, After::Reset, After::HalfClose][how]
+            });
+            let label = format!("{} {where_}", ["close", "reset", "half-close"][how]);
+            // No retries: the first answer is the one the client gets.
+            let config = basic_config(&up.url, "workers = 1").replace(
+                "targets = [{ upstream = \"up\" }]",
+                "targets = [{ upstream = \"up\" }]\nretry = { max_attempts = 1 }",
+            );
+            let gw = Gateway::start(&config);
+            let mut c = gw.conn();
+            let started = std::time::Instant::now();
+            c.send(&chat(STREAM));
+            let r = c.response();
+            assert!(started.elapsed() < Duration::from_secs(2), "{label}: {:?}", started.elapsed());
+            let text = r.text();
+            if where_ == "after the head" {
+                assert_eq!(r.status, 502, "{label}: {text}");
+                assert!(r.error()["message"].as_str().unwrap().contains("`up`"), "{label}: {text}");
+            } else {
+                assert_eq!(r.status, 200, "{label}: {text}");
+                assert!(text.starts_with(&String::from_utf8(event("tok 0 ", "\n")).unwrap()), "{label}: {text}");
+                let last = sse_data(&r.body).pop().unwrap();
+                assert!(last.contains("failed mid-stream"), "{label}: {last}");
+            }
+            let mut c = gw.conn();
+            c.send(&chat(STREAM));
+            assert_eq!(stream_body(&mut c), (200, events(1, "\n").concat()), "{label}: the next stream");
+        }
+    }
+}
+
+/// An upstream that sends two events and then nothing, holding the
+/// connection open: `read_timeout_ms` cuts the stream with the SSE error
+/// event, the client's connection is closed after it, the upstream's too,
+/// and the next stream is served.
+#[test]
+fn an_upstream_that_stalls_mid_stream_is_cut_at_its_read_timeout_and_both_ends_are_closed() {
+    let up = Hostile::start(|n, _, s| {
+        s.write_all(SSE_HEAD).unwrap();
+        if n > 1 {
+            s.write_all(&chunked(&events(1, "\n"))).unwrap();
+            return After::KeepAlive;
+        }
+        s.write_all(&[chunk(&event("a", "\n")), chunk(&event("b", "\n"))].concat()).unwrap();
+        // Silent, but open: the gateway must close it.
+        After::KeepAlive
+    });
+    let config = basic_config(&up.url, "workers = 1").replace(
+        &format!("api_key = \"{PROVIDER_KEY}\""),
+        &format!("api_key = \"{PROVIDER_KEY}\"\nread_timeout_ms = 300"),
+    );
+    let gw = Gateway::start(&config);
+    let mut c = gw.conn();
+    c.send(&chat(STREAM));
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    let last = sse_data(&r.body).pop().unwrap();
+    assert!(last.contains("sent nothing for 300 ms"), "{last}");
+    assert!(c.closed_by_peer(), "the client's connection is closed after a cut stream");
+    assert!(
+        eventually(Duration::from_secs(5), || up.closed_by_gateway.load(Ordering::SeqCst) == 1),
+        "the stalled upstream connection is closed"
+    );
+    let mut c = gw.conn();
+    c.send(&chat(STREAM));
+    assert_eq!(stream_body(&mut c), (200, events(1, "\n").concat()));
+}
+
+// ---- a client that leaves ----
+
+/// A client that disconnects mid-stream while the upstream keeps sending:
+/// the upstream connection is closed (the upstream's writes fail), not
+/// pooled; the next stream goes over a new connection, byte-exact.
+#[test]
+fn a_client_that_leaves_mid_stream_gets_the_upstream_connection_closed() {
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let st = stopped.clone();
+    let up = Hostile::start(move |n, _, s| {
+        s.write_all(SSE_HEAD).unwrap();
+        if n > 1 {
+            s.write_all(&chunked(&events(1, "\n"))).unwrap();
+            return After::KeepAlive;
+        }
+        for i in 0..20_000 {
+            if s.write_all(&chunk(&event(&format!("tok {i} "), "\n"))).is_err() {
+                st.store(1, Ordering::SeqCst);
+                return After::Close;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        After::Close
+    });
+    let gw = Gateway::start(&basic_config(&up.url, "workers = 1"));
+    let mut c = gw.conn();
+    c.send(&chat(STREAM));
+    let (status, _) = c.head();
+    assert_eq!(status, 200);
+    assert!(c.chunk().is_some());
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || stopped.load(Ordering::SeqCst) == 1),
+        "the upstream connection is closed when the client leaves"
+    );
+    let mut c = gw.conn();
+    c.send(&chat(STREAM));
+    assert_eq!(stream_body(&mut c), (200, events(1, "\n").concat()));
+    assert_eq!(up.conns(), 2);
 }
