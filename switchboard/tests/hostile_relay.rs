@@ -479,3 +479,27 @@ fn a_client_that_leaves_mid_stream_gets_the_upstream_connection_closed() {
     assert_eq!(stream_body(&mut c), (200, events(1, "\n").concat()));
     assert_eq!(up.conns(), 2);
 }
+
+/// Events an upstream sends after `[DONE]` (inside the same body) are not
+/// the stream's: a client reading the upstream directly stops at `[DONE]`.
+/// Found by this attack: the gateway holds `[DONE]` back to write the
+/// stream's ending, and relayed the later events before it, so they reached
+/// the client as content. Now they are dropped; the stream is byte-exact up
+/// to and including `[DONE]`.
+#[test]
+fn events_after_done_are_not_relayed_as_content() {
+    let up = Hostile::start(|_, _, s| {
+        s.write_all(SSE_HEAD).unwrap();
+        let mut e = events(1, "\n");
+        e.push(event("AFTER THE END", "\n"));
+        e.push(done("\n"));
+        s.write_all(&chunked(&e)).unwrap();
+        After::KeepAlive
+    });
+    let gw = Gateway::start(&basic_config(&up.url, "workers = 1"));
+    let mut c = gw.conn();
+    c.send(&chat(STREAM));
+    let (status, body) = stream_body(&mut c);
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&events(1, "\n").concat()));
+}
