@@ -503,3 +503,90 @@ fn events_after_done_are_not_relayed_as_content() {
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&events(1, "\n").concat()));
 }
+
+// ---- the client side: pipelining, sizes, Unicode ----
+
+/// A stream, a JSON request and another stream sent in one write: each is
+/// answered in order, byte-exact, on the one client connection (the bytes
+/// of the requests behind a stream wait in the read buffer while it runs).
+#[test]
+fn requests_pipelined_behind_a_stream_are_answered_in_order_byte_exact() {
+    let up = Hostile::start(|n, body, s| {
+        if body.windows(13).any(|w| w == b"\"stream\":true") {
+            s.write_all(SSE_HEAD).unwrap();
+            for e in events(4, "\n") {
+                s.write_all(&chunk(&e)).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            s.write_all(b"0\r\n\r\n").unwrap();
+        } else {
+            s.write_all(&json_answer(&format!("json {n}"))).unwrap();
+        }
+        After::KeepAlive
+    });
+    let gw = Gateway::start(&basic_config(&up.url, "workers = 1"));
+    let mut c = gw.conn();
+    c.send(&[chat(STREAM), chat(PLAIN), chat(STREAM)].concat());
+    assert_eq!(stream_body(&mut c), (200, events(4, "\n").concat()));
+    let r = c.response();
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "json 2", "{}", r.text());
+    assert_eq!(stream_body(&mut c), (200, events(4, "\n").concat()));
+}
+
+/// Stream requests whose whole size (head and body) is exactly 1 KiB (the
+/// first read), 1 KiB + 1, 4 KiB ± 1, and whose body is exactly at
+/// `max_body_bytes` and one byte over, with multi-byte UTF-8 and odd
+/// escapes: the body reaches the upstream as sent (but the usage request the
+/// gateway adds), the stream comes back byte-exact; over the limit, a 413.
+#[test]
+fn stream_requests_at_the_read_and_body_limits_with_odd_unicode() {
+    let seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let s2 = seen.clone();
+    let up = Hostile::start(move |_, body, s| {
+        s2.lock().unwrap().push(body.to_vec());
+        s.write_all(SSE_HEAD).unwrap();
+        s.write_all(&chunked(&events(1, "\n"))).unwrap();
+        After::KeepAlive
+    });
+    let limit = 16_384;
+    let gw = Gateway::start(&basic_config(&up.url, &format!("workers = 1\nmax_body_bytes = {limit}")));
+    let mut c = gw.conn();
+    let body_of = |content: &str| format!(r#"{{"model":"m","stream":true,"messages":[{{"role":"user","content":"{content}"}}]}}"#);
+    let odd = r#"é😀\ud83d\ude00\u0000\u202e"#;
+    // Pad with 2-byte characters (and one ASCII byte when odd) to a length.
+    let padded = |len: usize| {
+        let base = body_of(odd).len();
+        let pad = len - base;
+        format!("{odd}{}{}", "é".repeat(pad / 2), "a".repeat(pad % 2))
+    };
+    let overhead = chat(&body_of("")).len() - body_of("").len();
+    let mut cases: Vec<(String, u16)> = Vec::new();
+    for whole in [1024usize, 1025, 4095, 4096, 4097] {
+        // The head's length grows by a digit with the body's: find the body length.
+        let mut len = whole - overhead;
+        while chat(&body_of(&padded(len))).len() > whole {
+            len -= 1;
+        }
+        let content = padded(len);
+        assert_eq!(chat(&body_of(&content)).len(), whole);
+        cases.push((content, 200));
+    }
+    cases.push((padded(limit), 200));
+    cases.push((padded(limit + 1), 413));
+    for (content, want) in cases {
+        let body = body_of(&content);
+        c.send(&chat(&body));
+        let (status, got) = stream_body(&mut c);
+        assert_eq!(status, want, "a body of {} bytes: {}", body.len(), String::from_utf8_lossy(&got));
+        if want == 413 {
+            break;
+        }
+        assert_eq!(got, events(1, "\n").concat(), "a body of {} bytes", body.len());
+        let sent = seen.lock().unwrap().last().cloned().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        let asked: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["messages"], asked["messages"], "a body of {} bytes", body.len());
+        let quoted = &body[body.find(odd).unwrap()..][..odd.len()];
+        assert!(sent.windows(quoted.len()).any(|w| w == quoted.as_bytes()), "the escapes pass as written");
+    }
+}
