@@ -590,3 +590,80 @@ fn stream_requests_at_the_read_and_body_limits_with_odd_unicode() {
         assert!(sent.windows(quoted.len()).any(|w| w == quoted.as_bytes()), "the escapes pass as written");
     }
 }
+
+// ---- memory: a burst does not stay with a stream ----
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// 100 streams each get a 256 KB burst in one upstream write, then the
+/// upstream holds them open. Found by this attack: on io_uring, one
+/// multishot read took every arrival waiting in the ring at once, so each
+/// stream's read buffer grew to the burst and kept it for the rest of the
+/// stream (about 370 KB per held stream against about 45 KB with plain
+/// reads). Now a read takes at most its read size (or one ring buffer), as
+/// a plain read does: the gateway's resident memory grows by well under
+/// 128 KB per held stream, and every stream is byte-exact when released.
+#[test]
+fn a_burst_does_not_stay_with_a_held_stream() {
+    const N: usize = 100;
+    let burst: Vec<Vec<u8>> = (0..250).map(|i| event(&format!("{i:03}{}", "q".repeat(1000)), "\n")).collect();
+    let released = Arc::new(AtomicUsize::new(0));
+    let (b, rel) = (burst.clone(), released.clone());
+    let up = Hostile::start(move |_, _, s| {
+        let mut first = SSE_HEAD.to_vec();
+        first.extend(chunk(&event("tok 0 ", "\n")));
+        first.extend(b.iter().flat_map(|e| chunk(e)));
+        s.write_all(&first).unwrap();
+        while rel.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.write_all(&[chunk(&finish("\n")), chunk(&done("\n")), b"0\r\n\r\n".to_vec()].concat()).unwrap();
+        After::KeepAlive
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sb.toml");
+    std::fs::write(&path, basic_config(&up.url, "workers = 1")).unwrap();
+    // The default ring (256 x 4 KiB), as a user runs it.
+    let mut p = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], &[]);
+    let addr = p.address("data plane listening on ");
+    // Warm up (the worker's buffers, the allocator) before the baseline.
+    let mut c = Conn::open(addr);
+    c.send(&request("GET", "/healthz", None, "", &[]));
+    assert_eq!(c.response().status, 200);
+    let before = vm_rss_kib(p.pid());
+    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::open(addr)).collect();
+    for c in &mut conns {
+        c.send(&chat(STREAM));
+    }
+    let want_first: usize = event("tok 0 ", "\n").len() + burst.iter().map(Vec::len).sum::<usize>();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for c in &mut conns {
+        let (status, _) = c.head();
+        assert_eq!(status, 200);
+        let mut body = Vec::new();
+        while body.len() < want_first {
+            body.extend(c.chunk().expect("the burst"));
+        }
+        got.push(body);
+    }
+    let held = vm_rss_kib(p.pid());
+    let per_stream = held.saturating_sub(before) / N as u64;
+    released.store(1, Ordering::SeqCst);
+    let mut want = vec![event("tok 0 ", "\n")];
+    want.extend(burst);
+    want.push(finish("\n"));
+    want.push(done("\n"));
+    let want = want.concat();
+    for (c, mut body) in conns.iter_mut().zip(got) {
+        while let Some(more) = c.chunk() {
+            body.extend(more);
+        }
+        assert!(body == want, "a released stream is byte-exact ({} bytes, expected {})", body.len(), want.len());
+    }
+    assert!(per_stream < 128, "{per_stream} KiB resident per held stream ({before} -> {held} KiB for {N} streams)");
+    assert_eq!(p.stop(), 0);
+}
