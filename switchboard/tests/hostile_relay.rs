@@ -667,3 +667,47 @@ fn a_burst_does_not_stay_with_a_held_stream() {
     assert!(per_stream < 128, "{per_stream} KiB resident per held stream ({before} -> {held} KiB for {N} streams)");
     assert_eq!(p.stop(), 0);
 }
+
+/// A client that leaves mid-stream (after its first events) while the
+/// upstream keeps sending is recorded as docs/usage.md says: the upstream's
+/// status, `client_closed`, with the tokens relayed so far (estimated from
+/// the chunks, as the upstream reports no usage) — at least what the client
+/// read, fewer than the upstream went on to send.
+#[test]
+fn a_client_that_leaves_mid_stream_is_recorded_client_closed_with_the_tokens_relayed() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let s2 = sent.clone();
+    let up = Hostile::start(move |_, _, s| {
+        s.write_all(SSE_HEAD).unwrap();
+        for i in 0..20_000 {
+            if s.write_all(&chunk(&event(&format!("tok {i} "), "\n"))).is_err() {
+                return After::Close;
+            }
+            s2.store(i + 1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        After::Close
+    });
+    let gw = AdminGateway::start(&basic_config(&up.url, "workers = 1"));
+    let mut c = Conn::open(gw.addr);
+    c.send(&chat(STREAM));
+    let (status, _) = c.head();
+    assert_eq!(status, 200);
+    let mut seen = 0;
+    while seen < 5 {
+        let chunk = c.chunk().expect("an event");
+        seen += String::from_utf8_lossy(&chunk).matches("\"content\":\"tok ").count();
+    }
+    drop(c);
+    assert!(eventually(Duration::from_secs(5), || up.conns() == 1 && sent.load(Ordering::SeqCst) < 20_000));
+    gw.wait_usage_written(1);
+    let row: (u16, String, i64) = rusqlite::Connection::open(&gw.db_path)
+        .unwrap()
+        .query_row("SELECT status, outcome, completion_tokens FROM request_log", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    let upstream_sent = sent.load(Ordering::SeqCst) as i64;
+    assert_eq!((row.0, row.1.as_str()), (200, "client_closed"), "{row:?}");
+    assert!(row.2 >= seen as i64 && row.2 <= upstream_sent, "{row:?}: the client read {seen}, the upstream sent {upstream_sent}");
+}
