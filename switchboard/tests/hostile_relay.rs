@@ -711,3 +711,113 @@ fn a_client_that_leaves_mid_stream_is_recorded_client_closed_with_the_tokens_rel
     assert_eq!((row.0, row.1.as_str()), (200, "client_closed"), "{row:?}");
     assert!(row.2 >= seen as i64 && row.2 <= upstream_sent, "{row:?}: the client read {seen}, the upstream sent {upstream_sent}");
 }
+
+// ---- the receive ring comes back whole ----
+
+/// The gateway as a process whose stderr lines are all kept, to count them.
+struct Logged {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    addr: std::net::SocketAddr,
+}
+
+impl Logged {
+    fn start(config: &std::path::Path, ring: &str) -> Logged {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("SWITCHBOARD_URING_RECV", ring)
+            .env("SWITCHBOARD_LOG", "info,switchboard_dataplane::upstream::multishot=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let l2 = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let marker = "data plane listening on ";
+        assert!(
+            eventually(Duration::from_secs(30), || lines.lock().unwrap().iter().any(|l| l.contains(marker))),
+            "the gateway starts"
+        );
+        let addr = {
+            let all = lines.lock().unwrap();
+            let line = all.iter().find(|l| l.contains(marker)).unwrap();
+            line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+        };
+        Logged { child, lines, addr }
+    }
+
+    fn count(&self, marker: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(marker)).count()
+    }
+
+    fn uring(&self) -> bool {
+        self.count("driver=\"io_uring\"") > 0
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that never reads a fast stream holds the ring's buffers (4 of
+/// 4 KiB here) until `write_timeout_ms` cuts it: then they come back. The
+/// streams after it read through the ring again (no fallback to plain reads,
+/// which an empty ring would force at once), byte-exact, and so does a
+/// stream behind a second such client.
+#[test]
+fn ring_buffers_held_for_a_client_that_stopped_reading_come_back_when_it_is_cut() {
+    let small = events(6, "\n");
+    let s2 = small.clone();
+    let up = Hostile::start(move |_, body, s| {
+        s.write_all(SSE_HEAD).unwrap();
+        if body.windows(3).any(|w| w == b"hog") {
+            for i in 0..100_000 {
+                if s.write_all(&chunk(&event(&format!("{i} {}", "h".repeat(3000)), "\n"))).is_err() {
+                    return After::Close;
+                }
+            }
+            return After::Close;
+        }
+        // Apart, so that each is its own arrival (a ring buffer each).
+        for e in &s2 {
+            s.write_all(&chunk(e)).unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
+        After::KeepAlive
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sb.toml");
+    std::fs::write(&path, basic_config(&up.url, "workers = 1\nwrite_timeout_ms = 400")).unwrap();
+    let gw = Logged::start(&path, "4x4096");
+    let fallback = "multishot receive ended";
+    for round in 0..2 {
+        let hog = TcpStream::connect(gw.addr).unwrap();
+        hog.set_nodelay(true).unwrap();
+        (&hog).write_all(&chat(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hog"}]}"#)).unwrap();
+        // The hog's relay is cut once a write to it waits past 400 ms.
+        let mut probe = Conn::open(gw.addr);
+        probe.set_timeout(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1500));
+        if gw.uring() {
+            assert!(gw.count(fallback) > round, "round {round}: the hog ran the ring dry");
+        }
+        let before = gw.count(fallback);
+        for k in 0..3 {
+            probe.send(&chat(STREAM));
+            assert_eq!(stream_body(&mut probe), (200, small.concat()), "round {round}, stream {k}");
+        }
+        assert_eq!(gw.count(fallback), before, "round {round}: the streams after the hog read through the ring");
+        drop(hog);
+    }
+}
