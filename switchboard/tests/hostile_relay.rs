@@ -173,9 +173,8 @@ fn json_answer(content: &str) -> Vec<u8> {
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     })
     .to_string();
-    let mut a =
-        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
-            .into_bytes();
+    let mut a = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+        .into_bytes();
     a.extend_from_slice(body.as_bytes());
     a
 }
@@ -551,7 +550,9 @@ fn stream_requests_at_the_read_and_body_limits_with_odd_unicode() {
     let limit = 16_384;
     let gw = Gateway::start(&basic_config(&up.url, &format!("workers = 1\nmax_body_bytes = {limit}")));
     let mut c = gw.conn();
-    let body_of = |content: &str| format!(r#"{{"model":"m","stream":true,"messages":[{{"role":"user","content":"{content}"}}]}}"#);
+    let body_of = |content: &str| {
+        format!(r#"{{"model":"m","stream":true,"messages":[{{"role":"user","content":"{content}"}}]}}"#)
+    };
     let odd = r#"é😀\ud83d\ude00\u0000\u202e"#;
     // Pad with 2-byte characters (and one ASCII byte when odd) to a length.
     let padded = |len: usize| {
@@ -709,7 +710,10 @@ fn a_client_that_leaves_mid_stream_is_recorded_client_closed_with_the_tokens_rel
         .unwrap();
     let upstream_sent = sent.load(Ordering::SeqCst) as i64;
     assert_eq!((row.0, row.1.as_str()), (200, "client_closed"), "{row:?}");
-    assert!(row.2 >= seen as i64 && row.2 <= upstream_sent, "{row:?}: the client read {seen}, the upstream sent {upstream_sent}");
+    assert!(
+        row.2 >= seen as i64 && row.2 <= upstream_sent,
+        "{row:?}: the client read {seen}, the upstream sent {upstream_sent}"
+    );
 }
 
 // ---- the receive ring comes back whole ----

@@ -97,6 +97,9 @@ fn quiet(conn: &UpStream) -> bool {
             tracing::warn!("upstream sent bytes after its response ended on a kept-alive connection; connection closed, not reused");
             false
         }
-        _ => matches!(std::io::Error::last_os_error().kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+        _ => matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
     }
 }
