@@ -56,7 +56,10 @@ impl<'w> UpstreamReader<'w> {
             if r.capacity() - r.len() < min_spare {
                 r.reserve(min_spare);
             }
-            match monoio::time::timeout_at(deadline, multi.recv_into(r)).await {
+            // At most `min_spare` (the relay's read size) or one ring
+            // buffer per read, as a plain read: a burst stays in the ring
+            // rather than growing this stream's buffer for its whole life.
+            match monoio::time::timeout_at(deadline, multi.recv_into(r, min_spare)).await {
                 Ok(MultiRecv::Data(n)) => return Ok(n),
                 Ok(MultiRecv::Eof) => return Ok(0),
                 Ok(MultiRecv::Err(e)) => return Err(IoFail::Io(e)),

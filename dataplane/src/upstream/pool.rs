@@ -22,19 +22,21 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The most recently returned connection for `key` that is still fresh.
+    /// The most recently returned connection for `key` that is still fresh
+    /// and quiet ([`quiet`]); the others are closed.
     pub fn take(&mut self, key: &str) -> Option<UpStream> {
         let list = self.idle.get_mut(key)?;
         let now = Instant::now();
         while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) < idle.max_idle {
+            if now.duration_since(idle.since) < idle.max_idle && quiet(&idle.conn) {
                 return Some(idle.conn);
             }
         }
         None
     }
 
-    /// Return a connection that finished a response cleanly.
+    /// Return a connection that finished a response cleanly. (Bytes that
+    /// arrive on it later are caught when it is taken: [`quiet`].)
     pub fn put(&mut self, key: &Arc<str>, conn: UpStream, max_count: usize, max_idle: Duration) {
         let list = self.idle.entry(key.clone()).or_default();
         if list.len() >= max_count {
@@ -70,5 +72,34 @@ impl Pool {
     /// Idle connections per pool (`scheme://host:port`).
     pub fn idle_by_pool(&self) -> Vec<(Box<str>, u64)> {
         self.idle.iter().map(|(k, v)| (k.split('#').next().unwrap_or(k).into(), v.len() as u64)).collect()
+    }
+}
+
+/// Whether an idle plain connection is still as it was left: its upstream
+/// sent nothing after its last response ended and did not close it. Bytes
+/// that came later (an upstream that writes past its response's end) would
+/// otherwise be read as the next request's response, so such a connection
+/// is closed, never reused. One non-blocking peek per reuse. TLS connections
+/// are not looked at (rustls owns their socket).
+fn quiet(conn: &UpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(s) = conn.plain() else { return true };
+    let mut byte = 0u8;
+    // SAFETY: recv(2) into one valid byte on a socket this pool owns;
+    // MSG_PEEK leaves the data in place, MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::recv(s.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    match n {
+        0 => {
+            tracing::debug!("pooled upstream connection closed by the upstream while idle; not reused");
+            false
+        }
+        n if n > 0 => {
+            tracing::warn!("upstream sent bytes after its response ended on a kept-alive connection; connection closed, not reused");
+            false
+        }
+        _ => matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
     }
 }

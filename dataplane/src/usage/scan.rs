@@ -303,6 +303,7 @@ pub fn token_counts(reply: &UsageScan, request_body: &[u8], stream: bool) -> (u6
 ///   write the stream's ending: the usage chunk the client asked for if the
 ///   upstream sent none, then `[DONE]`, or nothing when the generation was cut
 ///   short (no `finish_reason` anywhere) and an error event must go instead;
+/// - drops every event after the first `[DONE]` (the stream is over);
 /// - notes whether `[DONE]` and an error event went by (whether a
 ///   `finish_reason` or usage did, the [`UsageScan`] knows).
 ///
@@ -381,7 +382,11 @@ impl StreamFilter {
             self.partial = held;
         }
         if self.partial.len() > STRIP_HOLD_MAX {
-            out.append(&mut self.partial);
+            if self.done_seen {
+                self.partial.clear();
+            } else {
+                out.append(&mut self.partial);
+            }
         }
     }
 
@@ -390,7 +395,9 @@ impl StreamFilter {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let held = std::mem::take(&mut self.partial);
         let used = self.events(&held, out, true);
-        out.extend_from_slice(&held[used..]);
+        if !self.done_seen {
+            out.extend_from_slice(&held[used..]);
+        }
     }
 
     /// After [`finish`](Self::finish), with `hold_done`: write the stream's
@@ -435,6 +442,10 @@ impl StreamFilter {
                 break;
             }
             let keep = match event_data(&data[start..start + ev.content]) {
+                // Past `[DONE]` the stream is over: a client reading the
+                // upstream directly stops there, so nothing after it is
+                // relayed (the held `[DONE]` would otherwise follow it).
+                _ if self.done_seen => false,
                 Some(d) if &*d == b"[DONE]" => {
                     self.done_seen = true;
                     if self.hold_done && self.done_event.is_empty() {
@@ -596,6 +607,28 @@ mod tests {
         let mut out = Vec::new();
         UsageStrip::default().filter(crlf, &mut out);
         assert_eq!(out, b"data: [DONE]\r\n\r\n");
+    }
+
+    #[test]
+    fn nothing_after_done_goes_out_whatever_the_split() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\ndata: par";
+        for hold_done in [false, true] {
+            for step in 1..=stream.len() {
+                let mut f = StreamFilter::new(false, hold_done);
+                let mut out = Vec::new();
+                for part in stream.chunks(step) {
+                    f.filter(part, &mut out);
+                }
+                f.finish(&mut out);
+                let want: &[u8] = if hold_done {
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+                } else {
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n"
+                };
+                assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want), "step {step}");
+                assert!(f.done_seen);
+            }
+        }
     }
 
     #[test]

@@ -297,14 +297,17 @@ impl RecvMulti {
         Some(RecvMulti { driver, index, done: false, _fd: fd.clone() })
     }
 
-    /// Wait for bytes and append every received one that is waiting to
-    /// `dst` (it grows as needed: at most the ring's bytes in one call).
+    /// Wait for bytes and append the received ones that are waiting to
+    /// `dst`, whole arrivals in order, up to `max` bytes (but always the
+    /// first arrival, which may be larger: up to one ring buffer). The rest
+    /// stay queued, in their ring buffers, for the next call: `dst` grows by
+    /// at most `max` or one buffer, however much arrived at once.
     /// Cancel-safe: dropping the future loses nothing.
-    pub fn recv_into<'a>(&'a mut self, dst: &'a mut Vec<u8>) -> impl Future<Output = MultiRecv> + 'a {
-        RecvInto { multi: self, dst }
+    pub fn recv_into<'a>(&'a mut self, dst: &'a mut Vec<u8>, max: usize) -> impl Future<Output = MultiRecv> + 'a {
+        RecvInto { multi: self, dst, max }
     }
 
-    fn poll_recv(&mut self, dst: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<MultiRecv> {
+    fn poll_recv(&mut self, dst: &mut Vec<u8>, max: usize, cx: &mut Context<'_>) -> Poll<MultiRecv> {
         if self.done {
             return Poll::Ready(MultiRecv::Ended);
         }
@@ -322,6 +325,9 @@ impl RecvMulti {
         let mut out = None;
         while let Some(&(res, flags)) = state.queue.front() {
             if res > 0 {
+                if got > 0 && got.saturating_add(res as usize) > max {
+                    break;
+                }
                 state.queue.pop_front();
                 if let (Some(bid), RecvRing::Ready(ring)) = (cqueue::buffer_select(flags), &mut *recv_ring) {
                     dst.extend_from_slice(ring.bytes(bid, res as usize));
@@ -393,7 +399,7 @@ impl RecvMulti {
         }
         let mut sink = Vec::new();
         loop {
-            match std::future::poll_fn(|cx| self.poll_recv(&mut sink, cx)).await {
+            match std::future::poll_fn(|cx| self.poll_recv(&mut sink, usize::MAX, cx)).await {
                 MultiRecv::Data(_) => {
                     clean = false;
                     sink.clear();
@@ -411,6 +417,7 @@ impl RecvMulti {
 struct RecvInto<'a> {
     multi: &'a mut RecvMulti,
     dst: &'a mut Vec<u8>,
+    max: usize,
 }
 
 impl Future for RecvInto<'_> {
@@ -418,7 +425,7 @@ impl Future for RecvInto<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MultiRecv> {
         let me = self.get_mut();
-        me.multi.poll_recv(me.dst, cx)
+        me.multi.poll_recv(me.dst, me.max, cx)
     }
 }
 
