@@ -13,10 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Milliseconds on a process-wide monotonic clock (never 0).
+/// Milliseconds on a process-wide monotonic clock (never 0). On a worker,
+/// the clock read its runtime shares for the round (`monoio::time::recent`):
+/// health, benching and key cool-downs count in milliseconds, and a request
+/// asks several times.
 pub fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    monoio::time::recent().into_std().saturating_duration_since(epoch).as_millis() as u64 + 1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! warm connections.
 
 use super::conn::UpStream;
+use monoio::time::recent;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ impl Pool {
     /// The most recently returned connection for `key` that is still fresh.
     pub fn take(&mut self, key: &str) -> Option<UpStream> {
         let list = self.idle.get_mut(key)?;
-        let now = Instant::now();
+        let now = recent().into_std();
         while let Some(idle) = list.pop() {
             if now.duration_since(idle.since) < idle.max_idle {
                 return Some(idle.conn);
@@ -44,12 +45,12 @@ impl Pool {
             }
             list.remove(0);
         }
-        list.push(Idle { conn, since: Instant::now(), max_idle });
+        list.push(Idle { conn, since: recent().into_std(), max_idle });
     }
 
     /// Drop connections idle past their limit; forget empty keys.
     pub fn sweep(&mut self) {
-        let now = Instant::now();
+        let now = recent().into_std();
         self.idle.retain(|_, list| {
             list.retain(|i| now.duration_since(i.since) < i.max_idle);
             !list.is_empty()
