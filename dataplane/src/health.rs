@@ -230,4 +230,32 @@ mod tests {
         let reg = HealthRegistry::default();
         assert!(Arc::ptr_eq(&reg.get("x"), &reg.get("x")));
     }
+
+    /// Deadlines and `now_ms` take the clock read a worker's runtime shares
+    /// for one round of ready tasks (`monoio::time::recent`): the same
+    /// within a round, read again after the runtime waited, and read every
+    /// time outside a runtime (never a value left over from one).
+    #[test]
+    fn the_shared_clock_read_is_renewed_each_round_and_not_kept_outside() {
+        for legacy in [false, true] {
+            let body = async {
+                let first = monoio::time::recent();
+                assert_eq!(monoio::time::recent(), first, "one read per round");
+                monoio::time::sleep(Duration::from_millis(2)).await;
+                let after = monoio::time::recent();
+                assert!(after >= first + Duration::from_millis(2), "read again after the runtime waited");
+                after
+            };
+            let last = if legacy {
+                monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(body)
+            } else {
+                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
+                    Ok(mut rt) => rt.block_on(body),
+                    Err(_) => continue, // no io_uring here
+                }
+            };
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(monoio::time::recent() >= last + Duration::from_millis(2), "outside a runtime: a fresh read");
+        }
+    }
 }
