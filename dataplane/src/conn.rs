@@ -20,7 +20,7 @@ use crate::respond::{respond, respond_error, send_whole, Reply, CLOSING};
 use crate::route;
 use crate::worker::{InFlightGuard, RequestId, WorkerCtx};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::time::Instant;
+use monoio::time::{recent, Instant};
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
@@ -92,7 +92,7 @@ async fn lingering_close<S: AsyncReadRent + AsyncWriteRent>(io: &mut S, mut buf:
     const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
     const LINGER_BYTES: usize = 256 * 1024;
     let _ = io.shutdown().await;
-    let deadline = Instant::now() + LINGER;
+    let deadline = recent() + LINGER;
     let mut drained = 0;
     while drained < LINGER_BYTES {
         buf.clear();
@@ -123,7 +123,7 @@ enum HeadRead {
 async fn read_head<S: AsyncReadRent>(ctx: &WorkerCtx, io: &mut S, rbuf: &mut Vec<u8>) -> HeadRead {
     let limit = ctx.cfg.max_header_bytes;
     let mut scanned = 0;
-    let mut header_deadline = (!rbuf.is_empty()).then(|| Instant::now() + ctx.header_timeout);
+    let mut header_deadline = (!rbuf.is_empty()).then(|| recent() + ctx.header_timeout);
     loop {
         if let Some(end) = find_head_end(rbuf, scanned) {
             if end > limit {
@@ -135,7 +135,7 @@ async fn read_head<S: AsyncReadRent>(ctx: &WorkerCtx, io: &mut S, rbuf: &mut Vec
             return HeadRead::Fail(GatewayError::headers_too_large(limit));
         }
         scanned = rbuf.len();
-        let deadline = header_deadline.unwrap_or_else(|| Instant::now() + ctx.idle_timeout);
+        let deadline = header_deadline.unwrap_or_else(|| recent() + ctx.idle_timeout);
         // A request's first read needs room for `HEAD_READ_FIRST` (a small
         // request fits); a head that does not fit grows the buffer.
         let want = if rbuf.is_empty() { HEAD_READ_FIRST } else { HEAD_READ };
@@ -143,7 +143,7 @@ async fn read_head<S: AsyncReadRent>(ctx: &WorkerCtx, io: &mut S, rbuf: &mut Vec
             Ok(0) => return HeadRead::Closed,
             Ok(_) => {
                 if header_deadline.is_none() {
-                    header_deadline = Some(Instant::now() + ctx.header_timeout);
+                    header_deadline = Some(recent() + ctx.header_timeout);
                 }
             }
             Err(IoFail::Timeout) if header_deadline.is_some() => return HeadRead::Fail(GatewayError::request_timeout()),
@@ -163,7 +163,7 @@ async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
     out: &mut Vec<u8>,
 ) -> Result<(Range<usize>, usize), GatewayError> {
     let max = ctx.cfg.max_body_bytes;
-    let deadline = Instant::now() + ctx.body_timeout;
+    let deadline = recent() + ctx.body_timeout;
     let lost = || GatewayError::malformed_http("the connection ended inside the request body");
     let fail = |e: IoFail| match e {
         IoFail::Timeout => GatewayError::request_timeout(),
@@ -216,7 +216,7 @@ async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
 async fn send_continue<S: AsyncWriteRent>(ctx: &WorkerCtx, io: &mut S, out: &mut Vec<u8>) -> Result<(), GatewayError> {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-    write_all(io, out, Instant::now() + ctx.write_timeout)
+    write_all(io, out, recent() + ctx.write_timeout)
         .await
         .map_err(|_| GatewayError::malformed_http("the client went away"))?;
     out.clear();
@@ -291,7 +291,7 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                     let key = node.pool_key.clone();
                     let workers = ctx.registry.slots.len();
                     crate::node::switching_response(&mut bufs.out, ctx.id, workers, ctx.instance);
-                    let ok = write_all(io, &mut bufs.out, Instant::now() + ctx.write_timeout).await.is_ok();
+                    let ok = write_all(io, &mut bufs.out, recent() + ctx.write_timeout).await.is_ok();
                     bufs.out.clear();
                     tracing::debug!(node = %node.name, worker = ctx.id, "node connection attached");
                     return if ok { Next::Attach(key) } else { Next::Close };

@@ -28,7 +28,7 @@ use crate::translate::{self, RequestFacts, Translation};
 use crate::upstream::{connect, UpStream};
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::time::Instant;
+use monoio::time::{recent, Instant};
 use std::time::Duration;
 use switchboard_shared::anthropic::DEFAULT_VERSION;
 use switchboard_shared::config::{ProviderKind, Trigger};
@@ -52,7 +52,7 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     x: &mut Exchange<'_>,
 ) -> Forwarded {
     let route = x.route;
-    let started = Instant::now();
+    let started = recent();
     let strategy = match x.head.strategy {
         Some(s) if route.allow_strategy_header => s,
         _ => route.strategy,
@@ -118,10 +118,10 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             let round = (n / plan.len()) as u32;
             let base = retry.backoff.saturating_mul(1 << round.min(10));
             let pause = base + retry.backoff.mul_f64(ctx.random_unit());
-            let pause = deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(Instant::now())));
+            let pause = deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(recent())));
             monoio::time::sleep(pause).await;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| recent() >= d) {
             break;
         }
         // ---- fault injection (test keys only): this attempt fails as the
@@ -165,14 +165,18 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             wait = wait.min(t);
         }
         if let Some(d) = deadline {
-            wait = wait.min(d.saturating_duration_since(Instant::now()));
+            wait = wait.min(d.saturating_duration_since(recent()));
         }
         let sent = Instant::now();
         let result = monoio::select! {
             r = attempt(ctx, up, bufs, wait) => Some(r),
             _ = client.peer_closed() => None,
         };
-        x.tally.upstream += sent.elapsed();
+        // One read for the wait's length: the upstream time, the target's
+        // latency (health) and the relay's start.
+        let answered = Instant::now();
+        let waited = answered.saturating_duration_since(sent);
+        x.tally.upstream += waited;
         // The request is rendered again for each attempt: its buffer goes
         // back to the worker rather than staying with a stream for hours.
         ctx.give_back(std::mem::take(&mut bufs.up_w));
@@ -188,7 +192,7 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             Ok((conn, head)) => {
                 let now = now_ms();
                 let verdict = judge(route, up, key, &head, now);
-                let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                let out_of_time = deadline.is_some_and(|d| recent() >= d);
                 match verdict {
                     Verdict::FailOver(e) if !last && !out_of_time => {
                         tracing::debug!(upstream = %up.name, status = head.status, "failing over on status");
@@ -198,14 +202,13 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                     Verdict::FailOver(_) | Verdict::Relay => {}
                 }
                 if (200..500).contains(&head.status) && head.status != 429 {
-                    up.health.success(sent.elapsed());
+                    up.health.success(waited);
                 }
                 let served = Served { route: &route.name, target: &up.name, attempts };
                 x.tally.target = Some(plan.nth(n));
                 x.tally.status = head.status;
-                let relay_started = Instant::now();
                 let outcome = relay(ctx, client, conn, head, bufs, x, up, &served).await;
-                x.tally.upstream += relay_started.elapsed();
+                x.tally.upstream += answered.elapsed();
                 match outcome {
                     Relayed::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
                         x.tally.reply = Default::default();
@@ -482,7 +485,7 @@ async fn send(
     bufs: &mut Buffers,
     wait: Duration,
 ) -> Result<ResponseHead, SendFail> {
-    let deadline = Instant::now() + wait;
+    let deadline = recent() + wait;
     let timed_out = || {
         SendFail::Fail(GatewayError::upstream_timeout(format!(
             "Upstream `{}` did not answer within {} ms.",

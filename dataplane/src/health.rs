@@ -13,10 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Milliseconds on a process-wide monotonic clock (never 0).
+/// Milliseconds on a process-wide monotonic clock (never 0). On a worker,
+/// the clock read its runtime shares for the round (`monoio::time::recent`):
+/// health, benching and key cool-downs count in milliseconds, and a request
+/// asks several times.
 pub fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    monoio::time::recent().into_std().saturating_duration_since(epoch).as_millis() as u64 + 1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,5 +229,33 @@ mod tests {
         assert_eq!(h.ewma_ttfb_us.load(Ordering::Relaxed), 1200);
         let reg = HealthRegistry::default();
         assert!(Arc::ptr_eq(&reg.get("x"), &reg.get("x")));
+    }
+
+    /// Deadlines and `now_ms` take the clock read a worker's runtime shares
+    /// for one round of ready tasks (`monoio::time::recent`): the same
+    /// within a round, read again after the runtime waited, and read every
+    /// time outside a runtime (never a value left over from one).
+    #[test]
+    fn the_shared_clock_read_is_renewed_each_round_and_not_kept_outside() {
+        for legacy in [false, true] {
+            let body = async {
+                let first = monoio::time::recent();
+                assert_eq!(monoio::time::recent(), first, "one read per round");
+                monoio::time::sleep(Duration::from_millis(2)).await;
+                let after = monoio::time::recent();
+                assert!(after >= first + Duration::from_millis(2), "read again after the runtime waited");
+                after
+            };
+            let last = if legacy {
+                monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap().block_on(body)
+            } else {
+                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
+                    Ok(mut rt) => rt.block_on(body),
+                    Err(_) => continue, // no io_uring here
+                }
+            };
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(monoio::time::recent() >= last + Duration::from_millis(2), "outside a runtime: a fresh read");
+        }
     }
 }

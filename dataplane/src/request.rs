@@ -7,7 +7,7 @@
 //! alias splices the upstream model name over the `model` value's bytes.
 
 use crate::error::GatewayError;
-use crate::validate::{Checks, Messages};
+use crate::validate::{Checks, KeyIs, Messages};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -158,8 +158,8 @@ impl<'de> Deserialize<'de> for StreamOptions<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamOptions<'de>, A::Error> {
                 let mut o = StreamOptions::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key != "include_usage" {
+                while let Some(is_usage) = map.next_key_seed(KeyIs("include_usage"))? {
+                    if !is_usage {
                         map.next_value::<IgnoredAny>()?;
                         continue;
                     }

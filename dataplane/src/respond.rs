@@ -8,7 +8,7 @@ use crate::fmt::push_dec;
 use crate::http::io::write_all;
 use crate::worker::{RequestId, WorkerCtx};
 use monoio::io::AsyncWriteRent;
-use monoio::time::Instant;
+use monoio::time::recent;
 
 /// How a whole response goes out on this connection.
 #[derive(Clone, Copy)]
@@ -73,7 +73,7 @@ pub(crate) async fn send_whole<S: AsyncWriteRent>(
     if reply.head_only {
         out.truncate(out.len() - body.len());
     }
-    let ok = write_all(io, out, Instant::now() + ctx.write_timeout).await.is_ok();
+    let ok = write_all(io, out, recent() + ctx.write_timeout).await.is_ok();
     out.clear();
     ok
 }

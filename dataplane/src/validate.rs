@@ -102,6 +102,27 @@ enum Message {
     NotObject(&'static str),
 }
 
+/// Whether an object's key is `self.0` (escapes read), without a copy of
+/// the key: serde reads a `Cow<str>` key as an owned `String` every time.
+pub(crate) struct KeyIs(pub &'static str);
+
+impl<'de> de::DeserializeSeed<'de> for KeyIs {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        struct V(&'static str);
+        impl<'de> Visitor<'de> for V {
+            type Value = bool;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+                Ok(v == self.0)
+            }
+        }
+        d.deserialize_str(V(self.0))
+    }
+}
+
 /// Reads a message at index `i` (set by the array walk).
 struct MessageAt(usize);
 
@@ -116,8 +137,8 @@ impl<'de> de::DeserializeSeed<'de> for MessageAt {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
                 let mut role: Option<Result<(), Fault>> = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key != "role" {
+                while let Some(is_role) = map.next_key_seed(KeyIs("role"))? {
+                    if !is_role {
                         map.next_value::<IgnoredAny>()?;
                         continue;
                     }

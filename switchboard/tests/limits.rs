@@ -204,6 +204,29 @@ fn slow_heads_and_bodies_time_out_with_408() {
     assert!(c.closed_by_peer());
 }
 
+/// Deadlines are taken from the clock read a worker shares for one round of
+/// work (`monoio::time::recent`). A connection that idled longer than the
+/// head and body timeouts is timed from its next request, not from a read
+/// made before it idled.
+#[test]
+fn a_request_after_an_idle_spell_longer_than_its_timeouts_is_served() {
+    let (up, gw) = gateway("header_read_timeout_ms = 150\nbody_read_timeout_ms = 150\nidle_timeout_ms = 20000");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut c = gw.conn();
+    for round in 0..3 {
+        // The head, then the body in a second write.
+        let req = request("POST", "/v1/chat/completions", Some(KEY), body, &[]);
+        let split = req.len() - body.len();
+        c.send(&req[..split]);
+        c.send(&req[split..]);
+        let r = c.response();
+        assert_eq!(r.status, 200, "round {round}: {}", String::from_utf8_lossy(&r.body));
+        // Idle: longer than both timeouts (the scenario itself, not a wait for something).
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert_eq!(up.requests(), 3);
+}
+
 #[test]
 fn idle_connections_are_closed() {
     let (_up, gw) = gateway("idle_timeout_ms = 150");

@@ -107,7 +107,7 @@ impl PeerClosed for monoio::net::TcpStream {
     async fn peer_closed(&self) {
         use std::os::fd::AsRawFd;
         // A timer in this worker's wheel: no allocation, no system call.
-        monoio::time::sleep(PEER_WATCH_AFTER).await;
+        monoio::time::sleep_until(monoio::time::recent() + PEER_WATCH_AFTER).await;
         // Bounded: a driver that keeps reporting readiness without data stops
         // being asked.
         for _ in 0..64 {

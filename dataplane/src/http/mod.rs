@@ -12,8 +12,12 @@ pub mod io;
 /// `from` (the caller passes where the previous search stopped, so a head that
 /// arrives in pieces is scanned once).
 pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    // Built once: `memmem::find` would build a searcher on every call (two
+    // heads per proxied request).
+    static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
     let start = from.saturating_sub(3);
-    memchr::memmem::find(&buf[start.min(buf.len())..], b"\r\n\r\n").map(|i| start + i + 4)
+    HEAD_END.find(&buf[start.min(buf.len())..]).map(|i| start + i + 4)
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ use deframe::Deframer;
 use frame::{render_head, ClientBody};
 use hold::{with_owed_usage, Held, Hold};
 use monoio::io::AsyncWriteRent;
-use monoio::time::Instant;
+use monoio::time::{recent, Instant};
 use switchboard_shared::usage::Outcome;
 
 /// What relaying a response came to.
@@ -422,7 +422,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
         // Hold the head until there is body to send with it (or the body is whole).
         let something = sent || done || !payload.is_empty();
         if chain.gate.is_none() && chain.hold.is_none() && !out.is_empty() && something {
-            if write_all(client, out, Instant::now() + ctx.write_timeout).await.is_err() {
+            if write_all(client, out, recent() + ctx.write_timeout).await.is_err() {
                 // The client went away: dropping `conn` closes the upstream side too.
                 x.tally.outcome = Outcome::ClientClosed;
                 return Relayed::Aborted;
@@ -446,7 +446,7 @@ pub(crate) async fn relay<S: AsyncWriteRent + PeerClosed>(
             // back to the worker while this response waits.
             ctx.give_back(std::mem::take(out));
         }
-        let deadline = Instant::now() + up.read_timeout;
+        let deadline = recent() + up.read_timeout;
         let read = if sent {
             reader.read_append(&mut conn, r, read_size, deadline).await
         } else {
@@ -600,7 +600,7 @@ async fn fail_mid_stream<S: AsyncWriteRent>(
             .dialect(x.endpoint().is_anthropic());
         out.clear();
         ClientBody::Chunked.end(out, Some(&err.to_sse_event()));
-        let _ = write_all(client, out, Instant::now() + ctx.write_timeout).await;
+        let _ = write_all(client, out, recent() + ctx.write_timeout).await;
     }
     Relayed::Aborted
 }

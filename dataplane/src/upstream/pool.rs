@@ -6,6 +6,7 @@
 //! warm connections.
 
 use super::conn::UpStream;
+use monoio::time::recent;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ impl Pool {
     /// and quiet ([`quiet`]); the others are closed.
     pub fn take(&mut self, key: &str) -> Option<UpStream> {
         let list = self.idle.get_mut(key)?;
-        let now = Instant::now();
+        let now = recent().into_std();
         while let Some(idle) = list.pop() {
             if now.duration_since(idle.since) < idle.max_idle && quiet(&idle.conn) {
                 return Some(idle.conn);
@@ -46,12 +47,12 @@ impl Pool {
             }
             list.remove(0);
         }
-        list.push(Idle { conn, since: Instant::now(), max_idle });
+        list.push(Idle { conn, since: recent().into_std(), max_idle });
     }
 
     /// Drop connections idle past their limit; forget empty keys.
     pub fn sweep(&mut self) {
-        let now = Instant::now();
+        let now = recent().into_std();
         self.idle.retain(|_, list| {
             list.retain(|i| now.duration_since(i.since) < i.max_idle);
             !list.is_empty()

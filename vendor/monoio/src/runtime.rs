@@ -150,6 +150,8 @@ impl<D> Runtime<D> {
 
                 let mut join = std::pin::pin!(join);
                 set_poll();
+                // Switchboard: one clock read per round for `time::recent`.
+                let _rounds = crate::time::recent::Rounds::start();
                 loop {
                     loop {
                         // Consume all tasks(with max round to prevent io starvation)
@@ -180,6 +182,7 @@ impl<D> Runtime<D> {
 
                         // Cold path
                         let _ = self.driver.submit();
+                        crate::time::recent::new_round();
                     }
 
                     // Wait and Process CQ(the error is ignored for not debug mode)
@@ -190,6 +193,7 @@ impl<D> Runtime<D> {
                     if let Err(e) = self.driver.park() {
                         trace!("park error: {:?}", e);
                     }
+                    crate::time::recent::new_round();
                 }
             })
         })

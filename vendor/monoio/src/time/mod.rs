@@ -106,6 +106,9 @@ mod interval;
 pub use interval::{interval, interval_at, Interval, MissedTickBehavior};
 
 mod timeout;
+
+pub(crate) mod recent;
+pub use recent::recent;
 // Re-export for convenience
 #[doc(no_inline)]
 pub use std::time::Duration;
