@@ -485,6 +485,8 @@ async fn worker_main(
                 pool.idle_by_pool()
             };
             sweeper.metrics.set_pools(pools);
+            // Pages freed since the last tick go back to the OS (`crate::memory`).
+            crate::memory::release();
         }
     });
     if ctx.usage.borrow().enabled() {
