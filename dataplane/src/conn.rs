@@ -48,37 +48,43 @@ fn trim_capacity(v: &mut Vec<u8>) {
 
 /// Serve a client connection until it closes, errs, idles out or the worker
 /// drains — or a node agent attaches it, and it joins the upstream pool.
-pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
+///
+/// A plain function returning the connection's future (as the functions
+/// below it): an `async fn` keeps each by-value argument twice in its state,
+/// as passed and as moved into its body, for as long as the connection is open.
+pub(crate) fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
     ctx: Rc<WorkerCtx>,
     mut io: S,
-) {
-    let mut rbuf: Vec<u8> = Vec::with_capacity(HEAD_READ_FIRST);
-    let mut bufs = Buffers::default();
-    loop {
-        let next = handle_one(&ctx, &mut io, &mut rbuf, &mut bufs).await;
-        match next {
-            Next::Close => return,
-            Next::Attach(pool_key) => {
-                // Kept until the node closes it (or the snapshot drops the node).
-                let day = Duration::from_secs(86_400);
-                ctx.pool.borrow_mut().put(&pool_key, io.into_upstream(), 1024, day);
-                return;
-            }
-            Next::Linger => {
-                lingering_close(&mut io, rbuf).await;
-                return;
-            }
-            Next::Continue(_) if ctx.draining() => return,
-            Next::Continue(start) => {
-                if start >= rbuf.len() {
-                    rbuf.clear();
-                } else {
-                    rbuf.drain(..start);
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let mut rbuf: Vec<u8> = Vec::with_capacity(HEAD_READ_FIRST);
+        let mut bufs = Buffers::default();
+        loop {
+            let next = handle_one(&ctx, &mut io, &mut rbuf, &mut bufs).await;
+            match next {
+                Next::Close => return,
+                Next::Attach(pool_key) => {
+                    // Kept until the node closes it (or the snapshot drops the node).
+                    let day = Duration::from_secs(86_400);
+                    ctx.pool.borrow_mut().put(&pool_key, io.into_upstream(), 1024, day);
+                    return;
                 }
-                trim_capacity(&mut rbuf);
-                trim_capacity(&mut bufs.out);
-                trim_capacity(&mut bufs.up_w);
-                trim_capacity(&mut bufs.up_r);
+                Next::Linger => {
+                    lingering_close(&mut io, rbuf).await;
+                    return;
+                }
+                Next::Continue(_) if ctx.draining() => return,
+                Next::Continue(start) => {
+                    if start >= rbuf.len() {
+                        rbuf.clear();
+                    } else {
+                        rbuf.drain(..start);
+                    }
+                    trim_capacity(&mut rbuf);
+                    trim_capacity(&mut bufs.out);
+                    trim_capacity(&mut bufs.up_w);
+                    trim_capacity(&mut bufs.up_r);
+                }
             }
         }
     }
@@ -387,66 +393,68 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
 /// Phases authenticate, parse (body, fields, contract) and route; then the
 /// exchange runs the rest (`exchange::run`). A request that reaches a route
 /// is accounted there.
-async fn routed<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
-    ctx: &WorkerCtx,
-    io: &mut S,
-    rbuf: &mut Vec<u8>,
-    bufs: &mut Buffers,
-    c: Arrival<'_>,
+fn routed<'a, S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
+    ctx: &'a WorkerCtx,
+    io: &'a mut S,
+    rbuf: &'a mut Vec<u8>,
+    bufs: &'a mut Buffers,
+    c: Arrival<'a>,
     head_end: usize,
-    next_start: &mut Option<usize>,
-) -> Answer {
-    let snapshot = ctx.snapshot();
-    let key = match authenticate(&snapshot, &c.head.credential, &rbuf[..head_end]) {
-        Ok(key) => key,
-        Err(e) => return Answer::Error(e),
-    };
-    let (range, next) = match read_body(ctx, io, rbuf, head_end, c.head, &mut bufs.out).await {
-        Ok(r) => r,
-        Err(e) => return Answer::Error(e),
-    };
-    *next_start = Some(next);
-    let mut fields = match checked(&c.head.endpoint, &rbuf[range.clone()]) {
-        Ok(f) => f,
-        Err(e) => return Answer::Error(e),
-    };
-    if fields.stream && rbuf.capacity() - rbuf.len() > STREAM_SPARE_MAX {
-        // A stream holds its request (the exchange reads it to the end) for
-        // as long as it is open: not in a read buffer mostly empty. Read
-        // again from the buffer of its own size (once per stream).
-        drop(fields);
-        rbuf.shrink_to_fit();
-        fields = match checked(&c.head.endpoint, &rbuf[range.clone()]) {
+    next_start: &'a mut Option<usize>,
+) -> impl std::future::Future<Output = Answer> + use<'a, S> {
+    async move {
+        let snapshot = ctx.snapshot();
+        let key = match authenticate(&snapshot, &c.head.credential, &rbuf[..head_end]) {
+            Ok(key) => key,
+            Err(e) => return Answer::Error(e),
+        };
+        let (range, next) = match read_body(ctx, io, rbuf, head_end, c.head, &mut bufs.out).await {
+            Ok(r) => r,
+            Err(e) => return Answer::Error(e),
+        };
+        *next_start = Some(next);
+        let mut fields = match checked(&c.head.endpoint, &rbuf[range.clone()]) {
             Ok(f) => f,
             Err(e) => return Answer::Error(e),
         };
-    }
-    let body = &rbuf[range];
-    let route = match route::resolve(&snapshot, key, &fields.model) {
-        Ok(r) => r,
-        Err(e) => return Answer::Error(e),
-    };
-    // Fault injection: test keys only, else 400 (`crate::fault`).
-    let fault = match crate::fault::from_request(&c.head.fault, key.test, route) {
-        Ok(f) => f,
-        Err(e) => return Answer::Error(e),
-    };
-    if c.head.endpoint == Endpoint::CountTokens && !route.targets.iter().any(|t| t.upstream.kind.is_anthropic()) {
-        // No provider to ask: the gateway's own estimate.
-        return estimated_token_count(body);
-    }
-    let mut x = Exchange::new(c, key, route, &fields, body, &rbuf[..head_end]);
-    x.fault = fault;
-    let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
-    if let Ending::Error(e) = &ending {
-        if c.head.endpoint == Endpoint::CountTokens && e.status >= 500 {
-            // Every Anthropic-kind provider failed: a token count is never a
-            // 5xx, the gateway's own estimate answers (documented as one).
-            tracing::debug!(error = %e.message, "count_tokens: no provider answered; estimated");
+        if fields.stream && rbuf.capacity() - rbuf.len() > STREAM_SPARE_MAX {
+            // A stream holds its request (the exchange reads it to the end) for
+            // as long as it is open: not in a read buffer mostly empty. Read
+            // again from the buffer of its own size (once per stream).
+            drop(fields);
+            rbuf.shrink_to_fit();
+            fields = match checked(&c.head.endpoint, &rbuf[range.clone()]) {
+                Ok(f) => f,
+                Err(e) => return Answer::Error(e),
+            };
+        }
+        let body = &rbuf[range];
+        let route = match route::resolve(&snapshot, key, &fields.model) {
+            Ok(r) => r,
+            Err(e) => return Answer::Error(e),
+        };
+        // Fault injection: test keys only, else 400 (`crate::fault`).
+        let fault = match crate::fault::from_request(&c.head.fault, key.test, route) {
+            Ok(f) => f,
+            Err(e) => return Answer::Error(e),
+        };
+        if c.head.endpoint == Endpoint::CountTokens && !route.targets.iter().any(|t| t.upstream.kind.is_anthropic()) {
+            // No provider to ask: the gateway's own estimate.
             return estimated_token_count(body);
         }
+        let mut x = Exchange::new(c, key, route, &fields, body, &rbuf[..head_end]);
+        x.fault = fault;
+        let ending = crate::pipeline::run(ctx, io, bufs, &mut x).await;
+        if let Ending::Error(e) = &ending {
+            if c.head.endpoint == Endpoint::CountTokens && e.status >= 500 {
+                // Every Anthropic-kind provider failed: a token count is never a
+                // 5xx, the gateway's own estimate answers (documented as one).
+                tracing::debug!(error = %e.message, "count_tokens: no provider answered; estimated");
+                return estimated_token_count(body);
+            }
+        }
+        Answer::Routed(ending, std::mem::take(&mut x.headers))
     }
-    Answer::Routed(ending, std::mem::take(&mut x.headers))
 }
 
 /// The body's fields, and OpenAI's checks on them.

@@ -29,6 +29,9 @@ use crate::upstream::{connect, UpStream};
 use crate::worker::WorkerCtx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::{recent, Instant};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use switchboard_shared::anthropic::DEFAULT_VERSION;
 use switchboard_shared::config::{ProviderKind, Trigger};
@@ -70,16 +73,18 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     if plan.is_empty() {
         return Forwarded::Failed(GatewayError::no_target(&route.name));
     }
-    let retry = route.retry;
+    let retry = &route.retry;
     let deadline = retry.deadline.map(|d| started + d);
-    let mut last_err = None;
+    // Boxed, as the two below: taken on failures only, and otherwise 88
+    // bytes each in the state every open stream's relay is awaited from.
+    let mut last_err: Option<Box<GatewayError>> = None;
     let mut attempts = 0u32;
     let mut mismatched = false;
     // The request body in `bufs.translated` was translated this way for this
     // upstream model name, with these facts: translated once, not per attempt.
     let mut translated_for: Option<(Translation, *const str, RequestFacts)> = None;
     // Why a target of the other API could not take the request (a 400 when no target could).
-    let mut untranslatable: Option<GatewayError> = None;
+    let mut untranslatable: Option<Box<GatewayError>> = None;
     for n in 0..retry.max_attempts {
         let target = &route.targets[plan.nth(n)];
         let up = &*target.upstream;
@@ -105,7 +110,7 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
                             Err(e) => {
                                 // This target cannot honour the request; another may.
                                 tracing::debug!(upstream = %up.name, param = ?e.param, "request not translatable for this target");
-                                untranslatable.get_or_insert(e);
+                                untranslatable.get_or_insert(Box::new(e));
                                 continue;
                             }
                         }
@@ -134,7 +139,7 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             let trigger_on = e.cause.is_some_and(|c| route.triggers.has(c));
             if e.retryable && trigger_on && n + 1 < retry.max_attempts {
                 tracing::debug!(upstream = %up.name, error = %e.message, "injected fault; trying again");
-                last_err = Some(e);
+                last_err = Some(Box::new(e));
                 continue;
             }
             return Forwarded::Failed(e);
@@ -143,12 +148,16 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         let now = now_ms();
         if up.health.state(now) == HealthState::HalfOpen && !up.health.admit(now) {
             // Another request is the half-open trial; don't pile on.
-            last_err.get_or_insert_with(|| GatewayError::upstream(format!("Upstream `{}` is recovering.", up.name)));
+            last_err.get_or_insert_with(|| {
+                Box::new(GatewayError::upstream(format!("Upstream `{}` is recovering.", up.name)))
+            });
             continue;
         }
         let Ok(key) = up.pick_key(now) else {
-            last_err =
-                Some(GatewayError::upstream(format!("Every provider key of upstream `{}` is benched.", up.name)));
+            last_err = Some(Box::new(GatewayError::upstream(format!(
+                "Every provider key of upstream `{}` is benched.",
+                up.name
+            ))));
             continue;
         };
         attempts += 1;
@@ -168,78 +177,89 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
             wait = wait.min(d.saturating_duration_since(recent()));
         }
         let sent = Instant::now();
-        let result = monoio::select! {
-            r = attempt(ctx, up, bufs, wait) => Some(r),
-            _ = client.peer_closed() => None,
-        };
-        // One read for the wait's length: the upstream time, the target's
-        // latency (health) and the relay's start.
-        let answered = Instant::now();
-        let waited = answered.saturating_duration_since(sent);
-        x.tally.upstream += waited;
-        // The request is rendered again for each attempt: its buffer goes
-        // back to the worker rather than staying with a stream for hours.
-        ctx.give_back(std::mem::take(&mut bufs.up_w));
-        let Some(result) = result else {
-            // Dropping the attempt closes the upstream connection: the
-            // upstream stops generating for nobody.
-            tracing::debug!(upstream = %up.name, "client left before the answer; upstream request cancelled");
-            x.tally.status = CLIENT_CLOSED_STATUS;
-            x.tally.outcome = Outcome::ClientClosed;
-            return Forwarded::Aborted;
-        };
-        match result {
-            Ok((conn, head)) => {
-                let now = now_ms();
-                let verdict = judge(route, up, key, &head, now);
-                let out_of_time = deadline.is_some_and(|d| recent() >= d);
-                match verdict {
-                    Verdict::FailOver(e) if !last && !out_of_time => {
-                        tracing::debug!(upstream = %up.name, status = head.status, "failing over on status");
-                        last_err = Some(e);
+        // Everything from here to the relay's future is scoped in this block:
+        // what an `async fn` keeps alive across an `.await` is sized into
+        // its state, so the attempt's result, the verdict and the moved-from
+        // connection and head would otherwise ride along for the whole
+        // relay — every open stream's memory (docs/performance.md).
+        let answered;
+        let outcome = {
+            let result = monoio::select! {
+                r = attempt(ctx, up, bufs, wait) => Some(r),
+                _ = client.peer_closed() => None,
+            };
+            // One read for the wait's length: the upstream time, the
+            // target's latency (health) and the relay's start.
+            answered = Instant::now();
+            let waited = answered.saturating_duration_since(sent);
+            x.tally.upstream += waited;
+            // The request is rendered again for each attempt: its buffer goes
+            // back to the worker rather than staying with a stream for hours.
+            ctx.give_back(std::mem::take(&mut bufs.up_w));
+            let Some(result) = result else {
+                // Dropping the attempt closes the upstream connection: the
+                // upstream stops generating for nobody.
+                tracing::debug!(upstream = %up.name, "client left before the answer; upstream request cancelled");
+                x.tally.status = CLIENT_CLOSED_STATUS;
+                x.tally.outcome = Outcome::ClientClosed;
+                return Forwarded::Aborted;
+            };
+            let (conn, head) = match result {
+                Ok(answer) => answer,
+                Err(e) => {
+                    if e.source == Source::Upstream {
+                        up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                    }
+                    let trigger_on = e.cause.is_none_or(|c| route.triggers.has(c));
+                    if e.retryable && trigger_on {
+                        tracing::debug!(upstream = %up.name, error = %e.message, "attempt failed; trying again");
+                        last_err = Some(Box::new(e));
                         continue;
                     }
-                    Verdict::FailOver(_) | Verdict::Relay => {}
-                }
-                if (200..500).contains(&head.status) && head.status != 429 {
-                    up.health.success(waited);
-                }
-                let served = Served { route: &route.name, target: &up.name, attempts };
-                x.tally.target = Some(plan.nth(n));
-                x.tally.status = head.status;
-                let outcome = relay(ctx, client, conn, head, bufs, x, up, &served).await;
-                x.tally.upstream += answered.elapsed();
-                match outcome {
-                    Relayed::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
-                        x.tally.reply = Default::default();
-                        up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
-                        tracing::debug!(upstream = %up.name, error = %e.message, "stream failed before its first token; trying again");
-                        last_err = Some(e);
-                    }
-                    Relayed::Retry(e) => return Forwarded::Failed(e),
-                    Relayed::Done { keep_alive } => return Forwarded::Done { keep_alive },
-                    Relayed::Aborted => return Forwarded::Aborted,
-                }
-            }
-            Err(e) => {
-                if e.source == Source::Upstream {
-                    up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
-                }
-                let trigger_on = e.cause.is_none_or(|c| route.triggers.has(c));
-                if e.retryable && trigger_on {
-                    tracing::debug!(upstream = %up.name, error = %e.message, "attempt failed; trying again");
-                    last_err = Some(e);
-                } else {
                     return Forwarded::Failed(e);
                 }
+            };
+            let now = now_ms();
+            let out_of_time = deadline.is_some_and(|d| recent() >= d);
+            if let Verdict::FailOver(e) = judge(route, up, key, &head, now) {
+                if !last && !out_of_time {
+                    tracing::debug!(upstream = %up.name, status = head.status, "failing over on status");
+                    last_err = Some(Box::new(e));
+                    continue;
+                }
             }
+            if (200..500).contains(&head.status) && head.status != 429 {
+                up.health.success(waited);
+            }
+            let served = Served { route: &route.name, target: &up.name, attempts };
+            x.tally.target = Some(plan.nth(n));
+            x.tally.status = head.status;
+            match conn {
+                UpStream::Plain(tcp) => Relaying::Plain(relay(ctx, client, tcp, head, bufs, x, up, served)),
+                // Boxed (once per response from a TLS upstream or a node):
+                // their reads' state would size every plain stream's relay.
+                other => Relaying::Other(Box::pin(relay(ctx, client, other, head, bufs, x, up, served))),
+            }
+        }
+        .await;
+        x.tally.upstream += answered.elapsed();
+        match outcome {
+            Relayed::Retry(e) if !last && route.triggers.has(Trigger::Reset) => {
+                x.tally.reply = Default::default();
+                up.health.failure(now_ms(), up.eject_after_failures, up.eject_for);
+                tracing::debug!(upstream = %up.name, error = %e.message, "stream failed before its first token; trying again");
+                last_err = Some(Box::new(e));
+            }
+            Relayed::Retry(e) => return Forwarded::Failed(e),
+            Relayed::Done { keep_alive } => return Forwarded::Done { keep_alive },
+            Relayed::Aborted => return Forwarded::Aborted,
         }
     }
     let err = match (last_err, untranslatable) {
-        (Some(e), _) if attempts > 0 => e,
+        (Some(e), _) if attempts > 0 => *e,
         // No target could take the request as it is: say which field.
-        (_, Some(e)) => e,
-        (Some(e), None) => e,
+        (_, Some(e)) => *e,
+        (Some(e), None) => *e,
         (None, None) if mismatched && attempts == 0 => {
             let e = x.endpoint();
             let path = match e {
@@ -253,6 +273,28 @@ pub(crate) async fn forward<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
         (None, None) => GatewayError::no_target(&route.name),
     };
     Forwarded::Failed(err)
+}
+
+/// One response's relay: inline from a plain TCP upstream, boxed from the
+/// others (see [`crate::upstream::RelayConn`]).
+enum Relaying<P, O> {
+    Plain(P),
+    Other(Pin<Box<O>>),
+}
+
+impl<P: Future, O: Future<Output = P::Output>> Future for Relaying<P, O> {
+    type Output = P::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
+        // SAFETY: `Plain`'s future is structurally pinned: `Relaying` never
+        // moves it out, has no `Drop` and no manual `Unpin`; `Other` is a
+        // `Pin<Box<_>>`, pinned on its own.
+        match unsafe { self.get_unchecked_mut() } {
+            // SAFETY: as above; the future stays where it is until dropped.
+            Relaying::Plain(f) => unsafe { Pin::new_unchecked(f) }.poll(cx),
+            Relaying::Other(f) => f.as_mut().poll(cx),
+        }
+    }
 }
 
 /// How a provider of this kind serves requests of this endpoint: `Some(None)`
@@ -449,7 +491,13 @@ async fn attempt(
         None => (Box::pin(connect(up, &ctx.dns)).await?, false),
     };
     loop {
-        match send(ctx, &mut conn, up, bufs, wait).await {
+        // A TLS connection's send is boxed (once per attempt on one): its
+        // reads' and writes' state would size every plain stream's task.
+        let sent = match &mut conn {
+            UpStream::Plain(tcp) => send(ctx, tcp, up, bufs, wait).await,
+            other => Box::pin(send(ctx, other, up, bufs, wait)).await,
+        };
+        match sent {
             Ok(head) => return Ok((conn, head)),
             Err(SendFail::Stale) if reused => {
                 // A node's connections are all pooled: try its next one.
@@ -478,9 +526,9 @@ async fn attempt(
 
 /// Send the request on `conn` and read the response head (skipping interim
 /// 1xx responses).
-async fn send(
+async fn send<U: AsyncReadRent + AsyncWriteRent>(
     ctx: &WorkerCtx,
-    conn: &mut UpStream,
+    conn: &mut U,
     up: &Upstream,
     bufs: &mut Buffers,
     wait: Duration,

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod dns;
 pub mod health;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod probe;
 pub mod reload;

@@ -485,6 +485,8 @@ async fn worker_main(
                 pool.idle_by_pool()
             };
             sweeper.metrics.set_pools(pools);
+            // Pages freed since the last tick go back to the OS (`crate::memory`).
+            crate::memory::release();
         }
     });
     if ctx.usage.borrow().enabled() {
@@ -545,13 +547,22 @@ async fn worker_main(
 /// they live in a box of their own, allocated for TLS connections only: a
 /// plain connection's task stays the size of [`conn::serve`] (the
 /// `task_future_sizes` test bounds it).
-async fn serve_accepted(c: Rc<WorkerCtx>, stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) {
-    let _open = ConnGuard::new(&c, stream.as_raw_fd());
-    // A panic closes this connection only (see `supervise`).
-    let slot = c.metrics.clone();
-    match tls {
-        None => crate::supervise::connection(c.id, &slot, conn::serve(c.clone(), stream)).await,
-        Some(cfg) => crate::supervise::connection(c.id, &slot, Box::pin(serve_tls(c.clone(), stream, cfg))).await,
+///
+/// A plain function returning an `async move` block: an `async fn` would keep
+/// its arguments twice (as passed, and moved into its body).
+fn serve_accepted(
+    c: Rc<WorkerCtx>,
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _open = ConnGuard::new(&c, stream.as_raw_fd());
+        // A panic closes this connection only (see `supervise`).
+        let slot = c.metrics.clone();
+        match tls {
+            None => crate::supervise::connection(c.id, &slot, conn::serve(c.clone(), stream)).await,
+            Some(cfg) => crate::supervise::connection(c.id, &slot, Box::pin(serve_tls(c.clone(), stream, cfg))).await,
+        }
     }
 }
 
@@ -584,6 +595,12 @@ mod task_size_tests {
         std::mem::size_of::<F>()
     }
 
+    /// The size of the future `make` would return, without calling it (the
+    /// arguments of such a call need not exist).
+    fn size_of_unmade<F: std::future::Future>(_make: impl FnOnce() -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
     /// The most a plain connection's task future may be in a debug build
     /// (the tests' build), in bytes: what every open connection, an open
     /// stream too, holds for its task (docs/performance.md, "Memory per open
@@ -591,8 +608,15 @@ mod task_size_tests {
     /// large states were boxed (opening an upstream connection, the client
     /// watch before the first byte, a stream's translator); 5,664 once the
     /// vendored monoio's timers lost their cache-line alignment
-    /// (vendor/monoio/PATCHES.md); 480 bytes of margin.
-    const TASK_MAX_DEBUG: usize = 6_144;
+    /// (vendor/monoio/PATCHES.md); 3,888 on 2026-12-02 once the connection's
+    /// functions stopped keeping their arguments twice, `forward` stopped
+    /// carrying the attempt's dead locals across the relay, and a TLS
+    /// upstream's send and relay were built apart (boxed) from a plain one's.
+    /// The bound keeps the task with monoio's 48-byte task header (3,936
+    /// bytes) inside mimalloc's 4 KiB size class: 160 bytes of margin. Past
+    /// it, every open connection takes the next class, 5 KiB (it took 6 KiB
+    /// before: 5,712 bytes).
+    const TASK_MAX_DEBUG: usize = 4_096 - 48;
 
     /// Every open connection holds its task's future: a plain connection's
     /// must not carry the TLS handshake's and TLS stream's state inline, nor
@@ -607,6 +631,61 @@ mod task_size_tests {
         assert!(tls > task, "the TLS path ({tls} bytes) is boxed apart from the task ({task} bytes)");
         if cfg!(debug_assertions) {
             assert!(task <= TASK_MAX_DEBUG, "a connection's task is {task} bytes, over its bound of {TASK_MAX_DEBUG}");
+        }
+    }
+
+    /// What `forward` keeps beside the relay it awaits, at most, in a debug
+    /// build: its loop's own state (the plan, the retry settings, the boxed
+    /// errors, the timings), not the attempt's result, the verdict or the
+    /// moved-from connection and head. 360 bytes measured on 2026-12-02
+    /// (1,104 before the attempt was scoped).
+    const FORWARD_OVER_RELAY_MAX_DEBUG: usize = 512;
+
+    /// A plain-TCP upstream's relay — what every open stream over plain HTTP
+    /// awaits — is built apart from a TLS one's (whose reads' state is
+    /// hundreds of bytes larger), and `forward` carries little beside it.
+    #[test]
+    #[allow(unreachable_code, clippy::diverging_sub_expression)]
+    fn relay_future_sizes() {
+        use crate::upstream::UpStream;
+        let relay_plain = size_of_unmade(|| {
+            crate::relay::relay::<TcpStream, TcpStream>(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
+        let relay_any = size_of_unmade(|| {
+            crate::relay::relay::<TcpStream, UpStream>(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
+        let forward = size_of_unmade(|| {
+            crate::forward::forward::<TcpStream>(unreachable!(), unreachable!(), unreachable!(), unreachable!())
+        });
+        eprintln!("relay from plain TCP {relay_plain} bytes, from any upstream {relay_any}, forward {forward}");
+        assert!(
+            relay_plain < relay_any,
+            "a plain relay ({relay_plain} bytes) is sized apart from a TLS one ({relay_any})"
+        );
+        if cfg!(debug_assertions) {
+            let over = forward.saturating_sub(relay_plain);
+            assert!(
+                over <= FORWARD_OVER_RELAY_MAX_DEBUG,
+                "forward keeps {over} bytes beside its relay, over its bound of {FORWARD_OVER_RELAY_MAX_DEBUG}"
+            );
         }
     }
 }

@@ -20,6 +20,25 @@ use switchboard_shared::{Config, KeyHasher, Secret};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's `void mi_collect(bool force)` (mimalloc.h, its stable C
+    /// API; in the library `mimalloc` links): the calling thread's empty
+    /// pages go back to the allocator, and what has been free past its purge
+    /// delay back to the OS.
+    fn mi_collect(force: bool);
+}
+
+/// What each data-plane worker calls once a second on its own thread
+/// (`switchboard_dataplane::memory`): without it, pages freed after a burst of
+/// stream openings stay resident while the streams are open.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` takes a plain bool, touches only the allocator's
+    // own state of the calling thread (and its arenas, under their own
+    // atomics) and may be called at any time from any thread; the symbol is in
+    // the mimalloc library the global allocator above links.
+    unsafe { mi_collect(false) }
+}
+
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "A fast OpenAI-compatible LLM gateway.")]
 struct Cli {
@@ -92,6 +111,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    switchboard_dataplane::memory::set_release(release_freed_memory);
     let cli = Cli::parse();
     match cli.command {
         Command::HashKey { key } => {

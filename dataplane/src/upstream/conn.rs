@@ -70,6 +70,38 @@ impl UpStream {
     }
 }
 
+/// The upstream connection a response is relayed from: a plain TCP stream,
+/// or any [`UpStream`]. The relay is built for each, so a plain stream's
+/// relay — what every open stream over plain HTTP holds while it waits — is
+/// not sized for a TLS read's state (hundreds of bytes); a TLS upstream's
+/// relay is boxed once per response instead (`forward`).
+pub(crate) trait RelayConn: AsyncReadRent {
+    /// The TCP socket, when the connection is plain (multishot receive).
+    fn plain(&self) -> Option<&TcpStream>;
+    /// Back to a pooled connection.
+    fn into_upstream(self) -> UpStream;
+}
+
+impl RelayConn for TcpStream {
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+
+    fn into_upstream(self) -> UpStream {
+        UpStream::Plain(self)
+    }
+}
+
+impl RelayConn for UpStream {
+    fn plain(&self) -> Option<&TcpStream> {
+        UpStream::plain(self)
+    }
+
+    fn into_upstream(self) -> UpStream {
+        self
+    }
+}
+
 impl AsyncWriteRent for UpStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {

@@ -5,6 +5,7 @@ pub mod conn;
 pub(crate) mod multishot;
 pub mod pool;
 
+pub(crate) use conn::RelayConn;
 pub use conn::{connect, IntoUpStream, UpStream};
 pub(crate) use multishot::UpstreamReader;
 pub use pool::Pool;

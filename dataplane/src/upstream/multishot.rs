@@ -12,7 +12,7 @@
 //! stopped and waited for ([`UpstreamReader::finish`]), so the next
 //! response on it is read the plain way from its first byte.
 
-use super::UpStream;
+use super::RelayConn;
 use crate::http::io::{read_append, IoFail};
 use crate::metrics::WorkerSlot;
 use monoio::net::tcp::{MultiRecv, RecvMulti};
@@ -38,9 +38,9 @@ impl<'w> UpstreamReader<'w> {
 
     /// Read once into `r` (after its length), with at least `min_spare` bytes
     /// of room; as [`read_append`]: the bytes read, 0 at EOF.
-    pub(crate) async fn read_append(
+    pub(crate) async fn read_append<U: RelayConn>(
         &mut self,
-        conn: &mut UpStream,
+        conn: &mut U,
         r: &mut Vec<u8>,
         min_spare: usize,
         deadline: Instant,
