@@ -52,6 +52,8 @@ fn trim_capacity(v: &mut Vec<u8>) {
 /// A plain function returning the connection's future (as the functions
 /// below it): an `async fn` keeps each by-value argument twice in its state,
 /// as passed and as moved into its body, for as long as the connection is open.
+// Not an `async fn` on purpose (see above): it would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn serve<S: AsyncReadRent + AsyncWriteRent + PeerClosed + crate::upstream::IntoUpStream>(
     ctx: Rc<WorkerCtx>,
     mut io: S,
@@ -393,6 +395,8 @@ async fn handle_one<S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
 /// Phases authenticate, parse (body, fields, contract) and route; then the
 /// exchange runs the rest (`exchange::run`). A request that reaches a route
 /// is accounted there.
+// Not an `async fn` on purpose (see `serve`): it would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
 fn routed<'a, S: AsyncReadRent + AsyncWriteRent + PeerClosed>(
     ctx: &'a WorkerCtx,
     io: &'a mut S,

@@ -34,3 +34,28 @@ pub(crate) fn release() {
         f()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted() {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The release function is set once per process, and each call of
+    /// `release` (a worker's tick) reaches it.
+    #[test]
+    fn the_release_function_is_set_once_and_called() {
+        assert!(set_release(counted), "the first function is taken");
+        assert!(!set_release(|| {}), "a second one is refused");
+        // (Workers of other tests in this process may call it too.)
+        let before = CALLS.load(Ordering::SeqCst);
+        release();
+        release();
+        assert!(CALLS.load(Ordering::SeqCst) >= before + 2);
+    }
+}

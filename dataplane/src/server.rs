@@ -550,6 +550,8 @@ async fn worker_main(
 ///
 /// A plain function returning an `async move` block: an `async fn` would keep
 /// its arguments twice (as passed, and moved into its body).
+// Not an `async fn` on purpose (see above): it would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
 fn serve_accepted(
     c: Rc<WorkerCtx>,
     stream: TcpStream,

@@ -186,6 +186,8 @@ impl Chain {
 /// A plain function returning the relay's future: an `async fn` keeps each
 /// by-value argument twice in its state (as passed, and moved into the
 /// body), and this future is what every open stream holds.
+// Not an `async fn` on purpose (see above): it would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn relay<'a, 'x, S: AsyncWriteRent + PeerClosed, U: RelayConn>(
     ctx: &'a WorkerCtx,
     client: &'a mut S,
