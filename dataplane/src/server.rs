@@ -646,34 +646,28 @@ mod task_size_tests {
     /// A plain-TCP upstream's relay — what every open stream over plain HTTP
     /// awaits — is built apart from a TLS one's (whose reads' state is
     /// hundreds of bytes larger), and `forward` carries little beside it.
+    /// The size of the relay's future for an upstream connection of type `U`.
+    #[allow(unreachable_code, clippy::diverging_sub_expression)]
+    fn relay_size<U: crate::upstream::RelayConn>() -> usize {
+        size_of_unmade(|| {
+            crate::relay::relay::<TcpStream, U>(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        })
+    }
+
     #[test]
     #[allow(unreachable_code, clippy::diverging_sub_expression)]
     fn relay_future_sizes() {
-        use crate::upstream::UpStream;
-        let relay_plain = size_of_unmade(|| {
-            crate::relay::relay::<TcpStream, TcpStream>(
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-            )
-        });
-        let relay_any = size_of_unmade(|| {
-            crate::relay::relay::<TcpStream, UpStream>(
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-            )
-        });
+        let relay_plain = relay_size::<TcpStream>();
+        let relay_any = relay_size::<crate::upstream::UpStream>();
         let forward = size_of_unmade(|| {
             crate::forward::forward::<TcpStream>(unreachable!(), unreachable!(), unreachable!(), unreachable!())
         });
