@@ -38,24 +38,20 @@ impl IntoUpStream for monoio_rustls::ServerTlsStream<TcpStream> {
     }
 }
 
-// The TLS arms' futures are boxed: rustls's are several hundred bytes, and
-// inline they size (and every move copies) each read and write future of a
-// plain connection too — several per request and per relayed event. A TLS
-// read or write allocates its future instead, beside its decryption.
 impl AsyncReadRent for UpStream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpStream::Plain(s) => s.read(buf).await,
-            UpStream::Tls(s) => Box::pin(s.read(buf)).await,
-            UpStream::Attached(s) => Box::pin(s.read(buf)).await,
+            UpStream::Tls(s) => s.read(buf).await,
+            UpStream::Attached(s) => s.read(buf).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpStream::Plain(s) => s.readv(buf).await,
-            UpStream::Tls(s) => Box::pin(s.readv(buf)).await,
-            UpStream::Attached(s) => Box::pin(s.readv(buf)).await,
+            UpStream::Tls(s) => s.readv(buf).await,
+            UpStream::Attached(s) => s.readv(buf).await,
         }
     }
 }
@@ -106,16 +102,16 @@ impl AsyncWriteRent for UpStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpStream::Plain(s) => s.write(buf).await,
-            UpStream::Tls(s) => Box::pin(s.write(buf)).await,
-            UpStream::Attached(s) => Box::pin(s.write(buf)).await,
+            UpStream::Tls(s) => s.write(buf).await,
+            UpStream::Attached(s) => s.write(buf).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpStream::Plain(s) => s.writev(buf).await,
-            UpStream::Tls(s) => Box::pin(s.writev(buf)).await,
-            UpStream::Attached(s) => Box::pin(s.writev(buf)).await,
+            UpStream::Tls(s) => s.writev(buf).await,
+            UpStream::Attached(s) => s.writev(buf).await,
         }
     }
 
