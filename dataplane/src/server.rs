@@ -643,9 +643,6 @@ mod task_size_tests {
     /// (1,104 before the attempt was scoped).
     const FORWARD_OVER_RELAY_MAX_DEBUG: usize = 512;
 
-    /// A plain-TCP upstream's relay — what every open stream over plain HTTP
-    /// awaits — is built apart from a TLS one's (whose reads' state is
-    /// hundreds of bytes larger), and `forward` carries little beside it.
     /// The size of the relay's future for an upstream connection of type `U`.
     #[allow(unreachable_code, clippy::diverging_sub_expression)]
     fn relay_size<U: crate::upstream::RelayConn>() -> usize {
@@ -663,6 +660,9 @@ mod task_size_tests {
         })
     }
 
+    /// A plain-TCP upstream's relay — what every open stream over plain HTTP
+    /// awaits — is built apart from a TLS one's (whose reads' state is
+    /// hundreds of bytes larger), and `forward` carries little beside it.
     #[test]
     #[allow(unreachable_code, clippy::diverging_sub_expression)]
     fn relay_future_sizes() {

@@ -894,16 +894,20 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
         Kind::Chat => chunk(&format!(r#"{{"index":0,"delta":{{"content":{text}}},"finish_reason":null}}"#)),
         _ => chunk(&format!(r#"{{"index":0,"text":{text},"finish_reason":null}}"#)),
     };
-    // `stamp`: the token event with a field for its write time; the digits'
-    // distance from the end of the event (`push_chunk` adds CRLF after it).
-    let stamped = (b.stamp == Some(true) && kind == Kind::Chat).then(|| {
-        let at = token.find("\"choices\":").unwrap_or(0);
-        let event =
-            format!("{}\"system_fingerprint\":\"t{}\",{}", &token[..at], "0".repeat(STAMP_DIGITS), &token[at..]);
-        let from_end = event.len() - (at + "\"system_fingerprint\":\"t".len());
-        (event, from_end + 2)
-    });
-    let token = stamped.as_ref().map_or(token.clone(), |(e, _)| e.clone());
+    // `stamp`: the token event with a field for its write time, first in its
+    // object (before any field whose text could hold anything); `stamp_at`:
+    // the digits' distance from the end of `out` once the event is pushed
+    // (`push_chunk` adds CRLF after it).
+    let (token, stamp_at) = match token.find('{') {
+        Some(i) if b.stamp == Some(true) && kind == Kind::Chat => {
+            let at = i + 1;
+            let field = "\"system_fingerprint\":\"t";
+            let event = format!("{}{field}{}\",{}", &token[..at], "0".repeat(STAMP_DIGITS), &token[at..]);
+            let from_end = event.len() - (at + field.len()) + 2;
+            (event, Some(from_end))
+        }
+        _ => (token, None),
+    };
     let finish = match kind {
         _ if b.no_finish_reason == Some(true) => String::new(),
         Kind::Chat => chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#),
@@ -991,8 +995,8 @@ async fn answer<S: AsyncReadRent + AsyncWriteRent + Raw>(
             }
         }
         push_chunk(out, token.as_bytes());
-        if let Some((_, from_end)) = &stamped {
-            write_stamp(out, *from_end);
+        if let Some(from_end) = stamp_at {
+            write_stamp(out, from_end);
         }
         if !send(io, out).await {
             return aborted(ctx);
@@ -1027,11 +1031,11 @@ pub fn monotonic_ns() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
 }
 
-/// Write the time now into the stamp whose digits end `from_end` bytes
+/// Write the time now into the stamp whose digits start `from_end` bytes
 /// before the end of `out`.
 fn write_stamp(out: &mut [u8], from_end: usize) {
-    let Some(end) = out.len().checked_sub(from_end - STAMP_DIGITS) else { return };
-    let Some(digits) = end.checked_sub(STAMP_DIGITS).and_then(|start| out.get_mut(start..end)) else { return };
+    let Some(start) = out.len().checked_sub(from_end) else { return };
+    let Some(digits) = out.get_mut(start..start.saturating_add(STAMP_DIGITS)) else { return };
     let mut v = monotonic_ns();
     for d in digits.iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
